@@ -1,0 +1,253 @@
+//! The server's configuration: environment variables only, parsed with `envy` into one typed
+//! struct at start. A missing or malformed value stops the binary with exit status 2 and one
+//! line naming the variable and what it expects (see `main.rs`).
+//!
+//! `REDIS_URL` may carry a password, so it is kept in a [`RedisUrl`] whose `Debug` hides it,
+//! and it is never echoed in an error.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Every variable the server reads, with its default; the README's table mirrors this.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default = "defaults::port")]
+    pub port: u16,
+    #[serde(default = "defaults::host")]
+    pub host: IpAddr,
+    /// Unset: the in-memory store (one instance, nothing survives a restart).
+    #[serde(default)]
+    pub redis_url: Option<RedisUrl>,
+    /// Every Redis command gives up after this long, and the request gets 503.
+    #[serde(default = "defaults::redis_timeout_ms")]
+    pub redis_timeout_ms: u64,
+    #[serde(default = "defaults::max_message_bytes")]
+    pub max_message_bytes: usize,
+    #[serde(default = "defaults::history_limit")]
+    pub history_limit: usize,
+    #[serde(default = "defaults::member_ttl_secs")]
+    pub member_ttl_secs: u64,
+    /// 0 keeps empty rooms forever.
+    #[serde(default = "defaults::room_ttl_secs")]
+    pub room_ttl_secs: u64,
+    #[serde(default = "defaults::idempotency_ttl_secs")]
+    pub idempotency_ttl_secs: u64,
+    /// `text` or `json`; unset: `json` on Cloud Run (`K_SERVICE` set), else `text`.
+    #[serde(default)]
+    pub log_format: Option<LogFormat>,
+    /// Set by Cloud Run; only its presence is used (to default `LOG_FORMAT` to json).
+    #[serde(default)]
+    pub k_service: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// A Redis URL. It may hold a password, so `Debug` shows only that one is set.
+#[derive(Clone, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
+mod defaults {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    pub fn port() -> u16 {
+        8080
+    }
+    pub fn host() -> IpAddr {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+    pub fn redis_timeout_ms() -> u64 {
+        2000
+    }
+    pub fn max_message_bytes() -> usize {
+        4096
+    }
+    pub fn history_limit() -> usize {
+        1000
+    }
+    pub fn member_ttl_secs() -> u64 {
+        120
+    }
+    pub fn room_ttl_secs() -> u64 {
+        604_800
+    }
+    pub fn idempotency_ttl_secs() -> u64 {
+        86_400
+    }
+}
+
+/// What each variable expects, for the one-line error when it is malformed.
+const EXPECTATIONS: &[(&str, &str)] = &[
+    ("PORT", "a port number 0-65535"),
+    ("HOST", "an IP address such as 0.0.0.0 or ::"),
+    ("REDIS_URL", "a redis:// or rediss:// URL"),
+    (
+        "REDIS_TIMEOUT_MS",
+        "a whole number of milliseconds, at least 1",
+    ),
+    ("MAX_MESSAGE_BYTES", "a whole number of bytes, 1-65536"),
+    ("HISTORY_LIMIT", "a whole number of events, at least 1"),
+    ("MEMBER_TTL_SECS", "a whole number of seconds, at least 1"),
+    ("ROOM_TTL_SECS", "a whole number of seconds (0 = never)"),
+    (
+        "IDEMPOTENCY_TTL_SECS",
+        "a whole number of seconds, at least 1",
+    ),
+    ("LOG_FORMAT", "text or json"),
+];
+
+/// A configuration error, already phrased for the one line the binary prints.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {variable} must be {expected}")]
+pub struct ConfigError {
+    pub variable: String,
+    pub expected: String,
+}
+
+impl ConfigError {
+    fn of(variable: &str) -> Self {
+        let expected = EXPECTATIONS
+            .iter()
+            .find(|(name, _)| *name == variable)
+            .map(|(_, expected)| (*expected).to_owned())
+            .unwrap_or_else(|| "a valid value".to_owned());
+        Self {
+            variable: variable.to_owned(),
+            expected,
+        }
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the given variables, as the environment would hold them.
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        // Empty values count as unset, as shells and deploy tools often write them.
+        let vars: Vec<(String, String)> = vars
+            .into_iter()
+            .filter(|(_, value)| !value.is_empty())
+            .collect();
+        let config: Config = envy::from_iter(vars.clone()).map_err(|_| {
+            // envy's messages may quote the value (which could be a secret) and do not always
+            // name the variable: find the culprit by parsing each variable on its own.
+            let culprit = vars
+                .iter()
+                .find(|pair| envy::from_iter::<_, Config>([(*pair).clone()]).is_err())
+                .map(|(name, _)| name.as_str())
+                .unwrap_or("a variable");
+            ConfigError::of(culprit)
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.redis_timeout_ms == 0 {
+            return Err(ConfigError::of("REDIS_TIMEOUT_MS"));
+        }
+        if !(1..=65_536).contains(&self.max_message_bytes) {
+            return Err(ConfigError::of("MAX_MESSAGE_BYTES"));
+        }
+        if self.history_limit == 0 {
+            return Err(ConfigError::of("HISTORY_LIMIT"));
+        }
+        if self.member_ttl_secs == 0 {
+            return Err(ConfigError::of("MEMBER_TTL_SECS"));
+        }
+        if self.idempotency_ttl_secs == 0 {
+            return Err(ConfigError::of("IDEMPOTENCY_TTL_SECS"));
+        }
+        if let Some(url) = &self.redis_url
+            && redis::Client::open(url.expose()).is_err()
+        {
+            return Err(ConfigError::of("REDIS_URL"));
+        }
+        Ok(())
+    }
+
+    pub fn redis_timeout(&self) -> Duration {
+        Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// The log format in force: explicit, else json on Cloud Run, else text.
+    pub fn effective_log_format(&self) -> LogFormat {
+        self.log_format.unwrap_or(if self.k_service.is_some() {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.port, 8080);
+        assert!(config.redis_url.is_none());
+        assert_eq!(config.history_limit, 1000);
+        assert_eq!(config.effective_log_format(), LogFormat::Text);
+    }
+
+    #[test]
+    fn malformed_values_name_their_variable() {
+        let err = Config::from_vars(vars(&[("PORT", "eighty")])).unwrap_err();
+        assert_eq!(err.variable, "PORT");
+        let err = Config::from_vars(vars(&[("LOG_FORMAT", "xml")])).unwrap_err();
+        assert_eq!(err.variable, "LOG_FORMAT");
+        let err = Config::from_vars(vars(&[("HISTORY_LIMIT", "0")])).unwrap_err();
+        assert_eq!(err.variable, "HISTORY_LIMIT");
+    }
+
+    #[test]
+    fn redis_password_never_printed() {
+        let err =
+            Config::from_vars(vars(&[("REDIS_URL", "nope://user:hunter2@host")])).unwrap_err();
+        assert!(!err.to_string().contains("hunter2"));
+        let config =
+            Config::from_vars(vars(&[("REDIS_URL", "redis://:hunter2@localhost:1")])).unwrap();
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cloud_run_defaults_to_json_logs() {
+        let config = Config::from_vars(vars(&[("K_SERVICE", "chat")])).unwrap();
+        assert_eq!(config.effective_log_format(), LogFormat::Json);
+    }
+}

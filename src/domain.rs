@@ -1,0 +1,463 @@
+//! The domain values of a chat room, parsed once at the edge ("parse, don't validate").
+//!
+//! Every rule of API.md's "Names and limits" table lives here and nowhere else: once a handler
+//! holds a [`RoomId`], [`Username`], [`MessageText`], [`RoomSecret`] or [`ClientMsgId`], the
+//! value is known to be valid. Member tokens are [`MemberToken`]s, whose `Debug` never prints
+//! the secret; only their [`TokenHash`] is ever stored or compared.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::ApiError;
+
+/// A room's id: 1-64 characters of `A-Z a-z 0-9 . _ -`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RoomId(String);
+
+impl RoomId {
+    pub const MAX_LEN: usize = 64;
+
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let valid = (1..=Self::MAX_LEN).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ApiError::invalid(
+                "roomId must be 1-64 characters of A-Z a-z 0-9 . _ -",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A member's name as shown (`display`, trimmed) and the key that decides uniqueness inside a
+/// room (`key`: NFKC, lowercased), so `Alice`, `alice` and `Ａｌｉｃｅ` collide.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Username {
+    display: String,
+    key: String,
+}
+
+impl Username {
+    pub const MAX_CHARS: usize = 32;
+
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        // `char::is_whitespace` is exactly Unicode's White_Space property.
+        let display = raw.trim_matches(char::is_whitespace);
+        let chars = display.chars().count();
+        if chars == 0 || chars > Self::MAX_CHARS {
+            return Err(ApiError::invalid(
+                "username must be 1-32 characters after trimming white space",
+            ));
+        }
+        if display.chars().any(char::is_control) {
+            return Err(ApiError::invalid(
+                "username must not contain control characters",
+            ));
+        }
+        Ok(Self {
+            display: display.to_owned(),
+            key: Self::key_of(display),
+        })
+    }
+
+    /// Rebuilds a username read back from the store, where it was validated on the way in.
+    pub fn from_stored(display: String) -> Self {
+        let key = Self::key_of(&display);
+        Self { display, key }
+    }
+
+    fn key_of(display: &str) -> String {
+        display.nfkc().collect::<String>().to_lowercase()
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.display
+    }
+
+    /// The uniqueness key: two usernames are the same name in a room when their keys are equal.
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    pub fn into_string(self) -> String {
+        self.display
+    }
+}
+
+impl fmt::Display for Username {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.display)
+    }
+}
+
+/// A chat message's text: not blank, at most `MAX_MESSAGE_BYTES` bytes of UTF-8. It is stored
+/// exactly as sent (no trimming), so what a client posts is what every member sees.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MessageText(String);
+
+impl MessageText {
+    pub fn parse(raw: String, max_bytes: usize) -> Result<Self, ApiError> {
+        if raw.trim_matches(char::is_whitespace).is_empty() {
+            return Err(ApiError::invalid("message must not be empty"));
+        }
+        if raw.len() > max_bytes {
+            return Err(ApiError::PayloadTooLarge(format!(
+                "message must be at most {max_bytes} bytes of UTF-8"
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A room's optional secret, 1-128 characters. `Debug` hides it.
+#[derive(Clone)]
+pub struct RoomSecret(String);
+
+impl RoomSecret {
+    pub fn parse(raw: String) -> Result<Self, ApiError> {
+        let chars = raw.chars().count();
+        if chars == 0 || chars > 128 {
+            return Err(ApiError::invalid("secret must be 1-128 characters"));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RoomSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RoomSecret(<redacted>)")
+    }
+}
+
+/// A client-chosen idempotency key for a chat message: 1-64 of `A-Z a-z 0-9 . _ : -`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientMsgId(String);
+
+impl ClientMsgId {
+    pub fn parse(raw: &str) -> Result<Self, ApiError> {
+        let valid = (1..=64).contains(&raw.len())
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-'));
+        if valid {
+            Ok(Self(raw.to_owned()))
+        } else {
+            Err(ApiError::invalid(
+                "idempotency key must be 1-64 characters of A-Z a-z 0-9 . _ : -",
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// A member token as the client holds it: 256 random bits, hex encoded. The server keeps only
+/// its [`TokenHash`]; `Debug` and `Display` are deliberately absent or redacted.
+#[derive(Clone)]
+pub struct MemberToken(String);
+
+impl MemberToken {
+    pub fn generate() -> Self {
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        Self(hex::encode(bytes))
+    }
+
+    /// Wraps a token presented by a client. Anything may be presented; a wrong one simply
+    /// hashes to a value no member has.
+    pub fn presented(raw: &str) -> Self {
+        Self(raw.to_owned())
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())))
+    }
+
+    /// The token itself, for the one reply that hands it to its member.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for MemberToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("MemberToken(<redacted>)")
+    }
+}
+
+/// SHA-256 of a member token, hex encoded: what the store keeps and looks tokens up by. A
+/// fast hash is right here because tokens carry 256 bits of entropy (no dictionary to
+/// attack), unlike room secrets, which people choose and which get argon2.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TokenHash(String);
+
+impl TokenHash {
+    pub fn from_stored(hex: String) -> Self {
+        Self(hex)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Constant-time comparison, so the time taken does not tell how much of a hash matched.
+    pub fn matches(&self, other: &TokenHash) -> bool {
+        self.0.as_bytes().ct_eq(other.0.as_bytes()).into()
+    }
+}
+
+impl fmt::Debug for TokenHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("TokenHash(<redacted>)")
+    }
+}
+
+/// An event id, `<milliseconds>-<sequence>` as Redis stream ids are; ordered part by part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct EventId {
+    pub ms: u64,
+    pub seq: u64,
+}
+
+impl EventId {
+    pub const ZERO: EventId = EventId { ms: 0, seq: 0 };
+
+    pub fn new(ms: u64, seq: u64) -> Self {
+        Self { ms, seq }
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for EventId {
+    type Err = ApiError;
+
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let bad = || ApiError::invalid("event ids look like 1732560000000-0");
+        let (ms, seq) = raw.split_once('-').ok_or_else(bad)?;
+        let digits =
+            |s: &str| !s.is_empty() && s.len() <= 20 && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return Err(bad());
+        }
+        Ok(Self {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+impl serde::Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Why a member left its room.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaveReason {
+    Left,
+    Timeout,
+}
+
+impl LeaveReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaveReason::Left => "left",
+            LeaveReason::Timeout => "timeout",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "left" => Some(Self::Left),
+            "timeout" => Some(Self::Timeout),
+            _ => None,
+        }
+    }
+}
+
+/// What happened in a room: one entry of its ordered log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    RoomCreated {
+        username: String,
+    },
+    MemberAdded {
+        username: String,
+    },
+    MemberRemoved {
+        username: String,
+        reason: LeaveReason,
+    },
+    Chat {
+        username: String,
+        message: String,
+    },
+}
+
+impl EventKind {
+    /// The event's name on every transport, as the original socket.io server named it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            EventKind::RoomCreated { .. } => "create:room:success",
+            EventKind::MemberAdded { .. } => "add:member:success",
+            EventKind::MemberRemoved { .. } => "remove:member:success",
+            EventKind::Chat { .. } => "create:chat:success",
+        }
+    }
+
+    pub fn username(&self) -> &str {
+        match self {
+            EventKind::RoomCreated { username }
+            | EventKind::MemberAdded { username }
+            | EventKind::MemberRemoved { username, .. }
+            | EventKind::Chat { username, .. } => username,
+        }
+    }
+}
+
+/// One event of a room's log, with its id.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RoomEvent {
+    pub id: EventId,
+    /// The id of the event before this one in the room's log (`0-0` for the first), so a
+    /// reader can tell a gap in what it received from a quiet room.
+    pub prev: EventId,
+    pub room: RoomId,
+    pub kind: EventKind,
+}
+
+/// The wire form of a chat message, as history, the post reply and the `create:chat` ack
+/// show it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChatMessage {
+    /// The event id of the message.
+    #[schema(value_type = String, example = "1732560000000-0")]
+    pub id: EventId,
+    pub room_id: String,
+    pub username: String,
+    pub message: String,
+    /// When the message was stored: RFC 3339 UTC with milliseconds.
+    #[schema(example = "2026-11-25T21:00:00.000Z")]
+    pub ts: String,
+}
+
+impl RoomEvent {
+    /// The chat message this event carries, if it is one.
+    pub fn as_chat(&self) -> Option<ChatMessage> {
+        match &self.kind {
+            EventKind::Chat { username, message } => Some(ChatMessage {
+                id: self.id,
+                room_id: self.room.to_string(),
+                username: username.clone(),
+                message: message.clone(),
+                ts: timestamp(self.id),
+            }),
+            _ => None,
+        }
+    }
+
+    /// The event's `data` object, identical on every transport.
+    pub fn data_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        let room = self.room.as_str();
+        match &self.kind {
+            EventKind::RoomCreated { username } | EventKind::MemberAdded { username } => {
+                json!({"roomId": room, "username": username})
+            }
+            EventKind::MemberRemoved { username, reason } => {
+                json!({"roomId": room, "username": username, "reason": reason.as_str()})
+            }
+            EventKind::Chat { username, message } => json!({
+                "roomId": room,
+                "username": username,
+                "message": message,
+                "ts": timestamp(self.id),
+            }),
+        }
+    }
+}
+
+/// The `ts` of an event: the millisecond part of its id, which is when the log stored it, so
+/// ids and timestamps can never disagree.
+pub fn timestamp(id: EventId) -> String {
+    let millis = i64::try_from(id.ms).unwrap_or(i64::MAX);
+    chrono::DateTime::from_timestamp_millis(millis)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_collide_by_nfkc_lowercase() {
+        let a = Username::parse("Alice").unwrap();
+        let b = Username::parse("  alice\u{3000}").unwrap();
+        let c = Username::parse("Ａｌｉｃｅ").unwrap();
+        assert_eq!(a.key(), b.key());
+        assert_eq!(a.key(), c.key());
+        assert_eq!(b.as_str(), "alice");
+    }
+
+    #[test]
+    fn username_limits() {
+        assert!(Username::parse("   ").is_err());
+        assert!(Username::parse(&"é".repeat(32)).is_ok());
+        assert!(Username::parse(&"é".repeat(33)).is_err());
+        assert!(Username::parse("a\u{7}b").is_err());
+    }
+
+    #[test]
+    fn event_ids_order_numerically() {
+        let a: EventId = "9-5".parse().unwrap();
+        let b: EventId = "10-0".parse().unwrap();
+        assert!(a < b);
+        assert_eq!(b.to_string(), "10-0");
+        assert!("10".parse::<EventId>().is_err());
+        assert!("a-1".parse::<EventId>().is_err());
+    }
+
+    #[test]
+    fn timestamps_have_milliseconds() {
+        assert_eq!(
+            timestamp(EventId::new(1_732_560_000_123, 0)),
+            "2024-11-25T18:40:00.123Z"
+        );
+    }
+}

@@ -1,0 +1,129 @@
+//! `ApiError`: exactly API.md's error codes, with one mapping to HTTP statuses and one body
+//! shape (`{"error": {"code", "message"}}`).
+//!
+//! Messages are written for the client and never carry an internal cause: store failures are
+//! logged where they happen and reach the client only as `unavailable`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store::StoreError;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("request bodies must be JSON (Content-Type: application/json)")]
+    UnsupportedMediaType,
+    #[error("a valid member token for this room is required")]
+    Unauthorized,
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("room not found")]
+    RoomNotFound,
+    #[error("not a member of this room")]
+    NotMember,
+    #[error("room already exists")]
+    RoomExists,
+    #[error("Username already exists, please choose another username.")]
+    UsernameTaken,
+    #[error("{0}")]
+    PayloadTooLarge(String),
+    #[error("too many requests, retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the service is temporarily unavailable, retry shortly")]
+    Unavailable,
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::Forbidden(message.into())
+    }
+
+    /// The stable, machine-readable code from API.md.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidRequest(_) => "invalid_request",
+            ApiError::UnsupportedMediaType => "unsupported_media_type",
+            ApiError::Unauthorized => "unauthorized",
+            ApiError::Forbidden(_) => "forbidden",
+            ApiError::RoomNotFound => "room_not_found",
+            ApiError::NotMember => "not_member",
+            ApiError::RoomExists => "room_exists",
+            ApiError::UsernameTaken => "username_taken",
+            ApiError::PayloadTooLarge(_) => "payload_too_large",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable => "unavailable",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::RoomNotFound | ApiError::NotMember => StatusCode::NOT_FOUND,
+            ApiError::RoomExists | ApiError::UsernameTaken => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The `data` of a WebSocket `error` event and the `error` member of a REST error body.
+    pub fn body(&self) -> ErrorDetail {
+        ErrorDetail {
+            code: self.code(),
+            message: self.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable => ApiError::Unavailable,
+        }
+    }
+}
+
+/// `{"code": "…", "message": "…"}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorDetail {
+    /// One of API.md's error codes.
+    #[schema(example = "invalid_request")]
+    pub code: &'static str,
+    /// A human-readable explanation.
+    pub message: String,
+}
+
+/// The REST error body: `{"error": {"code": "…", "message": "…"}}`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let retry_after = match self {
+            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
+            ApiError::Unavailable => Some(1),
+            _ => None,
+        };
+        let mut response = (status, Json(ErrorBody { error: self.body() })).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}

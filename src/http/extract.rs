@@ -1,0 +1,108 @@
+//! Extractors whose rejections come back in API.md's error format: JSON bodies, path
+//! segments, query strings and the member token (`Authorization: Bearer …`, or `?token=` where
+//! a browser cannot set headers).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
+use axum::http::StatusCode;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::domain::{MemberToken, TokenHash};
+use crate::error::ApiError;
+
+/// A JSON body. Wrong content type → 415, too large → 413, anything else unreadable → 400.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(Self(value)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection.status() {
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge("request bodies are limited to 64 KiB".to_owned())
+        }
+        _ => match rejection {
+            JsonRejection::JsonDataError(err) => {
+                ApiError::invalid(format!("invalid request body: {}", err.body_text()))
+            }
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::invalid("request body is not valid JSON")
+            }
+            _ => ApiError::invalid("request body could not be read"),
+        },
+    }
+}
+
+/// Path parameters, with a 400 in our format when they cannot be decoded.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Path(value)| Self(value))
+            .map_err(|_: PathRejection| ApiError::invalid("malformed path"))
+    }
+}
+
+/// A query string, with a 400 in our format when it does not fit.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| Self(value))
+            .map_err(|err: QueryRejection| {
+                ApiError::invalid(format!("invalid query string: {}", err.body_text()))
+            })
+    }
+}
+
+/// The hash of the member token a request presents as `Authorization: Bearer <token>`. Its
+/// absence (or another scheme) is 401 before anything else is looked at.
+pub struct BearerToken(pub TokenHash);
+
+impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        bearer(parts).map(Self).ok_or(ApiError::Unauthorized)
+    }
+}
+
+/// The token from the `Authorization` header, if it holds a Bearer token.
+pub fn bearer(parts: &Parts) -> Option<TokenHash> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
+        .then(|| MemberToken::presented(token).hash())
+}

@@ -1,0 +1,96 @@
+//! The HTTP surface: every route in one [`router`], the shared [`AppState`], and the
+//! request metrics middleware. Transports are thin adapters over [`crate::rooms::Rooms`].
+
+pub mod extract;
+pub mod health;
+pub mod openapi;
+pub mod rest;
+
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::rooms::Rooms;
+
+/// Request bodies (and WebSocket frames) are limited to 64 KiB, as API.md says.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What every handler can reach. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub rooms: Rooms,
+    pub metrics: PrometheusHandle,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/rooms", post(rest::create_room))
+        .route(
+            "/rooms/{roomId}/members",
+            post(rest::join_room).get(rest::members),
+        )
+        .route("/rooms/{roomId}/members/{username}", delete(rest::leave_room))
+        .route(
+            "/rooms/{roomId}/messages",
+            post(rest::post_message).get(rest::history),
+        )
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/openapi.json", get(openapi::openapi_json))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
+            // The path only: query strings may carry a token (`?token=` for EventSource).
+            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+/// Paths and methods outside the API get the API's error body with the HTTP status that
+/// says what is wrong (404 / 405) and the code `invalid_request`.
+async fn not_found() -> Response {
+    with_status(ApiError::invalid("no such endpoint"), StatusCode::NOT_FOUND)
+}
+
+async fn method_not_allowed() -> Response {
+    with_status(
+        ApiError::invalid("method not allowed on this endpoint"),
+        StatusCode::METHOD_NOT_ALLOWED,
+    )
+}
+
+fn with_status(error: ApiError, status: StatusCode) -> Response {
+    let mut response = error.into_response();
+    *response.status_mut() = status;
+    response
+}
+
+/// Counts requests and their latency by route template (never the raw path, which holds room
+/// ids and usernames), method and status.
+async fn record_request(State(_state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|path| path.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("chat_http_requests_total", &labels).increment(1);
+    metrics::histogram!("chat_http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    response
+}

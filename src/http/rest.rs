@@ -1,0 +1,282 @@
+//! The REST endpoints for rooms, members and messages: thin handlers that parse, call
+//! [`crate::rooms::Rooms`] and shape the reply. Their request and response types are the ones
+//! `/openapi.json` is generated from, so the document cannot drift from the code.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+
+use super::AppState;
+use super::extract::{ApiJson, ApiPath, ApiQuery, BearerToken};
+use crate::domain::{ChatMessage, ClientMsgId, EventId, RoomId, RoomSecret, Username};
+use crate::error::{ApiError, ErrorBody};
+use crate::rooms::Joined;
+
+/// `POST /rooms`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRoomRequest {
+    /// 1-64 characters of `A-Z a-z 0-9 . _ -`.
+    #[schema(example = "lobby")]
+    pub room_id: String,
+    /// 1-32 characters after trimming; unique in the room (case- and width-insensitive).
+    #[schema(example = "alice")]
+    pub username: String,
+    /// Optional, 1-128 characters: joining then needs it.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// `POST /rooms/{roomId}/members`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct JoinRequest {
+    #[schema(example = "bob")]
+    pub username: String,
+    /// The room's secret, if it has one.
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// `POST /rooms/{roomId}/messages`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PostMessageRequest {
+    /// Not blank; at most `MAX_MESSAGE_BYTES` bytes of UTF-8.
+    #[schema(example = "hi")]
+    pub message: String,
+}
+
+/// A member's entry into a room: keep `token`, it is shown only once.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JoinedResponse {
+    pub room_id: String,
+    pub username: String,
+    /// The member token: present it as `Authorization: Bearer <token>`.
+    pub token: String,
+    /// The id of the last event the join appended: stream from here to miss nothing.
+    #[schema(value_type = String, example = "1732560000000-1")]
+    pub last_event_id: EventId,
+}
+
+impl From<Joined> for JoinedResponse {
+    fn from(joined: Joined) -> Self {
+        Self {
+            room_id: joined.room.to_string(),
+            username: joined.username.into_string(),
+            token: joined.token.expose().to_owned(),
+            last_event_id: joined.last_event_id,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct HistoryQuery {
+    /// How many messages, 1-200 (default 50).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
+    pub limit: Option<String>,
+    /// Only messages before this event id (the `nextBefore` of the previous page).
+    #[param(value_type = Option<String>)]
+    pub before: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HistoryResponse {
+    /// Chat messages, oldest first.
+    pub messages: Vec<ChatMessage>,
+    /// The `before` for the previous page; null when there is none.
+    #[schema(value_type = Option<String>)]
+    pub next_before: Option<EventId>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MemberEntry {
+    pub username: String,
+    /// Whether a WebSocket or SSE connection holds this member now.
+    pub online: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MembersResponse {
+    pub members: Vec<MemberEntry>,
+}
+
+fn optional_secret(raw: Option<String>) -> Result<Option<RoomSecret>, ApiError> {
+    raw.map(RoomSecret::parse).transpose()
+}
+
+/// Create a room; its creator joins it.
+#[utoipa::path(
+    post, path = "/rooms", tag = "rooms",
+    request_body = CreateRoomRequest,
+    responses(
+        (status = 201, body = JoinedResponse, description = "room created, creator joined"),
+        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "room_exists"),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn create_room(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateRoomRequest>,
+) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
+    let room = RoomId::parse(&body.room_id)?;
+    let username = Username::parse(&body.username)?;
+    let secret = optional_secret(body.secret)?;
+    let joined = state.rooms.create_room(room, username, secret).await?;
+    Ok((StatusCode::CREATED, Json(joined.into())))
+}
+
+/// Join a room.
+#[utoipa::path(
+    post, path = "/rooms/{roomId}/members", tag = "rooms",
+    params(("roomId" = String, Path, description = "the room")),
+    request_body = JoinRequest,
+    responses(
+        (status = 201, body = JoinedResponse, description = "joined"),
+        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "wrong or missing secret"),
+        (status = 404, body = ErrorBody, description = "room_not_found"),
+        (status = 409, body = ErrorBody, description = "username_taken"),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn join_room(
+    State(state): State<AppState>,
+    ApiPath(room): ApiPath<String>,
+    ApiJson(body): ApiJson<JoinRequest>,
+) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
+    let room = RoomId::parse(&room)?;
+    let username = Username::parse(&body.username)?;
+    let secret = optional_secret(body.secret)?;
+    let joined = state.rooms.join(room, username, secret).await?;
+    Ok((StatusCode::CREATED, Json(joined.into())))
+}
+
+/// Leave a room (only a member can remove itself).
+#[utoipa::path(
+    delete, path = "/rooms/{roomId}/members/{username}", tag = "rooms",
+    params(("roomId" = String, Path), ("username" = String, Path)),
+    security(("member_token" = [])),
+    responses(
+        (status = 204, description = "left"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody, description = "the token is another member's"),
+        (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn leave_room(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath((room, username)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let room = RoomId::parse(&room)?;
+    let username = Username::parse(&username)?;
+    state.rooms.leave(&room, &token, &username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Post a chat message. With an `Idempotency-Key`, a retry returns the first message.
+#[utoipa::path(
+    post, path = "/rooms/{roomId}/messages", tag = "messages",
+    params(
+        ("roomId" = String, Path),
+        ("Idempotency-Key" = Option<String>, Header, description = "1-64 of A-Z a-z 0-9 . _ : -; a retry with the same key lands once"),
+    ),
+    request_body = PostMessageRequest,
+    security(("member_token" = [])),
+    responses(
+        (status = 201, body = ChatMessage, description = "stored (or stored earlier under this key)"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn post_message(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath(room): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<PostMessageRequest>,
+) -> Result<(StatusCode, Json<ChatMessage>), ApiError> {
+    let room = RoomId::parse(&room)?;
+    let idempotency_key = match headers.get("idempotency-key") {
+        Some(value) => Some(ClientMsgId::parse(value.to_str().map_err(|_| {
+            ApiError::invalid("idempotency key must be 1-64 characters of A-Z a-z 0-9 . _ : -")
+        })?)?),
+        None => None,
+    };
+    let message = state.rooms.message(body.message)?;
+    let stored = state
+        .rooms
+        .post(room, token, message, idempotency_key)
+        .await?;
+    Ok((StatusCode::CREATED, Json(stored)))
+}
+
+/// Read chat history, newest page first, each page oldest first.
+#[utoipa::path(
+    get, path = "/rooms/{roomId}/messages", tag = "messages",
+    params(("roomId" = String, Path), HistoryQuery),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, body = HistoryResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn history(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath(room): ApiPath<String>,
+    ApiQuery(query): ApiQuery<HistoryQuery>,
+) -> Result<Json<HistoryResponse>, ApiError> {
+    let room = RoomId::parse(&room)?;
+    let limit = match query.limit.as_deref() {
+        None => 50,
+        Some(raw) => raw
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("limit must be between 1 and 200"))?,
+    };
+    let before = query
+        .before
+        .as_deref()
+        .map(str::parse::<EventId>)
+        .transpose()?;
+    let page = state.rooms.history(&room, &token, before, limit).await?;
+    Ok(Json(HistoryResponse {
+        messages: page
+            .messages
+            .iter()
+            .filter_map(|event| event.as_chat())
+            .collect(),
+        next_before: page.next_before,
+    }))
+}
+
+/// List a room's members and whether each is online.
+#[utoipa::path(
+    get, path = "/rooms/{roomId}/members", tag = "rooms",
+    params(("roomId" = String, Path)),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, body = MembersResponse),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn members(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath(room): ApiPath<String>,
+) -> Result<Json<MembersResponse>, ApiError> {
+    let room = RoomId::parse(&room)?;
+    let members = state.rooms.members(&room, &token).await?;
+    Ok(Json(MembersResponse {
+        members: members
+            .into_iter()
+            .map(|member| MemberEntry {
+                username: member.username,
+                online: member.online,
+            })
+            .collect(),
+    }))
+}

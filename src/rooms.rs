@@ -1,0 +1,255 @@
+//! The room operations every transport calls: create, join, leave, post, history, members.
+//!
+//! This is where the business rules meet the store: tokens are minted and hashed here, room
+//! secrets are hashed and checked here (argon2, on the blocking pool so it never stalls the
+//! reactor), and store outcomes become API.md's errors. Nothing here knows about HTTP,
+//! WebSocket or SSE.
+
+use std::sync::Arc;
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+
+use crate::domain::{
+    ChatMessage, ClientMsgId, EventId, MemberToken, MessageText, RoomId, RoomSecret, TokenHash,
+    Username,
+};
+use crate::error::ApiError;
+use crate::store::{
+    Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
+    NewMember, NewMessage, PostOutcome, RoomAccess, Store,
+};
+
+/// What a member gets back when it joins (or creates) a room.
+#[derive(Debug, Clone)]
+pub struct Joined {
+    pub room: RoomId,
+    pub username: Username,
+    pub token: MemberToken,
+    /// The id of the last event the join appended.
+    pub last_event_id: EventId,
+}
+
+/// The most history one request may ask for.
+pub const MAX_HISTORY_PAGE: usize = 200;
+
+#[derive(Clone)]
+pub struct Rooms {
+    store: Arc<dyn Store>,
+    max_message_bytes: usize,
+}
+
+impl Rooms {
+    pub fn new(store: Arc<dyn Store>, max_message_bytes: usize) -> Self {
+        Self {
+            store,
+            max_message_bytes,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn max_message_bytes(&self) -> usize {
+        self.max_message_bytes
+    }
+
+    #[tracing::instrument(skip_all, fields(room = %room))]
+    pub async fn create_room(
+        &self,
+        room: RoomId,
+        username: Username,
+        secret: Option<RoomSecret>,
+    ) -> Result<Joined, ApiError> {
+        let secret_hash = match secret {
+            Some(secret) => Some(hash_secret(secret).await?),
+            None => None,
+        };
+        let token = MemberToken::generate();
+        let member = NewMember {
+            room: room.clone(),
+            username: username.clone(),
+            token_hash: token.hash(),
+        };
+        match self.store.create_room(member, secret_hash).await? {
+            CreateOutcome::Created(last_event_id) => Ok(Joined {
+                room,
+                username,
+                token,
+                last_event_id,
+            }),
+            CreateOutcome::RoomExists => Err(ApiError::RoomExists),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(room = %room))]
+    pub async fn join(
+        &self,
+        room: RoomId,
+        username: Username,
+        secret: Option<RoomSecret>,
+    ) -> Result<Joined, ApiError> {
+        let expected_secret_hash = match self.store.room_access(&room).await? {
+            RoomAccess::NotFound => return Err(ApiError::RoomNotFound),
+            RoomAccess::Open => None,
+            RoomAccess::Secret(hash) => {
+                let Some(secret) = secret else {
+                    return Err(ApiError::forbidden("this room needs its secret to join"));
+                };
+                verify_secret(secret, hash.clone()).await?;
+                Some(hash)
+            }
+        };
+        let token = MemberToken::generate();
+        let member = NewMember {
+            room: room.clone(),
+            username: username.clone(),
+            token_hash: token.hash(),
+        };
+        match self.store.join(member, expected_secret_hash).await? {
+            JoinOutcome::Joined(last_event_id) => Ok(Joined {
+                room,
+                username,
+                token,
+                last_event_id,
+            }),
+            JoinOutcome::RoomNotFound => Err(ApiError::RoomNotFound),
+            JoinOutcome::UsernameTaken => Err(ApiError::UsernameTaken),
+            JoinOutcome::AccessChanged => Err(ApiError::forbidden(
+                "the room changed while joining, try again",
+            )),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(room = %room))]
+    pub async fn leave(
+        &self,
+        room: &RoomId,
+        token_hash: &TokenHash,
+        username: &Username,
+    ) -> Result<EventId, ApiError> {
+        match self.store.leave(room, token_hash, username).await? {
+            LeaveOutcome::Left(id) => Ok(id),
+            LeaveOutcome::Unauthorized => Err(ApiError::Unauthorized),
+            LeaveOutcome::Forbidden => Err(ApiError::forbidden("a member can only remove itself")),
+        }
+    }
+
+    /// Parses a message against `MAX_MESSAGE_BYTES`.
+    pub fn message(&self, raw: String) -> Result<MessageText, ApiError> {
+        MessageText::parse(raw, self.max_message_bytes)
+    }
+
+    #[tracing::instrument(skip_all, fields(room = %room))]
+    pub async fn post(
+        &self,
+        room: RoomId,
+        token_hash: TokenHash,
+        message: MessageText,
+        idempotency_key: Option<ClientMsgId>,
+    ) -> Result<ChatMessage, ApiError> {
+        let outcome = self
+            .store
+            .post(NewMessage {
+                room,
+                token_hash,
+                message,
+                idempotency_key,
+            })
+            .await?;
+        match outcome {
+            PostOutcome::Posted(event) => event.as_chat().ok_or_else(|| {
+                tracing::error!("the store answered a post with a non-chat event");
+                ApiError::Unavailable
+            }),
+            PostOutcome::Unauthorized => Err(ApiError::Unauthorized),
+        }
+    }
+
+    #[tracing::instrument(skip_all, fields(room = %room))]
+    pub async fn history(
+        &self,
+        room: &RoomId,
+        token_hash: &TokenHash,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> Result<HistoryPage, ApiError> {
+        if !(1..=MAX_HISTORY_PAGE).contains(&limit) {
+            return Err(ApiError::invalid("limit must be between 1 and 200"));
+        }
+        authorized(self.store.history(room, token_hash, before, limit).await?)
+    }
+
+    #[tracing::instrument(skip_all, fields(room = %room))]
+    pub async fn members(
+        &self,
+        room: &RoomId,
+        token_hash: &TokenHash,
+    ) -> Result<Vec<MemberInfo>, ApiError> {
+        authorized(self.store.members(room, token_hash).await?)
+    }
+
+    /// Checks a member's token (refreshing its lease) and names its member.
+    pub async fn authenticate(
+        &self,
+        room: &RoomId,
+        token_hash: &TokenHash,
+    ) -> Result<Username, ApiError> {
+        authorized(self.store.authenticate(room, token_hash).await?)
+    }
+
+    /// Events after `after`, for a member already authorized.
+    pub async fn read_log(
+        &self,
+        room: &RoomId,
+        after: EventId,
+        limit: usize,
+    ) -> Result<LogRead, ApiError> {
+        Ok(self.store.read_log(room, after, limit).await?)
+    }
+}
+
+fn authorized<T>(answer: Authorized<T>) -> Result<T, ApiError> {
+    match answer {
+        Authorized::Member(value) => Ok(value),
+        Authorized::Unauthorized => Err(ApiError::Unauthorized),
+    }
+}
+
+/// Hashes a room secret with argon2id (memory-hard: people choose secrets, so they must be
+/// expensive to guess offline). Runs on the blocking pool.
+async fn hash_secret(secret: RoomSecret) -> Result<String, ApiError> {
+    tokio::task::spawn_blocking(move || {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(secret.expose().as_bytes(), &salt)
+            .map(|hash| hash.to_string())
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?
+    .map_err(|err| {
+        tracing::error!(error = %err, "hashing a room secret failed");
+        ApiError::Unavailable
+    })
+}
+
+/// Checks a secret against its stored hash; argon2's verification compares in constant time.
+async fn verify_secret(secret: RoomSecret, hash: String) -> Result<(), ApiError> {
+    let matches = tokio::task::spawn_blocking(move || {
+        PasswordHash::new(&hash)
+            .map(|parsed| {
+                Argon2::default()
+                    .verify_password(secret.expose().as_bytes(), &parsed)
+                    .is_ok()
+            })
+            .unwrap_or(false)
+    })
+    .await
+    .map_err(|_| ApiError::Unavailable)?;
+    if matches {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("wrong room secret"))
+    }
+}

@@ -1,0 +1,480 @@
+//! The in-memory store: one process, nothing survives a restart. Used when `REDIS_URL` is
+//! unset, for trying the server and for tests.
+//!
+//! All rooms sit behind one `std::sync::Mutex`: every operation is a short, non-async critical
+//! section (no `.await` inside), which is what makes each one atomic exactly as the Redis
+//! scripts are. Ids follow Redis's stream rule (`ms-seq`, never going back even if the clock
+//! does) so both stores hand out ids of the same shape and order.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use super::{
+    Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
+    NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreFuture, StoreSettings,
+};
+use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username};
+
+pub struct MemoryStore {
+    settings: StoreSettings,
+    rooms: Mutex<HashMap<RoomId, Room>>,
+}
+
+struct MemberRecord {
+    display: String,
+    token_hash: TokenHash,
+    lease_deadline_ms: u64,
+}
+
+struct Room {
+    secret_hash: Option<String>,
+    /// Keyed by the username's uniqueness key.
+    members: HashMap<String, MemberRecord>,
+    /// Token hash → username key.
+    tokens: HashMap<TokenHash, String>,
+    log: VecDeque<RoomEvent>,
+    last_id: EventId,
+    /// Set while the room has no members: when it will be deleted.
+    empty_since_ms: Option<u64>,
+    /// (token hash, key) → (stored event id, when the key expires).
+    idempotency: HashMap<(TokenHash, String), (EventId, u64)>,
+    /// Idempotency replays must answer the original message even after it left the log.
+    idempotent_events: HashMap<EventId, RoomEvent>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+impl Room {
+    fn new(secret_hash: Option<String>) -> Self {
+        Self {
+            secret_hash,
+            members: HashMap::new(),
+            tokens: HashMap::new(),
+            log: VecDeque::new(),
+            last_id: EventId::ZERO,
+            empty_since_ms: None,
+            idempotency: HashMap::new(),
+            idempotent_events: HashMap::new(),
+        }
+    }
+
+    fn append(&mut self, room: &RoomId, kind: EventKind, now: u64, limit: usize) -> RoomEvent {
+        let prev = self.last_id;
+        let id = if now > prev.ms {
+            EventId::new(now, 0)
+        } else {
+            EventId::new(prev.ms, prev.seq + 1)
+        };
+        let event = RoomEvent {
+            id,
+            prev,
+            room: room.clone(),
+            kind,
+        };
+        self.last_id = id;
+        self.log.push_back(event.clone());
+        while self.log.len() > limit {
+            self.log.pop_front();
+        }
+        event
+    }
+
+    fn add_member(&mut self, member: &NewMember, lease_deadline_ms: u64) {
+        let key = member.username.key().to_owned();
+        self.tokens.insert(member.token_hash.clone(), key.clone());
+        self.members.insert(
+            key,
+            MemberRecord {
+                display: member.username.as_str().to_owned(),
+                token_hash: member.token_hash.clone(),
+                lease_deadline_ms,
+            },
+        );
+        self.empty_since_ms = None;
+    }
+
+    fn remove_member(&mut self, key: &str, now: u64) -> Option<MemberRecord> {
+        let record = self.members.remove(key)?;
+        self.tokens.remove(&record.token_hash);
+        if self.members.is_empty() {
+            self.empty_since_ms = Some(now);
+        }
+        Some(record)
+    }
+
+    /// The member a token names, with its lease refreshed.
+    fn touch(&mut self, token_hash: &TokenHash, lease_deadline_ms: u64) -> Option<&MemberRecord> {
+        let key = self.tokens.get(token_hash)?;
+        let record = self.members.get_mut(key)?;
+        record.lease_deadline_ms = lease_deadline_ms;
+        Some(record)
+    }
+}
+
+impl MemoryStore {
+    pub fn new(settings: StoreSettings) -> Self {
+        Self {
+            settings,
+            rooms: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn with_rooms<T>(&self, f: impl FnOnce(&mut HashMap<RoomId, Room>, u64) -> T) -> T {
+        // A poisoned lock means a panic inside one of the short sections below, all of which
+        // leave the maps consistent before anything that could panic; carry on with the data.
+        let mut rooms = self
+            .rooms
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        f(&mut rooms, now_ms())
+    }
+
+    fn lease_deadline(&self, now: u64) -> u64 {
+        now + self.settings.member_ttl_ms
+    }
+
+    /// Whether an empty room has outlived `ROOM_TTL_SECS` (and so counts as gone).
+    fn is_expired(&self, room: &Room, now: u64) -> bool {
+        let ttl_ms = self.settings.room_ttl_secs.saturating_mul(1000);
+        match room.empty_since_ms {
+            Some(since) if ttl_ms > 0 => now >= since.saturating_add(ttl_ms),
+            _ => false,
+        }
+    }
+
+    fn live_room<'m>(
+        &self,
+        rooms: &'m mut HashMap<RoomId, Room>,
+        id: &RoomId,
+        now: u64,
+    ) -> Option<&'m mut Room> {
+        if rooms.get(id).is_some_and(|room| self.is_expired(room, now)) {
+            rooms.remove(id);
+        }
+        rooms.get_mut(id)
+    }
+}
+
+fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(Ok(value)))
+}
+
+impl Store for MemoryStore {
+    fn create_room(
+        &self,
+        member: NewMember,
+        secret_hash: Option<String>,
+    ) -> StoreFuture<'_, CreateOutcome> {
+        let outcome = self.with_rooms(|rooms, now| {
+            if self.live_room(rooms, &member.room, now).is_some() {
+                return CreateOutcome::RoomExists;
+            }
+            let mut room = Room::new(secret_hash);
+            room.add_member(&member, self.lease_deadline(now));
+            let username = member.username.as_str().to_owned();
+            let limit = self.settings.history_limit;
+            room.append(
+                &member.room,
+                EventKind::RoomCreated {
+                    username: username.clone(),
+                },
+                now,
+                limit,
+            );
+            let joined = room.append(
+                &member.room,
+                EventKind::MemberAdded { username },
+                now,
+                limit,
+            );
+            rooms.insert(member.room.clone(), room);
+            CreateOutcome::Created(joined.id)
+        });
+        ready(outcome)
+    }
+
+    fn room_access<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, RoomAccess> {
+        let access = self.with_rooms(|rooms, now| match self.live_room(rooms, room, now) {
+            None => RoomAccess::NotFound,
+            Some(Room {
+                secret_hash: Some(hash),
+                ..
+            }) => RoomAccess::Secret(hash.clone()),
+            Some(_) => RoomAccess::Open,
+        });
+        ready(access)
+    }
+
+    fn join(
+        &self,
+        member: NewMember,
+        expected_secret_hash: Option<String>,
+    ) -> StoreFuture<'_, JoinOutcome> {
+        let outcome = self.with_rooms(|rooms, now| {
+            let deadline = self.lease_deadline(now);
+            let limit = self.settings.history_limit;
+            let Some(room) = self.live_room(rooms, &member.room, now) else {
+                return JoinOutcome::RoomNotFound;
+            };
+            if room.secret_hash != expected_secret_hash {
+                return JoinOutcome::AccessChanged;
+            }
+            if room.members.contains_key(member.username.key()) {
+                return JoinOutcome::UsernameTaken;
+            }
+            room.add_member(&member, deadline);
+            let username = member.username.as_str().to_owned();
+            let event = room.append(
+                &member.room,
+                EventKind::MemberAdded { username },
+                now,
+                limit,
+            );
+            JoinOutcome::Joined(event.id)
+        });
+        ready(outcome)
+    }
+
+    fn leave<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: &'a Username,
+    ) -> StoreFuture<'a, LeaveOutcome> {
+        let outcome = self.with_rooms(|rooms, now| {
+            let limit = self.settings.history_limit;
+            let Some(room) = self.live_room(rooms, room_id, now) else {
+                return LeaveOutcome::Unauthorized;
+            };
+            let Some(key) = room.tokens.get(token_hash).cloned() else {
+                return LeaveOutcome::Unauthorized;
+            };
+            if key != target.key() {
+                return LeaveOutcome::Forbidden;
+            }
+            let Some(record) = room.remove_member(&key, now) else {
+                return LeaveOutcome::Unauthorized;
+            };
+            let event = room.append(
+                room_id,
+                EventKind::MemberRemoved {
+                    username: record.display,
+                    reason: LeaveReason::Left,
+                },
+                now,
+                limit,
+            );
+            LeaveOutcome::Left(event.id)
+        });
+        ready(outcome)
+    }
+
+    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome> {
+        let outcome = self.with_rooms(|rooms, now| {
+            let deadline = self.lease_deadline(now);
+            let limit = self.settings.history_limit;
+            let idempotency_ttl_ms = self.settings.idempotency_ttl_secs.saturating_mul(1000);
+            let Some(room) = self.live_room(rooms, &message.room, now) else {
+                return PostOutcome::Unauthorized;
+            };
+            let Some(record) = room.touch(&message.token_hash, deadline) else {
+                return PostOutcome::Unauthorized;
+            };
+            let username = record.display.clone();
+            let idempotency = message
+                .idempotency_key
+                .as_ref()
+                .map(|key| (message.token_hash.clone(), key.as_str().to_owned()));
+            if let Some(slot) = &idempotency
+                && let Some((id, expires)) = room.idempotency.get(slot)
+                && *expires > now
+                && let Some(stored) = room.idempotent_events.get(id)
+            {
+                return PostOutcome::Posted(stored.clone());
+            }
+            let event = room.append(
+                &message.room,
+                EventKind::Chat {
+                    username,
+                    message: message.message.as_str().to_owned(),
+                },
+                now,
+                limit,
+            );
+            if let Some(slot) = idempotency {
+                room.idempotency
+                    .insert(slot, (event.id, now.saturating_add(idempotency_ttl_ms)));
+                room.idempotent_events.insert(event.id, event.clone());
+            }
+            PostOutcome::Posted(event)
+        });
+        ready(outcome)
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>> {
+        let outcome = self.with_rooms(|rooms, now| {
+            let deadline = self.lease_deadline(now);
+            match self
+                .live_room(rooms, room_id, now)
+                .and_then(|room| room.touch(token_hash, deadline))
+            {
+                Some(record) => Authorized::Member(Username::from_stored(record.display.clone())),
+                None => Authorized::Unauthorized,
+            }
+        });
+        ready(outcome)
+    }
+
+    fn history<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Authorized<HistoryPage>> {
+        let outcome = self.with_rooms(|rooms, now| {
+            let deadline = self.lease_deadline(now);
+            let Some(room) = self.live_room(rooms, room_id, now) else {
+                return Authorized::Unauthorized;
+            };
+            if room.touch(token_hash, deadline).is_none() {
+                return Authorized::Unauthorized;
+            }
+            // One more than asked tells whether an earlier page exists.
+            let mut newest_first: Vec<RoomEvent> = room
+                .log
+                .iter()
+                .rev()
+                .filter(|event| before.is_none_or(|before| event.id < before))
+                .filter(|event| matches!(event.kind, EventKind::Chat { .. }))
+                .take(limit + 1)
+                .cloned()
+                .collect();
+            Authorized::Member(page_from_newest_first(&mut newest_first, limit))
+        });
+        ready(outcome)
+    }
+
+    fn members<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>> {
+        let outcome = self.with_rooms(|rooms, now| {
+            let deadline = self.lease_deadline(now);
+            let Some(room) = self.live_room(rooms, room_id, now) else {
+                return Authorized::Unauthorized;
+            };
+            if room.touch(token_hash, deadline).is_none() {
+                return Authorized::Unauthorized;
+            }
+            let mut members: Vec<MemberInfo> = room
+                .members
+                .values()
+                .map(|record| MemberInfo {
+                    username: record.display.clone(),
+                    online: false,
+                })
+                .collect();
+            members.sort_by(|a, b| a.username.cmp(&b.username));
+            Authorized::Member(members)
+        });
+        ready(outcome)
+    }
+
+    fn read_log<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'a, LogRead> {
+        let read = self.with_rooms(|rooms, now| {
+            let Some(room) = self.live_room(rooms, room_id, now) else {
+                return LogRead {
+                    events: Vec::new(),
+                    complete: true,
+                };
+            };
+            let events: Vec<RoomEvent> = room
+                .log
+                .iter()
+                .filter(|event| event.id > after)
+                .take(limit)
+                .cloned()
+                .collect();
+            let complete = events.first().is_none_or(|first| first.prev <= after);
+            LogRead { events, complete }
+        });
+        ready(read)
+    }
+
+    fn sweep(&self) -> StoreFuture<'_, usize> {
+        let timed_out = self.with_rooms(|rooms, now| {
+            let limit = self.settings.history_limit;
+            let mut timed_out = 0;
+            rooms.retain(|_, room| !self.is_expired(room, now));
+            for (room_id, room) in rooms.iter_mut() {
+                let lapsed: Vec<String> = room
+                    .members
+                    .iter()
+                    .filter(|(_, record)| record.lease_deadline_ms <= now)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in lapsed {
+                    if let Some(record) = room.remove_member(&key, now) {
+                        room.append(
+                            room_id,
+                            EventKind::MemberRemoved {
+                                username: record.display,
+                                reason: LeaveReason::Timeout,
+                            },
+                            now,
+                            limit,
+                        );
+                        timed_out += 1;
+                    }
+                }
+                room.idempotency.retain(|_, (_, expires)| *expires > now);
+                let kept: std::collections::HashSet<EventId> =
+                    room.idempotency.values().map(|(id, _)| *id).collect();
+                room.idempotent_events.retain(|id, _| kept.contains(id));
+            }
+            timed_out
+        });
+        ready(timed_out)
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(())
+    }
+}
+
+/// Turns up to `limit + 1` chat events, newest first, into a page: the extra one only says
+/// that an earlier page exists.
+pub(crate) fn page_from_newest_first(
+    newest_first: &mut Vec<RoomEvent>,
+    limit: usize,
+) -> HistoryPage {
+    let has_more = newest_first.len() > limit;
+    newest_first.truncate(limit);
+    newest_first.reverse();
+    let next_before = if has_more {
+        newest_first.first().map(|event| event.id)
+    } else {
+        None
+    };
+    HistoryPage {
+        messages: std::mem::take(newest_first),
+        next_before,
+    }
+}

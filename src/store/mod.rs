@@ -1,0 +1,210 @@
+//! The store: each room's ordered log and its membership, changed together atomically.
+//!
+//! This is the contract both implementations ([`memory::MemoryStore`], [`redis::RedisStore`])
+//! keep, and the one conformance suite in `tests/` holds them to it:
+//!
+//! - **Atomicity.** Every mutating operation checks its preconditions and applies its whole
+//!   change (membership, lease, log entry, published event) as one step: on Redis one Lua
+//!   script, so one round trip; in memory one critical section. Either all of it happens or
+//!   none of it does, and concurrent callers see one winner (one creator of a room, one holder
+//!   of a name).
+//! - **Order.** Each room's events get strictly increasing ids (`<ms>-<seq>`, Redis stream ids
+//!   on both stores) and every event records the id of the event before it (`prev`), so a
+//!   reader can tell a gap from a quiet room.
+//! - **Errors.** Domain outcomes (room exists, name taken, bad token…) are values of the
+//!   operation's result; [`StoreError`] means only that the store could not be asked, in which
+//!   case nothing was changed that a later read could half-see.
+//! - **Leases.** Every member has a lease that authenticated operations refresh; [`Store::sweep`]
+//!   removes members whose lease lapsed, appending `remove:member:success` with reason
+//!   `timeout`. Any instance may sweep: expiry depends only on the store's data.
+//! - **Expiry.** A room that has had no members for `ROOM_TTL_SECS` disappears with its log.
+
+pub mod memory;
+pub mod redis;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::domain::{ClientMsgId, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
+
+/// The store could not be reached or did not answer in time. Nothing was half-written: each
+/// operation is atomic on the store's side, so it either happened whole or not at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum StoreError {
+    #[error("the store is unavailable")]
+    Unavailable,
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = StoreResult<T>> + Send + 'a>>;
+
+/// Limits and lifetimes the store enforces, from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreSettings {
+    pub history_limit: usize,
+    pub member_ttl_ms: u64,
+    /// 0 keeps empty rooms forever.
+    pub room_ttl_secs: u64,
+    pub idempotency_ttl_secs: u64,
+}
+
+/// A member about to be added to a room.
+#[derive(Debug, Clone)]
+pub struct NewMember {
+    pub room: RoomId,
+    pub username: Username,
+    pub token_hash: TokenHash,
+}
+
+/// How a room may be entered, as read before a join so the secret can be checked off the
+/// store (argon2 is too slow to run inside Redis).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RoomAccess {
+    NotFound,
+    Open,
+    /// The room's secret, as a PHC-format password hash.
+    Secret(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The id of the creator's `add:member:success`, the last of the two events appended.
+    Created(EventId),
+    RoomExists,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinOutcome {
+    Joined(EventId),
+    RoomNotFound,
+    UsernameTaken,
+    /// The room's secret is not the one the caller checked against (it was deleted and
+    /// recreated in between): the join is refused rather than let in unchecked.
+    AccessChanged,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaveOutcome {
+    Left(EventId),
+    /// The token is not a current member's token in this room.
+    Unauthorized,
+    /// The token belongs to another member.
+    Forbidden,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostOutcome {
+    /// The stored chat event: new, or the one stored the first time under the same
+    /// idempotency key.
+    Posted(RoomEvent),
+    Unauthorized,
+}
+
+/// Either the operation's answer, or: the token is not a current member's token in the room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Authorized<T> {
+    Member(T),
+    Unauthorized,
+}
+
+/// A page of chat history, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryPage {
+    pub messages: Vec<RoomEvent>,
+    /// Pass as `before` for the previous page; `None` when there is none.
+    pub next_before: Option<EventId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberInfo {
+    pub username: String,
+    pub online: bool,
+}
+
+/// Events read from a room's log after a given id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogRead {
+    pub events: Vec<RoomEvent>,
+    /// False when events after the given id were already trimmed from the log.
+    pub complete: bool,
+}
+
+/// A chat message to append.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub room: RoomId,
+    pub token_hash: TokenHash,
+    pub message: MessageText,
+    pub idempotency_key: Option<ClientMsgId>,
+}
+
+/// The room log and membership: see the module documentation for the guarantees.
+pub trait Store: Send + Sync + 'static {
+    /// Creates `member.room` with `member` as its first member: appends `create:room:success`
+    /// and `add:member:success`. `secret_hash` is stored as given.
+    fn create_room(
+        &self,
+        member: NewMember,
+        secret_hash: Option<String>,
+    ) -> StoreFuture<'_, CreateOutcome>;
+
+    fn room_access<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, RoomAccess>;
+
+    /// Adds a member if the room exists, its secret hash is still `expected_secret_hash`
+    /// and the name's key is free; appends `add:member:success`.
+    fn join(
+        &self,
+        member: NewMember,
+        expected_secret_hash: Option<String>,
+    ) -> StoreFuture<'_, JoinOutcome>;
+
+    /// Removes `target` if `token_hash` is that member's token; appends
+    /// `remove:member:success` with reason `left`.
+    fn leave<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: &'a Username,
+    ) -> StoreFuture<'a, LeaveOutcome>;
+
+    /// Appends a chat message for the member whose token this is and refreshes its lease.
+    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome>;
+
+    /// Checks a token and refreshes its member's lease; answers the member's username.
+    fn authenticate<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>>;
+
+    /// Up to `limit` chat messages before `before` (or the newest), oldest first.
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Authorized<HistoryPage>>;
+
+    fn members<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>>;
+
+    /// Up to `limit` events after `after`, in log order. Callers authorize first.
+    fn read_log<'a>(
+        &'a self,
+        room: &'a RoomId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'a, LogRead>;
+
+    /// Removes every member whose lease has lapsed (appending their timeout events) and
+    /// deletes rooms whose time is up. Safe to run on any number of instances at once.
+    /// Answers how many members timed out.
+    fn sweep(&self) -> StoreFuture<'_, usize>;
+
+    /// Readiness: does the store answer?
+    fn ping(&self) -> StoreFuture<'_, ()>;
+}

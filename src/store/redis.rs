@@ -1,0 +1,727 @@
+//! The Redis store: every room change is one Lua script (one round trip, atomic), and all of a
+//! room's keys share the hash tag `{roomId}` so the script touches one Cluster slot.
+//!
+//! Data model (see `scripts/prelude.lua` for the key list each script gets):
+//! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream trimmed to
+//! `HISTORY_LIMIT`) and `:online`, plus `room:{id}:idem:<token hash>:<key>` strings for
+//! idempotent sends. Event ids come from `XADD *` and timestamps from Redis's clock, so every
+//! instance agrees on them.
+//!
+//! Member expiry must not depend on the instance that held a member, so leases live in Redis
+//! and a global index, `leases:rooms` (room id → when to look at it), tells any instance's
+//! sweeper which rooms may have lapsed leases. The index is only a hint that must never be
+//! *later* than a room's earliest lease: joins mark the room "look now" (a negative score,
+//! unique per join) and sweepers write back the earliest lease they found only if nobody wrote
+//! in between (`lease_index_update.lua`). The index key lives outside any room's slot and is
+//! never touched in the same script as room keys.
+//!
+//! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
+//! so the store recovers when Redis comes back without a restart.
+
+use std::sync::LazyLock;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use redis::aio::ConnectionManager;
+use redis::{Script, Value};
+
+use super::memory::page_from_newest_first;
+use super::{
+    Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
+    NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreError, StoreFuture, StoreResult,
+    StoreSettings,
+};
+use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username};
+
+/// The key of the sweepers' index of rooms with leases.
+const LEASE_INDEX: &str = "leases:rooms";
+/// How many rooms one sweep looks at, so a sweep stays short.
+const SWEEP_BATCH: isize = 256;
+
+macro_rules! room_script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("scripts/prelude.lua"),
+                include_str!(concat!("scripts/", $file))
+            ))
+        })
+    };
+}
+
+static CREATE: LazyLock<Script> = room_script!("create.lua");
+static JOIN: LazyLock<Script> = room_script!("join.lua");
+static LEAVE: LazyLock<Script> = room_script!("leave.lua");
+static POST: LazyLock<Script> = room_script!("post.lua");
+static AUTHENTICATE: LazyLock<Script> = room_script!("authenticate.lua");
+static HISTORY: LazyLock<Script> = room_script!("history.lua");
+static MEMBERS: LazyLock<Script> = room_script!("members.lua");
+static SWEEP_ROOM: LazyLock<Script> = room_script!("sweep_room.lua");
+static LEASE_INDEX_UPDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/lease_index_update.lua")));
+
+/// The keys of one room, in the order every room script expects them.
+pub(crate) struct RoomKeys {
+    keys: [String; 6],
+    channel: String,
+}
+
+impl RoomKeys {
+    pub(crate) fn new(room: &RoomId) -> Self {
+        let key = |suffix: &str| format!("room:{{{room}}}:{suffix}");
+        Self {
+            keys: [
+                key("meta"),
+                key("members"),
+                key("tokens"),
+                key("leases"),
+                key("log"),
+                key("online"),
+            ],
+            channel: format!("room:{{{room}}}"),
+        }
+    }
+
+    pub(crate) fn log(&self) -> &str {
+        &self.keys[4]
+    }
+
+    pub(crate) fn meta(&self) -> &str {
+        &self.keys[0]
+    }
+
+    /// The pub/sub channel the room's events are published on.
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+pub struct RedisStore {
+    connection: ConnectionManager,
+    settings: StoreSettings,
+    timeout: Duration,
+}
+
+impl RedisStore {
+    /// Sets up the store without waiting for Redis: the first commands connect, and until
+    /// Redis answers they fail with `Unavailable` (and `/readyz` says 503).
+    pub fn new(
+        client: redis::Client,
+        settings: StoreSettings,
+        timeout: Duration,
+    ) -> redis::RedisResult<Self> {
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(Some(timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(500));
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        Ok(Self {
+            connection,
+            settings,
+            timeout,
+        })
+    }
+
+    /// Runs one Redis exchange under the timeout; any failure is `Unavailable` to callers and
+    /// a warning in the log (without arguments, which may hold token hashes or messages).
+    async fn run<T>(
+        &self,
+        what: &'static str,
+        exchange: impl Future<Output = redis::RedisResult<T>>,
+    ) -> StoreResult<T> {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.timeout, exchange).await;
+        metrics::histogram!("chat_redis_round_trip_seconds", "op" => what)
+            .record(started.elapsed().as_secs_f64());
+        match result {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(err)) => {
+                metrics::counter!("chat_store_errors_total", "op" => what).increment(1);
+                tracing::warn!(op = what, error = %err, kind = ?err.kind(), "redis command failed");
+                Err(StoreError::Unavailable)
+            }
+            Err(_) => {
+                metrics::counter!("chat_store_errors_total", "op" => what).increment(1);
+                tracing::warn!(
+                    op = what,
+                    timeout_ms = self.timeout.as_millis() as u64,
+                    "redis command timed out"
+                );
+                Err(StoreError::Unavailable)
+            }
+        }
+    }
+
+    /// Runs a room script, with the room's keys and the leading arguments every room script
+    /// takes; `mark` first marks the room in the lease index for an early sweep, in the same
+    /// round trip. After a Redis restart the script cache is empty: the script is loaded and
+    /// the exchange sent once more, which is safe because nothing of the first one ran.
+    async fn room_script(
+        &self,
+        what: &'static str,
+        script: &Script,
+        room: &RoomId,
+        extra_key: Option<&str>,
+        args: &[&str],
+        mark: bool,
+    ) -> StoreResult<Reply> {
+        let keys = RoomKeys::new(room);
+        let mut invocation = script.prepare_invoke();
+        for key in &keys.keys {
+            invocation.key(key);
+        }
+        if let Some(extra) = extra_key {
+            invocation.key(extra);
+        }
+        invocation.arg(keys.channel());
+        invocation.arg(self.settings.history_limit);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let mut pipe = redis::pipe();
+        if mark {
+            // Negative (always due) and unique per call, so a sweeper that read the old score
+            // will not overwrite it.
+            let marker = -(now_ms() as f64) - rand::random::<f64>();
+            pipe.cmd("ZADD")
+                .arg(LEASE_INDEX)
+                .arg("LT")
+                .arg(marker)
+                .arg(room.as_str())
+                .ignore();
+        }
+        pipe.invoke_script(&invocation);
+        let mut connection = self.connection.clone();
+        let exchange = async {
+            match pipe.query_async::<(Value,)>(&mut connection).await {
+                Err(err)
+                    if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    invocation.load_async(&mut connection).await?;
+                    pipe.query_async::<(Value,)>(&mut connection).await
+                }
+                other => other,
+            }
+        };
+        let (value,) = self.run(what, exchange).await?;
+        Reply::parse(value)
+    }
+
+    fn lease_ttl(&self) -> String {
+        self.settings.member_ttl_ms.to_string()
+    }
+
+    async fn add_member(
+        &self,
+        what: &'static str,
+        script: &Script,
+        member: &NewMember,
+        secret_hash: Option<&str>,
+    ) -> StoreResult<Reply> {
+        let args = [
+            member.username.key(),
+            member.username.as_str(),
+            member.token_hash.as_str(),
+            &self.lease_ttl(),
+            secret_hash.unwrap_or(""),
+        ];
+        self.room_script(what, script, &member.room, None, &args, true)
+            .await
+    }
+
+    async fn sweep_room(&self, room: &str, score_read: f64) -> StoreResult<usize> {
+        let Ok(room_id) = RoomId::parse(room) else {
+            // Not a room id this server wrote: drop it from the index.
+            self.update_lease_index(room, score_read, None).await?;
+            return Ok(0);
+        };
+        let room_ttl = self.settings.room_ttl_secs.to_string();
+        let reply = self
+            .room_script(
+                "sweep_room",
+                &SWEEP_ROOM,
+                &room_id,
+                None,
+                &[&room_ttl],
+                false,
+            )
+            .await?;
+        let (timed_out, next) = match reply.status.as_str() {
+            "gone" => (0, None),
+            "ok" => {
+                let timed_out = reply.int(0)?;
+                let next = match reply.string(1)?.as_str() {
+                    // No leases left (an empty room): look again after one TTL, by which time
+                    // the room is either joined (and marked) or on its way to expiry.
+                    "" => Some((now_ms() + self.settings.member_ttl_ms) as f64),
+                    deadline => Some(deadline.parse::<f64>().map_err(|_| malformed("deadline"))?),
+                };
+                (usize::try_from(timed_out).unwrap_or(0), next)
+            }
+            _ => return Err(malformed("sweep status")),
+        };
+        self.update_lease_index(room, score_read, next).await?;
+        Ok(timed_out)
+    }
+
+    async fn update_lease_index(
+        &self,
+        room: &str,
+        score_read: f64,
+        next: Option<f64>,
+    ) -> StoreResult<()> {
+        let mut invocation = LEASE_INDEX_UPDATE.prepare_invoke();
+        invocation
+            .key(LEASE_INDEX)
+            .arg(room)
+            .arg(score_read)
+            .arg(next.map(|score| score.to_string()).unwrap_or_default());
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .run(
+                "lease_index_update",
+                invocation.invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+fn malformed(what: &'static str) -> StoreError {
+    tracing::error!(what, "unexpected reply from a Redis script");
+    StoreError::Unavailable
+}
+
+/// A room script's reply: `{status, ...values}`.
+struct Reply {
+    status: String,
+    values: Vec<Value>,
+}
+
+impl Reply {
+    fn parse(value: Value) -> StoreResult<Self> {
+        let Value::Array(mut items) = value else {
+            return Err(malformed("script reply"));
+        };
+        if items.is_empty() {
+            return Err(malformed("empty script reply"));
+        }
+        let status = text(items.remove(0))?;
+        Ok(Self {
+            status,
+            values: items,
+        })
+    }
+
+    fn take(&mut self, index: usize) -> StoreResult<Value> {
+        self.values
+            .get_mut(index)
+            .map(std::mem::take)
+            .ok_or_else(|| malformed("missing reply value"))
+    }
+
+    fn string(&self, index: usize) -> StoreResult<String> {
+        self.values
+            .get(index)
+            .cloned()
+            .ok_or_else(|| malformed("missing reply value"))
+            .and_then(text)
+    }
+
+    fn int(&self, index: usize) -> StoreResult<i64> {
+        match self.values.get(index) {
+            Some(Value::Int(n)) => Ok(*n),
+            _ => Err(malformed("integer")),
+        }
+    }
+
+    fn event_id(&self, index: usize) -> StoreResult<EventId> {
+        self.string(index)?
+            .parse()
+            .map_err(|_| malformed("event id"))
+    }
+}
+
+fn text(value: Value) -> StoreResult<String> {
+    match value {
+        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| malformed("utf-8")),
+        Value::SimpleString(s) => Ok(s),
+        Value::Okay => Ok("OK".to_owned()),
+        Value::Int(n) => Ok(n.to_string()),
+        _ => Err(malformed("string")),
+    }
+}
+
+fn array(value: Value) -> StoreResult<Vec<Value>> {
+    match value {
+        Value::Array(items) | Value::Set(items) => Ok(items),
+        Value::Nil => Ok(Vec::new()),
+        _ => Err(malformed("array")),
+    }
+}
+
+/// Decodes one stream entry, `[id, [field, value, ...]]`, into an event of `room`.
+fn stream_entry(room: &RoomId, entry: Value) -> StoreResult<RoomEvent> {
+    let mut parts = array(entry)?.into_iter();
+    let id: EventId = text(parts.next().ok_or_else(|| malformed("entry id"))?)?
+        .parse()
+        .map_err(|_| malformed("entry id"))?;
+    let fields = array(parts.next().ok_or_else(|| malformed("entry fields"))?)?;
+    let mut kind = None;
+    let mut username = None;
+    let mut prev = None;
+    let mut message = None;
+    let mut reason = None;
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        let value = text(value)?;
+        match text(name)?.as_str() {
+            "t" => kind = Some(value),
+            "u" => username = Some(value),
+            "p" => prev = Some(value),
+            "m" => message = Some(value),
+            "r" => reason = Some(value),
+            _ => {}
+        }
+    }
+    let prev = prev
+        .ok_or_else(|| malformed("entry prev"))?
+        .parse()
+        .map_err(|_| malformed("entry prev"))?;
+    let kind = event_kind(kind.as_deref(), username, message, reason.as_deref())?;
+    Ok(RoomEvent {
+        id,
+        prev,
+        room: room.clone(),
+        kind,
+    })
+}
+
+/// Rebuilds an event's kind from its stored fields (`t`, `u`, `m`, `r`).
+pub(crate) fn event_kind(
+    kind: Option<&str>,
+    username: Option<String>,
+    message: Option<String>,
+    reason: Option<&str>,
+) -> StoreResult<EventKind> {
+    let username = username.ok_or_else(|| malformed("event username"))?;
+    Ok(match kind {
+        Some("create:room:success") => EventKind::RoomCreated { username },
+        Some("add:member:success") => EventKind::MemberAdded { username },
+        Some("remove:member:success") => EventKind::MemberRemoved {
+            username,
+            reason: reason
+                .and_then(LeaveReason::parse)
+                .ok_or_else(|| malformed("event reason"))?,
+        },
+        Some("create:chat:success") => EventKind::Chat {
+            username,
+            message: message.ok_or_else(|| malformed("event message"))?,
+        },
+        _ => return Err(malformed("event kind")),
+    })
+}
+
+/// What `post.lua` stores under an idempotency key: the first reply.
+#[derive(serde::Deserialize)]
+struct StoredPost {
+    id: String,
+    u: String,
+    m: String,
+}
+
+impl Store for RedisStore {
+    fn create_room(
+        &self,
+        member: NewMember,
+        secret_hash: Option<String>,
+    ) -> StoreFuture<'_, CreateOutcome> {
+        Box::pin(async move {
+            let reply = self
+                .add_member("create_room", &CREATE, &member, secret_hash.as_deref())
+                .await?;
+            match reply.status.as_str() {
+                "ok" => Ok(CreateOutcome::Created(reply.event_id(0)?)),
+                "room_exists" => Ok(CreateOutcome::RoomExists),
+                _ => Err(malformed("create status")),
+            }
+        })
+    }
+
+    fn room_access<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, RoomAccess> {
+        Box::pin(async move {
+            let keys = RoomKeys::new(room);
+            let mut connection = self.connection.clone();
+            let (created, secret): (Option<String>, Option<String>) = self
+                .run(
+                    "room_access",
+                    redis::cmd("HMGET")
+                        .arg(keys.meta())
+                        .arg("created")
+                        .arg("secret")
+                        .query_async(&mut connection),
+                )
+                .await?;
+            Ok(match (created, secret) {
+                (None, _) => RoomAccess::NotFound,
+                (Some(_), Some(hash)) => RoomAccess::Secret(hash),
+                (Some(_), None) => RoomAccess::Open,
+            })
+        })
+    }
+
+    fn join(
+        &self,
+        member: NewMember,
+        expected_secret_hash: Option<String>,
+    ) -> StoreFuture<'_, JoinOutcome> {
+        Box::pin(async move {
+            let reply = self
+                .add_member("join", &JOIN, &member, expected_secret_hash.as_deref())
+                .await?;
+            match reply.status.as_str() {
+                "ok" => Ok(JoinOutcome::Joined(reply.event_id(0)?)),
+                "room_not_found" => Ok(JoinOutcome::RoomNotFound),
+                "username_taken" => Ok(JoinOutcome::UsernameTaken),
+                "access_changed" => Ok(JoinOutcome::AccessChanged),
+                _ => Err(malformed("join status")),
+            }
+        })
+    }
+
+    fn leave<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: &'a Username,
+    ) -> StoreFuture<'a, LeaveOutcome> {
+        Box::pin(async move {
+            let room_ttl = self.settings.room_ttl_secs.to_string();
+            let args = [token_hash.as_str(), target.key(), &room_ttl];
+            let reply = self
+                .room_script("leave", &LEAVE, room, None, &args, false)
+                .await?;
+            match reply.status.as_str() {
+                "ok" => Ok(LeaveOutcome::Left(reply.event_id(0)?)),
+                "unauthorized" => Ok(LeaveOutcome::Unauthorized),
+                "forbidden" => Ok(LeaveOutcome::Forbidden),
+                _ => Err(malformed("leave status")),
+            }
+        })
+    }
+
+    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome> {
+        Box::pin(async move {
+            let idempotency_key = message
+                .idempotency_key
+                .as_ref()
+                .map(|key| key.as_str())
+                .unwrap_or("");
+            let slot = format!(
+                "room:{{{}}}:idem:{}:{}",
+                message.room,
+                message.token_hash.as_str(),
+                idempotency_key
+            );
+            let idempotency_ttl = self.settings.idempotency_ttl_secs.max(1).to_string();
+            let lease_ttl = self.lease_ttl();
+            let args = [
+                message.token_hash.as_str(),
+                message.message.as_str(),
+                &lease_ttl,
+                idempotency_key,
+                &idempotency_ttl,
+            ];
+            let mut reply = self
+                .room_script("post", &POST, &message.room, Some(&slot), &args, false)
+                .await?;
+            let (id, username, text) = match reply.status.as_str() {
+                "ok" => (
+                    reply.event_id(0)?,
+                    reply.string(1)?,
+                    message.message.as_str().to_owned(),
+                ),
+                "replayed" => {
+                    let stored: StoredPost = serde_json::from_str(&text(reply.take(0)?)?)
+                        .map_err(|_| malformed("stored post"))?;
+                    let id = stored.id.parse().map_err(|_| malformed("stored post id"))?;
+                    (id, stored.u, stored.m)
+                }
+                "unauthorized" => return Ok(PostOutcome::Unauthorized),
+                _ => return Err(malformed("post status")),
+            };
+            Ok(PostOutcome::Posted(RoomEvent {
+                id,
+                // The reply of a post is the message itself; its predecessor matters only
+                // to readers of the log and the feed, which get it from there.
+                prev: EventId::ZERO,
+                room: message.room,
+                kind: EventKind::Chat {
+                    username,
+                    message: text,
+                },
+            }))
+        })
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let args = [token_hash.as_str(), &lease_ttl];
+            let reply = self
+                .room_script("authenticate", &AUTHENTICATE, room, None, &args, false)
+                .await?;
+            match reply.status.as_str() {
+                "ok" => Ok(Authorized::Member(Username::from_stored(reply.string(0)?))),
+                "unauthorized" => Ok(Authorized::Unauthorized),
+                _ => Err(malformed("authenticate status")),
+            }
+        })
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Authorized<HistoryPage>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let before = before.map(|id| id.to_string()).unwrap_or_default();
+            let want = (limit + 1).to_string();
+            let args = [token_hash.as_str(), &lease_ttl, &before, &want];
+            let mut reply = self
+                .room_script("history", &HISTORY, room, None, &args, false)
+                .await?;
+            match reply.status.as_str() {
+                "ok" => {
+                    let mut newest_first = array(reply.take(0)?)?
+                        .into_iter()
+                        .map(|entry| stream_entry(room, entry))
+                        .collect::<StoreResult<Vec<_>>>()?;
+                    Ok(Authorized::Member(page_from_newest_first(
+                        &mut newest_first,
+                        limit,
+                    )))
+                }
+                "unauthorized" => Ok(Authorized::Unauthorized),
+                _ => Err(malformed("history status")),
+            }
+        })
+    }
+
+    fn members<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let args = [token_hash.as_str(), &lease_ttl];
+            let mut reply = self
+                .room_script("members", &MEMBERS, room, None, &args, false)
+                .await?;
+            match reply.status.as_str() {
+                "ok" => {
+                    let online: std::collections::HashSet<String> = array(reply.take(1)?)?
+                        .into_iter()
+                        .map(text)
+                        .collect::<StoreResult<_>>()?;
+                    let flat = array(reply.take(0)?)?;
+                    let mut members = Vec::with_capacity(flat.len() / 2);
+                    let mut flat = flat.into_iter();
+                    while let (Some(key), Some(record)) = (flat.next(), flat.next()) {
+                        let key = text(key)?;
+                        let record = text(record)?;
+                        let username = record.get(65..).ok_or_else(|| malformed("member"))?;
+                        members.push(MemberInfo {
+                            username: username.to_owned(),
+                            online: online.contains(&key),
+                        });
+                    }
+                    members.sort_by(|a, b| a.username.cmp(&b.username));
+                    Ok(Authorized::Member(members))
+                }
+                "unauthorized" => Ok(Authorized::Unauthorized),
+                _ => Err(malformed("members status")),
+            }
+        })
+    }
+
+    fn read_log<'a>(
+        &'a self,
+        room: &'a RoomId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'a, LogRead> {
+        Box::pin(async move {
+            let keys = RoomKeys::new(room);
+            let mut connection = self.connection.clone();
+            let value: Value = self
+                .run(
+                    "read_log",
+                    redis::cmd("XRANGE")
+                        .arg(keys.log())
+                        .arg(format!("({after}"))
+                        .arg("+")
+                        .arg("COUNT")
+                        .arg(limit)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            let events = array(value)?
+                .into_iter()
+                .map(|entry| stream_entry(room, entry))
+                .collect::<StoreResult<Vec<_>>>()?;
+            let complete = events.first().is_none_or(|first| first.prev <= after);
+            Ok(LogRead { events, complete })
+        })
+    }
+
+    fn sweep(&self) -> StoreFuture<'_, usize> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let due: Vec<(String, f64)> = self
+                .run(
+                    "sweep_index",
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(LEASE_INDEX)
+                        .arg("-inf")
+                        .arg(now_ms())
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(SWEEP_BATCH)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            let mut timed_out = 0;
+            for (room, score) in due {
+                timed_out += self.sweep_room(&room, score).await?;
+            }
+            Ok(timed_out)
+        })
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let _: String = self
+                .run("ping", redis::cmd("PING").query_async(&mut connection))
+                .await?;
+            Ok(())
+        })
+    }
+}

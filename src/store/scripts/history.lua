@@ -1,0 +1,22 @@
+-- ARGV: 3 token hash, 4 lease ttl ms, 5 before ('' = newest), 6 how many chat messages (+1)
+local key = member_of(ARGV[3])
+if not key then return {'unauthorized'} end
+refresh_lease(key, ARGV[4])
+local want = tonumber(ARGV[6])
+local found = {}
+local cursor = '+'
+if ARGV[5] ~= '' then cursor = '(' .. ARGV[5] end
+-- Membership events are interleaved with chat: scan back in batches until enough chat is found.
+while #found < want do
+  local batch = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 256)
+  for _, entry in ipairs(batch) do
+    local fields = entry[2]
+    if fields[2] == 'create:chat:success' then
+      found[#found + 1] = entry
+      if #found == want then break end
+    end
+  end
+  if #batch < 256 then break end
+  cursor = '(' .. batch[#batch][1]
+end
+return {'ok', found}

@@ -1,0 +1,65 @@
+-- Shared by every room script (concatenated in front of each one by redis.rs).
+--
+-- KEYS of every room script, all under the room's hash tag so one script touches one slot:
+--   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id)
+--   2 room:{id}:members  hash: username key -> <64 hex token hash>:<display name>
+--   3 room:{id}:tokens   hash: token hash -> username key
+--   4 room:{id}:leases   zset: username key -> lease deadline (ms, Redis clock)
+--   5 room:{id}:log      stream: the room's events
+--   6 room:{id}:online   zset: <username key>\31<instance> -> presence deadline (ms)
+-- ARGV[1] is always the pub/sub channel of the room, ARGV[2] the history limit.
+local meta, members, tokens, leases, log, online = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local channel, history_limit = ARGV[1], ARGV[2]
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- Appends one event to the log, records it as the room's last, and publishes it with the id
+-- of the event before it, so subscribers can tell a gap from a quiet room. Returns the id.
+local function append(kind, username, message, reason)
+  local prev = redis.call('HGET', meta, 'last') or '0-0'
+  local fields = {'t', kind, 'u', username, 'p', prev}
+  if message then fields[#fields + 1] = 'm'; fields[#fields + 1] = message end
+  if reason then fields[#fields + 1] = 'r'; fields[#fields + 1] = reason end
+  local id = redis.call('XADD', log, 'MAXLEN', history_limit, '*', unpack(fields))
+  redis.call('HSET', meta, 'last', id)
+  redis.call('PUBLISH', channel, cjson.encode({id = id, p = prev, t = kind, u = username, m = message, r = reason}))
+  return id
+end
+
+-- The member a token names (its username key and display name), or nil.
+local function member_of(token_hash)
+  local key = redis.call('HGET', tokens, token_hash)
+  if not key then return nil end
+  local record = redis.call('HGET', members, key)
+  if not record then return nil end
+  return key, string.sub(record, 66)
+end
+
+local function add_member(key, display, token_hash, lease_deadline)
+  redis.call('HSET', members, key, token_hash .. ':' .. display)
+  redis.call('HSET', tokens, token_hash, key)
+  redis.call('ZADD', leases, lease_deadline, key)
+  -- A room with members never expires.
+  for i = 1, 6 do redis.call('PERSIST', KEYS[i]) end
+end
+
+-- Removes a member; when the room becomes empty, its keys start their ROOM_TTL countdown.
+local function remove_member(key, room_ttl_secs)
+  local record = redis.call('HGET', members, key)
+  if not record then return nil end
+  redis.call('HDEL', members, key)
+  redis.call('HDEL', tokens, string.sub(record, 1, 64))
+  redis.call('ZREM', leases, key)
+  redis.call('ZREMRANGEBYLEX', online, '[' .. key .. '\31', '[' .. key .. '\31\255')
+  if redis.call('HLEN', members) == 0 and tonumber(room_ttl_secs) > 0 then
+    for i = 1, 6 do redis.call('EXPIRE', KEYS[i], room_ttl_secs) end
+  end
+  return string.sub(record, 66)
+end
+
+local function refresh_lease(key, lease_ttl_ms)
+  redis.call('ZADD', leases, 'XX', now_ms() + tonumber(lease_ttl_ms), key)
+end
