@@ -1,8 +1,10 @@
 //! `App`: the whole server built from a [`Config`] on a bound listener, and run until a
 //! shutdown signal. Tests build it on port 0 in-process; `main.rs` on `$HOST:$PORT`.
 //!
-//! Every background task (the lease sweeper) is owned here: it is started by
-//! [`App::run_until_stopped`] and cancelled when that returns.
+//! Every background task (the feed, presence refresh, the lease sweeper, WebSocket
+//! connections) is owned by one tracker and stopped by one cancellation token. Shutdown:
+//! stop accepting, cancel (streams close with 1012 / end), let requests in flight finish, and
+//! give up after `SHUTDOWN_GRACE_SECS` whatever is left.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,11 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{AppState, router};
+use crate::http::{AppState, Realtime, StreamSettings, router};
+use crate::hub::Hub;
+use crate::presence::Presence;
 use crate::rooms::Rooms;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -23,8 +27,6 @@ use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    #[error("could not read the listener's address: {0}")]
-    Listener(#[from] std::io::Error),
     #[error("REDIS_URL is not a usable Redis URL")]
     RedisUrl,
 }
@@ -32,16 +34,23 @@ pub enum BuildError {
 pub struct App {
     listener: TcpListener,
     state: AppState,
-    sweep_interval: Duration,
+    stopping: CancellationToken,
+    tasks: TaskTracker,
+    grace: Duration,
+    /// Stops the background tasks if the app is dropped without being run.
+    _stop_on_drop: DropGuard,
 }
 
 impl App {
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, BuildError> {
+        let presence_refresh = config.presence_refresh();
         let settings = StoreSettings {
             history_limit: config.history_limit,
             member_ttl_ms: config.member_ttl_secs.saturating_mul(1000),
             room_ttl_secs: config.room_ttl_secs,
             idempotency_ttl_secs: config.idempotency_ttl_secs,
+            // Three refreshes may be missed before a member shows offline.
+            online_ttl_ms: u64::try_from(presence_refresh.as_millis() * 3).unwrap_or(u64::MAX),
         };
         let store: Arc<dyn Store> = match &config.redis_url {
             Some(url) => {
@@ -59,16 +68,44 @@ impl App {
                 Arc::new(MemoryStore::new(settings))
             }
         };
-        let state = AppState {
-            rooms: Rooms::new(store, config.max_message_bytes),
-            metrics: telemetry::metrics_handle(),
-        };
+        let stopping = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let hub = Hub::new(store.clone(), tasks.clone(), stopping.clone());
+        store.start_feed(hub.sink(), &tasks, stopping.clone());
+        let (presence, refresher) =
+            Presence::new(store.clone(), presence_refresh, stopping.clone());
+        tasks.spawn(refresher);
+        let rooms = Rooms::new(store, config.max_message_bytes);
         // A quarter of the lease, so a lapsed member goes within 25% of MEMBER_TTL_SECS.
         let sweep_interval = Duration::from_millis((settings.member_ttl_ms / 4).clamp(50, 1000));
+        tasks.spawn(sweep_leases(
+            rooms.clone(),
+            sweep_interval,
+            stopping.clone(),
+        ));
+        let state = AppState {
+            rooms,
+            metrics: telemetry::metrics_handle(),
+            realtime: Arc::new(Realtime {
+                hub,
+                presence,
+                settings: StreamSettings {
+                    client_queue_len: config.client_queue_len,
+                    ping_every: Duration::from_secs(config.ws_ping_secs),
+                    max_lifetime: Duration::from_secs(config.ws_max_lifetime_secs),
+                    sse_keepalive: Duration::from_secs(config.sse_keepalive_secs),
+                },
+                stopping: stopping.clone(),
+                tasks: tasks.clone(),
+            }),
+        };
         Ok(Self {
             listener,
             state,
-            sweep_interval,
+            _stop_on_drop: stopping.clone().drop_guard(),
+            stopping,
+            tasks,
+            grace: Duration::from_secs(config.shutdown_grace_secs),
         })
     }
 
@@ -76,26 +113,48 @@ impl App {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` completes, then stops accepting, lets requests in flight
-    /// finish, and stops the background tasks.
+    /// Serves until `shutdown` completes, then drains within the grace period.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let stopping = CancellationToken::new();
-        let tasks = TaskTracker::new();
-        tasks.spawn(sweep_leases(
-            self.state.rooms.clone(),
-            self.sweep_interval,
-            stopping.clone(),
-        ));
-        let app = router(self.state);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
-        stopping.cancel();
-        tasks.close();
-        tasks.wait().await;
+        let stopping = self.stopping.clone();
+        let signal = {
+            let stopping = stopping.clone();
+            async move {
+                tokio::select! {
+                    () = shutdown => stopping.cancel(),
+                    () = stopping.cancelled() => {}
+                }
+            }
+        };
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let serve = axum::serve(self.listener, app)
+            .with_graceful_shutdown(signal)
+            .into_future();
+        tokio::pin!(serve);
+        let served = tokio::select! {
+            served = &mut serve => {
+                stopping.cancel();
+                served
+            }
+            () = stopping.cancelled() => {
+                let drain = async {
+                    let served = (&mut serve).await;
+                    self.tasks.close();
+                    self.tasks.wait().await;
+                    served
+                };
+                match tokio::time::timeout(self.grace, drain).await {
+                    Ok(served) => served,
+                    Err(_) => {
+                        tracing::warn!("grace period over; exiting with connections still open");
+                        Ok(())
+                    }
+                }
+            }
+        };
+        self.tasks.close();
         served
     }
 }

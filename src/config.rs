@@ -38,6 +38,23 @@ pub struct Config {
     /// `text` or `json`; unset: `json` on Cloud Run (`K_SERVICE` set), else `text`.
     #[serde(default)]
     pub log_format: Option<LogFormat>,
+    /// SSE keepalive comment interval.
+    #[serde(default = "defaults::sse_keepalive_secs")]
+    pub sse_keepalive_secs: u64,
+    /// WebSocket and SSE connections are closed (1012 / end of stream) after this long, under
+    /// Cloud Run's 60-minute request limit, so clients reconnect and resume on their terms.
+    #[serde(default = "defaults::ws_max_lifetime_secs")]
+    pub ws_max_lifetime_secs: u64,
+    /// How often the server pings a WebSocket; one that answers nothing for two intervals is
+    /// closed as dead.
+    #[serde(default = "defaults::ws_ping_secs")]
+    pub ws_ping_secs: u64,
+    /// How many events may wait for one slow connection before it is closed (1013).
+    #[serde(default = "defaults::client_queue_len")]
+    pub client_queue_len: usize,
+    /// On SIGTERM: stop accepting, close streams, and exit within this many seconds.
+    #[serde(default = "defaults::shutdown_grace_secs")]
+    pub shutdown_grace_secs: u64,
     /// Set by Cloud Run; only its presence is used (to default `LOG_FORMAT` to json).
     #[serde(default)]
     pub k_service: Option<String>,
@@ -94,6 +111,21 @@ mod defaults {
     pub fn idempotency_ttl_secs() -> u64 {
         86_400
     }
+    pub fn sse_keepalive_secs() -> u64 {
+        15
+    }
+    pub fn ws_max_lifetime_secs() -> u64 {
+        3300
+    }
+    pub fn ws_ping_secs() -> u64 {
+        25
+    }
+    pub fn client_queue_len() -> usize {
+        1024
+    }
+    pub fn shutdown_grace_secs() -> u64 {
+        8
+    }
 }
 
 /// What each variable expects, for the one-line error when it is malformed.
@@ -114,6 +146,17 @@ const EXPECTATIONS: &[(&str, &str)] = &[
         "a whole number of seconds, at least 1",
     ),
     ("LOG_FORMAT", "text or json"),
+    (
+        "SSE_KEEPALIVE_SECS",
+        "a whole number of seconds, at least 1",
+    ),
+    (
+        "WS_MAX_LIFETIME_SECS",
+        "a whole number of seconds, at least 1",
+    ),
+    ("WS_PING_SECS", "a whole number of seconds, at least 1"),
+    ("CLIENT_QUEUE_LEN", "a whole number of events, at least 1"),
+    ("SHUTDOWN_GRACE_SECS", "a whole number of seconds"),
 ];
 
 /// A configuration error, already phrased for the one line the binary prints.
@@ -183,6 +226,16 @@ impl Config {
         if self.idempotency_ttl_secs == 0 {
             return Err(ConfigError::of("IDEMPOTENCY_TTL_SECS"));
         }
+        for (value, variable) in [
+            (self.sse_keepalive_secs, "SSE_KEEPALIVE_SECS"),
+            (self.ws_max_lifetime_secs, "WS_MAX_LIFETIME_SECS"),
+            (self.ws_ping_secs, "WS_PING_SECS"),
+            (self.client_queue_len as u64, "CLIENT_QUEUE_LEN"),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::of(variable));
+            }
+        }
         if let Some(url) = &self.redis_url
             && redis::Client::open(url.expose()).is_err()
         {
@@ -193,6 +246,13 @@ impl Config {
 
     pub fn redis_timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms)
+    }
+
+    /// How often live connections refresh their members' leases and online marks: often
+    /// enough that a lease never lapses while held (a third of it), and at most every 10 s so
+    /// the online flag of a dead instance's members clears quickly.
+    pub fn presence_refresh(&self) -> Duration {
+        Duration::from_millis((self.member_ttl_secs.saturating_mul(1000) / 3).clamp(100, 10_000))
     }
 
     /// The log format in force: explicit, else json on Cloud Run, else text.

@@ -392,24 +392,37 @@ impl RoomEvent {
     }
 
     /// The event's `data` object, identical on every transport.
-    pub fn data_json(&self) -> serde_json::Value {
-        use serde_json::json;
-        let room = self.room.as_str();
-        match &self.kind {
-            EventKind::RoomCreated { username } | EventKind::MemberAdded { username } => {
-                json!({"roomId": room, "username": username})
+    pub fn data(&self) -> EventData<'_> {
+        let (message, reason, ts) = match &self.kind {
+            EventKind::RoomCreated { .. } | EventKind::MemberAdded { .. } => (None, None, None),
+            EventKind::MemberRemoved { reason, .. } => (None, Some(reason.as_str()), None),
+            EventKind::Chat { message, .. } => {
+                (Some(message.as_str()), None, Some(timestamp(self.id)))
             }
-            EventKind::MemberRemoved { username, reason } => {
-                json!({"roomId": room, "username": username, "reason": reason.as_str()})
-            }
-            EventKind::Chat { username, message } => json!({
-                "roomId": room,
-                "username": username,
-                "message": message,
-                "ts": timestamp(self.id),
-            }),
+        };
+        EventData {
+            room_id: self.room.as_str(),
+            username: self.kind.username(),
+            message,
+            reason,
+            ts,
         }
     }
+}
+
+/// The `data` of a room event: `{roomId, username}` plus `message` and `ts` for chat, `reason`
+/// for removals.
+#[derive(Debug, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventData<'a> {
+    pub room_id: &'a str,
+    pub username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ts: Option<String>,
 }
 
 /// The `ts` of an event: the millisecond part of its id, which is when the log stored it, so

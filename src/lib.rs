@@ -24,6 +24,8 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod http;
+pub mod hub;
+pub mod presence;
 pub mod rooms;
 pub mod store;
 pub mod telemetry;

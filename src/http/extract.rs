@@ -4,9 +4,9 @@
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
 
 use crate::domain::{MemberToken, TokenHash};
@@ -94,13 +94,15 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        bearer(parts).map(Self).ok_or(ApiError::Unauthorized)
+        bearer_from(&parts.headers)
+            .map(Self)
+            .ok_or(ApiError::Unauthorized)
     }
 }
 
-/// The token from the `Authorization` header, if it holds a Bearer token.
-pub fn bearer(parts: &Parts) -> Option<TokenHash> {
-    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+/// The hash of the token in the `Authorization` header, if it holds a Bearer token.
+pub fn bearer_from(headers: &HeaderMap) -> Option<TokenHash> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())

@@ -5,6 +5,8 @@ pub mod extract;
 pub mod health;
 pub mod openapi;
 pub mod rest;
+pub mod sse;
+pub mod ws;
 
 use std::time::Instant;
 
@@ -17,7 +19,15 @@ use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower_http::trace::TraceLayer;
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
 use crate::error::ApiError;
+use crate::hub::Hub;
+use crate::presence::Presence;
 use crate::rooms::Rooms;
 
 /// Request bodies (and WebSocket frames) are limited to 64 KiB, as API.md says.
@@ -28,6 +38,26 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub struct AppState {
     pub rooms: Rooms,
     pub metrics: PrometheusHandle,
+    pub realtime: Arc<Realtime>,
+}
+
+/// What the streaming transports share.
+pub struct Realtime {
+    pub hub: Hub,
+    pub presence: Presence,
+    pub settings: StreamSettings,
+    /// Cancelled on shutdown: every stream closes (WebSocket 1012, SSE end of stream).
+    pub stopping: CancellationToken,
+    /// Owns the WebSocket connection tasks, so shutdown can wait for them.
+    pub tasks: TaskTracker,
+}
+
+#[derive(Debug, Clone)]
+pub struct StreamSettings {
+    pub client_queue_len: usize,
+    pub ping_every: Duration,
+    pub max_lifetime: Duration,
+    pub sse_keepalive: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -42,6 +72,8 @@ pub fn router(state: AppState) -> Router {
             "/rooms/{roomId}/messages",
             post(rest::post_message).get(rest::history),
         )
+        .route("/rooms/{roomId}/events", get(sse::events))
+        .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))

@@ -5,7 +5,7 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, rest};
+use super::{health, rest, sse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -20,6 +20,7 @@ use super::{health, rest};
         rest::post_message,
         rest::history,
         rest::members,
+        sse::events,
         health::healthz,
         health::readyz,
         health::metrics,

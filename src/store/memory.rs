@@ -7,24 +7,29 @@
 //! does) so both stores hand out ids of the same shape and order.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
-    Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
-    NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreFuture, StoreSettings,
+    Authorized, CreateOutcome, FeedItem, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreFuture, StoreSettings,
 };
 use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username};
 
 pub struct MemoryStore {
     settings: StoreSettings,
     rooms: Mutex<HashMap<RoomId, Room>>,
+    /// The hub. Events are handed to it inside the critical section that appended them, so
+    /// it sees each room's events in log order.
+    sink: OnceLock<Arc<dyn FeedSink>>,
 }
 
 struct MemberRecord {
     display: String,
     token_hash: TokenHash,
     lease_deadline_ms: u64,
+    /// Online while a connection of this process holds the member and refreshes this.
+    online_until_ms: u64,
 }
 
 struct Room {
@@ -64,7 +69,14 @@ impl Room {
         }
     }
 
-    fn append(&mut self, room: &RoomId, kind: EventKind, now: u64, limit: usize) -> RoomEvent {
+    fn append(
+        &mut self,
+        room: &RoomId,
+        kind: EventKind,
+        now: u64,
+        limit: usize,
+        appended: &mut Vec<RoomEvent>,
+    ) -> RoomEvent {
         let prev = self.last_id;
         let id = if now > prev.ms {
             EventId::new(now, 0)
@@ -82,6 +94,7 @@ impl Room {
         while self.log.len() > limit {
             self.log.pop_front();
         }
+        appended.push(event.clone());
         event
     }
 
@@ -94,6 +107,7 @@ impl Room {
                 display: member.username.as_str().to_owned(),
                 token_hash: member.token_hash.clone(),
                 lease_deadline_ms,
+                online_until_ms: 0,
             },
         );
         self.empty_since_ms = None;
@@ -122,17 +136,30 @@ impl MemoryStore {
         Self {
             settings,
             rooms: Mutex::new(HashMap::new()),
+            sink: OnceLock::new(),
         }
     }
 
-    fn with_rooms<T>(&self, f: impl FnOnce(&mut HashMap<RoomId, Room>, u64) -> T) -> T {
+    /// Runs one atomic operation; the events it appends go to the feed before the lock is
+    /// released, so the hub receives each room's events in log order.
+    fn with_rooms<T>(
+        &self,
+        f: impl FnOnce(&mut HashMap<RoomId, Room>, u64, &mut Vec<RoomEvent>) -> T,
+    ) -> T {
         // A poisoned lock means a panic inside one of the short sections below, all of which
         // leave the maps consistent before anything that could panic; carry on with the data.
         let mut rooms = self
             .rooms
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut rooms, now_ms())
+        let mut appended = Vec::new();
+        let answer = f(&mut rooms, now_ms(), &mut appended);
+        if let Some(sink) = self.sink.get() {
+            for event in appended {
+                sink.deliver(FeedItem::Event(event));
+            }
+        }
+        answer
     }
 
     fn lease_deadline(&self, now: u64) -> u64 {
@@ -171,7 +198,7 @@ impl Store for MemoryStore {
         member: NewMember,
         secret_hash: Option<String>,
     ) -> StoreFuture<'_, CreateOutcome> {
-        let outcome = self.with_rooms(|rooms, now| {
+        let outcome = self.with_rooms(|rooms, now, appended| {
             if self.live_room(rooms, &member.room, now).is_some() {
                 return CreateOutcome::RoomExists;
             }
@@ -186,12 +213,14 @@ impl Store for MemoryStore {
                 },
                 now,
                 limit,
+                appended,
             );
             let joined = room.append(
                 &member.room,
                 EventKind::MemberAdded { username },
                 now,
                 limit,
+                appended,
             );
             rooms.insert(member.room.clone(), room);
             CreateOutcome::Created(joined.id)
@@ -200,7 +229,7 @@ impl Store for MemoryStore {
     }
 
     fn room_access<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, RoomAccess> {
-        let access = self.with_rooms(|rooms, now| match self.live_room(rooms, room, now) {
+        let access = self.with_rooms(|rooms, now, _| match self.live_room(rooms, room, now) {
             None => RoomAccess::NotFound,
             Some(Room {
                 secret_hash: Some(hash),
@@ -216,7 +245,7 @@ impl Store for MemoryStore {
         member: NewMember,
         expected_secret_hash: Option<String>,
     ) -> StoreFuture<'_, JoinOutcome> {
-        let outcome = self.with_rooms(|rooms, now| {
+        let outcome = self.with_rooms(|rooms, now, appended| {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
             let Some(room) = self.live_room(rooms, &member.room, now) else {
@@ -235,6 +264,7 @@ impl Store for MemoryStore {
                 EventKind::MemberAdded { username },
                 now,
                 limit,
+                appended,
             );
             JoinOutcome::Joined(event.id)
         });
@@ -247,7 +277,7 @@ impl Store for MemoryStore {
         token_hash: &'a TokenHash,
         target: &'a Username,
     ) -> StoreFuture<'a, LeaveOutcome> {
-        let outcome = self.with_rooms(|rooms, now| {
+        let outcome = self.with_rooms(|rooms, now, appended| {
             let limit = self.settings.history_limit;
             let Some(room) = self.live_room(rooms, room_id, now) else {
                 return LeaveOutcome::Unauthorized;
@@ -269,6 +299,7 @@ impl Store for MemoryStore {
                 },
                 now,
                 limit,
+                appended,
             );
             LeaveOutcome::Left(event.id)
         });
@@ -276,7 +307,7 @@ impl Store for MemoryStore {
     }
 
     fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome> {
-        let outcome = self.with_rooms(|rooms, now| {
+        let outcome = self.with_rooms(|rooms, now, appended| {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
             let idempotency_ttl_ms = self.settings.idempotency_ttl_secs.saturating_mul(1000);
@@ -306,6 +337,7 @@ impl Store for MemoryStore {
                 },
                 now,
                 limit,
+                appended,
             );
             if let Some(slot) = idempotency {
                 room.idempotency
@@ -322,7 +354,7 @@ impl Store for MemoryStore {
         room_id: &'a RoomId,
         token_hash: &'a TokenHash,
     ) -> StoreFuture<'a, Authorized<Username>> {
-        let outcome = self.with_rooms(|rooms, now| {
+        let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
             match self
                 .live_room(rooms, room_id, now)
@@ -342,7 +374,7 @@ impl Store for MemoryStore {
         before: Option<EventId>,
         limit: usize,
     ) -> StoreFuture<'a, Authorized<HistoryPage>> {
-        let outcome = self.with_rooms(|rooms, now| {
+        let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
             let Some(room) = self.live_room(rooms, room_id, now) else {
                 return Authorized::Unauthorized;
@@ -370,7 +402,7 @@ impl Store for MemoryStore {
         room_id: &'a RoomId,
         token_hash: &'a TokenHash,
     ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>> {
-        let outcome = self.with_rooms(|rooms, now| {
+        let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
             let Some(room) = self.live_room(rooms, room_id, now) else {
                 return Authorized::Unauthorized;
@@ -383,7 +415,7 @@ impl Store for MemoryStore {
                 .values()
                 .map(|record| MemberInfo {
                     username: record.display.clone(),
-                    online: false,
+                    online: record.online_until_ms > now,
                 })
                 .collect();
             members.sort_by(|a, b| a.username.cmp(&b.username));
@@ -398,7 +430,7 @@ impl Store for MemoryStore {
         after: EventId,
         limit: usize,
     ) -> StoreFuture<'a, LogRead> {
-        let read = self.with_rooms(|rooms, now| {
+        let read = self.with_rooms(|rooms, now, _| {
             let Some(room) = self.live_room(rooms, room_id, now) else {
                 return LogRead {
                     events: Vec::new(),
@@ -419,7 +451,7 @@ impl Store for MemoryStore {
     }
 
     fn sweep(&self) -> StoreFuture<'_, usize> {
-        let timed_out = self.with_rooms(|rooms, now| {
+        let timed_out = self.with_rooms(|rooms, now, appended| {
             let limit = self.settings.history_limit;
             let mut timed_out = 0;
             rooms.retain(|_, room| !self.is_expired(room, now));
@@ -440,6 +472,7 @@ impl Store for MemoryStore {
                             },
                             now,
                             limit,
+                            appended,
                         );
                         timed_out += 1;
                     }
@@ -453,6 +486,62 @@ impl Store for MemoryStore {
         });
         ready(timed_out)
     }
+
+    fn last_event_id<'a>(&'a self, room_id: &'a RoomId) -> StoreFuture<'a, EventId> {
+        let last = self.with_rooms(|rooms, now, _| {
+            self.live_room(rooms, room_id, now)
+                .map_or(EventId::ZERO, |room| room.last_id)
+        });
+        ready(last)
+    }
+
+    fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        self.with_rooms(|rooms, now, _| {
+            let lease = self.lease_deadline(now);
+            let online_until = now + self.settings.online_ttl_ms;
+            for (room_id, keys) in holds {
+                let Some(room) = self.live_room(rooms, room_id, now) else {
+                    continue;
+                };
+                for key in keys {
+                    if let Some(record) = room.members.get_mut(key) {
+                        record.lease_deadline_ms = record.lease_deadline_ms.max(lease);
+                        record.online_until_ms = online_until;
+                    }
+                }
+            }
+        });
+        ready(())
+    }
+
+    fn release_hold<'a>(&'a self, room_id: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
+        self.with_rooms(|rooms, now, _| {
+            if let Some(record) = self
+                .live_room(rooms, room_id, now)
+                .and_then(|room| room.members.get_mut(key))
+            {
+                record.online_until_ms = 0;
+            }
+        });
+        ready(())
+    }
+
+    fn start_feed(
+        &self,
+        sink: Arc<dyn FeedSink>,
+        _tasks: &tokio_util::task::TaskTracker,
+        _stopping: tokio_util::sync::CancellationToken,
+    ) {
+        // Only the first sink counts; the store has one hub.
+        let _first = self.sink.set(sink);
+    }
+
+    fn subscribe_feed<'a>(&'a self, _room: &'a RoomId) -> StoreFuture<'a, ()> {
+        // Every event already goes to the sink, which ignores rooms nobody here watches.
+        ready(())
+    }
+
+    fn unsubscribe_feed(&self, _room: &RoomId) {}
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         ready(())

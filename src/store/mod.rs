@@ -24,6 +24,10 @@ pub mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::domain::{ClientMsgId, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
 
@@ -46,6 +50,8 @@ pub struct StoreSettings {
     /// 0 keeps empty rooms forever.
     pub room_ttl_secs: u64,
     pub idempotency_ttl_secs: u64,
+    /// How long a holder's mark keeps a member online without being refreshed.
+    pub online_ttl_ms: u64,
 }
 
 /// A member about to be added to a room.
@@ -207,4 +213,42 @@ pub trait Store: Send + Sync + 'static {
 
     /// Readiness: does the store answer?
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// The id of the room's last event (`0-0` when the room has none or does not exist).
+    fn last_event_id<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, EventId>;
+
+    /// Refreshes, for members held by live connections on this instance, their leases and
+    /// their online marks (valid for `online_ttl_ms`). Members no longer in a room are
+    /// skipped.
+    fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()>;
+
+    /// This instance no longer holds the member (by username key): it is offline unless
+    /// another instance holds it. Its lease runs on, so it times out unless held again.
+    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()>;
+
+    /// Starts delivering appended events to `sink` (for Redis: the pub/sub task, owned by
+    /// `tasks` and stopped by `stopping`). Called once, before any subscription.
+    fn start_feed(&self, sink: Arc<dyn FeedSink>, tasks: &TaskTracker, stopping: CancellationToken);
+
+    /// Resolves once events of `room` appended from now on will reach the sink. Fails while
+    /// the feed is disconnected (the subscription is kept and made when it reconnects).
+    fn subscribe_feed<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()>;
+
+    /// Stops delivering `room`'s events to this instance.
+    fn unsubscribe_feed(&self, room: &RoomId);
+}
+
+/// Where a store delivers the events it learns of: the hub. `deliver` must not block.
+pub trait FeedSink: Send + Sync + 'static {
+    fn deliver(&self, item: FeedItem);
+}
+
+/// What the feed carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedItem {
+    /// An appended event. Per room these arrive in log order, but the feed may skip some
+    /// (Redis pub/sub is at-most-once): `prev` tells the receiver when it must read the log.
+    Event(RoomEvent),
+    /// The feed was disconnected and is back: events of every room may have been missed.
+    Resync,
 }

@@ -18,17 +18,22 @@
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
 //! so the store recovers when Redis comes back without a restart.
 
-use std::sync::LazyLock;
+mod feed;
+
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::memory::page_from_newest_first;
 use super::{
-    Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
-    NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreError, StoreFuture, StoreResult,
-    StoreSettings,
+    Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreError, StoreFuture,
+    StoreResult, StoreSettings,
 };
 use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username};
 
@@ -56,6 +61,8 @@ static AUTHENTICATE: LazyLock<Script> = room_script!("authenticate.lua");
 static HISTORY: LazyLock<Script> = room_script!("history.lua");
 static MEMBERS: LazyLock<Script> = room_script!("members.lua");
 static SWEEP_ROOM: LazyLock<Script> = room_script!("sweep_room.lua");
+static HOLD: LazyLock<Script> = room_script!("hold.lua");
+static RELEASE: LazyLock<Script> = room_script!("release.lua");
 static LEASE_INDEX_UPDATE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("scripts/lease_index_update.lua")));
 
@@ -77,7 +84,7 @@ impl RoomKeys {
                 key("log"),
                 key("online"),
             ],
-            channel: format!("room:{{{room}}}"),
+            channel: feed::channel_of(room),
         }
     }
 
@@ -96,9 +103,16 @@ impl RoomKeys {
 }
 
 pub struct RedisStore {
+    client: redis::Client,
     connection: ConnectionManager,
     settings: StoreSettings,
     timeout: Duration,
+    /// Names this process in the online marks it writes, so instances refresh and release
+    /// only their own.
+    instance_id: String,
+    feed_commands: mpsc::UnboundedSender<feed::Command>,
+    /// Taken by `start_feed`.
+    feed_inbox: Mutex<Option<mpsc::UnboundedReceiver<feed::Command>>>,
 }
 
 impl RedisStore {
@@ -114,11 +128,16 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+        let (feed_commands, feed_inbox) = mpsc::unbounded_channel();
         Ok(Self {
+            client,
             connection,
             settings,
             timeout,
+            instance_id: format!("{:016x}", rand::random::<u64>()),
+            feed_commands,
+            feed_inbox: Mutex::new(Some(feed_inbox)),
         })
     }
 
@@ -165,19 +184,7 @@ impl RedisStore {
         args: &[&str],
         mark: bool,
     ) -> StoreResult<Reply> {
-        let keys = RoomKeys::new(room);
-        let mut invocation = script.prepare_invoke();
-        for key in &keys.keys {
-            invocation.key(key);
-        }
-        if let Some(extra) = extra_key {
-            invocation.key(extra);
-        }
-        invocation.arg(keys.channel());
-        invocation.arg(self.settings.history_limit);
-        for arg in args {
-            invocation.arg(*arg);
-        }
+        let invocation = self.invocation(script, room, extra_key, args);
         let mut pipe = redis::pipe();
         if mark {
             // Negative (always due) and unique per call, so a sweeper that read the old score
@@ -191,20 +198,59 @@ impl RedisStore {
                 .ignore();
         }
         pipe.invoke_script(&invocation);
+        let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
+        Reply::parse(value)
+    }
+
+    /// A room script's invocation: the room's keys, `extra_key`, then the arguments every room
+    /// script takes (channel, history limit) and `args`.
+    fn invocation<'s>(
+        &self,
+        script: &'s Script,
+        room: &RoomId,
+        extra_key: Option<&str>,
+        args: &[&str],
+    ) -> redis::ScriptInvocation<'s> {
+        let keys = RoomKeys::new(room);
+        let mut invocation = script.prepare_invoke();
+        for key in &keys.keys {
+            invocation.key(key);
+        }
+        if let Some(extra) = extra_key {
+            invocation.key(extra);
+        }
+        invocation.arg(keys.channel());
+        invocation.arg(self.settings.history_limit);
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        invocation
+    }
+
+    /// Sends a pipeline of script calls. After a Redis restart the script cache is empty:
+    /// the scripts are loaded and the pipeline sent once more, which is safe because a
+    /// NOSCRIPT reply means the script did not run.
+    async fn query_scripts<T: redis::FromRedisValue>(
+        &self,
+        what: &'static str,
+        pipe: &redis::Pipeline,
+        scripts: &[&redis::ScriptInvocation<'_>],
+    ) -> StoreResult<T> {
         let mut connection = self.connection.clone();
         let exchange = async {
-            match pipe.query_async::<(Value,)>(&mut connection).await {
+            match pipe.query_async::<T>(&mut connection).await {
                 Err(err)
                     if err.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
                 {
-                    invocation.load_async(&mut connection).await?;
-                    pipe.query_async::<(Value,)>(&mut connection).await
+                    for script in scripts {
+                        script.load_async(&mut connection).await?;
+                    }
+                    pipe.query_async::<T>(&mut connection).await
                 }
                 other => other,
             }
         };
-        let (value,) = self.run(what, exchange).await?;
-        Reply::parse(value)
+        self.run(what, exchange).await
     }
 
     fn lease_ttl(&self) -> String {
@@ -713,6 +759,112 @@ impl Store for RedisStore {
             }
             Ok(timed_out)
         })
+    }
+
+    fn last_event_id<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, EventId> {
+        Box::pin(async move {
+            let keys = RoomKeys::new(room);
+            let mut connection = self.connection.clone();
+            let last: Option<String> = self
+                .run(
+                    "last_event_id",
+                    redis::cmd("HGET")
+                        .arg(keys.meta())
+                        .arg("last")
+                        .query_async(&mut connection),
+                )
+                .await?;
+            match last {
+                None => Ok(EventId::ZERO),
+                Some(id) => id.parse().map_err(|_| malformed("last event id")),
+            }
+        })
+    }
+
+    fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            if holds.is_empty() {
+                return Ok(());
+            }
+            let lease_ttl = self.lease_ttl();
+            let online_ttl = self.settings.online_ttl_ms.to_string();
+            let invocations: Vec<redis::ScriptInvocation<'_>> = holds
+                .iter()
+                .map(|(room, keys)| {
+                    let mut args: Vec<&str> = vec![&self.instance_id, &lease_ttl, &online_ttl];
+                    args.extend(keys.iter().map(String::as_str));
+                    self.invocation(&HOLD, room, None, &args)
+                })
+                .collect();
+            // One round trip for every room held here.
+            let mut pipe = redis::pipe();
+            for invocation in &invocations {
+                pipe.invoke_script(invocation).ignore();
+            }
+            let refs: Vec<&redis::ScriptInvocation<'_>> = invocations.iter().take(1).collect();
+            let () = self.query_scripts("refresh_holds", &pipe, &refs).await?;
+            Ok(())
+        })
+    }
+
+    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.room_script(
+                "release_hold",
+                &RELEASE,
+                room,
+                None,
+                &[&self.instance_id, key],
+                false,
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn start_feed(
+        &self,
+        sink: Arc<dyn FeedSink>,
+        tasks: &TaskTracker,
+        stopping: CancellationToken,
+    ) {
+        let inbox = self
+            .feed_inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(inbox) = inbox {
+            tasks.spawn(feed::run(
+                self.client.clone(),
+                inbox,
+                sink,
+                stopping,
+                self.timeout,
+            ));
+        }
+    }
+
+    fn subscribe_feed<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let (done, live) = oneshot::channel();
+            self.feed_commands
+                .send(feed::Command::Subscribe {
+                    channel: feed::channel_of(room),
+                    done,
+                })
+                .map_err(|_| StoreError::Unavailable)?;
+            match live.await {
+                Ok(true) => Ok(()),
+                _ => Err(StoreError::Unavailable),
+            }
+        })
+    }
+
+    fn unsubscribe_feed(&self, room: &RoomId) {
+        // Fails only once the feed has stopped, when there is nothing left to unsubscribe.
+        let _feed_stopped = self
+            .feed_commands
+            .send(feed::Command::Unsubscribe(feed::channel_of(room)));
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {

@@ -1,0 +1,201 @@
+//! Server-Sent Events (`GET /rooms/{roomId}/events`): one room's events as
+//! `text/event-stream`, for clients where WebSocket upgrades are blocked. Sending uses REST.
+//!
+//! The stream is the same subscription a WebSocket makes: `Last-Event-ID` (what EventSource
+//! sends on reconnect) or `?lastEventId=` replays the log after that id, then the stream goes
+//! live. Frames are the hub's shared SSE encoding, written in batches. The stream ends (and
+//! EventSource reconnects and resumes) at the lifetime limit, on shutdown, when the client
+//! falls too far behind, and after the member's own removal.
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use futures_util::stream;
+use serde::Deserialize;
+use tokio_util::sync::CancellationToken;
+use utoipa::IntoParams;
+
+use super::AppState;
+use super::extract::{ApiPath, ApiQuery, bearer_from};
+use crate::domain::{EventId, EventKind, MemberToken, RoomId, Username};
+use crate::error::{ApiError, ErrorBody};
+use crate::hub::{Inbox, Subscription, mailbox};
+use crate::presence::Hold;
+
+/// Tells EventSource how long to wait before reconnecting.
+const RETRY_MS: u64 = 3000;
+/// How many queued frames one chunk of the body takes.
+const CHUNK_FRAMES: usize = 64;
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// The member token, for EventSource (which cannot set headers).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Replay the events after this id first (as the `Last-Event-ID` header does).
+    #[serde(default, rename = "lastEventId")]
+    #[param(rename = "lastEventId")]
+    pub last_event_id: Option<String>,
+}
+
+/// Stream a room's events (Server-Sent Events).
+#[utoipa::path(
+    get, path = "/rooms/{roomId}/events", tag = "rooms",
+    params(
+        ("roomId" = String, Path),
+        ("Last-Event-ID" = Option<String>, Header, description = "replay after this event id"),
+        EventsQuery,
+    ),
+    security(("member_token" = [])),
+    responses(
+        (status = 200, content_type = "text/event-stream", body = String, description = "the event stream"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+    )
+)]
+pub async fn events(
+    State(state): State<AppState>,
+    ApiPath(room): ApiPath<String>,
+    ApiQuery(query): ApiQuery<EventsQuery>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let room = RoomId::parse(&room)?;
+    let token_hash = bearer_from(&headers)
+        .or_else(|| {
+            query
+                .token
+                .as_deref()
+                .filter(|token| !token.is_empty())
+                .map(|token| MemberToken::presented(token).hash())
+        })
+        .ok_or(ApiError::Unauthorized)?;
+    let after = match headers.get("last-event-id") {
+        Some(value) => Some(
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid("Last-Event-ID is not an event id"))?,
+        ),
+        None => query.last_event_id.as_deref(),
+    }
+    .filter(|id| !id.is_empty())
+    .map(str::parse::<EventId>)
+    .transpose()?;
+    let username = state.rooms.authenticate(&room, &token_hash).await?;
+    let realtime = &state.realtime;
+    let (mailbox, inbox) = mailbox(realtime.settings.client_queue_len);
+    let (subscription, replay) = realtime.hub.subscribe(&room, after, &mailbox).await?;
+    let hold = realtime.presence.hold(&room, username.key()).await;
+
+    let mut opening = BytesMut::new();
+    opening.extend_from_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
+    if !replay.complete {
+        let gap = serde_json::json!({"roomId": room.as_str(), "complete": false});
+        opening.extend_from_slice(format!("event: resume:gap\ndata: {gap}\n\n").as_bytes());
+    }
+    let mut ended = false;
+    for frame in &replay.events {
+        opening.extend_from_slice(&frame.sse_bytes());
+        ended |= removes(&frame.event.kind, &username);
+    }
+    drop(mailbox);
+
+    let mut keepalive = tokio::time::interval(realtime.settings.sse_keepalive);
+    keepalive.reset();
+    let stream_state = EventStream {
+        pending: Some(opening.freeze()),
+        ended,
+        inbox,
+        username,
+        keepalive,
+        lifetime: Box::pin(tokio::time::sleep(realtime.settings.max_lifetime)),
+        stopping: realtime.stopping.clone(),
+        _subscription: subscription,
+        _presence: hold,
+    };
+    metrics::gauge!("chat_open_connections", "transport" => "sse").increment(1.0);
+    let body = Body::from_stream(stream::unfold(stream_state, |mut state| async move {
+        let chunk = state.next_chunk().await?;
+        Some((Ok::<Bytes, std::convert::Infallible>(chunk), state))
+    }));
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/event-stream"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            // Proxies such as nginx must not buffer the stream.
+            (
+                header::HeaderName::from_static("x-accel-buffering"),
+                HeaderValue::from_static("no"),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+/// Whether an event removes this stream's member from the room.
+fn removes(kind: &EventKind, member: &Username) -> bool {
+    matches!(kind, EventKind::MemberRemoved { username, .. }
+        if Username::from_stored(username.clone()).key() == member.key())
+}
+
+struct EventStream {
+    /// Written before anything else (the opening, then nothing).
+    pending: Option<Bytes>,
+    /// The member was removed: the stream ends after what is pending.
+    ended: bool,
+    inbox: Inbox,
+    username: Username,
+    keepalive: tokio::time::Interval,
+    lifetime: std::pin::Pin<Box<tokio::time::Sleep>>,
+    stopping: CancellationToken,
+    _subscription: Subscription,
+    _presence: Hold,
+}
+
+impl EventStream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(pending) = self.pending.take() {
+            return Some(pending);
+        }
+        if self.ended {
+            return None;
+        }
+        let overflowed = self.inbox.overflowed.clone();
+        tokio::select! {
+            biased;
+            () = self.stopping.cancelled() => None,
+            () = overflowed.cancelled() => None,
+            () = &mut self.lifetime => None,
+            frame = self.inbox.frames.recv() => {
+                let frame = frame?;
+                let mut chunk = BytesMut::new();
+                let mut next = Some(frame);
+                let mut taken = 0;
+                while let Some(frame) = next.take() {
+                    chunk.extend_from_slice(&frame.sse_bytes());
+                    taken += 1;
+                    if removes(&frame.event.kind, &self.username) {
+                        self.ended = true;
+                        break;
+                    }
+                    if taken < CHUNK_FRAMES {
+                        next = self.inbox.frames.try_recv().ok();
+                    }
+                }
+                Some(chunk.freeze())
+            }
+            _ = self.keepalive.tick() => Some(Bytes::from_static(b": keepalive\n\n")),
+        }
+    }
+}
+
+impl Drop for EventStream {
+    fn drop(&mut self) {
+        metrics::gauge!("chat_open_connections", "transport" => "sse").decrement(1.0);
+    }
+}

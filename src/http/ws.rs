@@ -1,0 +1,585 @@
+//! The WebSocket transport (`GET /ws`): API.md's client events in, one `ack` or `error` per
+//! client event, and the room events of every room the connection joined or resumed.
+//!
+//! One task per connection runs a loop over: the client's frames, the connection's inbox
+//! (frames from the hub), pings, the lifetime limit and shutdown. Client events are handled
+//! one at a time and their reply is written before the loop reads the inbox again, which is
+//! what guarantees that an `ack` precedes every broadcast its event caused. Subscriptions are
+//! made *before* the join they belong to, and frames older than the join are skipped, so the
+//! connection sees its own join event and everything after it exactly once.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use futures_util::SinkExt;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use crate::domain::{
+    ClientMsgId, EventId, EventKind, MemberToken, RoomId, RoomSecret, TokenHash, Username,
+};
+use crate::error::ApiError;
+use crate::hub::{Frame, Inbox, Mailbox, Subscription, mailbox};
+use crate::presence::Hold;
+
+/// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
+const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// How many queued frames one write batch takes before flushing.
+const WRITE_BATCH: usize = 64;
+
+const CLOSE_TOO_BIG: u16 = 1009;
+const CLOSE_RESTART: u16 = 1012;
+const CLOSE_SLOW: u16 = 1013;
+
+pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+    // Small buffers: most connections are idle most of the time, and tungstenite's defaults
+    // (128 KiB each way) would dominate the memory of an idle connection.
+    ws.read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_write_buffer_size(MAX_FRAME_BYTES * 4)
+        .max_message_size(MAX_FRAME_BYTES)
+        .max_frame_size(MAX_FRAME_BYTES)
+        .on_upgrade(move |socket| {
+            let tasks = state.realtime.tasks.clone();
+            tasks.track_future(Connection::new(socket, state).run())
+        })
+}
+
+/// One membership this connection holds.
+struct Held {
+    username: Username,
+    token_hash: TokenHash,
+    /// Frames of this room before this id predate the membership and are skipped.
+    from: EventId,
+    /// Set when the member left on this connection: forward up to its removal, then drop.
+    leaving_at: Option<EventId>,
+    _presence: Option<Hold>,
+    _subscription: Subscription,
+}
+
+struct Connection {
+    socket: WebSocket,
+    state: AppState,
+    mailbox: Mailbox,
+    inbox: Inbox,
+    held: HashMap<RoomId, Held>,
+    last_heard: Instant,
+}
+
+/// Why the connection loop ended.
+enum End {
+    /// The peer closed or vanished: nothing more to send.
+    Gone,
+    Close(u16, &'static str),
+}
+
+/// A client event as it arrives: the envelope is checked first, the data per event.
+#[derive(Deserialize)]
+struct ClientEvent {
+    event: String,
+    #[serde(rename = "ref", default)]
+    reference: Option<Value>,
+    #[serde(default)]
+    data: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinData {
+    room_id: String,
+    username: String,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChatData {
+    room_id: String,
+    message: String,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RemoveData {
+    room_id: String,
+    username: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResumeData {
+    room_id: String,
+    token: String,
+    #[serde(default)]
+    last_event_id: Option<String>,
+}
+
+fn data_of<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ApiError> {
+    serde_json::from_value(data)
+        .map_err(|err| ApiError::invalid(format!("invalid event data: {err}")))
+}
+
+/// The direct reply to a client event: `{"event": "ack"|"error", "ref"?, "data"}`.
+#[derive(serde::Serialize)]
+struct Reply<'a, T> {
+    event: &'static str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a Value>,
+    data: T,
+}
+
+/// What a handled client event sends: the reply, then (for `resume`) the replayed frames.
+struct Outcome {
+    ack: Value,
+    replay: Vec<Arc<Frame>>,
+}
+
+impl Outcome {
+    fn ack(ack: Value) -> Self {
+        Self {
+            ack,
+            replay: Vec::new(),
+        }
+    }
+}
+
+impl Connection {
+    fn new(socket: WebSocket, state: AppState) -> Self {
+        let (mailbox, inbox) = mailbox(state.realtime.settings.client_queue_len);
+        metrics::gauge!("chat_open_connections", "transport" => "websocket").increment(1.0);
+        Self {
+            socket,
+            state,
+            mailbox,
+            inbox,
+            held: HashMap::new(),
+            last_heard: Instant::now(),
+        }
+    }
+
+    async fn run(mut self) {
+        let end = self.serve().await;
+        if let End::Close(code, reason) = end {
+            let close = Message::Close(Some(CloseFrame {
+                code,
+                reason: Utf8Bytes::from_static(reason),
+            }));
+            // A client that does not read may never take the close frame: bounded.
+            let grace = if self.state.realtime.stopping.is_cancelled() {
+                Duration::from_secs(1)
+            } else {
+                Duration::from_secs(5)
+            };
+            let _best_effort = tokio::time::timeout(grace, self.socket.send(close)).await;
+        }
+        metrics::gauge!("chat_open_connections", "transport" => "websocket").decrement(1.0);
+    }
+
+    async fn serve(&mut self) -> End {
+        let settings = self.state.realtime.settings.clone();
+        let stopping = self.state.realtime.stopping.clone();
+        let overflowed = self.inbox.overflowed.clone();
+        let lifetime = tokio::time::sleep(settings.max_lifetime);
+        tokio::pin!(lifetime);
+        let mut pings = tokio::time::interval(settings.ping_every);
+        pings.reset();
+        loop {
+            tokio::select! {
+                biased;
+                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, "server restarting, reconnect and resume"),
+                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, "too slow, reconnect and resume"),
+                () = &mut lifetime => return End::Close(CLOSE_RESTART, "connection lifetime reached, reconnect and resume"),
+                incoming = self.socket.recv() => {
+                    self.last_heard = Instant::now();
+                    match incoming {
+                        None => return End::Gone,
+                        Some(Err(err)) => return match err.into_inner().downcast_ref::<tungstenite::Error>() {
+                            Some(tungstenite::Error::Capacity(_)) => End::Close(CLOSE_TOO_BIG, "frame larger than 64 KiB"),
+                            _ => End::Gone,
+                        },
+                        Some(Ok(message)) => {
+                            if let Some(end) = self.on_message(message).await {
+                                return end;
+                            }
+                        }
+                    }
+                }
+                frame = self.inbox.frames.recv() => {
+                    // Cannot be None: this connection holds a sender (its mailbox).
+                    let Some(frame) = frame else { return End::Gone };
+                    if let Some(end) = self.forward(frame).await {
+                        return end;
+                    }
+                }
+                _ = pings.tick() => {
+                    if self.last_heard.elapsed() > settings.ping_every * 2 {
+                        return End::Gone;
+                    }
+                    if self.socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
+                        return End::Gone;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to a batch) in one flush.
+    async fn forward(&mut self, first: Arc<Frame>) -> Option<End> {
+        let mut next = Some(first);
+        let mut written = 0;
+        while let Some(frame) = next.take() {
+            if let Some(text) = self.admit(&frame) {
+                if self.socket.feed(Message::Text(text)).await.is_err() {
+                    return Some(End::Gone);
+                }
+                written += 1;
+            }
+            if written < WRITE_BATCH {
+                next = self.inbox.frames.try_recv().ok();
+            }
+        }
+        if written > 0 && self.socket.flush().await.is_err() {
+            return Some(End::Gone);
+        }
+        None
+    }
+
+    /// Whether a frame is for a membership this connection holds (returning its text), and
+    /// the bookkeeping when it ends one.
+    fn admit(&mut self, frame: &Frame) -> Option<Utf8Bytes> {
+        let event = &frame.event;
+        let held = self.held.get(&event.room)?;
+        if event.id < held.from {
+            return None;
+        }
+        let ends_membership = held.leaving_at.is_some_and(|at| event.id >= at)
+            || matches!(&event.kind, EventKind::MemberRemoved { username, .. }
+                if Username::from_stored(username.clone()).key() == held.username.key());
+        let text = frame.ws_text();
+        if ends_membership {
+            self.held.remove(&event.room);
+        }
+        Some(text)
+    }
+
+    async fn on_message(&mut self, message: Message) -> Option<End> {
+        let text = match message {
+            Message::Text(text) => text,
+            Message::Binary(_) => {
+                return self
+                    .reply_error(
+                        None,
+                        ApiError::invalid("binary frames are not accepted; send JSON text"),
+                    )
+                    .await;
+            }
+            Message::Ping(_) | Message::Pong(_) => return None,
+            Message::Close(_) => return Some(End::Gone),
+        };
+        let event: ClientEvent = match serde_json::from_str(text.as_str()) {
+            Ok(event) => event,
+            Err(_) => {
+                // Maybe valid JSON of the wrong shape: echo its ref if it has one.
+                let reference = serde_json::from_str::<Value>(text.as_str())
+                    .ok()
+                    .and_then(|value| value.get("ref").cloned());
+                return self
+                    .reply_error(
+                        reference,
+                        ApiError::invalid("frames must be JSON objects {event, ref, data}"),
+                    )
+                    .await;
+            }
+        };
+        let reference = event.reference.clone();
+        let started = Instant::now();
+        let name = event.event.clone();
+        let span = tracing::info_span!("ws.event", event = %name);
+        let outcome = tracing::Instrument::instrument(self.handle(event), span).await;
+        let known = matches!(
+            name.as_str(),
+            "create:room" | "add:member" | "create:chat" | "remove:member" | "resume"
+        );
+        let label = if known { name } else { "unknown".to_owned() };
+        metrics::histogram!("chat_ws_event_duration_seconds", "event" => label)
+            .record(started.elapsed().as_secs_f64());
+        match outcome {
+            Ok(outcome) => {
+                let ack = Reply {
+                    event: "ack",
+                    reference: reference.as_ref(),
+                    data: &outcome.ack,
+                };
+                if self.send_json(&ack).await.is_err() {
+                    return Some(End::Gone);
+                }
+                for frame in outcome.replay {
+                    if let Some(text) = self.admit(&frame)
+                        && self.socket.feed(Message::Text(text)).await.is_err()
+                    {
+                        return Some(End::Gone);
+                    }
+                }
+                if self.socket.flush().await.is_err() {
+                    return Some(End::Gone);
+                }
+                None
+            }
+            Err(err) => self.reply_error(reference, err).await,
+        }
+    }
+
+    async fn reply_error(&mut self, reference: Option<Value>, err: ApiError) -> Option<End> {
+        let reply = Reply {
+            event: "error",
+            reference: reference.as_ref(),
+            data: err.body(),
+        };
+        match self.send_json(&reply).await {
+            Ok(()) => None,
+            Err(()) => Some(End::Gone),
+        }
+    }
+
+    async fn send_json(&mut self, reply: &impl serde::Serialize) -> Result<(), ()> {
+        let text = serde_json::to_string(reply).map_err(|_| ())?;
+        self.socket
+            .send(Message::Text(Utf8Bytes::from(text)))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn handle(&mut self, event: ClientEvent) -> Result<Outcome, ApiError> {
+        match event.event.as_str() {
+            "create:room" => self.join(data_of(event.data)?, true).await,
+            "add:member" => self.join(data_of(event.data)?, false).await,
+            "create:chat" => self.chat(data_of(event.data)?).await,
+            "remove:member" => self.remove(data_of(event.data)?).await,
+            "resume" => self.resume(data_of(event.data)?).await,
+            _ => Err(ApiError::invalid(
+                "unknown event; expected create:room, add:member, create:chat, remove:member or resume",
+            )),
+        }
+    }
+
+    fn ensure_not_held(&self, room: &RoomId) -> Result<(), ApiError> {
+        if self.held.contains_key(room) {
+            Err(ApiError::invalid(
+                "this connection already holds a membership in this room",
+            ))
+        } else {
+            Ok(())
+        }
+    }
+
+    async fn join(&mut self, data: JoinData, create: bool) -> Result<Outcome, ApiError> {
+        let room = RoomId::parse(&data.room_id)?;
+        let username = Username::parse(&data.username)?;
+        let secret = data.secret.map(RoomSecret::parse).transpose()?;
+        self.ensure_not_held(&room)?;
+        // Subscribe first (live), so the join event and everything after it arrive here.
+        let (subscription, _) = self
+            .state
+            .realtime
+            .hub
+            .subscribe(&room, None, &self.mailbox)
+            .await?;
+        let rooms = &self.state.rooms;
+        let joined = if create {
+            rooms.create_room(room.clone(), username, secret).await?
+        } else {
+            rooms.join(room.clone(), username, secret).await?
+        };
+        // A new room's events are all this member's to see; in an existing room, from its join.
+        let from = if create {
+            EventId::ZERO
+        } else {
+            joined.last_event_id
+        };
+        let presence = self
+            .state
+            .realtime
+            .presence
+            .hold(&room, joined.username.key())
+            .await;
+        self.held.insert(
+            room.clone(),
+            Held {
+                username: joined.username.clone(),
+                token_hash: joined.token.hash(),
+                from,
+                leaving_at: None,
+                _presence: Some(presence),
+                _subscription: subscription,
+            },
+        );
+        Ok(Outcome::ack(json!({
+            "roomId": room.as_str(),
+            "username": joined.username.as_str(),
+            "token": joined.token.expose(),
+            "lastEventId": joined.last_event_id,
+        })))
+    }
+
+    async fn chat(&mut self, data: ChatData) -> Result<Outcome, ApiError> {
+        let room = RoomId::parse(&data.room_id)?;
+        let message = self.state.rooms.message(data.message)?;
+        let idempotency_key = data
+            .client_msg_id
+            .as_deref()
+            .map(ClientMsgId::parse)
+            .transpose()?;
+        let claimed = data.username.as_deref().map(Username::parse).transpose()?;
+        let token_hash = match self
+            .held
+            .get(&room)
+            .filter(|held| held.leaving_at.is_none())
+        {
+            Some(held) => {
+                if claimed.is_some_and(|claimed| claimed.key() != held.username.key()) {
+                    return Err(ApiError::forbidden(
+                        "username is not the name this connection holds in the room",
+                    ));
+                }
+                held.token_hash.clone()
+            }
+            None => {
+                let token_hash = data
+                    .token
+                    .as_deref()
+                    .map(|token| MemberToken::presented(token).hash())
+                    .ok_or(ApiError::NotMember)?;
+                if let Some(claimed) = claimed {
+                    let member = self
+                        .state
+                        .rooms
+                        .authenticate(&room, &token_hash)
+                        .await
+                        .map_err(not_member)?;
+                    if member.key() != claimed.key() {
+                        return Err(ApiError::forbidden("username is not the token's member"));
+                    }
+                }
+                token_hash
+            }
+        };
+        let stored = self
+            .state
+            .rooms
+            .post(room, token_hash, message, idempotency_key)
+            .await
+            .map_err(not_member)?;
+        Ok(Outcome::ack(
+            serde_json::to_value(stored).map_err(|_| ApiError::Unavailable)?,
+        ))
+    }
+
+    async fn remove(&mut self, data: RemoveData) -> Result<Outcome, ApiError> {
+        let room = RoomId::parse(&data.room_id)?;
+        let target = Username::parse(&data.username)?;
+        let token_hash = match self
+            .held
+            .get(&room)
+            .filter(|held| held.leaving_at.is_none())
+        {
+            Some(held) => held.token_hash.clone(),
+            None => data
+                .token
+                .as_deref()
+                .map(|token| MemberToken::presented(token).hash())
+                .ok_or(ApiError::NotMember)?,
+        };
+        let left_at = self
+            .state
+            .rooms
+            .leave(&room, &token_hash, &target)
+            .await
+            .map_err(not_member)?;
+        if let Some(held) = self.held.get_mut(&room)
+            && held.token_hash == token_hash
+        {
+            held.leaving_at = Some(left_at);
+            held._presence = None;
+        }
+        Ok(Outcome::ack(json!({
+            "roomId": room.as_str(),
+            "username": target.as_str(),
+            "lastEventId": left_at,
+        })))
+    }
+
+    async fn resume(&mut self, data: ResumeData) -> Result<Outcome, ApiError> {
+        let room = RoomId::parse(&data.room_id)?;
+        let after = data
+            .last_event_id
+            .as_deref()
+            .map(str::parse::<EventId>)
+            .transpose()?;
+        self.ensure_not_held(&room)?;
+        let token = MemberToken::presented(&data.token);
+        let token_hash = token.hash();
+        let username = self.state.rooms.authenticate(&room, &token_hash).await?;
+        let (subscription, replay) = self
+            .state
+            .realtime
+            .hub
+            .subscribe(&room, after, &self.mailbox)
+            .await?;
+        let presence = self
+            .state
+            .realtime
+            .presence
+            .hold(&room, username.key())
+            .await;
+        let replayed = replay.events.len();
+        self.held.insert(
+            room.clone(),
+            Held {
+                username: username.clone(),
+                token_hash,
+                from: EventId::ZERO,
+                leaving_at: None,
+                _presence: Some(presence),
+                _subscription: subscription,
+            },
+        );
+        Ok(Outcome {
+            ack: json!({
+                "roomId": room.as_str(),
+                "username": username.as_str(),
+                "replayed": replayed,
+                "complete": replay.complete,
+            }),
+            replay: replay.events,
+        })
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        // Memberships are released by their guards; leases run on until MEMBER_TTL_SECS.
+        self.held.clear();
+    }
+}
+
+/// On WebSocket, an action for a room without a valid membership is `not_member`.
+fn not_member(err: ApiError) -> ApiError {
+    match err {
+        ApiError::Unauthorized => ApiError::NotMember,
+        other => other,
+    }
+}
