@@ -1,0 +1,387 @@
+//! The streaming half of API.md on both stores: the WebSocket protocol (acks before
+//! broadcasts, errors that keep the connection, resume), Server-Sent Events (replay, ids,
+//! keepalive, gaps), presence and timeouts, slow clients, lifetimes and shutdown.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+use crate::support::stream::{SseClient, WsClient, WsEnd};
+use crate::support::{Backend, TestApp, eventually, unique_room};
+
+/// Creates `room` on a new WebSocket as `username`; returns the client (past its ack and the
+/// two creation events) and the ack data.
+async fn ws_create(app: &TestApp, room: &str, username: &str) -> (WsClient, Value) {
+    let mut ws = WsClient::connect(&app.base_url).await;
+    let ack = ws
+        .ack("create:room", "create", json!({"roomId": room, "username": username}))
+        .await;
+    assert_eq!(ws.event().await["event"], "create:room:success");
+    assert_eq!(ws.event().await["event"], "add:member:success");
+    (ws, ack)
+}
+
+/// Joins `room` on a new WebSocket; returns the client past its ack and own join event.
+async fn ws_join(app: &TestApp, room: &str, username: &str) -> (WsClient, Value) {
+    let mut ws = WsClient::connect(&app.base_url).await;
+    let ack = ws
+        .ack("add:member", "join", json!({"roomId": room, "username": username}))
+        .await;
+    let joined = ws.event().await;
+    assert_eq!(joined["event"], "add:member:success");
+    assert_eq!(joined["id"], ack["lastEventId"]);
+    (ws, ack)
+}
+
+fn sse_request(app: &TestApp, room: &str, token: &str) -> reqwest::RequestBuilder {
+    app.client
+        .get(format!("{}/rooms/{room}/events", app.base_url))
+        .bearer_auth(token)
+}
+
+conformance! {
+    async fn websocket_acks_come_before_the_broadcasts_they_cause(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("ws-order");
+        let mut alice = WsClient::connect(&app.base_url).await;
+        let ack = alice.call("create:room", "c1", json!({"roomId": room, "username": "alice"})).await;
+        assert_eq!(ack["event"], "ack");
+        let data = &ack["data"];
+        assert_eq!(data["roomId"], room.as_str());
+        assert_eq!(data["username"], "alice");
+        assert!(data["token"].as_str().is_some_and(|t| t.len() >= 32));
+        let created = alice.event().await;
+        assert_eq!(created["event"], "create:room:success");
+        assert_eq!(created["data"], json!({"roomId": room, "username": "alice"}));
+        let joined = alice.event().await;
+        assert_eq!(joined["event"], "add:member:success");
+        assert_eq!(joined["id"], data["lastEventId"]);
+
+        let (mut bob, bob_ack) = ws_join(&app, &room, "bob").await;
+        let seen_by_alice = alice.event().await;
+        assert_eq!(seen_by_alice["event"], "add:member:success");
+        assert_eq!(seen_by_alice["id"], bob_ack["lastEventId"]);
+        assert_eq!(seen_by_alice["data"]["username"], "bob");
+
+        // The sender's ack, then its broadcast; the other member gets the broadcast.
+        let reply = alice.call("create:chat", "m1", json!({"roomId": room, "message": "hi"})).await;
+        assert_eq!(reply["event"], "ack");
+        let stored = &reply["data"];
+        assert_eq!(stored["message"], "hi");
+        assert_eq!(stored["username"], "alice");
+        assert_eq!(stored["roomId"], room.as_str());
+        let echo = alice.event().await;
+        assert_eq!(echo["event"], "create:chat:success");
+        assert_eq!(echo["id"], stored["id"]);
+        assert_eq!(echo["data"]["ts"], stored["ts"]);
+        let at_bob = bob.event().await;
+        assert_eq!(at_bob, echo, "every member sees the same event");
+        assert_eq!(
+            at_bob["data"],
+            json!({"roomId": room, "username": "alice", "message": "hi", "ts": stored["ts"]})
+        );
+
+        // Bob leaves on his connection: ack, then his own removal reaches him and alice.
+        let left = bob.ack("remove:member", "bye", json!({"roomId": room, "username": "bob"})).await;
+        assert_eq!(left["roomId"], room.as_str());
+        let removed = bob.event().await;
+        assert_eq!(removed["event"], "remove:member:success");
+        assert_eq!(removed["data"], json!({"roomId": room, "username": "bob", "reason": "left"}));
+        assert_eq!(alice.event().await, removed);
+        // After leaving, bob's connection no longer receives the room.
+        alice.ack("create:chat", "m2", json!({"roomId": room, "message": "after"})).await;
+        alice.event_named("create:chat:success").await;
+        bob.expect_error("create:chat", "m3", json!({"roomId": room, "message": "x"}), "not_member").await;
+    }
+
+    async fn websocket_errors_keep_the_connection_open(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("ws-errors");
+        let other_room = unique_room("ws-errors-other");
+        let (mut alice, _) = ws_create(&app, &room, "alice").await;
+        let outsider = app.create_room(&other_room, "olga").await;
+
+        alice.send_raw(WsMessage::text("this is not json")).await;
+        let reply = alice.recv().await;
+        assert_eq!(reply["event"], "error");
+        assert_eq!(reply["data"]["code"], "invalid_request");
+        assert!(reply.get("ref").is_none());
+
+        alice.send_raw(WsMessage::binary(vec![1u8, 2, 3])).await;
+        assert_eq!(alice.recv().await["data"]["code"], "invalid_request");
+
+        alice.expect_error("no:such:event", "e1", json!({}), "invalid_request").await;
+        alice.expect_error("create:chat", "e2", json!({"roomId": room}), "invalid_request").await;
+        alice.expect_error("create:chat", "e3", json!({"roomId": room, "message": 5}), "invalid_request").await;
+        alice.expect_error("create:chat", "e4", json!({"roomId": room, "message": "   "}), "invalid_request").await;
+        alice.expect_error("create:room", "e5", json!({"roomId": "bad id!", "username": "x"}), "invalid_request").await;
+        alice.expect_error("create:room", "e6", json!({"roomId": room, "username": "zed"}), "room_exists").await;
+        alice.expect_error("add:member", "e7", json!({"roomId": room, "username": "ALICE"}), "invalid_request").await;
+        alice.expect_error("add:member", "e8", json!({"roomId": unique_room("nowhere"), "username": "a"}), "room_not_found").await;
+        // Not joined here, no token / a token of another room: not_member.
+        alice.expect_error("create:chat", "e9", json!({"roomId": other_room, "message": "hi"}), "not_member").await;
+        alice.expect_error("create:chat", "e10", json!({"roomId": other_room, "message": "hi", "token": "nope"}), "not_member").await;
+        alice.expect_error("remove:member", "e11", json!({"roomId": other_room, "username": "olga"}), "not_member").await;
+        // A username that is not the connection's own.
+        alice.expect_error("create:chat", "e12", json!({"roomId": room, "message": "hi", "username": "mallory"}), "forbidden").await;
+        let (_bob, _) = ws_join(&app, &room, "bob").await;
+        alice.event_named("add:member:success").await;
+        alice.expect_error("remove:member", "e13", json!({"roomId": room, "username": "bob"}), "forbidden").await;
+        alice.expect_error("resume", "e14", json!({"roomId": room, "token": "x"}), "invalid_request").await;
+
+        // A token for another room's member works without joining on this connection.
+        let posted = alice
+            .ack("create:chat", "ok1", json!({"roomId": other_room, "message": "by token", "token": outsider.token}))
+            .await;
+        assert_eq!(posted["username"], "olga");
+        // ref may be any JSON value, echoed as sent.
+        alice.send_raw(WsMessage::text(json!({"event": "create:chat", "ref": 42, "data": {"roomId": room, "message": "n"}}).to_string())).await;
+        let reply = alice.recv().await;
+        assert_eq!(reply["ref"], 42);
+        assert_eq!(reply["event"], "ack");
+
+        // A frame over 64 KiB closes with 1009.
+        let huge = json!({"event": "create:chat", "data": {"roomId": room, "message": "x".repeat(70 * 1024)}});
+        alice.send_raw(WsMessage::text(huge.to_string())).await;
+        assert_eq!(alice.closed().await, WsEnd::Closed(Some(1009)));
+    }
+
+    async fn websocket_client_msg_id_lands_once(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("ws-idem");
+        let (mut alice, _) = ws_create(&app, &room, "alice").await;
+        let first = alice.ack("create:chat", "a", json!({"roomId": room, "message": "once", "clientMsgId": "k-1"})).await;
+        assert_eq!(alice.event().await["id"], first["id"]);
+        let again = alice.ack("create:chat", "b", json!({"roomId": room, "message": "twice?", "clientMsgId": "k-1"})).await;
+        assert_eq!(again, first, "a retry answers the stored message");
+        alice.ack("create:chat", "c", json!({"roomId": room, "message": "next"})).await;
+        let next = alice.event().await;
+        assert_eq!(next["data"]["message"], "next", "the retry appended nothing");
+        alice.expect_error("create:chat", "d", json!({"roomId": room, "message": "m", "clientMsgId": "bad key!"}), "invalid_request").await;
+    }
+
+    async fn websocket_resume_replays_exactly_what_was_missed(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("ws-resume");
+        let (mut alice, ack) = ws_create(&app, &room, "alice").await;
+        let token = ack["token"].as_str().unwrap().to_owned();
+        let bob = app.join_room(&room, "bob").await;
+        let seen = alice.event().await;
+        let last_seen = seen["id"].as_str().unwrap().to_owned();
+        alice.close().await;
+
+        let mut missed = Vec::new();
+        for n in 0..3 {
+            missed.push(app.say(&room, &bob.token, &format!("missed {n}")).await.id);
+        }
+        let mut again = WsClient::connect(&app.base_url).await;
+        let resumed = again
+            .ack("resume", "r", json!({"roomId": room, "token": token, "lastEventId": last_seen}))
+            .await;
+        assert_eq!(resumed, json!({"roomId": room, "username": "alice", "replayed": 3, "complete": true}));
+        for id in &missed {
+            assert_eq!(&again.event().await["id"], id);
+        }
+        // Then live, with no duplicate at the seam.
+        let live = app.say(&room, &bob.token, "live").await;
+        assert_eq!(again.event().await["id"], live.id);
+        // The resumed connection holds the membership: it can chat without a token.
+        again.ack("create:chat", "c", json!({"roomId": room, "message": "back"})).await;
+        assert_eq!(again.event().await["data"]["message"], "back");
+        // A wrong token cannot resume.
+        let mut stranger = WsClient::connect(&app.base_url).await;
+        stranger.expect_error("resume", "r", json!({"roomId": room, "token": "wrong", "lastEventId": last_seen}), "unauthorized").await;
+    }
+
+    async fn resume_past_trimmed_history_says_incomplete(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("HISTORY_LIMIT", "3")]).await;
+        let room = unique_room("trimmed");
+        let alice = app.create_room(&room, "alice").await;
+        for n in 0..5 {
+            app.say(&room, &alice.token, &format!("m{n}")).await;
+        }
+        let mut ws = WsClient::connect(&app.base_url).await;
+        let resumed = ws
+            .ack("resume", "r", json!({"roomId": room, "token": alice.token, "lastEventId": alice.last_event_id}))
+            .await;
+        assert_eq!(resumed["complete"], false);
+        assert_eq!(resumed["replayed"], 3);
+        let messages: Vec<Value> = [ws.event().await, ws.event().await, ws.event().await]
+            .iter()
+            .map(|e| e["data"]["message"].clone())
+            .collect();
+        assert_eq!(messages, vec![json!("m2"), json!("m3"), json!("m4")]);
+
+        let mut sse = SseClient::open(
+            sse_request(&app, &room, &alice.token).header("Last-Event-ID", &alice.last_event_id),
+        )
+        .await;
+        let gap = sse.event().await;
+        assert_eq!(gap.event.as_deref(), Some("resume:gap"));
+        assert_eq!(gap.json(), json!({"roomId": room, "complete": false}));
+        assert_eq!(sse.event().await.json()["message"], "m2");
+    }
+
+    async fn sse_streams_the_same_events_as_websocket(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("SSE_KEEPALIVE_SECS", "1")]).await;
+        let room = unique_room("sse");
+        let (mut alice_ws, _) = ws_create(&app, &room, "alice").await;
+        let bob = app.join_room(&room, "bob").await;
+        alice_ws.event_named("add:member:success").await;
+
+        // Bearer token, live from now.
+        let mut sse = SseClient::open(sse_request(&app, &room, &bob.token)).await;
+        assert!(sse.content_type.starts_with("text/event-stream"));
+        let posted = app.say(&room, &bob.token, "over SSE").await;
+        let event = sse.event().await;
+        assert_eq!(sse.retry, Some(3000));
+        assert_eq!(event.id.as_deref(), Some(posted.id.as_str()));
+        assert_eq!(event.event.as_deref(), Some("create:chat:success"));
+        let over_ws = alice_ws.event().await;
+        assert_eq!(over_ws["id"], posted.id.as_str());
+        assert_eq!(event.json(), over_ws["data"], "same data on both transports");
+        assert_eq!(sse.comment().await, "keepalive");
+
+        // ?token= and ?lastEventId= replay, for EventSource.
+        let url = format!(
+            "{}/rooms/{room}/events?token={}&lastEventId={}",
+            app.base_url, bob.token, bob.last_event_id
+        );
+        let mut replaying = SseClient::open(app.client.get(url)).await;
+        assert_eq!(replaying.event().await.id.as_deref(), Some(posted.id.as_str()));
+        let live = app.say(&room, &bob.token, "live").await;
+        assert_eq!(replaying.event().await.id.as_deref(), Some(live.id.as_str()));
+        assert_eq!(sse.event().await.id.as_deref(), Some(live.id.as_str()));
+
+        // Leaving ends the member's streams after its own removal event.
+        app.leave(&room, "bob", Some(&bob.token)).await.expect(204);
+        let removed = sse.event().await;
+        assert_eq!(removed.event.as_deref(), Some("remove:member:success"));
+        assert_eq!(removed.json()["reason"], "left");
+        sse.ended().await;
+    }
+
+    async fn sse_refuses_what_it_must(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("sse-auth");
+        let alice = app.create_room(&room, "alice").await;
+        let other = app.create_room(&unique_room("sse-auth-other"), "olga").await;
+        let path = format!("/rooms/{room}/events");
+        app.get(&path, None).await.expect_error(401, "unauthorized");
+        app.get(&path, Some("garbage")).await.expect_error(401, "unauthorized");
+        app.get(&path, Some(&other.token)).await.expect_error(401, "unauthorized");
+        app.send(app.request(Method::GET, &path, Some(&alice.token)).header("Last-Event-ID", "nope"))
+            .await
+            .expect_error(400, "invalid_request");
+        app.get("/rooms/bad%20id/events", Some(&alice.token)).await.expect_error(400, "invalid_request");
+    }
+
+    async fn online_while_held_and_timeout_after_the_connection_goes(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("MEMBER_TTL_SECS", "1")]).await;
+        let room = unique_room("presence");
+        let (mut alice, alice_ack) = ws_create(&app, &room, "alice").await;
+        let alice_token = alice_ack["token"].as_str().unwrap().to_owned();
+        let (bob_ws, bob_ack) = ws_join(&app, &room, "bob").await;
+        alice.event_named("add:member:success").await;
+        let carol = app.join_room(&room, "carol").await;
+        alice.event_named("add:member:success").await;
+        let mut members = app.member_list(&room, &alice_token).await;
+        members.sort();
+        assert_eq!(
+            members,
+            vec![("alice".to_owned(), true), ("bob".to_owned(), true), ("carol".to_owned(), false)],
+            "online is whether a stream holds the member"
+        );
+
+        // Bob's client vanishes and carol makes no request: after MEMBER_TTL_SECS both are
+        // removed with reason timeout, while alice, held by her connection, stays.
+        drop(bob_ws);
+        let mut timed_out = Vec::new();
+        while timed_out.len() < 2 {
+            let event = alice.event_named("remove:member:success").await;
+            assert_eq!(event["data"]["reason"], "timeout", "{event}");
+            timed_out.push(event["data"]["username"].as_str().unwrap().to_owned());
+        }
+        timed_out.sort();
+        assert_eq!(timed_out, ["bob", "carol"]);
+        let bob_token = bob_ack["token"].as_str().unwrap();
+        app.get(&format!("/rooms/{room}/members"), Some(bob_token)).await.expect_error(401, "unauthorized");
+        app.get(&format!("/rooms/{room}/members"), Some(&carol.token)).await.expect_error(401, "unauthorized");
+        let members = app.member_list(&room, &alice_token).await;
+        assert_eq!(members, vec![("alice".to_owned(), true)]);
+    }
+
+    async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("CLIENT_QUEUE_LEN", "8")]).await;
+        let room = unique_room("slow");
+        let (mut alice, ack) = ws_create(&app, &room, "alice").await;
+        let token = ack["token"].as_str().unwrap().to_owned();
+        let (slow, _) = ws_join(&app, &room, "slow").await;
+        alice.event_named("add:member:success").await;
+        let slow_socket = slow.into_inner();
+
+        // Big messages fill the slow client's socket buffers, then its queue.
+        let payload = "x".repeat(4000);
+        let mut sent = Vec::new();
+        let closed_slow = eventually("the slow client to be disconnected", Duration::from_secs(60), || {
+            let app = &app;
+            let room = &room;
+            let token = &token;
+            let payload = &payload;
+            let sent = &mut sent;
+            async move {
+                for _ in 0..50 {
+                    sent.push(app.say(room, token, payload).await.id);
+                }
+                let metrics = app.get("/metrics", None).await.text;
+                metrics.lines().any(|line| {
+                    line.starts_with("chat_slow_client_disconnects_total") && !line.ends_with(" 0")
+                }).then_some(())
+            }
+        })
+        .await;
+        let () = closed_slow;
+        // Alice kept receiving every message, in order.
+        for id in &sent {
+            assert_eq!(&alice.event().await["id"], id);
+        }
+        // The slow client, once it reads again, finds its stream closed with 1013.
+        let mut slow = slow_socket;
+        let code = tokio::time::timeout(Duration::from_secs(30), async {
+            use futures_util::StreamExt;
+            while let Some(message) = slow.next().await {
+                if let Ok(WsMessage::Close(frame)) = message {
+                    return frame.map(|f| u16::from(f.code));
+                }
+            }
+            None
+        })
+        .await
+        .expect("the slow client's stream ended");
+        assert_eq!(code, Some(1013));
+    }
+
+    async fn streams_close_at_their_lifetime(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("WS_MAX_LIFETIME_SECS", "1")]).await;
+        let room = unique_room("lifetime");
+        let (mut ws, ack) = ws_create(&app, &room, "alice").await;
+        let token = ack["token"].as_str().unwrap().to_owned();
+        let mut sse = SseClient::open(sse_request(&app, &room, &token)).await;
+        assert_eq!(ws.closed().await, WsEnd::Closed(Some(1012)));
+        sse.ended().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_closes_streams_with_1012() {
+    let app = TestApp::spawn(Backend::Memory, &[]).await;
+    let room = unique_room("shutdown");
+    let (mut ws, ack) = ws_create(&app, &room, "alice").await;
+    let token = ack["token"].as_str().unwrap().to_owned();
+    let mut sse = SseClient::open(sse_request(&app, &room, &token)).await;
+    drop(app);
+    assert_eq!(ws.closed().await, WsEnd::Closed(Some(1012)));
+    sse.ended().await;
+}

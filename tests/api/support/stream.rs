@@ -1,0 +1,282 @@
+//! Streaming clients for tests: a WebSocket client (tokio-tungstenite) and an SSE client
+//! (reqwest's byte stream, parsed as EventSource does). Every read has a timeout.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+/// How long a test waits for one frame or event before failing.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A room event or a reply as a WebSocket client sees it.
+pub type Json = Value;
+
+pub struct WsClient {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+/// How a WebSocket read ended when it was not a text frame.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WsEnd {
+    Closed(Option<u16>),
+    Gone,
+}
+
+impl WsClient {
+    /// Connects to `/ws` of the server at `base_url` (`http://…`).
+    pub async fn connect(base_url: &str) -> Self {
+        let url = format!("{}/ws", base_url.replacen("http://", "ws://", 1));
+        let (socket, _) = tokio::time::timeout(READ_TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("WebSocket connect timed out")
+            .expect("WebSocket connect failed");
+        Self { socket }
+    }
+
+    pub async fn send_raw(&mut self, message: Message) {
+        self.socket.send(message).await.expect("sending a frame");
+    }
+
+    /// Sends `{"event", "ref", "data"}`.
+    pub async fn send(&mut self, event: &str, reference: &str, data: Value) {
+        let frame = json!({"event": event, "ref": reference, "data": data});
+        self.send_raw(Message::text(frame.to_string())).await;
+    }
+
+    /// The next text frame as JSON, or how the connection ended.
+    pub async fn next(&mut self) -> Result<Json, WsEnd> {
+        loop {
+            let message = tokio::time::timeout(READ_TIMEOUT, self.socket.next())
+                .await
+                .expect("no WebSocket frame within the read timeout");
+            match message {
+                Some(Ok(Message::Text(text))) => {
+                    return Ok(serde_json::from_str(text.as_str()).expect("server frames are JSON"));
+                }
+                Some(Ok(Message::Close(frame))) => {
+                    return Err(WsEnd::Closed(frame.map(|f| u16::from(f.code))));
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Err(WsEnd::Gone),
+            }
+        }
+    }
+
+    /// The next text frame, which must be there.
+    #[track_caller]
+    pub async fn recv(&mut self) -> Json {
+        match self.next().await {
+            Ok(json) => json,
+            Err(end) => panic!("expected a frame, the connection ended: {end:?}"),
+        }
+    }
+
+    /// Sends a client event and returns its direct reply, which must be the next frame.
+    pub async fn call(&mut self, event: &str, reference: &str, data: Value) -> Json {
+        self.send(event, reference, data).await;
+        let reply = self.recv().await;
+        assert_eq!(reply["ref"], reference, "reply to {event} did not echo its ref: {reply}");
+        reply
+    }
+
+    /// Sends a client event that must be acknowledged; returns the ack's data.
+    pub async fn ack(&mut self, event: &str, reference: &str, data: Value) -> Json {
+        let reply = self.call(event, reference, data).await;
+        assert_eq!(reply["event"], "ack", "{event} was not acknowledged: {reply}");
+        reply["data"].clone()
+    }
+
+    /// Sends a client event and reads until its ack, skipping the room events that other
+    /// members' actions put before it; returns the ack's data.
+    pub async fn ack_among_events(&mut self, event: &str, reference: &str, data: Value) -> Json {
+        self.send(event, reference, data).await;
+        loop {
+            let frame = self.recv().await;
+            if frame["id"].is_string() {
+                continue;
+            }
+            assert_eq!(frame["ref"], reference, "reply to {event}: {frame}");
+            assert_eq!(frame["event"], "ack", "{event} was not acknowledged: {frame}");
+            return frame["data"].clone();
+        }
+    }
+
+    /// Sends a client event that must fail with `code`.
+    pub async fn expect_error(&mut self, event: &str, reference: &str, data: Value, code: &str) {
+        let reply = self.call(event, reference, data).await;
+        assert_eq!(reply["event"], "error", "{event} should have failed: {reply}");
+        assert_eq!(reply["data"]["code"], code, "{event}: {reply}");
+        assert!(reply["data"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+
+    /// The next room event (`{event, id, data}`), which must be there.
+    pub async fn event(&mut self) -> Json {
+        let frame = self.recv().await;
+        assert!(frame["id"].is_string(), "expected a room event, got {frame}");
+        frame
+    }
+
+    /// Reads room events until one named `name` arrives; returns it.
+    pub async fn event_named(&mut self, name: &str) -> Json {
+        loop {
+            let frame = self.event().await;
+            if frame["event"] == name {
+                return frame;
+            }
+        }
+    }
+
+    /// Reads frames until the server closes; returns the close code.
+    pub async fn closed(&mut self) -> WsEnd {
+        loop {
+            if let Err(end) = self.next().await {
+                return end;
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        // Best effort: the server may already be gone.
+        let _ = self.socket.close(None).await;
+    }
+
+    /// The raw socket, for tests that must stop reading.
+    pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
+        self.socket
+    }
+}
+
+/// `CloseCode` as a number, for comparisons in tests.
+pub fn close_code(code: CloseCode) -> u16 {
+    u16::from(code)
+}
+
+/// One Server-Sent Event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: String,
+}
+
+impl SseEvent {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).expect("SSE data is JSON")
+    }
+}
+
+pub struct SseClient {
+    pub status: u16,
+    pub content_type: String,
+    body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buffer: String,
+    /// `retry:` values and comments seen so far.
+    pub retry: Option<u64>,
+    pub comments: Vec<String>,
+}
+
+impl SseClient {
+    /// Opens the stream with a prepared request; panics unless the status is 200.
+    pub async fn open(request: reqwest::RequestBuilder) -> Self {
+        let response = tokio::time::timeout(READ_TIMEOUT, request.send())
+            .await
+            .expect("SSE request timed out")
+            .expect("SSE request failed");
+        let status = response.status().as_u16();
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        assert_eq!(status, 200, "SSE stream refused: {}", response.text().await.unwrap_or_default());
+        Self {
+            status,
+            content_type,
+            body: Box::pin(response.bytes_stream()),
+            buffer: String::new(),
+            retry: None,
+            comments: Vec::new(),
+        }
+    }
+
+    /// The next block (up to a blank line), parsed: an event, or `Some(None)` for a block of
+    /// only comments and `retry:`; `None` when the stream ended.
+    async fn next_block(&mut self) -> Option<Option<SseEvent>> {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = SseEvent::default();
+                let mut has_data = false;
+                for line in block.lines() {
+                    if let Some(comment) = line.strip_prefix(':') {
+                        self.comments.push(comment.trim().to_owned());
+                    } else if let Some((field, value)) = line.split_once(':') {
+                        let value = value.strip_prefix(' ').unwrap_or(value);
+                        match field {
+                            "id" => event.id = Some(value.to_owned()),
+                            "event" => event.event = Some(value.to_owned()),
+                            "data" => {
+                                if has_data {
+                                    event.data.push('\n');
+                                }
+                                event.data.push_str(value);
+                                has_data = true;
+                            }
+                            "retry" => self.retry = value.parse().ok(),
+                            _ => {}
+                        }
+                    }
+                }
+                return Some(has_data.then_some(event));
+            }
+            let chunk = tokio::time::timeout(READ_TIMEOUT, self.body.next())
+                .await
+                .expect("no SSE data within the read timeout");
+            match chunk {
+                Some(Ok(bytes)) => self.buffer.push_str(&String::from_utf8_lossy(&bytes)),
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+
+    /// The next event, or `None` when the stream ended.
+    pub async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(event) = self.next_block().await? {
+                return Some(event);
+            }
+        }
+    }
+
+    /// The next event, which must be there.
+    #[track_caller]
+    pub async fn event(&mut self) -> SseEvent {
+        self.next().await.expect("the SSE stream ended early")
+    }
+
+    /// Reads until a comment (a keepalive) arrives; no event may come first.
+    pub async fn comment(&mut self) -> String {
+        let seen = self.comments.len();
+        while self.comments.len() == seen {
+            match self.next_block().await {
+                Some(None) => {}
+                Some(Some(event)) => panic!("expected a comment, got {event:?}"),
+                None => panic!("the SSE stream ended before a comment"),
+            }
+        }
+        self.comments[seen].clone()
+    }
+
+    /// Reads until the stream ends; panics if an event arrives first.
+    pub async fn ended(&mut self) {
+        if let Some(event) = self.next().await {
+            panic!("expected the stream to end, got {event:?}");
+        }
+    }
+}
