@@ -554,6 +554,51 @@ conformance! {
         assert_eq!(page.len(), 100);
     }
 
+    // ---- GET /rooms/{roomId}/events and GET / (rows of the REST table) ---------------------
+
+    async fn event_stream_needs_a_token_and_speaks_text_event_stream(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("events");
+        let alice = app.create_room(&room, "alice").await;
+        let path = format!("/rooms/{room}/events");
+        app.get(&path, None).await.expect_error(401, "unauthorized");
+        app.get(&path, Some("garbage")).await.expect_error(401, "unauthorized");
+
+        // A Bearer token, and `?token=` for EventSource. Only the head is read: the stream
+        // stays open, and dropping the response closes it.
+        let with_query = format!("{path}?token={}", alice.token);
+        for (path, token) in [(&path, Some(alice.token.as_str())), (&with_query, None)] {
+            let response = app
+                .request(reqwest::Method::GET, path, token)
+                .send()
+                .await
+                .expect("the request reached the app");
+            assert_eq!(response.status().as_u16(), 200, "GET {path}");
+            let content_type = response
+                .headers()
+                .get(CONTENT_TYPE)
+                .and_then(|value| value.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            assert!(
+                content_type.starts_with("text/event-stream"),
+                "GET {path}: content-type {content_type:?}"
+            );
+        }
+    }
+
+    async fn root_serves_the_browser_client(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let reply = app.get("/", None).await;
+        reply.expect(200);
+        let content_type = reply
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .unwrap_or("");
+        assert!(content_type.starts_with("text/html"), "content-type {content_type:?}");
+    }
+
     // ---- routes outside the API -----------------------------------------------------------
 
     async fn unknown_routes_answer_404_and_405_in_the_error_format(backend: Backend) {
