@@ -1,0 +1,20 @@
+//! The integration suite: one test binary (one link on a 2-core machine), every test against a
+//! real server on a loopback port, through HTTP.
+//!
+//! - [`support`]: `RedisServer` (a real `redis-server` per test), `TestApp` (the app in-process
+//!   on port 0) and the `conformance!` macro that runs a test on both stores.
+//! - [`rest`]: API.md's REST table, row by row, on both stores.
+//! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
+//! - [`faults`]: Redis going away and coming back (Redis only).
+//! - [`bad_input`]: a table of malformed requests and the exact error each gets.
+//!
+//! Nothing here sleeps to synchronise: servers are bound before they are used, and every
+//! condition that needs time (a lease lapsing, Redis coming back) is polled under a deadline.
+
+#[macro_use]
+mod support;
+
+mod bad_input;
+mod concurrency;
+mod faults;
+mod rest;

@@ -1,0 +1,42 @@
+//! Test support: a real Redis per test, the app in-process, HTTP helpers, unique names and
+//! bounded waits.
+//!
+//! A conformance test is written once as `async fn name(backend: Backend) { … }` inside
+//! [`conformance!`], which expands it into `name::memory` and `name::redis`; the Redis variant
+//! starts its own `redis-server` (about 10 ms), so tests never share a store and can run in
+//! parallel.
+
+mod app;
+mod checks;
+mod redis_server;
+
+pub use app::{Backend, Joined, Message, Reply, TestApp};
+pub use checks::{assert_rfc3339_millis_utc, event_id, eventually, unique_room};
+pub use redis_server::RedisServer;
+
+/// Writes each `async fn name(backend: Backend) { … }` once and runs it on both stores, as
+/// the tests `name::memory` and `name::redis`.
+macro_rules! conformance {
+    ($( $(#[$attr:meta])* async fn $name:ident($backend:ident: Backend) $body:block )*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+
+                $(#[$attr])*
+                async fn run($backend: $crate::support::Backend<'_>) $body
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn memory() {
+                    run($crate::support::Backend::Memory).await;
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn redis() {
+                    let server = $crate::support::RedisServer::start();
+                    run($crate::support::Backend::Redis(&server)).await;
+                }
+            }
+        )*
+    };
+}

@@ -1,0 +1,146 @@
+//! `RedisServer`: a throw-away `redis-server` on a free loopback port, with no persistence, so a
+//! restart comes back empty. It is killed on drop; `stop` and `start_again` (same port) let
+//! fault tests take Redis away and bring it back under a running app.
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a fresh `redis-server` may take to answer PING.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between two PING attempts while waiting for startup (a poll interval, not a wait).
+const POLL_INTERVAL: Duration = Duration::from_millis(5);
+/// Fresh ports to try when the one picked was taken between picking it and Redis binding it.
+const PORT_ATTEMPTS: usize = 5;
+
+pub struct RedisServer {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port and returns once it answers PING.
+    pub fn start() -> Self {
+        let mut last_error = String::new();
+        for _ in 0..PORT_ATTEMPTS {
+            let port = free_port();
+            match launch(port) {
+                Ok(child) => {
+                    return Self {
+                        port,
+                        child: Some(child),
+                    };
+                }
+                // Most likely the port was taken in between: try another one.
+                Err(err) => last_error = err,
+            }
+        }
+        panic!("could not start redis-server after {PORT_ATTEMPTS} attempts: {last_error}");
+    }
+
+    /// `redis://127.0.0.1:<port>/`, for `REDIS_URL`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/", self.port)
+    }
+
+    /// Kills the server and waits until it is gone: the port refuses connections afterwards.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // An error here means it had already exited, which is what we want.
+            let _already_gone = child.kill();
+            child.wait().expect("waiting for redis-server to exit");
+        }
+    }
+
+    /// Starts a new, empty server on the same port after [`RedisServer::stop`].
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "start_again while Redis still runs");
+        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        loop {
+            match launch(self.port) {
+                Ok(child) => {
+                    self.child = Some(child);
+                    return;
+                }
+                Err(err) if Instant::now() >= deadline => {
+                    panic!(
+                        "could not restart redis-server on port {}: {err}",
+                        self.port
+                    )
+                }
+                // The old socket may linger for a moment; poll until the port is ours again.
+                Err(_) => std::thread::sleep(POLL_INTERVAL),
+            }
+        }
+    }
+
+    /// Runs one command on a connection of its own (used to pause clients in fault tests).
+    pub fn command(&self, args: &[&str]) -> String {
+        let mut connection = connect(self.port).expect("connecting to the test redis-server");
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+            .query::<String>(&mut connection)
+            .unwrap_or_else(|err| panic!("redis command {args:?} failed: {err}"))
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A loopback port nobody listens on right now (bound and released; never 6379, the port a
+/// developer's own Redis may use, since the OS hands out ephemeral ports only).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0");
+    let port = listener.local_addr().expect("local address").port();
+    assert_ne!(port, 6379, "the OS picked 6379; refusing to touch it");
+    port
+}
+
+/// Starts `redis-server` on `port` and polls PING over a real connection until it answers.
+fn launch(port: u16) -> Result<Child, String> {
+    let mut child = Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--save", ""])
+        .args(["--appendonly", "no"])
+        .arg("--dir")
+        .arg(std::env::temp_dir())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|err| format!("cannot run redis-server (is it installed?): {err}"))?;
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
+            return Err(format!("redis-server on port {port} exited: {status}"));
+        }
+        let answer = connect(port)
+            .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
+        if matches!(answer.as_deref(), Ok("PONG")) {
+            return Ok(child);
+        }
+        if Instant::now() >= deadline {
+            let _already_gone = child.kill();
+            let _reaped = child.wait();
+            return Err(format!(
+                "redis-server on port {port} did not answer PING within {STARTUP_TIMEOUT:?}"
+            ));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn connect(port: u16) -> redis::RedisResult<redis::Connection> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let connection = client.get_connection_with_timeout(Duration::from_millis(500))?;
+    connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+    connection.set_write_timeout(Some(Duration::from_secs(2)))?;
+    Ok(connection)
+}
