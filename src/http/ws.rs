@@ -173,6 +173,8 @@ impl Connection {
 
     async fn run(mut self) {
         let end = self.serve().await;
+        // Let go of the rooms first: a client that does not read may hold up the close frame.
+        self.held.clear();
         if let End::Close(code, reason) = end {
             let close = Message::Close(Some(CloseFrame {
                 code,
@@ -221,8 +223,15 @@ impl Connection {
                 frame = self.inbox.frames.recv() => {
                     // Cannot be None: this connection holds a sender (its mailbox).
                     let Some(frame) = frame else { return End::Gone };
-                    if let Some(end) = self.forward(frame).await {
-                        return end;
+                    // A client that stops reading blocks the write: give up on it when its
+                    // queue overflows meanwhile, or on shutdown.
+                    tokio::select! {
+                        biased;
+                        () = stopping.cancelled() => return End::Close(CLOSE_RESTART, "server restarting, reconnect and resume"),
+                        () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, "too slow, reconnect and resume"),
+                        end = self.forward(frame) => if let Some(end) = end {
+                            return end;
+                        },
                     }
                 }
                 _ = pings.tick() => {
@@ -390,7 +399,10 @@ impl Connection {
         let room = RoomId::parse(&data.room_id)?;
         let username = Username::parse(&data.username)?;
         let secret = data.secret.map(RoomSecret::parse).transpose()?;
-        self.ensure_not_held(&room)?;
+        // A room this connection holds exists, so creating it again is `room_exists`.
+        if !create {
+            self.ensure_not_held(&room)?;
+        }
         // Subscribe first (live), so the join event and everything after it arrive here.
         let (subscription, _) = self
             .state
@@ -566,13 +578,6 @@ impl Connection {
             }),
             replay: replay.events,
         })
-    }
-}
-
-impl Drop for Connection {
-    fn drop(&mut self) {
-        // Memberships are released by their guards; leases run on until MEMBER_TTL_SECS.
-        self.held.clear();
     }
 }
 

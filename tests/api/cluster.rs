@@ -43,7 +43,11 @@ async fn three_instances_deliver_one_order_to_everyone() {
     let mut members = Vec::new();
     let mut creator = WsClient::connect(&instances[0].base_url).await;
     creator
-        .ack("create:room", "c", json!({"roomId": room, "username": "m0"}))
+        .ack(
+            "create:room",
+            "c",
+            json!({"roomId": room, "username": "m0"}),
+        )
         .await;
     members.push(creator);
     for n in 1..6 {
@@ -114,15 +118,27 @@ async fn a_killed_instance_s_members_time_out_and_its_clients_resume_elsewhere()
 
     let mut watcher = WsClient::connect(&survivor.base_url).await;
     watcher
-        .ack("create:room", "c", json!({"roomId": room, "username": "watcher"}))
+        .ack(
+            "create:room",
+            "c",
+            json!({"roomId": room, "username": "watcher"}),
+        )
         .await;
     let mut vanishing = WsClient::connect(&doomed.base_url).await;
     vanishing
-        .ack("add:member", "j", json!({"roomId": room, "username": "vanishing"}))
+        .ack(
+            "add:member",
+            "j",
+            json!({"roomId": room, "username": "vanishing"}),
+        )
         .await;
     let mut returning = WsClient::connect(&doomed.base_url).await;
     let returning_ack = returning
-        .ack("add:member", "j", json!({"roomId": room, "username": "returning"}))
+        .ack(
+            "add:member",
+            "j",
+            json!({"roomId": room, "username": "returning"}),
+        )
         .await;
     let token = returning_ack["token"].as_str().unwrap().to_owned();
     let last_seen = returning.event().await["id"].as_str().unwrap().to_owned();
@@ -134,13 +150,21 @@ async fn a_killed_instance_s_members_time_out_and_its_clients_resume_elsewhere()
     let mut missed = Vec::new();
     for n in 0..3 {
         let ack = watcher
-            .ack("create:chat", &format!("m{n}"), json!({"roomId": room, "message": format!("while away {n}")}))
+            .ack_among_events(
+                "create:chat",
+                &format!("m{n}"),
+                json!({"roomId": room, "message": format!("while away {n}")}),
+            )
             .await;
         missed.push(ack["id"].clone());
     }
     let mut back = WsClient::connect(&survivor.base_url).await;
     let resumed = back
-        .ack("resume", "r", json!({"roomId": room, "token": token, "lastEventId": last_seen}))
+        .ack(
+            "resume",
+            "r",
+            json!({"roomId": room, "token": token, "lastEventId": last_seen}),
+        )
         .await;
     assert_eq!(resumed["complete"], true);
     let replayed = resumed["replayed"].as_u64().unwrap() as usize;
@@ -153,7 +177,10 @@ async fn a_killed_instance_s_members_time_out_and_its_clients_resume_elsewhere()
         .filter(|event| event["event"] == "create:chat:success")
         .map(|event| event["id"].clone())
         .collect();
-    assert_eq!(replayed_chat, missed, "exactly the missed messages, in order");
+    assert_eq!(
+        replayed_chat, missed,
+        "exactly the missed messages, in order"
+    );
 
     // The member whose client never came back times out; everyone still here sees it once.
     for client in [&mut watcher, &mut back] {
@@ -166,8 +193,12 @@ async fn a_killed_instance_s_members_time_out_and_its_clients_resume_elsewhere()
         assert_eq!(removal["data"]["reason"], "timeout");
     }
     // The resumed member is still a member, held by its new connection.
-    back.ack("create:chat", "still", json!({"roomId": room, "message": "still here"}))
-        .await;
+    back.ack(
+        "create:chat",
+        "still",
+        json!({"roomId": room, "message": "still here"}),
+    )
+    .await;
     drop(vanishing);
 }
 
@@ -181,8 +212,12 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
     let mut receivers = Vec::new();
     for (n, app) in [&first, &second, &first, &second].iter().enumerate() {
         let mut ws = WsClient::connect(&app.base_url).await;
-        ws.ack("add:member", "j", json!({"roomId": room, "username": format!("r{n}")}))
-            .await;
+        ws.ack(
+            "add:member",
+            "j",
+            json!({"roomId": room, "username": format!("r{n}")}),
+        )
+        .await;
         receivers.push(ws);
     }
 
@@ -192,27 +227,40 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
         if n == TOTAL / 2 {
             redis.stop();
             // While Redis is away, posts fail fast with 503 and nothing crashes.
-            let reply = first.post(&room, Some(&sender.token), "during the outage").await;
+            let reply = first
+                .post(&room, Some(&sender.token), "during the outage")
+                .await;
             reply.expect_error(503, "unavailable");
             redis.start_again();
         }
         let key = format!("msg-{n}");
-        let stored = eventually("the post to be acknowledged", Duration::from_secs(20), || {
-            let request = first
-                .request(reqwest::Method::POST, &format!("/rooms/{room}/messages"), Some(&sender.token))
-                .header("Idempotency-Key", key.clone())
-                .json(&json!({"message": format!("message {n}")}));
-            async {
-                let reply = first.send(request).await;
-                (reply.status == 201).then(|| reply.body["id"].as_str().unwrap().to_owned())
-            }
-        })
+        let stored = eventually(
+            "the post to be acknowledged",
+            Duration::from_secs(20),
+            || {
+                let request = first
+                    .request(
+                        reqwest::Method::POST,
+                        &format!("/rooms/{room}/messages"),
+                        Some(&sender.token),
+                    )
+                    .header("Idempotency-Key", key.clone())
+                    .json(&json!({"message": format!("message {n}")}));
+                async {
+                    let reply = first.send(request).await;
+                    (reply.status == 201).then(|| reply.body["id"].as_str().unwrap().to_owned())
+                }
+            },
+        )
         .await;
         acknowledged.push(stored);
     }
     for receiver in &mut receivers {
         let ids = chat_ids(receiver, TOTAL).await;
-        assert_eq!(ids, acknowledged, "every acknowledged message, once, in order");
+        assert_eq!(
+            ids, acknowledged,
+            "every acknowledged message, once, in order"
+        );
     }
 }
 
@@ -222,7 +270,11 @@ async fn sigterm_closes_streams_and_exits_within_the_grace_period() {
     let room = unique_room("sigterm");
     let mut ws = WsClient::connect(&server.base_url).await;
     let ack = ws
-        .ack("create:room", "c", json!({"roomId": room, "username": "alice"}))
+        .ack(
+            "create:room",
+            "c",
+            json!({"roomId": room, "username": "alice"}),
+        )
         .await;
     let token = ack["token"].as_str().unwrap();
     let client = reqwest::Client::new();
@@ -235,6 +287,11 @@ async fn sigterm_closes_streams_and_exits_within_the_grace_period() {
     let (status, took) = server.terminate(Duration::from_secs(3)).await;
     assert!(status.success(), "exit status {status:?}");
     assert!(took < Duration::from_secs(3), "took {took:?}");
+    let log = server.log();
+    assert!(
+        log.contains("shutting down") && log.contains("stopped"),
+        "log: {log}"
+    );
     assert_eq!(ws.closed().await, WsEnd::Closed(Some(1012)));
     sse.ended().await;
 }

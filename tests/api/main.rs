@@ -7,6 +7,10 @@
 //! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
 //! - [`faults`]: Redis going away and coming back (Redis only).
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
+//! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
+//!   clients, lifetimes, shutdown.
+//! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
+//!   traffic, SIGTERM of the real binary.
 //!
 //! Nothing here sleeps to synchronise: servers are bound before they are used, and every
 //! condition that needs time (a lease lapsing, Redis coming back) is polled under a deadline.
@@ -15,6 +19,8 @@
 mod support;
 
 mod bad_input;
+mod cluster;
 mod concurrency;
 mod faults;
+mod realtime;
 mod rest;

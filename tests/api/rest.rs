@@ -587,18 +587,6 @@ conformance! {
         }
     }
 
-    async fn root_serves_the_browser_client(backend: Backend) {
-        let app = TestApp::spawn(backend, &[]).await;
-        let reply = app.get("/", None).await;
-        reply.expect(200);
-        let content_type = reply
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|value| value.to_str().ok())
-            .unwrap_or("");
-        assert!(content_type.starts_with("text/html"), "content-type {content_type:?}");
-    }
-
     // ---- routes outside the API -----------------------------------------------------------
 
     async fn unknown_routes_answer_404_and_405_in_the_error_format(backend: Backend) {

@@ -8,7 +8,9 @@
 
 mod app;
 mod checks;
+pub mod process;
 mod redis_server;
+pub mod stream;
 
 pub use app::{Backend, Joined, Message, Reply, TestApp};
 pub use checks::{assert_rfc3339_millis_utc, event_id, eventually, unique_room};

@@ -13,7 +13,6 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 pub struct ServerProcess {
     child: Child,
     pub base_url: String,
-    pub port: u16,
     /// Everything the process wrote to stdout and stderr.
     pub log_path: PathBuf,
 }
@@ -44,7 +43,6 @@ impl ServerProcess {
         let server = Self {
             child,
             base_url: format!("http://127.0.0.1:{port}"),
-            port,
             log_path,
         };
         let client = reqwest::Client::builder()
@@ -63,10 +61,6 @@ impl ServerProcess {
         })
         .await;
         server
-    }
-
-    pub fn pid(&self) -> u32 {
-        self.child.id()
     }
 
     /// SIGKILL: the instance dies without a chance to clean anything up.
@@ -97,6 +91,7 @@ impl ServerProcess {
         }
     }
 
+    /// Everything the process logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }

@@ -16,19 +16,39 @@ const PORT_ATTEMPTS: usize = 5;
 pub struct RedisServer {
     port: u16,
     child: Option<Child>,
+    /// Where a persistent server keeps its append-only file; `None`: nothing is kept.
+    data_dir: Option<std::path::PathBuf>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port and returns once it answers PING.
     pub fn start() -> Self {
+        Self::start_with(None)
+    }
+
+    /// Like [`RedisServer::start`], but every write is fsynced to an append-only file, so a
+    /// restart (`stop`, `start_again`) keeps everything Redis acknowledged.
+    pub fn start_persistent() -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "chat-server-redis-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("creating the Redis data directory");
+        Self::start_with(Some(dir))
+    }
+
+    fn start_with(data_dir: Option<std::path::PathBuf>) -> Self {
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match launch(port) {
+            match launch(port, data_dir.as_deref()) {
                 Ok(child) => {
                     return Self {
                         port,
                         child: Some(child),
+                        data_dir,
                     };
                 }
                 // Most likely the port was taken in between: try another one.
@@ -57,7 +77,7 @@ impl RedisServer {
         assert!(self.child.is_none(), "start_again while Redis still runs");
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            match launch(self.port) {
+            match launch(self.port, self.data_dir.as_deref()) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -90,6 +110,10 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         self.stop();
+        if let Some(dir) = &self.data_dir {
+            // Best effort: a leftover directory in the temp dir harms nothing.
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -103,14 +127,23 @@ fn free_port() -> u16 {
 }
 
 /// Starts `redis-server` on `port` and polls PING over a real connection until it answers.
-fn launch(port: u16) -> Result<Child, String> {
-    let mut child = Command::new("redis-server")
+fn launch(port: u16, data_dir: Option<&std::path::Path>) -> Result<Child, String> {
+    let mut command = Command::new("redis-server");
+    command
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
-        .args(["--save", ""])
-        .args(["--appendonly", "no"])
-        .arg("--dir")
-        .arg(std::env::temp_dir())
+        .args(["--save", ""]);
+    match data_dir {
+        Some(dir) => command
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir),
+        None => command
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir()),
+    };
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -7,7 +7,6 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for one frame or event before failing.
@@ -35,6 +34,32 @@ impl WsClient {
             .await
             .expect("WebSocket connect timed out")
             .expect("WebSocket connect failed");
+        Self { socket }
+    }
+
+    /// Connects with a tiny socket receive buffer, so a client that stops reading backs the
+    /// server up after a few frames instead of megabytes.
+    pub async fn connect_small_buffer(base_url: &str) -> Self {
+        let url = format!("{}/ws", base_url.replacen("http://", "ws://", 1));
+        let addr: std::net::SocketAddr = base_url
+            .trim_start_matches("http://")
+            .parse()
+            .expect("base_url is http://ip:port");
+        let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
+        socket
+            .set_recv_buffer_size(4096)
+            .expect("setting SO_RCVBUF");
+        let stream = tokio::time::timeout(READ_TIMEOUT, socket.connect(addr))
+            .await
+            .expect("TCP connect timed out")
+            .expect("TCP connect failed");
+        let (socket, _) = tokio::time::timeout(
+            READ_TIMEOUT,
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+        )
+        .await
+        .expect("WebSocket handshake timed out")
+        .expect("WebSocket handshake failed");
         Self { socket }
     }
 
@@ -68,7 +93,6 @@ impl WsClient {
     }
 
     /// The next text frame, which must be there.
-    #[track_caller]
     pub async fn recv(&mut self) -> Json {
         match self.next().await {
             Ok(json) => json,
@@ -80,14 +104,20 @@ impl WsClient {
     pub async fn call(&mut self, event: &str, reference: &str, data: Value) -> Json {
         self.send(event, reference, data).await;
         let reply = self.recv().await;
-        assert_eq!(reply["ref"], reference, "reply to {event} did not echo its ref: {reply}");
+        assert_eq!(
+            reply["ref"], reference,
+            "reply to {event} did not echo its ref: {reply}"
+        );
         reply
     }
 
     /// Sends a client event that must be acknowledged; returns the ack's data.
     pub async fn ack(&mut self, event: &str, reference: &str, data: Value) -> Json {
         let reply = self.call(event, reference, data).await;
-        assert_eq!(reply["event"], "ack", "{event} was not acknowledged: {reply}");
+        assert_eq!(
+            reply["event"], "ack",
+            "{event} was not acknowledged: {reply}"
+        );
         reply["data"].clone()
     }
 
@@ -101,7 +131,10 @@ impl WsClient {
                 continue;
             }
             assert_eq!(frame["ref"], reference, "reply to {event}: {frame}");
-            assert_eq!(frame["event"], "ack", "{event} was not acknowledged: {frame}");
+            assert_eq!(
+                frame["event"], "ack",
+                "{event} was not acknowledged: {frame}"
+            );
             return frame["data"].clone();
         }
     }
@@ -109,15 +142,25 @@ impl WsClient {
     /// Sends a client event that must fail with `code`.
     pub async fn expect_error(&mut self, event: &str, reference: &str, data: Value, code: &str) {
         let reply = self.call(event, reference, data).await;
-        assert_eq!(reply["event"], "error", "{event} should have failed: {reply}");
+        assert_eq!(
+            reply["event"], "error",
+            "{event} should have failed: {reply}"
+        );
         assert_eq!(reply["data"]["code"], code, "{event}: {reply}");
-        assert!(reply["data"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(
+            reply["data"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
     }
 
     /// The next room event (`{event, id, data}`), which must be there.
     pub async fn event(&mut self) -> Json {
         let frame = self.recv().await;
-        assert!(frame["id"].is_string(), "expected a room event, got {frame}");
+        assert!(
+            frame["id"].is_string(),
+            "expected a room event, got {frame}"
+        );
         frame
     }
 
@@ -151,11 +194,6 @@ impl WsClient {
     }
 }
 
-/// `CloseCode` as a number, for comparisons in tests.
-pub fn close_code(code: CloseCode) -> u16 {
-    u16::from(code)
-}
-
 /// One Server-Sent Event.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SseEvent {
@@ -171,7 +209,6 @@ impl SseEvent {
 }
 
 pub struct SseClient {
-    pub status: u16,
     pub content_type: String,
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
@@ -194,9 +231,13 @@ impl SseClient {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_owned();
-        assert_eq!(status, 200, "SSE stream refused: {}", response.text().await.unwrap_or_default());
-        Self {
+        assert_eq!(
             status,
+            200,
+            "SSE stream refused: {}",
+            response.text().await.unwrap_or_default()
+        );
+        Self {
             content_type,
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
@@ -255,7 +296,6 @@ impl SseClient {
     }
 
     /// The next event, which must be there.
-    #[track_caller]
     pub async fn event(&mut self) -> SseEvent {
         self.next().await.expect("the SSE stream ended early")
     }
