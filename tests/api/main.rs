@@ -9,6 +9,7 @@
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
+//! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
 //!
@@ -22,5 +23,6 @@ mod bad_input;
 mod cluster;
 mod concurrency;
 mod faults;
+mod readme;
 mod realtime;
 mod rest;

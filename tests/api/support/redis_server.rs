@@ -105,6 +105,18 @@ impl RedisServer {
             .query::<String>(&mut connection)
             .unwrap_or_else(|err| panic!("redis command {args:?} failed: {err}"))
     }
+
+    /// Runs one command whose reply is a list of strings.
+    pub fn command_list(&self, args: &[&str]) -> Vec<String> {
+        let mut connection = connect(self.port).expect("connecting to the test redis-server");
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+            .query::<Vec<String>>(&mut connection)
+            .unwrap_or_else(|err| panic!("redis command {args:?} failed: {err}"))
+    }
 }
 
 impl Drop for RedisServer {
