@@ -35,6 +35,8 @@ const WRITE_BATCH: usize = 64;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_RESTART: u16 = 1012;
 const CLOSE_SLOW: u16 = 1013;
+const RESTARTING: &str = "server restarting, reconnect and resume";
+const TOO_SLOW: &str = "too slow, reconnect and resume";
 
 pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
     // Small buffers: most connections are idle most of the time, and tungstenite's defaults
@@ -202,8 +204,8 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, "server restarting, reconnect and resume"),
-                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, "too slow, reconnect and resume"),
+                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
+                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
                 () = &mut lifetime => return End::Close(CLOSE_RESTART, "connection lifetime reached, reconnect and resume"),
                 incoming = self.socket.recv() => {
                     self.last_heard = Instant::now();
@@ -214,8 +216,14 @@ impl Connection {
                             _ => End::Gone,
                         },
                         Some(Ok(message)) => {
-                            if let Some(end) = self.on_message(message).await {
-                                return end;
+                            // The reply's write may block on a client that does not read.
+                            tokio::select! {
+                                biased;
+                                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
+                                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
+                                end = self.on_message(message) => if let Some(end) = end {
+                                    return end;
+                                },
                             }
                         }
                     }
@@ -227,8 +235,8 @@ impl Connection {
                     // queue overflows meanwhile, or on shutdown.
                     tokio::select! {
                         biased;
-                        () = stopping.cancelled() => return End::Close(CLOSE_RESTART, "server restarting, reconnect and resume"),
-                        () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, "too slow, reconnect and resume"),
+                        () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
+                        () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
                         end = self.forward(frame) => if let Some(end) = end {
                             return end;
                         },
