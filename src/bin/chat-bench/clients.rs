@@ -172,7 +172,10 @@ pub async fn receive_ws(
             message = stream.next() => message,
         };
         match message {
-            Some(Ok(Message::Text(text))) => tally.count(text.as_str()),
+            // Room events only: the sender's acks carry its message too.
+            Some(Ok(Message::Text(text))) if text.as_str().starts_with(CHAT_EVENT) => {
+                tally.count(text.as_str())
+            }
             Some(Ok(_)) => {}
             Some(Err(_)) | None => break,
         }
@@ -181,6 +184,9 @@ pub async fn receive_ws(
 }
 
 pub type WsSink = SplitSink<Ws, Message>;
+
+/// How a chat room event's WebSocket frame starts.
+const CHAT_EVENT: &str = r#"{"event":"create:chat:success""#;
 
 /// An HTTP/1 connection for REST calls and SSE streams.
 pub struct Http {
