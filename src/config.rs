@@ -55,9 +55,63 @@ pub struct Config {
     /// On SIGTERM: stop accepting, close streams, and exit within this many seconds.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
+    /// `off` turns every rate limit off (load tests); anything else keeps them on.
+    #[serde(default = "defaults::rate_limits")]
+    pub rate_limits: Switch,
+    /// Chat messages per member: sustained rate and burst.
+    #[serde(default = "defaults::rate_messages_per_sec")]
+    pub rate_messages_per_sec: u32,
+    #[serde(default = "defaults::rate_message_burst")]
+    pub rate_message_burst: u32,
+    /// Client events per WebSocket connection: sustained rate and burst.
+    #[serde(default = "defaults::rate_ws_events_per_sec")]
+    pub rate_ws_events_per_sec: u32,
+    #[serde(default = "defaults::rate_ws_event_burst")]
+    pub rate_ws_event_burst: u32,
+    /// REST requests per client IP: sustained rate and burst.
+    #[serde(default = "defaults::rate_rest_per_sec")]
+    pub rate_rest_per_sec: u32,
+    #[serde(default = "defaults::rate_rest_burst")]
+    pub rate_rest_burst: u32,
+    /// Room creations and joins per client IP (every transport): per minute and burst.
+    #[serde(default = "defaults::rate_joins_per_min")]
+    pub rate_joins_per_min: u32,
+    #[serde(default = "defaults::rate_join_burst")]
+    pub rate_join_burst: u32,
+    /// Open WebSocket and SSE streams per client IP.
+    #[serde(default = "defaults::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Rooms one WebSocket connection may hold.
+    #[serde(default = "defaults::max_rooms_per_connection")]
+    pub max_rooms_per_connection: usize,
+    /// Members one room may have.
+    #[serde(default = "defaults::max_members_per_room")]
+    pub max_members_per_room: usize,
+    /// Open connections per instance; beyond it new connections get 503.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// A client must send its request headers within this long (slowloris).
+    #[serde(default = "defaults::header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// How many proxies in front of the server append to `X-Forwarded-For`; the client IP is
+    /// the entry they did not write. Unset: 1 on Cloud Run (`K_SERVICE` set), else 0 (the
+    /// peer address; `X-Forwarded-For` is ignored because anyone can write it).
+    #[serde(default)]
+    pub trusted_proxy_hops: Option<usize>,
+    /// Comma-separated origins allowed for CORS and WebSocket upgrades; unset: any origin.
+    #[serde(default)]
+    pub allowed_origins: Option<String>,
     /// Set by Cloud Run; only its presence is used (to default `LOG_FORMAT` to json).
     #[serde(default)]
     pub k_service: Option<String>,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -126,6 +180,48 @@ mod defaults {
     pub fn shutdown_grace_secs() -> u64 {
         8
     }
+    pub fn rate_limits() -> super::Switch {
+        super::Switch::On
+    }
+    pub fn rate_messages_per_sec() -> u32 {
+        5
+    }
+    pub fn rate_message_burst() -> u32 {
+        100
+    }
+    pub fn rate_ws_events_per_sec() -> u32 {
+        20
+    }
+    pub fn rate_ws_event_burst() -> u32 {
+        200
+    }
+    pub fn rate_rest_per_sec() -> u32 {
+        20
+    }
+    pub fn rate_rest_burst() -> u32 {
+        200
+    }
+    pub fn rate_joins_per_min() -> u32 {
+        30
+    }
+    pub fn rate_join_burst() -> u32 {
+        20
+    }
+    pub fn max_connections_per_ip() -> usize {
+        100
+    }
+    pub fn max_rooms_per_connection() -> usize {
+        20
+    }
+    pub fn max_members_per_room() -> usize {
+        5000
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn header_read_timeout_secs() -> u64 {
+        10
+    }
 }
 
 /// What each variable expects, for the one-line error when it is malformed.
@@ -157,6 +253,31 @@ const EXPECTATIONS: &[(&str, &str)] = &[
     ("WS_PING_SECS", "a whole number of seconds, at least 1"),
     ("CLIENT_QUEUE_LEN", "a whole number of events, at least 1"),
     ("SHUTDOWN_GRACE_SECS", "a whole number of seconds"),
+    ("RATE_LIMITS", "on or off"),
+    ("RATE_MESSAGES_PER_SEC", "a whole number, at least 1"),
+    ("RATE_MESSAGE_BURST", "a whole number, at least 1"),
+    ("RATE_WS_EVENTS_PER_SEC", "a whole number, at least 1"),
+    ("RATE_WS_EVENT_BURST", "a whole number, at least 1"),
+    ("RATE_REST_PER_SEC", "a whole number, at least 1"),
+    ("RATE_REST_BURST", "a whole number, at least 1"),
+    ("RATE_JOINS_PER_MIN", "a whole number, at least 1"),
+    ("RATE_JOIN_BURST", "a whole number, at least 1"),
+    ("MAX_CONNECTIONS_PER_IP", "a whole number, at least 1"),
+    ("MAX_ROOMS_PER_CONNECTION", "a whole number, at least 1"),
+    ("MAX_MEMBERS_PER_ROOM", "a whole number, at least 1"),
+    ("MAX_CONNECTIONS", "a whole number, at least 1"),
+    (
+        "HEADER_READ_TIMEOUT_SECS",
+        "a whole number of seconds, at least 1",
+    ),
+    (
+        "TRUSTED_PROXY_HOPS",
+        "a whole number of proxies (0 = use the peer address)",
+    ),
+    (
+        "ALLOWED_ORIGINS",
+        "comma-separated origins such as https://chat.example.com",
+    ),
 ];
 
 /// A configuration error, already phrased for the one line the binary prints.
@@ -231,6 +352,28 @@ impl Config {
             (self.ws_max_lifetime_secs, "WS_MAX_LIFETIME_SECS"),
             (self.ws_ping_secs, "WS_PING_SECS"),
             (self.client_queue_len as u64, "CLIENT_QUEUE_LEN"),
+            (
+                u64::from(self.rate_messages_per_sec),
+                "RATE_MESSAGES_PER_SEC",
+            ),
+            (u64::from(self.rate_message_burst), "RATE_MESSAGE_BURST"),
+            (
+                u64::from(self.rate_ws_events_per_sec),
+                "RATE_WS_EVENTS_PER_SEC",
+            ),
+            (u64::from(self.rate_ws_event_burst), "RATE_WS_EVENT_BURST"),
+            (u64::from(self.rate_rest_per_sec), "RATE_REST_PER_SEC"),
+            (u64::from(self.rate_rest_burst), "RATE_REST_BURST"),
+            (u64::from(self.rate_joins_per_min), "RATE_JOINS_PER_MIN"),
+            (u64::from(self.rate_join_burst), "RATE_JOIN_BURST"),
+            (self.max_connections_per_ip as u64, "MAX_CONNECTIONS_PER_IP"),
+            (
+                self.max_rooms_per_connection as u64,
+                "MAX_ROOMS_PER_CONNECTION",
+            ),
+            (self.max_members_per_room as u64, "MAX_MEMBERS_PER_ROOM"),
+            (self.max_connections as u64, "MAX_CONNECTIONS"),
+            (self.header_read_timeout_secs, "HEADER_READ_TIMEOUT_SECS"),
         ] {
             if value == 0 {
                 return Err(ConfigError::of(variable));
@@ -240,6 +383,17 @@ impl Config {
             && redis::Client::open(url.expose()).is_err()
         {
             return Err(ConfigError::of("REDIS_URL"));
+        }
+        if let Some(origins) = &self.allowed_origins
+            && origins
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .any(|origin| {
+                    axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://")
+                })
+        {
+            return Err(ConfigError::of("ALLOWED_ORIGINS"));
         }
         Ok(())
     }
@@ -253,6 +407,23 @@ impl Config {
     /// the online flag of a dead instance's members clears quickly.
     pub fn presence_refresh(&self) -> Duration {
         Duration::from_millis((self.member_ttl_secs.saturating_mul(1000) / 3).clamp(100, 10_000))
+    }
+
+    /// Proxies trusted to append the client's address to `X-Forwarded-For`.
+    pub fn effective_trusted_proxy_hops(&self) -> usize {
+        self.trusted_proxy_hops
+            .unwrap_or(usize::from(self.k_service.is_some()))
+    }
+
+    /// The configured origins, if any.
+    pub fn origins(&self) -> Option<Vec<String>> {
+        self.allowed_origins.as_ref().map(|origins| {
+            origins
+                .split(',')
+                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect()
+        })
     }
 
     /// The log format in force: explicit, else json on Cloud Run, else text.

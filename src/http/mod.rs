@@ -1,12 +1,17 @@
 //! The HTTP surface: every route in one [`router`], the shared [`AppState`], and the
-//! request metrics middleware. Transports are thin adapters over [`crate::rooms::Rooms`].
+//! middleware every request passes (client identification, REST rate limit, CORS, metrics,
+//! tracing). Transports are thin adapters over [`crate::rooms::Rooms`].
 
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod origins;
 pub mod rest;
+pub mod serve;
 pub mod sse;
 pub mod ws;
+
+pub use origins::Origins;
 
 use std::time::Instant;
 
@@ -25,8 +30,13 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::limits::{ClientIp, Limits, client_ip};
 use crate::presence::Presence;
 use crate::rooms::Rooms;
 
@@ -36,6 +46,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    pub limits: Arc<Limits>,
+    pub origins: Arc<Origins>,
     pub rooms: Rooms,
     pub metrics: PrometheusHandle,
     pub realtime: Arc<Realtime>,
@@ -61,18 +73,24 @@ pub struct StreamSettings {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let rooms = Router::new()
         .route("/rooms", post(rest::create_room))
         .route(
             "/rooms/{roomId}/members",
             post(rest::join_room).get(rest::members),
         )
-        .route("/rooms/{roomId}/members/{username}", delete(rest::leave_room))
+        .route(
+            "/rooms/{roomId}/members/{username}",
+            delete(rest::leave_room),
+        )
         .route(
             "/rooms/{roomId}/messages",
             post(rest::post_message).get(rest::history),
         )
         .route("/rooms/{roomId}/events", get(sse::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));
+    Router::new()
+        .merge(rooms)
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -81,6 +99,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_request))
+        .layer(state.origins.cors())
+        .layer(middleware::from_fn_with_state(state.clone(), identify_client))
         .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
             // The path only: query strings may carry a token (`?token=` for EventSource).
             tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
@@ -106,6 +126,34 @@ fn with_status(error: ApiError, status: StatusCode) -> Response {
     let mut response = error.into_response();
     *response.status_mut() = status;
     response
+}
+
+/// Decides the request's client IP once (see [`client_ip`]) for every limit that needs it.
+async fn identify_client(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let ip = client_ip(request.headers(), peer, state.limits.trusted_proxy_hops);
+    request.extensions_mut().insert(ClientIp(ip));
+    next.run(request).await
+}
+
+/// REST requests per client IP.
+async fn limit_rest(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let allowed = request
+        .extensions()
+        .get::<ClientIp>()
+        .map_or(Ok(()), |ClientIp(ip)| state.limits.check_rest(*ip));
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
 }
 
 /// Counts requests and their latency by route template (never the raw path, which holds room

@@ -9,12 +9,15 @@
 //! connection sees its own join event and everything after it exactly once.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::http::header::{HOST, ORIGIN};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -25,6 +28,7 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 use crate::hub::{Frame, Inbox, Mailbox, Subscription, mailbox};
+use crate::limits::{ClientIp, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
@@ -32,13 +36,35 @@ const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// How many queued frames one write batch takes before flushing.
 const WRITE_BATCH: usize = 64;
 
+const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
+/// A client that keeps sending while rate limited is disconnected after this many refusals.
+const MAX_REFUSED_IN_A_ROW: u32 = 50;
 const CLOSE_RESTART: u16 = 1012;
 const CLOSE_SLOW: u16 = 1013;
 const RESTARTING: &str = "server restarting, reconnect and resume";
 const TOO_SLOW: &str = "too slow, reconnect and resume";
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    // Browsers send Origin on WebSocket upgrades but apply no CORS to them: check it here, or
+    // any site could use its visitors' browsers against this server.
+    if !state.origins.allows(header(ORIGIN), header(HOST)) {
+        return ApiError::forbidden("this origin may not open WebSockets here").into_response();
+    }
+    let slot = match state.limits.open_stream(client, true) {
+        Ok(slot) => slot,
+        Err(err) => return err.into_response(),
+    };
     // Small buffers: most connections are idle most of the time, and tungstenite's defaults
     // (128 KiB each way) would dominate the memory of an idle connection.
     ws.read_buffer_size(4 * 1024)
@@ -48,7 +74,7 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| {
             let tasks = state.realtime.tasks.clone();
-            tasks.track_future(Connection::new(socket, state).run())
+            tasks.track_future(Connection::new(socket, state, client, slot).run())
         })
 }
 
@@ -67,6 +93,13 @@ struct Held {
 struct Connection {
     socket: WebSocket,
     state: AppState,
+    client: IpAddr,
+    /// This connection's place under its client's connection cap.
+    _slot: StreamSlot,
+    /// Client events per connection (`None` when rate limits are off).
+    events: Option<WsEventLimiter>,
+    /// Client events refused in a row for the rate limit; too many and the client goes.
+    refused_in_a_row: u32,
     mailbox: Mailbox,
     inbox: Inbox,
     held: HashMap<RoomId, Held>,
@@ -160,11 +193,16 @@ impl Outcome {
 }
 
 impl Connection {
-    fn new(socket: WebSocket, state: AppState) -> Self {
+    fn new(socket: WebSocket, state: AppState, client: IpAddr, slot: StreamSlot) -> Self {
         let (mailbox, inbox) = mailbox(state.realtime.settings.client_queue_len);
         metrics::gauge!("chat_open_connections", "transport" => "websocket").increment(1.0);
+        let events = state.limits.ws_event_limiter();
         Self {
             socket,
+            client,
+            _slot: slot,
+            events,
+            refused_in_a_row: 0,
             state,
             mailbox,
             inbox,
@@ -307,6 +345,19 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return None,
             Message::Close(_) => return Some(End::Gone),
         };
+        if let Some(limiter) = &self.events
+            && let Err(limited) = limiter.check()
+        {
+            self.refused_in_a_row += 1;
+            if self.refused_in_a_row > MAX_REFUSED_IN_A_ROW {
+                return Some(End::Close(CLOSE_POLICY, "too many events, slow down"));
+            }
+            let reference = serde_json::from_str::<Value>(text.as_str())
+                .ok()
+                .and_then(|value| value.get("ref").cloned());
+            return self.reply_error(reference, limited).await;
+        }
+        self.refused_in_a_row = 0;
         let event: ClientEvent = match serde_json::from_str(text.as_str()) {
             Ok(event) => event,
             Err(_) => {
@@ -395,12 +446,20 @@ impl Connection {
 
     fn ensure_not_held(&self, room: &RoomId) -> Result<(), ApiError> {
         if self.held.contains_key(room) {
-            Err(ApiError::invalid(
+            return Err(ApiError::invalid(
                 "this connection already holds a membership in this room",
-            ))
-        } else {
-            Ok(())
+            ));
         }
+        self.ensure_room_for_one_more()
+    }
+
+    fn ensure_room_for_one_more(&self) -> Result<(), ApiError> {
+        if self.held.len() >= self.state.limits.max_rooms_per_connection {
+            return Err(ApiError::forbidden(
+                "this connection holds the most rooms it may; use another connection",
+            ));
+        }
+        Ok(())
     }
 
     async fn join(&mut self, data: JoinData, create: bool) -> Result<Outcome, ApiError> {
@@ -408,7 +467,9 @@ impl Connection {
         let username = Username::parse(&data.username)?;
         let secret = data.secret.map(RoomSecret::parse).transpose()?;
         // A room this connection holds exists, so creating it again is `room_exists`.
-        if !create {
+        if create {
+            self.ensure_room_for_one_more()?;
+        } else {
             self.ensure_not_held(&room)?;
         }
         // Subscribe first (live), so the join event and everything after it arrive here.
@@ -420,9 +481,13 @@ impl Connection {
             .await?;
         let rooms = &self.state.rooms;
         let joined = if create {
-            rooms.create_room(room.clone(), username, secret).await?
+            rooms
+                .create_room(self.client, room.clone(), username, secret)
+                .await?
         } else {
-            rooms.join(room.clone(), username, secret).await?
+            rooms
+                .join(self.client, room.clone(), username, secret)
+                .await?
         };
         // A new room's events are all this member's to see; in an existing room, from its join.
         let from = if create {

@@ -257,6 +257,9 @@ impl Store for MemoryStore {
             if room.members.contains_key(member.username.key()) {
                 return JoinOutcome::UsernameTaken;
             }
+            if room.members.len() >= self.settings.max_members_per_room {
+                return JoinOutcome::RoomFull;
+            }
             room.add_member(&member, deadline);
             let username = member.username.as_str().to_owned();
             let event = room.append(

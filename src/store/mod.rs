@@ -52,6 +52,8 @@ pub struct StoreSettings {
     pub idempotency_ttl_secs: u64,
     /// How long a holder's mark keeps a member online without being refreshed.
     pub online_ttl_ms: u64,
+    /// Joins beyond this many members are refused.
+    pub max_members_per_room: usize,
 }
 
 /// A member about to be added to a room.
@@ -84,6 +86,8 @@ pub enum JoinOutcome {
     Joined(EventId),
     RoomNotFound,
     UsernameTaken,
+    /// The room has `max_members_per_room` members already.
+    RoomFull,
     /// The room's secret is not the one the caller checked against (it was deleted and
     /// recreated in between): the join is refused rather than let in unchecked.
     AccessChanged,

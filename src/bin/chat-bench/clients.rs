@@ -38,7 +38,10 @@ impl Target {
         let socket = TcpSocket::new_v4()?;
         if self.addr.ip().is_loopback() && self.source_addrs > 1 {
             let last = 1 + (n % usize::from(self.source_addrs)) as u8;
-            socket.bind(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)), 0))?;
+            socket.bind(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
+                0,
+            ))?;
         }
         socket.set_nodelay(true)?;
         socket.connect(self.addr).await.and_then(|stream| {
@@ -273,7 +276,9 @@ impl Http {
                 frame = body.frame() => frame,
             };
             let Some(Ok(frame)) = frame else { break };
-            let Ok(data) = frame.into_data() else { continue };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
             pending.push_str(&String::from_utf8_lossy(&data));
             if let Some(end) = pending.rfind("\n\n") {
                 tally.count(&pending[..end]);

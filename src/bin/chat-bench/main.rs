@@ -113,7 +113,10 @@ fn main() -> std::process::ExitCode {
     if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
         eprintln!("chat-bench: could not raise the file limit: {err}");
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("chat-bench: cannot start the runtime: {err}");
@@ -146,8 +149,12 @@ async fn run(cli: Cli) -> BenchResult<()> {
             connections,
             members,
         } => vec![idle(&target, server.as_ref(), *connections, (*members).max(1)).await?],
-        Scenario::Fanout(load) => vec![load_run(&target, server.as_ref(), SweepOf::Fanout, load).await?],
-        Scenario::Chat(load) => vec![load_run(&target, server.as_ref(), SweepOf::Chat, load).await?],
+        Scenario::Fanout(load) => {
+            vec![load_run(&target, server.as_ref(), SweepOf::Fanout, load).await?]
+        }
+        Scenario::Chat(load) => {
+            vec![load_run(&target, server.as_ref(), SweepOf::Chat, load).await?]
+        }
         Scenario::Sse(load) => vec![load_run(&target, server.as_ref(), SweepOf::Sse, load).await?],
         Scenario::Sweep {
             of,
@@ -155,7 +162,18 @@ async fn run(cli: Cli) -> BenchResult<()> {
             max_p99_ms,
             factor,
             max_steps,
-        } => sweep(&target, server.as_ref(), *of, load, *max_p99_ms, *factor, *max_steps).await?,
+        } => {
+            sweep(
+                &target,
+                server.as_ref(),
+                *of,
+                load,
+                *max_p99_ms,
+                *factor,
+                *max_steps,
+            )
+            .await?
+        }
     };
     for report in &reports {
         println!("{}", report.summary());
@@ -188,7 +206,12 @@ struct Member {
 }
 
 /// Creates `room` with a first member and joins `members - 1` more, all over WebSocket.
-async fn ws_room(target: &Target, room: &str, members: usize, first_conn: usize) -> BenchResult<Vec<Member>> {
+async fn ws_room(
+    target: &Target,
+    room: &str,
+    members: usize,
+    first_conn: usize,
+) -> BenchResult<Vec<Member>> {
     let mut creator = target.websocket(first_conn).await?;
     call(
         &mut creator,
@@ -260,7 +283,11 @@ async fn load_run(
     let id = run_id();
     let delivered_total = Arc::new(AtomicU64::new(0));
     let stop_receiving = CancellationToken::new();
-    let senders_per_room = if kind == SweepOf::Chat { load.members } else { 1 };
+    let senders_per_room = if kind == SweepOf::Chat {
+        load.members
+    } else {
+        1
+    };
     let mut receivers: Vec<tokio::task::JoinHandle<Received>> = Vec::new();
     // Per room: the senders' sending halves (WebSocket), or a REST connection and token.
     let mut ws_senders: Vec<(String, Vec<clients::WsSink>)> = Vec::new();
@@ -270,7 +297,16 @@ async fn load_run(
         let room = format!("bench-{id}-{room_index}");
         let first_conn = room_index * (2 * load.members + 1);
         if kind == SweepOf::Sse {
-            let (sender, streams) = sse_room(target, &room, load.members, first_conn, epoch, &delivered_total, &stop_receiving).await?;
+            let (sender, streams) = sse_room(
+                target,
+                &room,
+                load.members,
+                first_conn,
+                epoch,
+                &delivered_total,
+                &stop_receiving,
+            )
+            .await?;
             rest_senders.push(sender);
             receivers.extend(streams);
             continue;
@@ -283,7 +319,11 @@ async fn load_run(
                 sinks.push(sink);
             }
             let tally = Tally::new(senders_per_room, epoch, delivered_total.clone());
-            receivers.push(tokio::spawn(receive_ws(stream, tally, stop_receiving.clone())));
+            receivers.push(tokio::spawn(receive_ws(
+                stream,
+                tally,
+                stop_receiving.clone(),
+            )));
         }
         ws_senders.push((room, sinks));
     }
@@ -300,7 +340,8 @@ async fn load_run(
     let mut senders = Vec::new();
     for (room, sinks) in ws_senders {
         for (n, mut sink) in sinks.into_iter().enumerate() {
-            let (sent, failed, room, size) = (sent.clone(), failed.clone(), room.clone(), load.size);
+            let (sent, failed, room, size) =
+                (sent.clone(), failed.clone(), room.clone(), load.size);
             senders.push(tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(period);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -407,7 +448,10 @@ async fn sse_room(
     epoch: Instant,
     delivered_total: &Arc<AtomicU64>,
     stop: &CancellationToken,
-) -> BenchResult<((String, Http, String), Vec<tokio::task::JoinHandle<Received>>)> {
+) -> BenchResult<(
+    (String, Http, String),
+    Vec<tokio::task::JoinHandle<Received>>,
+)> {
     let mut http = Http::connect(target, first_conn).await?;
     let body = json!({"roomId": room, "username": "sender"}).to_string();
     let (status, reply) = http.json("POST", "/rooms", None, Some(body)).await?;
@@ -417,7 +461,12 @@ async fn sse_room(
     let sender = (room.to_owned(), http, token_of(&reply)?);
     let opened: Vec<BenchResult<tokio::task::JoinHandle<Received>>> = stream::iter(0..members)
         .map(|n| {
-            let (target, room, total, stop) = (target.clone(), room.to_owned(), delivered_total.clone(), stop.clone());
+            let (target, room, total, stop) = (
+                target.clone(),
+                room.to_owned(),
+                delivered_total.clone(),
+                stop.clone(),
+            );
             async move {
                 let conn = first_conn + 1 + 2 * n;
                 let mut http = Http::connect(&target, conn).await?;

@@ -215,7 +215,8 @@ impl Report {
                 self.latency_ms.p90,
                 self.latency_ms.p99,
                 self.latency_ms.max,
-                self.server_cpu_s.map_or("?".to_owned(), |s| format!("{s:.2}")),
+                self.server_cpu_s
+                    .map_or("?".to_owned(), |s| format!("{s:.2}")),
                 self.server_cpu_us_per_delivery
                     .map_or("?".to_owned(), |us| format!("{us:.2}")),
                 opt(self.server_rss_kib_after),

@@ -264,12 +264,14 @@ impl RedisStore {
         member: &NewMember,
         secret_hash: Option<&str>,
     ) -> StoreResult<Reply> {
+        let max_members = self.settings.max_members_per_room.to_string();
         let args = [
             member.username.key(),
             member.username.as_str(),
             member.token_hash.as_str(),
             &self.lease_ttl(),
             secret_hash.unwrap_or(""),
+            &max_members,
         ];
         self.room_script(what, script, &member.room, None, &args, true)
             .await
@@ -536,6 +538,7 @@ impl Store for RedisStore {
                 "ok" => Ok(JoinOutcome::Joined(reply.event_id(0)?)),
                 "room_not_found" => Ok(JoinOutcome::RoomNotFound),
                 "username_taken" => Ok(JoinOutcome::UsernameTaken),
+                "room_full" => Ok(JoinOutcome::RoomFull),
                 "access_changed" => Ok(JoinOutcome::AccessChanged),
                 _ => Err(malformed("join status")),
             }
