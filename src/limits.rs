@@ -137,7 +137,8 @@ impl Limits {
     /// The client-event limiter of one new WebSocket connection (`None` when limits are off).
     pub fn ws_event_limiter(&self) -> Option<WsEventLimiter> {
         self.enabled.then(|| WsEventLimiter {
-            limiter: DefaultDirectRateLimiter::direct(self.ws_events),
+            events: DefaultDirectRateLimiter::direct(self.ws_events),
+            refusals: DefaultDirectRateLimiter::direct(per_second(1, 50)),
         })
     }
 
@@ -211,17 +212,32 @@ impl Drop for StreamSlot {
     }
 }
 
-/// Client events of one WebSocket connection, with a count of refusals: a client that keeps
-/// sending over its limit is disconnected.
+/// Client events of one WebSocket connection. Refusals have a bucket of their own: a client
+/// that keeps sending over its limit (50 refusals, refilled at one a second) is disconnected.
 pub struct WsEventLimiter {
-    limiter: DefaultDirectRateLimiter,
+    events: DefaultDirectRateLimiter,
+    refusals: DefaultDirectRateLimiter,
+}
+
+/// Why a WebSocket client event was refused.
+pub enum Refused {
+    /// Over the limit: tell the client.
+    Limited(ApiError),
+    /// Over the limit once too often: disconnect it.
+    Hammering,
 }
 
 impl WsEventLimiter {
-    pub fn check(&self) -> Result<(), ApiError> {
-        self.limiter.check().map_err(|not_until| {
-            rate_limited(not_until.wait_time_from(DefaultClock::default().now()))
-        })
+    pub fn check(&self) -> Result<(), Refused> {
+        match self.events.check() {
+            Ok(()) => Ok(()),
+            Err(not_until) => match self.refusals.check() {
+                Ok(()) => Err(Refused::Limited(rate_limited(
+                    not_until.wait_time_from(DefaultClock::default().now()),
+                ))),
+                Err(_) => Err(Refused::Hammering),
+            },
+        }
     }
 }
 

@@ -28,7 +28,7 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 use crate::hub::{Frame, Inbox, Mailbox, Subscription, mailbox};
-use crate::limits::{ClientIp, StreamSlot, WsEventLimiter};
+use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
@@ -38,8 +38,6 @@ const WRITE_BATCH: usize = 64;
 
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
-/// A client that keeps sending while rate limited is disconnected after this many refusals.
-const MAX_REFUSED_IN_A_ROW: u32 = 50;
 const CLOSE_RESTART: u16 = 1012;
 const CLOSE_SLOW: u16 = 1013;
 const RESTARTING: &str = "server restarting, reconnect and resume";
@@ -98,8 +96,6 @@ struct Connection {
     _slot: StreamSlot,
     /// Client events per connection (`None` when rate limits are off).
     events: Option<WsEventLimiter>,
-    /// Client events refused in a row for the rate limit; too many and the client goes.
-    refused_in_a_row: u32,
     mailbox: Mailbox,
     inbox: Inbox,
     held: HashMap<RoomId, Held>,
@@ -202,7 +198,6 @@ impl Connection {
             client,
             _slot: slot,
             events,
-            refused_in_a_row: 0,
             state,
             mailbox,
             inbox,
@@ -345,19 +340,18 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return None,
             Message::Close(_) => return Some(End::Gone),
         };
-        if let Some(limiter) = &self.events
-            && let Err(limited) = limiter.check()
-        {
-            self.refused_in_a_row += 1;
-            if self.refused_in_a_row > MAX_REFUSED_IN_A_ROW {
+        match self.events.as_ref().map(WsEventLimiter::check) {
+            None | Some(Ok(())) => {}
+            Some(Err(Refused::Hammering)) => {
                 return Some(End::Close(CLOSE_POLICY, "too many events, slow down"));
             }
-            let reference = serde_json::from_str::<Value>(text.as_str())
-                .ok()
-                .and_then(|value| value.get("ref").cloned());
-            return self.reply_error(reference, limited).await;
+            Some(Err(Refused::Limited(limited))) => {
+                let reference = serde_json::from_str::<Value>(text.as_str())
+                    .ok()
+                    .and_then(|value| value.get("ref").cloned());
+                return self.reply_error(reference, limited).await;
+            }
         }
-        self.refused_in_a_row = 0;
         let event: ClientEvent = match serde_json::from_str(text.as_str()) {
             Ok(event) => event,
             Err(_) => {

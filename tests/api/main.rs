@@ -6,6 +6,7 @@
 //! - [`rest`]: API.md's REST table, row by row, on both stores.
 //! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
 //! - [`faults`]: Redis going away and coming back (Redis only).
+//! - [`abuse`]: rate limits, caps, slowloris, origins, abusive crowds, no leaked secrets.
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
@@ -19,6 +20,7 @@
 #[macro_use]
 mod support;
 
+mod abuse;
 mod bad_input;
 mod cluster;
 mod concurrency;
