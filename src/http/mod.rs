@@ -1,6 +1,8 @@
-//! The HTTP surface: every route in one [`router`], the shared [`AppState`], and the
-//! request metrics middleware. Transports are thin adapters over [`crate::rooms::Rooms`].
+//! The HTTP surface: every route in one [`router`] (the API and the embedded browser client),
+//! the shared [`AppState`], and the request metrics middleware. Transports are thin adapters
+//! over [`crate::rooms::Rooms`].
 
+pub mod client;
 pub mod extract;
 pub mod health;
 pub mod openapi;
@@ -78,6 +80,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/", get(client::index))
+        .route("/client/{file}", get(client::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_request))

@@ -11,6 +11,8 @@
 //!   clients, lifetimes, shutdown.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
+//! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
+//!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
 //!
 //! Nothing here sleeps to synchronise: servers are bound before they are used, and every
 //! condition that needs time (a lease lapsing, Redis coming back) is polled under a deadline.
@@ -19,6 +21,7 @@
 mod support;
 
 mod bad_input;
+mod browser;
 mod cluster;
 mod concurrency;
 mod faults;
