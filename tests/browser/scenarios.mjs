@@ -488,6 +488,20 @@ const scenarios = {
     await mallory.waitForSelector('#join-view:not([hidden])', { timeout: WAIT_MS });
     await waitForMembers(trent, ['trent=true'], 'trent sees mallory leave');
 
+    // Trent's membership ends elsewhere (another client of his leaves with his token): the
+    // page sees its own removal and goes back to the form.
+    const saved = await trent.evaluate(() => sessionStorage.getItem('chat-server:session'));
+    const { token } = JSON.parse(saved);
+    await rest(base, 'DELETE', `/rooms/${room}/members/trent`, { token });
+    await trent.waitForSelector('#join-view:not([hidden])', { timeout: WAIT_MS });
+    await expectStatus(trent, 'You left the room (from another tab or device).',
+      'a removal seen on the stream');
+    // A page that comes back with a revoked token says so, in words.
+    await trent.evaluate((session) => sessionStorage.setItem('chat-server:session', session), saved);
+    await trent.reload();
+    await expectStatus(trent, SENTENCES.unauthorized, 'resuming with a revoked token');
+    assert.equal(await trent.isVisible('#join-view'), true);
+
     assert.deepEqual(dialogs, [], 'no dialog opened');
   },
 };

@@ -5,9 +5,9 @@
 // - A link is one attempt: a WebSocket that sends `resume`, or an EventSource opened with
 //   `?lastEventId=`. Both start right after the last event the page processed, so a new link
 //   never misses an event; the page drops ids it has already seen, so none shows twice.
-// - We replace an EventSource ourselves instead of relying on its built-in reconnect: it gives up for
-//   good on an HTTP error, it cannot tell a revoked token from a dead server, and its fixed
-//   retry delay has no backoff.
+// - A failed EventSource is replaced rather than left to its built-in reconnect: that one
+//   gives up for good on an HTTP error, cannot tell a revoked token from a dead server, and
+//   retries at a fixed delay with no backoff.
 // - When a link fails, one authenticated REST request (the member list) tells the cases
 //   apart: 401 means the membership is gone (stop), no answer means the server or network is
 //   down (back off and retry the same transport), and an answer means HTTP gets through. A
@@ -271,7 +271,9 @@ export class Connection {
   connect() {
     this.reconnectTimer = null;
     if (this.stopped) return;
-    const link = this.transport === 'websocket' ? new WebSocketLink(this) : new EventSourceLink(this);
+    const link = this.transport === 'websocket'
+      ? new WebSocketLink(this)
+      : new EventSourceLink(this);
     this.link = link;
     this.on.state(this.retries > 0 ? 'reconnecting' : 'connecting',
       this.retries > 0 ? 'Reconnecting…' : 'Connecting…', 'info');
