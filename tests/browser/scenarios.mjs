@@ -316,6 +316,8 @@ const scenarios = {
 
     const dave = await restMember(base, room, 'dave');
     await say(carol, 'Can anyone read me over SSE?');
+    // Posted (and shown) before Dave answers, so the log order is the order of `texts`.
+    await waitForTexts(carol, ['Can anyone read me over SSE?'], 'carol sees her question');
     // Dave's client retries its post with the same key: it must land once.
     await dave.say('Loud and clear.', 'dave-1');
     await dave.say('Loud and clear.', 'dave-1');
