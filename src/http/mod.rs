@@ -1,7 +1,9 @@
-//! The HTTP surface: every route in one [`router`], the shared [`AppState`], and the
-//! middleware every request passes (client identification, REST rate limit, CORS, metrics,
-//! tracing). Transports are thin adapters over [`crate::rooms::Rooms`].
+//! The HTTP surface: every route in one [`router`] (the API and the embedded browser client),
+//! the shared [`AppState`], and the middleware every request passes (client identification,
+//! REST rate limit, CORS, metrics, tracing). Transports are thin adapters over
+//! [`crate::rooms::Rooms`].
 
+pub mod client;
 pub mod extract;
 pub mod health;
 pub mod openapi;
@@ -96,6 +98,8 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/", get(client::index))
+        .route("/client/{file}", get(client::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), record_request))

@@ -13,6 +13,8 @@
 //! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
+//! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
+//!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
 //!
 //! Nothing here sleeps to synchronise: servers are bound before they are used, and every
 //! condition that needs time (a lease lapsing, Redis coming back) is polled under a deadline.
@@ -22,6 +24,7 @@ mod support;
 
 mod abuse;
 mod bad_input;
+mod browser;
 mod cluster;
 mod concurrency;
 mod faults;
