@@ -45,6 +45,9 @@ struct Cli {
     /// Also write the report as JSON here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
+    /// A Redis (host:port) whose command counters give the round trips per message.
+    #[arg(long, global = true)]
+    redis: Option<String>,
     /// Spread connections over this many loopback source addresses (127.0.0.1 …).
     #[arg(long, global = true, default_value_t = 8)]
     source_addrs: u8,
@@ -66,6 +69,18 @@ enum Scenario {
     Chat(Load),
     /// R rooms × M SSE receivers, one REST sender per room.
     Sse(Load),
+    /// Starts the server binary and measures the time until `/readyz` answers 200.
+    Startup {
+        /// The server binary to start.
+        #[arg(long, default_value = "target/release/chat-server")]
+        binary: PathBuf,
+        /// REDIS_URL for the started server (unset: the in-memory store).
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// How many starts to measure.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
     /// Raises the rate of a scenario until loss appears or p99 passes a bound.
     Sweep {
         #[arg(long, value_enum)]
@@ -149,13 +164,20 @@ async fn run(cli: Cli) -> BenchResult<()> {
             connections,
             members,
         } => vec![idle(&target, server.as_ref(), *connections, (*members).max(1)).await?],
-        Scenario::Fanout(load) => {
-            vec![load_run(&target, server.as_ref(), SweepOf::Fanout, load).await?]
+        Scenario::Fanout(load) | Scenario::Chat(load) | Scenario::Sse(load) => {
+            let kind = match &cli.scenario {
+                Scenario::Fanout(_) => SweepOf::Fanout,
+                Scenario::Chat(_) => SweepOf::Chat,
+                _ => SweepOf::Sse,
+            };
+            let run = load_run(&target, server.as_ref(), kind, load);
+            vec![with_redis_calls(cli.redis.as_deref(), run).await?]
         }
-        Scenario::Chat(load) => {
-            vec![load_run(&target, server.as_ref(), SweepOf::Chat, load).await?]
-        }
-        Scenario::Sse(load) => vec![load_run(&target, server.as_ref(), SweepOf::Sse, load).await?],
+        Scenario::Startup {
+            binary,
+            redis_url,
+            runs,
+        } => vec![startup(binary, redis_url.as_deref(), *runs).await?],
         Scenario::Sweep {
             of,
             load,
@@ -500,6 +522,82 @@ async fn sse_room(
         .await;
     let streams = opened.into_iter().collect::<BenchResult<Vec<_>>>()?;
     Ok((sender, streams))
+}
+
+/// Runs a load and adds the Redis commands the server sent per chat message.
+async fn with_redis_calls(
+    redis: Option<&str>,
+    run: impl std::future::Future<Output = BenchResult<Report>>,
+) -> BenchResult<Report> {
+    let Some(redis) = redis else {
+        return run.await;
+    };
+    let before = redis_calls(redis)?;
+    let mut report = run.await?;
+    let after = redis_calls(redis)?;
+    // Less the INFO command of the first reading.
+    let calls = after.saturating_sub(before + 1);
+    report.redis_calls = Some(calls);
+    if report.sent > 0 {
+        report.redis_calls_per_message = Some(calls as f64 / report.sent as f64);
+    }
+    Ok(report)
+}
+
+/// Every command Redis has executed so far (INFO commandstats).
+fn redis_calls(redis: &str) -> BenchResult<u64> {
+    let client = redis::Client::open(format!("redis://{redis}/"))?;
+    let mut connection = client.get_connection()?;
+    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut connection)?;
+    Ok(info
+        .lines()
+        .filter_map(|line| line.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+        .sum())
+}
+
+/// Starts the server `runs` times and measures start to the first `/readyz` 200.
+async fn startup(binary: &std::path::Path, redis_url: Option<&str>, runs: usize) -> BenchResult<Report> {
+    let mut times_ms = Vec::new();
+    for _ in 0..runs.max(1) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let mut command = std::process::Command::new(binary);
+        command
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(url) = redis_url {
+            command.env("REDIS_URL", url);
+        }
+        let started = Instant::now();
+        let mut child = command.spawn()?;
+        let target = Target {
+            addr: ([127, 0, 0, 1], port).into(),
+            host: format!("127.0.0.1:{port}"),
+            source_addrs: 1,
+        };
+        let ready = loop {
+            if started.elapsed() > Duration::from_secs(10) {
+                break None;
+            }
+            if let Ok(mut http) = Http::connect(&target, 0).await
+                && let Ok((200, _)) = http.json("GET", "/readyz", None, None).await
+            {
+                break Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        times_ms.push(ready.ok_or("the server never became ready")?.as_secs_f64() * 1000.0);
+    }
+    times_ms.sort_by(f64::total_cmp);
+    let mut report = Report::new("startup");
+    report.startup_ms_median = Some(times_ms[times_ms.len() / 2]);
+    report.startup_ms_max = times_ms.last().copied();
+    Ok(report)
 }
 
 fn token_of(reply: &[u8]) -> BenchResult<String> {

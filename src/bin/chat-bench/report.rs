@@ -108,6 +108,11 @@ pub struct Report {
     /// limit.
     pub bench_cpu_utilization: f64,
     pub sweep_clean: Option<bool>,
+    /// Commands Redis executed during the run (all of them: posts, presence, sweeps).
+    pub redis_calls: Option<u64>,
+    pub redis_calls_per_message: Option<f64>,
+    pub startup_ms_median: Option<f64>,
+    pub startup_ms_max: Option<f64>,
     pub best_clean_rate: Option<f64>,
     #[serde(skip)]
     histogram: Option<Histogram<u64>>,
@@ -193,6 +198,11 @@ impl Report {
                 self.server_rss_kib_per_connection
                     .map_or("?".to_owned(), |kib| format!("{kib:.2}")),
             ),
+            "startup" => format!(
+                "startup: process start to /readyz 200: median {:.1} ms, max {:.1} ms",
+                self.startup_ms_median.unwrap_or(f64::NAN),
+                self.startup_ms_max.unwrap_or(f64::NAN)
+            ),
             "sweep" => format!(
                 "sweep: highest clean rate per sender: {}",
                 self.best_clean_rate
@@ -222,7 +232,9 @@ impl Report {
                 opt(self.server_rss_kib_after),
                 self.bench_cpu_s,
                 self.bench_cpu_utilization * 100.0,
-            ),
+            ) + &self
+                .redis_calls_per_message
+                .map_or(String::new(), |calls| format!("; Redis commands per message {calls:.2}")),
         }
     }
 }
