@@ -55,7 +55,7 @@ impl Rooms {
         self.max_message_bytes
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.create_room", skip_all, fields(chat.room = %room))]
     pub async fn create_room(
         &self,
         room: RoomId,
@@ -83,7 +83,7 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.join", skip_all, fields(chat.room = %room))]
     pub async fn join(
         &self,
         room: RoomId,
@@ -122,7 +122,7 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.leave", skip_all, fields(chat.room = %room))]
     pub async fn leave(
         &self,
         room: &RoomId,
@@ -141,7 +141,7 @@ impl Rooms {
         MessageText::parse(raw, self.max_message_bytes)
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.post", skip_all, fields(chat.room = %room))]
     pub async fn post(
         &self,
         room: RoomId,
@@ -167,7 +167,7 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.history", skip_all, fields(chat.room = %room))]
     pub async fn history(
         &self,
         room: &RoomId,
@@ -181,7 +181,7 @@ impl Rooms {
         authorized(self.store.history(room, token_hash, before, limit).await?)
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.members", skip_all, fields(chat.room = %room))]
     pub async fn members(
         &self,
         room: &RoomId,

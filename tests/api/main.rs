@@ -11,6 +11,8 @@
 //!   clients, lifetimes, shutdown.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
+//! - [`telemetry`]: spans exported to OTLP receivers the tests start (HTTP and gRPC), Cloud
+//!   Logging JSON lines with the caller's trace, and `/metrics` without ids in labels.
 //!
 //! Nothing here sleeps to synchronise: servers are bound before they are used, and every
 //! condition that needs time (a lease lapsing, Redis coming back) is polled under a deadline.
@@ -24,3 +26,4 @@ mod concurrency;
 mod faults;
 mod realtime;
 mod rest;
+mod telemetry;
