@@ -24,6 +24,7 @@ use crate::presence::Presence;
 use crate::rooms::Rooms;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::store::traced::TracedStore;
 use crate::store::{Store, StoreSettings};
 use crate::telemetry;
 
@@ -56,22 +57,23 @@ impl App {
             online_ttl_ms: u64::try_from(presence_refresh.as_millis() * 3).unwrap_or(u64::MAX),
             max_members_per_room: config.max_members_per_room,
         };
-        let store: Arc<dyn Store> = match &config.redis_url {
+        let (store, kind): (Arc<dyn Store>, _) = match &config.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.expose()).map_err(|_| BuildError::RedisUrl)?;
                 tracing::info!("store: Redis (REDIS_URL is set)");
-                Arc::new(
-                    RedisStore::new(client, settings, config.redis_timeout())
-                        .map_err(|_| BuildError::RedisUrl)?,
-                )
+                let store = RedisStore::new(client, settings, config.redis_timeout())
+                    .map_err(|_| BuildError::RedisUrl)?;
+                (Arc::new(store), "redis")
             }
             None => {
                 tracing::warn!(
                     "store: in-memory (REDIS_URL is unset): one instance only, nothing survives a restart"
                 );
-                Arc::new(MemoryStore::new(settings))
+                (Arc::new(MemoryStore::new(settings)), "memory")
             }
         };
+        // Every caller (requests, the hub, presence, the sweeper) goes through the spans.
+        let store: Arc<dyn Store> = Arc::new(TracedStore::new(store, kind));
         let stopping = CancellationToken::new();
         let tasks = TaskTracker::new();
         let hub = Hub::new(store.clone(), tasks.clone(), stopping.clone());

@@ -101,9 +101,34 @@ pub struct Config {
     /// Comma-separated origins allowed for CORS and WebSocket upgrades; unset: any origin.
     #[serde(default)]
     pub allowed_origins: Option<String>,
-    /// Set by Cloud Run; only its presence is used (to default `LOG_FORMAT` to json).
+    /// Set by Cloud Run: defaults `LOG_FORMAT` to json and names the service in traces.
     #[serde(default)]
     pub k_service: Option<String>,
+    /// The Google Cloud project, so JSON log lines name their trace as Cloud Logging links it
+    /// (`projects/<id>/traces/<trace id>`). Cloud Run does not set it; unset: the bare trace id.
+    #[serde(default)]
+    pub google_cloud_project: Option<String>,
+    /// Where spans are exported over OTLP; unset (and no traces endpoint): not exported. The
+    /// OpenTelemetry SDK reads these and the other `OTEL_*` variables itself; they are parsed
+    /// here to decide whether to export, and to stop at start on a malformed value rather than
+    /// lose every span quietly.
+    #[serde(default)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+    #[serde(default)]
+    pub otel_exporter_otlp_protocol: Option<OtlpProtocol>,
+    #[serde(default)]
+    pub otel_exporter_otlp_traces_protocol: Option<OtlpProtocol>,
+}
+
+/// The OTLP transports built in. `http/json` is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
 }
 
 /// `on` or `off`.
@@ -278,6 +303,19 @@ const EXPECTATIONS: &[(&str, &str)] = &[
         "ALLOWED_ORIGINS",
         "comma-separated origins such as https://chat.example.com",
     ),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)",
+    ),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc or http/protobuf"),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "grpc or http/protobuf",
+    ),
 ];
 
 /// A configuration error, already phrased for the one line the binary prints.
@@ -395,7 +433,29 @@ impl Config {
         {
             return Err(ConfigError::of("ALLOWED_ORIGINS"));
         }
+        for (endpoint, variable) in [
+            (
+                &self.otel_exporter_otlp_endpoint,
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &self.otel_exporter_otlp_traces_endpoint,
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+        ] {
+            if let Some(endpoint) = endpoint
+                && !is_plain_http_url(endpoint)
+            {
+                return Err(ConfigError::of(variable));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether spans are exported: an OTLP endpoint is set.
+    pub fn otlp_export_enabled(&self) -> bool {
+        self.otel_exporter_otlp_endpoint.is_some()
+            || self.otel_exporter_otlp_traces_endpoint.is_some()
     }
 
     pub fn redis_timeout(&self) -> Duration {
@@ -436,6 +496,13 @@ impl Config {
     }
 }
 
+/// `http://host[:port][/path]`: what the exporters can reach without TLS.
+fn is_plain_http_url(value: &str) -> bool {
+    value
+        .parse::<axum::http::Uri>()
+        .is_ok_and(|uri| uri.scheme_str() == Some("http") && uri.host().is_some())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -474,6 +541,34 @@ mod tests {
         let config =
             Config::from_vars(vars(&[("REDIS_URL", "redis://:hunter2@localhost:1")])).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn otlp_variables_are_checked_at_start() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert!(!config.otlp_export_enabled());
+        let config = Config::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap();
+        assert!(config.otlp_export_enabled());
+        assert_eq!(config.otel_exporter_otlp_protocol, Some(OtlpProtocol::Grpc));
+        let config = Config::from_vars(vars(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4318/v1/traces",
+        )]))
+        .unwrap();
+        assert!(config.otlp_export_enabled());
+        for (variable, value) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
+        ] {
+            let err = Config::from_vars(vars(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{value}");
+        }
     }
 
     #[test]

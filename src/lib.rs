@@ -18,7 +18,7 @@
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
 //! - [`http`]: the router, extractors and handlers.
 //! - [`app`]: build the server on a listener and run it until shutdown.
-//! - [`telemetry`]: logs and metrics.
+//! - [`telemetry`]: logs (text or Cloud Logging JSON), OpenTelemetry traces, metrics.
 
 pub mod app;
 pub mod config;

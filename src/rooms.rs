@@ -59,7 +59,7 @@ impl Rooms {
         self.max_message_bytes
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.create_room", skip_all, fields(chat.room = %room))]
     pub async fn create_room(
         &self,
         client: IpAddr,
@@ -89,7 +89,7 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.join", skip_all, fields(chat.room = %room))]
     pub async fn join(
         &self,
         client: IpAddr,
@@ -133,7 +133,7 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.leave", skip_all, fields(chat.room = %room))]
     pub async fn leave(
         &self,
         room: &RoomId,
@@ -152,7 +152,7 @@ impl Rooms {
         MessageText::parse(raw, self.max_message_bytes)
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.post", skip_all, fields(chat.room = %room))]
     pub async fn post(
         &self,
         room: RoomId,
@@ -179,7 +179,7 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.history", skip_all, fields(chat.room = %room))]
     pub async fn history(
         &self,
         room: &RoomId,
@@ -193,7 +193,7 @@ impl Rooms {
         authorized(self.store.history(room, token_hash, before, limit).await?)
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.members", skip_all, fields(chat.room = %room))]
     pub async fn members(
         &self,
         room: &RoomId,

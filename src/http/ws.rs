@@ -19,8 +19,11 @@ use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::AppState;
 use crate::domain::{
@@ -30,6 +33,7 @@ use crate::error::ApiError;
 use crate::hub::{Frame, Inbox, Mailbox, Subscription, mailbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
+use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
 const MAX_FRAME_BYTES: usize = 64 * 1024;
@@ -63,6 +67,8 @@ pub async fn upgrade(
         Ok(slot) => slot,
         Err(err) => return err.into_response(),
     };
+    // The upgrade request's span ends with the 101; the connection's event spans link to it.
+    let upgraded_in = Span::current().context().span().span_context().clone();
     // Small buffers: most connections are idle most of the time, and tungstenite's defaults
     // (128 KiB each way) would dominate the memory of an idle connection.
     ws.read_buffer_size(4 * 1024)
@@ -72,7 +78,7 @@ pub async fn upgrade(
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| {
             let tasks = state.realtime.tasks.clone();
-            tasks.track_future(Connection::new(socket, state, client, slot).run())
+            tasks.track_future(Connection::new(socket, state, client, slot, upgraded_in).run())
         })
 }
 
@@ -100,6 +106,9 @@ struct Connection {
     inbox: Inbox,
     held: HashMap<RoomId, Held>,
     last_heard: Instant,
+    /// The span of the upgrade request, linked from every client event's span: a connection
+    /// lives up to an hour, too long to keep its events in the request's trace.
+    upgraded_in: SpanContext,
 }
 
 /// Why the connection loop ended.
@@ -189,7 +198,13 @@ impl Outcome {
 }
 
 impl Connection {
-    fn new(socket: WebSocket, state: AppState, client: IpAddr, slot: StreamSlot) -> Self {
+    fn new(
+        socket: WebSocket,
+        state: AppState,
+        client: IpAddr,
+        slot: StreamSlot,
+        upgraded_in: SpanContext,
+    ) -> Self {
         let (mailbox, inbox) = mailbox(state.realtime.settings.client_queue_len);
         metrics::gauge!("chat_open_connections", "transport" => "websocket").increment(1.0);
         let events = state.limits.ws_event_limiter();
@@ -203,6 +218,7 @@ impl Connection {
             inbox,
             held: HashMap::new(),
             last_heard: Instant::now(),
+            upgraded_in,
         }
     }
 
@@ -296,6 +312,7 @@ impl Connection {
                 if self.socket.feed(Message::Text(text)).await.is_err() {
                     return Some(End::Gone);
                 }
+                telemetry::record_delivery("websocket", frame.event.id);
                 written += 1;
             }
             if written < WRITE_BATCH {
@@ -369,15 +386,28 @@ impl Connection {
         };
         let reference = event.reference.clone();
         let started = Instant::now();
-        let name = event.event.clone();
-        let span = tracing::info_span!("ws.event", event = %name);
-        let outcome = tracing::Instrument::instrument(self.handle(event), span).await;
-        let known = matches!(
-            name.as_str(),
-            "create:room" | "add:member" | "create:chat" | "remove:member" | "resume"
+        let name = event_name(&event.event);
+        // Each client event is the root of its own trace, linked to the upgrade request.
+        let span = tracing::info_span!(
+            parent: None,
+            "ws.event",
+            otel.name = format!("ws {name}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            chat.event = name,
+            chat.room = tracing::field::Empty,
+            chat.outcome = tracing::field::Empty,
         );
-        let label = if known { name } else { "unknown".to_owned() };
-        metrics::histogram!("chat_ws_event_duration_seconds", "event" => label)
+        span.add_link(self.upgraded_in.clone());
+        let outcome = self.handle(event).instrument(span.clone()).await;
+        span.record(
+            "chat.outcome",
+            outcome.as_ref().map_or_else(ApiError::code, |_| "ack"),
+        );
+        if matches!(outcome, Err(ApiError::Unavailable)) {
+            span.record("otel.status_code", "error");
+        }
+        metrics::histogram!("chat_ws_event_duration_seconds", "event" => name)
             .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(outcome) => {
@@ -457,7 +487,7 @@ impl Connection {
     }
 
     async fn join(&mut self, data: JoinData, create: bool) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let username = Username::parse(&data.username)?;
         let secret = data.secret.map(RoomSecret::parse).transpose()?;
         // A room this connection holds exists, so creating it again is `room_exists`.
@@ -515,7 +545,7 @@ impl Connection {
     }
 
     async fn chat(&mut self, data: ChatData) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let message = self.state.rooms.message(data.message)?;
         let idempotency_key = data
             .client_msg_id
@@ -568,7 +598,7 @@ impl Connection {
     }
 
     async fn remove(&mut self, data: RemoveData) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let target = Username::parse(&data.username)?;
         let token_hash = match self
             .held
@@ -602,7 +632,7 @@ impl Connection {
     }
 
     async fn resume(&mut self, data: ResumeData) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let after = data
             .last_event_id
             .as_deref()
@@ -646,6 +676,29 @@ impl Connection {
             replay: replay.events,
         })
     }
+}
+
+/// The client event's name as spans and metrics show it: one of a bounded set, as what the
+/// client sent is any string.
+fn event_name(sent: &str) -> &'static str {
+    const KNOWN: [&str; 5] = [
+        "create:room",
+        "add:member",
+        "create:chat",
+        "remove:member",
+        "resume",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == sent)
+        .unwrap_or("unknown")
+}
+
+/// The event's room, also recorded on the event's span once it is known to be a room id.
+fn event_room(raw: &str) -> Result<RoomId, ApiError> {
+    let room = RoomId::parse(raw)?;
+    Span::current().record("chat.room", room.as_str());
+    Ok(room)
 }
 
 /// On WebSocket, an action for a room without a valid membership is `not_member`.

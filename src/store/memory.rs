@@ -154,6 +154,9 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut appended = Vec::new();
         let answer = f(&mut rooms, now_ms(), &mut appended);
+        for event in &appended {
+            super::count_appended(event.kind.name(), 1);
+        }
         if let Some(sink) = self.sink.get() {
             for event in appended {
                 sink.deliver(FeedItem::Event(event));

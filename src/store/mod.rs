@@ -21,6 +21,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod traced;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -146,6 +147,12 @@ pub struct NewMessage {
     pub token_hash: TokenHash,
     pub message: MessageText,
     pub idempotency_key: Option<ClientMsgId>,
+}
+
+/// Counts events appended to room logs, by event name (`create:chat:success`…). Each store
+/// calls it where an append is known to have happened: an idempotent replay appends nothing.
+pub(crate) fn count_appended(event: &'static str, count: u64) {
+    metrics::counter!("chat_room_events_appended_total", "event" => event).increment(count);
 }
 
 /// The room log and membership: see the module documentation for the guarantees.

@@ -15,6 +15,8 @@
 //!   traffic, SIGTERM of the real binary.
 //! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
 //!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
+//! - [`telemetry`]: spans exported to OTLP receivers the tests start (HTTP and gRPC), Cloud
+//!   Logging JSON lines with the caller's trace, and `/metrics` without ids in labels.
 //!
 //! Nothing here sleeps to synchronise: servers are bound before they are used, and every
 //! condition that needs time (a lease lapsing, Redis coming back) is polled under a deadline.
@@ -31,3 +33,4 @@ mod faults;
 mod readme;
 mod realtime;
 mod rest;
+mod telemetry;

@@ -548,18 +548,33 @@ async fn with_redis_calls(
 fn redis_calls(redis: &str) -> BenchResult<u64> {
     let client = redis::Client::open(format!("redis://{redis}/"))?;
     let mut connection = client.get_connection()?;
-    let info: String = redis::cmd("INFO").arg("commandstats").query(&mut connection)?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection)?;
     Ok(info
         .lines()
-        .filter_map(|line| line.split_once("calls=")?.1.split(',').next()?.parse::<u64>().ok())
+        .filter_map(|line| {
+            line.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
         .sum())
 }
 
 /// Starts the server `runs` times and measures start to the first `/readyz` 200.
-async fn startup(binary: &std::path::Path, redis_url: Option<&str>, runs: usize) -> BenchResult<Report> {
+async fn startup(
+    binary: &std::path::Path,
+    redis_url: Option<&str>,
+    runs: usize,
+) -> BenchResult<Report> {
     let mut times_ms = Vec::new();
     for _ in 0..runs.max(1) {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
         let mut command = std::process::Command::new(binary);
         command
             .env_clear()

@@ -208,33 +208,35 @@ impl Report {
                 self.best_clean_rate
                     .map_or("none".to_owned(), |rate| format!("{rate:.1} msg/s"))
             ),
-            scenario => format!(
-                "{scenario}: {} rooms x {} members, {:.1} msg/s per sender, {} B: sent {} (failed {}), delivered {}/{} (lost {}, dup/reordered {}), {:.0} deliveries/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; server CPU {} s ({} us/delivery), RSS {} KiB; bench CPU {:.2} s ({:.0}% of a core)",
-                self.rooms,
-                self.members,
-                self.rate_per_sender,
-                self.message_bytes,
-                self.sent,
-                self.send_failures,
-                self.delivered,
-                self.expected,
-                self.lost,
-                self.duplicates_or_reordered,
-                self.deliveries_per_s,
-                self.latency_ms.p50,
-                self.latency_ms.p90,
-                self.latency_ms.p99,
-                self.latency_ms.max,
-                self.server_cpu_s
-                    .map_or("?".to_owned(), |s| format!("{s:.2}")),
-                self.server_cpu_us_per_delivery
-                    .map_or("?".to_owned(), |us| format!("{us:.2}")),
-                opt(self.server_rss_kib_after),
-                self.bench_cpu_s,
-                self.bench_cpu_utilization * 100.0,
-            ) + &self
-                .redis_calls_per_message
-                .map_or(String::new(), |calls| format!("; Redis commands per message {calls:.2}")),
+            scenario => {
+                format!(
+                    "{scenario}: {} rooms x {} members, {:.1} msg/s per sender, {} B: sent {} (failed {}), delivered {}/{} (lost {}, dup/reordered {}), {:.0} deliveries/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; server CPU {} s ({} us/delivery), RSS {} KiB; bench CPU {:.2} s ({:.0}% of a core)",
+                    self.rooms,
+                    self.members,
+                    self.rate_per_sender,
+                    self.message_bytes,
+                    self.sent,
+                    self.send_failures,
+                    self.delivered,
+                    self.expected,
+                    self.lost,
+                    self.duplicates_or_reordered,
+                    self.deliveries_per_s,
+                    self.latency_ms.p50,
+                    self.latency_ms.p90,
+                    self.latency_ms.p99,
+                    self.latency_ms.max,
+                    self.server_cpu_s
+                        .map_or("?".to_owned(), |s| format!("{s:.2}")),
+                    self.server_cpu_us_per_delivery
+                        .map_or("?".to_owned(), |us| format!("{us:.2}")),
+                    opt(self.server_rss_kib_after),
+                    self.bench_cpu_s,
+                    self.bench_cpu_utilization * 100.0,
+                ) + &self.redis_calls_per_message.map_or(String::new(), |calls| {
+                    format!("; Redis commands per message {calls:.2}")
+                })
+            }
         }
     }
 }
