@@ -2,12 +2,14 @@
 //!
 //! ```text
 //!  browser / curl / EventSource / WebSocket client
-//!                 │
-//!               http        transports: parse, authorize, adapt (REST today)
-//!                 │
-//!               rooms       every business rule, transport-free
-//!                 │
-//!               store       the room log + membership, atomic (memory | redis)
+//!         │            │              │
+//!      http::rest    http::sse      http::ws        transports: parse, authorize, adapt
+//!         └────────────┼──────────────┘
+//!                    rooms                          every business rule, transport-free
+//!               ┌──────┴───────┐
+//!            store            hub                   store: the room log + membership (atomic)
+//!    (memory | redis)   (local fan-out)             hub: per-room subscribers on this instance
+//!               └──── feed ────┘                    feed: events appended anywhere → this hub
 //! ```
 //!
 //! - [`config`]: the environment, parsed once.
@@ -15,6 +17,8 @@
 //! - [`error`]: API.md's error codes and their one HTTP mapping.
 //! - [`store`]: the store contract and its two implementations.
 //! - [`rooms`]: the operations every transport calls.
+//! - [`hub`]: this instance's fan-out: per-room actors, replay then live, bounded queues.
+//! - [`presence`]: which members live connections hold; leases and online marks.
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
 //! - [`http`]: the router, extractors and handlers.
 //! - [`app`]: build the server on a listener and run it until shutdown.

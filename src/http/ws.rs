@@ -71,7 +71,7 @@ pub async fn upgrade(
     let upgraded_in = Span::current().context().span().span_context().clone();
     // Small buffers: most connections are idle most of the time, and tungstenite's defaults
     // (128 KiB each way) would dominate the memory of an idle connection.
-    ws.read_buffer_size(4 * 1024)
+    ws.read_buffer_size(1024)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(MAX_FRAME_BYTES * 4)
         .max_message_size(MAX_FRAME_BYTES)

@@ -45,9 +45,9 @@ struct Cli {
     /// Also write the report as JSON here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
-    /// A Redis (host:port) whose command counters give the round trips per message.
+    /// The server runs on Redis: report its Redis round trips per chat message.
     #[arg(long, global = true)]
-    redis: Option<String>,
+    redis: bool,
     /// Spread connections over this many loopback source addresses (127.0.0.1 …).
     #[arg(long, global = true, default_value_t = 8)]
     source_addrs: u8,
@@ -171,7 +171,7 @@ async fn run(cli: Cli) -> BenchResult<()> {
                 _ => SweepOf::Sse,
             };
             let run = load_run(&target, server.as_ref(), kind, load);
-            vec![with_redis_calls(cli.redis.as_deref(), run).await?]
+            vec![with_redis_calls(&target, cli.redis, run).await?]
         }
         Scenario::Startup {
             binary,
@@ -364,7 +364,10 @@ async fn load_run(
         for (n, mut sink) in sinks.into_iter().enumerate() {
             let (sent, failed, room, size) =
                 (sent.clone(), failed.clone(), room.clone(), load.size);
+            let phase = period.mul_f64(spread(senders.len()));
             senders.push(tokio::spawn(async move {
+                // Senders start out of phase, as people do: no synchronized bursts.
+                tokio::time::sleep(phase).await;
                 let mut ticks = tokio::time::interval(period);
                 ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut seq = 0u64;
@@ -392,7 +395,9 @@ async fn load_run(
     let mut rest_tasks = Vec::new();
     for (room, mut http, token) in rest_senders {
         let (sent, failed, size) = (sent.clone(), failed.clone(), load.size);
+        let phase = period.mul_f64(spread(rest_tasks.len()));
         rest_tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(phase).await;
             let mut ticks = tokio::time::interval(period);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let path = format!("/rooms/{room}/messages");
@@ -524,44 +529,54 @@ async fn sse_room(
     Ok((sender, streams))
 }
 
-/// Runs a load and adds the Redis commands the server sent per chat message.
+/// Runs a load and adds the server's Redis round trips per chat message, from its own
+/// `chat_redis_round_trip_seconds_count` (every exchange, posts and background work alike).
 async fn with_redis_calls(
-    redis: Option<&str>,
+    target: &Target,
+    redis: bool,
     run: impl std::future::Future<Output = BenchResult<Report>>,
 ) -> BenchResult<Report> {
-    let Some(redis) = redis else {
+    if !redis {
         return run.await;
-    };
-    let before = redis_calls(redis)?;
+    }
+    let before = round_trips(target).await?;
     let mut report = run.await?;
-    let after = redis_calls(redis)?;
-    // Less the INFO command of the first reading.
-    let calls = after.saturating_sub(before + 1);
-    report.redis_calls = Some(calls);
+    let after = round_trips(target).await?;
+    let posts = after.0 - before.0;
+    let all = after.1 - before.1;
+    report.redis_round_trips = Some(all as u64);
     if report.sent > 0 {
-        report.redis_calls_per_message = Some(calls as f64 / report.sent as f64);
+        report.redis_round_trips_per_message = Some(all / report.sent as f64);
+        report.redis_post_round_trips_per_message = Some(posts / report.sent as f64);
     }
     Ok(report)
 }
 
-/// Every command Redis has executed so far (INFO commandstats).
-fn redis_calls(redis: &str) -> BenchResult<u64> {
-    let client = redis::Client::open(format!("redis://{redis}/"))?;
-    let mut connection = client.get_connection()?;
-    let info: String = redis::cmd("INFO")
-        .arg("commandstats")
-        .query(&mut connection)?;
-    Ok(info
-        .lines()
-        .filter_map(|line| {
-            line.split_once("calls=")?
-                .1
-                .split(',')
-                .next()?
-                .parse::<u64>()
-                .ok()
-        })
-        .sum())
+/// (round trips of posts, all round trips) so far, from the server's `/metrics`.
+async fn round_trips(target: &Target) -> BenchResult<(f64, f64)> {
+    let mut http = Http::connect(target, 0).await?;
+    let (status, body) = http.json("GET", "/metrics", None, None).await?;
+    if status != 200 {
+        return Err(format!("/metrics answered {status}").into());
+    }
+    let text = String::from_utf8_lossy(&body);
+    let mut posts = 0.0;
+    let mut all = 0.0;
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("chat_redis_round_trip_seconds_count") else {
+            continue;
+        };
+        let value: f64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        all += value;
+        if rest.contains("op=\"post\"") {
+            posts += value;
+        }
+    }
+    Ok((posts, all))
 }
 
 /// Starts the server `runs` times and measures start to the first `/readyz` 200.
@@ -613,6 +628,11 @@ async fn startup(
     report.startup_ms_median = Some(times_ms[times_ms.len() / 2]);
     report.startup_ms_max = times_ms.last().copied();
     Ok(report)
+}
+
+/// A fraction in [0, 1) for the `n`th sender, evenly spread (golden-ratio sequence).
+fn spread(n: usize) -> f64 {
+    (n as f64 * 0.618_033_988_749_895).fract()
 }
 
 fn token_of(reply: &[u8]) -> BenchResult<String> {

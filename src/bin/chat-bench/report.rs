@@ -108,9 +108,11 @@ pub struct Report {
     /// limit.
     pub bench_cpu_utilization: f64,
     pub sweep_clean: Option<bool>,
-    /// Commands Redis executed during the run (all of them: posts, presence, sweeps).
-    pub redis_calls: Option<u64>,
-    pub redis_calls_per_message: Option<f64>,
+    /// The server's Redis round trips during the run (posts, presence, sweeps, reads).
+    pub redis_round_trips: Option<u64>,
+    pub redis_round_trips_per_message: Option<f64>,
+    /// Round trips of the post operation itself per chat message.
+    pub redis_post_round_trips_per_message: Option<f64>,
     pub startup_ms_median: Option<f64>,
     pub startup_ms_max: Option<f64>,
     pub best_clean_rate: Option<f64>,
@@ -233,9 +235,14 @@ impl Report {
                     opt(self.server_rss_kib_after),
                     self.bench_cpu_s,
                     self.bench_cpu_utilization * 100.0,
-                ) + &self.redis_calls_per_message.map_or(String::new(), |calls| {
-                    format!("; Redis commands per message {calls:.2}")
-                })
+                ) + &self
+                    .redis_post_round_trips_per_message
+                    .map_or(String::new(), |posts| {
+                        format!(
+                            "; Redis round trips per message: {posts:.2} to post, {:.2} in all",
+                            self.redis_round_trips_per_message.unwrap_or(f64::NAN)
+                        )
+                    })
             }
         }
     }
