@@ -128,13 +128,13 @@ resource "google_secret_manager_secret" "redis_url" {
 
 # With Memorystore the URL is built here from the instance (so the AUTH string is in the state
 # either way, as an attribute of google_redis_instance: keep the state private). With an
-# external URL it is stored only when var.external_redis_url is given; else add it with
-# `gcloud secrets versions add` before deploying (README).
+# external Redis no version is created here: add the URL with `gcloud secrets versions add`
+# (README), so that it never enters the state.
 resource "google_secret_manager_secret_version" "redis_url" {
-  count = local.memorystore || nonsensitive(var.external_redis_url != null) ? 1 : 0
+  count = local.memorystore ? 1 : 0
 
   secret      = google_secret_manager_secret.redis_url.id
-  secret_data = local.memorystore ? local.memorystore_url : var.external_redis_url
+  secret_data = local.memorystore_url
 }
 
 resource "google_secret_manager_secret_iam_member" "redis_url" {

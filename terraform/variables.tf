@@ -50,29 +50,13 @@ variable "image_tag" {
 }
 
 variable "redis_mode" {
-  description = "Where Redis lives: \"memorystore\" (a Memorystore for Redis instance with AUTH and in-transit encryption, reached through Direct VPC egress) or \"external\" (an existing rediss:// URL, e.g. Upstash)."
+  description = "Where Redis lives: \"memorystore\" (a Memorystore for Redis instance with AUTH and in-transit encryption, reached through Direct VPC egress) or \"external\" (an existing Redis such as Upstash, whose rediss:// URL you add to the REDIS_URL secret yourself with `gcloud secrets versions add`, so that it never enters the Terraform state)."
   type        = string
   default     = "memorystore"
 
   validation {
     condition     = contains(["memorystore", "external"], var.redis_mode)
     error_message = "redis_mode must be \"memorystore\" or \"external\"."
-  }
-}
-
-variable "external_redis_url" {
-  description = <<-EOT
-    With redis_mode = "external": the Redis URL (redis:// or, preferably, rediss://), stored as the
-    REDIS_URL secret's version. It then also sits in the Terraform state; leave it null to add the
-    version yourself (`gcloud secrets versions add`, see the README) so that it never does.
-  EOT
-  type        = string
-  default     = null
-  sensitive   = true
-
-  validation {
-    condition     = var.external_redis_url == null || can(regex("^rediss?://", var.external_redis_url))
-    error_message = "external_redis_url must start with redis:// or rediss://."
   }
 }
 

@@ -102,10 +102,11 @@ def test_memorystore_has_auth_and_in_transit_encryption():
 def test_redis_mode_chooses_memorystore_or_an_external_url():
     variable = facts.tf_variables()["redis_mode"]
     assert facts.tf_value(variable["default"]) == "memorystore"
-    assert "external_redis_url" in facts.tf_variables()
-    assert facts.tf_variables()["external_redis_url"]["sensitive"] is True
+    # An external URL never passes through Terraform (nor its state): the user adds it.
+    assert not any("url" in name for name in facts.tf_variables())
     for name in ("google_redis_instance.chat", "google_compute_network.chat",
-                 "google_compute_subnetwork.chat", "google_secret_manager_secret.redis_ca"):
+                 "google_compute_subnetwork.chat", "google_secret_manager_secret.redis_ca",
+                 "google_secret_manager_secret_version.redis_url"):
         assert facts.tf_value(resources()[name]["count"]) == "${local.memorystore ? 1 : 0}", name
 
 
@@ -131,7 +132,7 @@ def test_outputs():
     for name, output in outputs.items():
         assert output.get("description"), f"output {name} needs a description"
     text = read("terraform/outputs.tf")
-    for secret in ("auth_string", "memorystore_url", "secret_data", "external_redis_url"):
+    for secret in ("auth_string", "memorystore_url", "secret_data"):
         assert secret not in text, f"outputs must not reveal {secret}"
 
 
