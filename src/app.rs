@@ -16,12 +16,15 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::http::{AppState, Realtime, StreamSettings, router};
+use crate::http::serve::{ServeSettings, serve};
+use crate::http::{AppState, Origins, Realtime, StreamSettings, router};
 use crate::hub::Hub;
+use crate::limits::Limits;
 use crate::presence::Presence;
 use crate::rooms::Rooms;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
+use crate::store::traced::TracedStore;
 use crate::store::{Store, StoreSettings};
 use crate::telemetry;
 
@@ -37,6 +40,7 @@ pub struct App {
     stopping: CancellationToken,
     tasks: TaskTracker,
     grace: Duration,
+    serve_settings: ServeSettings,
     /// Stops the background tasks if the app is dropped without being run.
     _stop_on_drop: DropGuard,
 }
@@ -51,23 +55,25 @@ impl App {
             idempotency_ttl_secs: config.idempotency_ttl_secs,
             // Three refreshes may be missed before a member shows offline.
             online_ttl_ms: u64::try_from(presence_refresh.as_millis() * 3).unwrap_or(u64::MAX),
+            max_members_per_room: config.max_members_per_room,
         };
-        let store: Arc<dyn Store> = match &config.redis_url {
+        let (store, kind): (Arc<dyn Store>, _) = match &config.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.expose()).map_err(|_| BuildError::RedisUrl)?;
                 tracing::info!("store: Redis (REDIS_URL is set)");
-                Arc::new(
-                    RedisStore::new(client, settings, config.redis_timeout())
-                        .map_err(|_| BuildError::RedisUrl)?,
-                )
+                let store = RedisStore::new(client, settings, config.redis_timeout())
+                    .map_err(|_| BuildError::RedisUrl)?;
+                (Arc::new(store), "redis")
             }
             None => {
                 tracing::warn!(
                     "store: in-memory (REDIS_URL is unset): one instance only, nothing survives a restart"
                 );
-                Arc::new(MemoryStore::new(settings))
+                (Arc::new(MemoryStore::new(settings)), "memory")
             }
         };
+        // Every caller (requests, the hub, presence, the sweeper) goes through the spans.
+        let store: Arc<dyn Store> = Arc::new(TracedStore::new(store, kind));
         let stopping = CancellationToken::new();
         let tasks = TaskTracker::new();
         let hub = Hub::new(store.clone(), tasks.clone(), stopping.clone());
@@ -75,7 +81,12 @@ impl App {
         let (presence, refresher) =
             Presence::new(store.clone(), presence_refresh, stopping.clone());
         tasks.spawn(refresher);
-        let rooms = Rooms::new(store, config.max_message_bytes);
+        let limits = Arc::new(Limits::new(&config));
+        let origins = Origins::new(config.origins());
+        if config.rate_limits == crate::config::Switch::Off {
+            tracing::warn!("RATE_LIMITS=off: no rate limits apply");
+        }
+        let rooms = Rooms::new(store, config.max_message_bytes, limits.clone());
         // A quarter of the lease, so a lapsed member goes within 25% of MEMBER_TTL_SECS.
         let sweep_interval = Duration::from_millis((settings.member_ttl_ms / 4).clamp(50, 1000));
         tasks.spawn(sweep_leases(
@@ -83,7 +94,10 @@ impl App {
             sweep_interval,
             stopping.clone(),
         ));
+        tasks.spawn(forget_idle_clients(limits.clone(), stopping.clone()));
         let state = AppState {
+            limits,
+            origins: Arc::new(origins),
             rooms,
             metrics: telemetry::metrics_handle(),
             realtime: Arc::new(Realtime {
@@ -106,6 +120,10 @@ impl App {
             stopping,
             tasks,
             grace: Duration::from_secs(config.shutdown_grace_secs),
+            serve_settings: ServeSettings {
+                max_connections: config.max_connections,
+                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+            },
         })
     }
 
@@ -119,26 +137,21 @@ impl App {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let stopping = self.stopping.clone();
-        let signal = {
-            let stopping = stopping.clone();
-            async move {
-                tokio::select! {
-                    () = shutdown => stopping.cancel(),
-                    () = stopping.cancelled() => {}
-                }
-            }
-        };
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let serve = axum::serve(self.listener, app)
-            .with_graceful_shutdown(signal)
-            .into_future();
+        let limits = self.state.limits.clone();
+        let app = router(self.state);
+        let serve = serve(
+            self.listener,
+            app,
+            limits,
+            self.serve_settings,
+            stopping.clone(),
+        );
         tokio::pin!(serve);
         let served = tokio::select! {
-            served = &mut serve => {
+            served = &mut serve => served,
+            () = shutdown => {
+                // Streams close (1012 / end of stream), the listener stops accepting.
                 stopping.cancel();
-                served
-            }
-            () = stopping.cancelled() => {
                 let drain = async {
                     let served = (&mut serve).await;
                     self.tasks.close();
@@ -154,6 +167,7 @@ impl App {
                 }
             }
         };
+        stopping.cancel();
         self.tasks.close();
         served
     }
@@ -174,6 +188,17 @@ async fn sweep_leases(rooms: Rooms, every: Duration, stopping: CancellationToken
             Ok(timed_out) => tracing::info!(timed_out, "members timed out"),
             // The store logged the cause; the next tick tries again.
             Err(_) => {}
+        }
+    }
+}
+
+/// Rate-limit buckets of clients not seen for a while are dropped once a minute.
+async fn forget_idle_clients(limits: Arc<Limits>, stopping: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = ticks.tick() => limits.forget_idle(),
         }
     }
 }

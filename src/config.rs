@@ -55,9 +55,88 @@ pub struct Config {
     /// On SIGTERM: stop accepting, close streams, and exit within this many seconds.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
-    /// Set by Cloud Run; only its presence is used (to default `LOG_FORMAT` to json).
+    /// `off` turns every rate limit off (load tests); anything else keeps them on.
+    #[serde(default = "defaults::rate_limits")]
+    pub rate_limits: Switch,
+    /// Chat messages per member: sustained rate and burst.
+    #[serde(default = "defaults::rate_messages_per_sec")]
+    pub rate_messages_per_sec: u32,
+    #[serde(default = "defaults::rate_message_burst")]
+    pub rate_message_burst: u32,
+    /// Client events per WebSocket connection: sustained rate and burst.
+    #[serde(default = "defaults::rate_ws_events_per_sec")]
+    pub rate_ws_events_per_sec: u32,
+    #[serde(default = "defaults::rate_ws_event_burst")]
+    pub rate_ws_event_burst: u32,
+    /// REST requests per client IP: sustained rate and burst.
+    #[serde(default = "defaults::rate_rest_per_sec")]
+    pub rate_rest_per_sec: u32,
+    #[serde(default = "defaults::rate_rest_burst")]
+    pub rate_rest_burst: u32,
+    /// Room creations and joins per client IP (every transport): per minute and burst.
+    #[serde(default = "defaults::rate_joins_per_min")]
+    pub rate_joins_per_min: u32,
+    #[serde(default = "defaults::rate_join_burst")]
+    pub rate_join_burst: u32,
+    /// Open WebSocket and SSE streams per client IP.
+    #[serde(default = "defaults::max_connections_per_ip")]
+    pub max_connections_per_ip: usize,
+    /// Rooms one WebSocket connection may hold.
+    #[serde(default = "defaults::max_rooms_per_connection")]
+    pub max_rooms_per_connection: usize,
+    /// Members one room may have.
+    #[serde(default = "defaults::max_members_per_room")]
+    pub max_members_per_room: usize,
+    /// Open connections per instance; beyond it new connections get 503.
+    #[serde(default = "defaults::max_connections")]
+    pub max_connections: usize,
+    /// A client must send its request headers within this long (slowloris).
+    #[serde(default = "defaults::header_read_timeout_secs")]
+    pub header_read_timeout_secs: u64,
+    /// How many proxies in front of the server append to `X-Forwarded-For`; the client IP is
+    /// the entry they did not write. Unset: 1 on Cloud Run (`K_SERVICE` set), else 0 (the
+    /// peer address; `X-Forwarded-For` is ignored because anyone can write it).
+    #[serde(default)]
+    pub trusted_proxy_hops: Option<usize>,
+    /// Comma-separated origins allowed for CORS and WebSocket upgrades; unset: any origin.
+    #[serde(default)]
+    pub allowed_origins: Option<String>,
+    /// Set by Cloud Run: defaults `LOG_FORMAT` to json and names the service in traces.
     #[serde(default)]
     pub k_service: Option<String>,
+    /// The Google Cloud project, so JSON log lines name their trace as Cloud Logging links it
+    /// (`projects/<id>/traces/<trace id>`). Cloud Run does not set it; unset: the bare trace id.
+    #[serde(default)]
+    pub google_cloud_project: Option<String>,
+    /// Where spans are exported over OTLP; unset (and no traces endpoint): not exported. The
+    /// OpenTelemetry SDK reads these and the other `OTEL_*` variables itself; they are parsed
+    /// here to decide whether to export, and to stop at start on a malformed value rather than
+    /// lose every span quietly.
+    #[serde(default)]
+    pub otel_exporter_otlp_endpoint: Option<String>,
+    #[serde(default)]
+    pub otel_exporter_otlp_traces_endpoint: Option<String>,
+    #[serde(default)]
+    pub otel_exporter_otlp_protocol: Option<OtlpProtocol>,
+    #[serde(default)]
+    pub otel_exporter_otlp_traces_protocol: Option<OtlpProtocol>,
+}
+
+/// The OTLP transports built in. `http/json` is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -126,6 +205,48 @@ mod defaults {
     pub fn shutdown_grace_secs() -> u64 {
         8
     }
+    pub fn rate_limits() -> super::Switch {
+        super::Switch::On
+    }
+    pub fn rate_messages_per_sec() -> u32 {
+        5
+    }
+    pub fn rate_message_burst() -> u32 {
+        100
+    }
+    pub fn rate_ws_events_per_sec() -> u32 {
+        20
+    }
+    pub fn rate_ws_event_burst() -> u32 {
+        200
+    }
+    pub fn rate_rest_per_sec() -> u32 {
+        20
+    }
+    pub fn rate_rest_burst() -> u32 {
+        200
+    }
+    pub fn rate_joins_per_min() -> u32 {
+        30
+    }
+    pub fn rate_join_burst() -> u32 {
+        20
+    }
+    pub fn max_connections_per_ip() -> usize {
+        100
+    }
+    pub fn max_rooms_per_connection() -> usize {
+        20
+    }
+    pub fn max_members_per_room() -> usize {
+        5000
+    }
+    pub fn max_connections() -> usize {
+        10_000
+    }
+    pub fn header_read_timeout_secs() -> u64 {
+        10
+    }
 }
 
 /// What each variable expects, for the one-line error when it is malformed.
@@ -157,6 +278,44 @@ const EXPECTATIONS: &[(&str, &str)] = &[
     ("WS_PING_SECS", "a whole number of seconds, at least 1"),
     ("CLIENT_QUEUE_LEN", "a whole number of events, at least 1"),
     ("SHUTDOWN_GRACE_SECS", "a whole number of seconds"),
+    ("RATE_LIMITS", "on or off"),
+    ("RATE_MESSAGES_PER_SEC", "a whole number, at least 1"),
+    ("RATE_MESSAGE_BURST", "a whole number, at least 1"),
+    ("RATE_WS_EVENTS_PER_SEC", "a whole number, at least 1"),
+    ("RATE_WS_EVENT_BURST", "a whole number, at least 1"),
+    ("RATE_REST_PER_SEC", "a whole number, at least 1"),
+    ("RATE_REST_BURST", "a whole number, at least 1"),
+    ("RATE_JOINS_PER_MIN", "a whole number, at least 1"),
+    ("RATE_JOIN_BURST", "a whole number, at least 1"),
+    ("MAX_CONNECTIONS_PER_IP", "a whole number, at least 1"),
+    ("MAX_ROOMS_PER_CONNECTION", "a whole number, at least 1"),
+    ("MAX_MEMBERS_PER_ROOM", "a whole number, at least 1"),
+    ("MAX_CONNECTIONS", "a whole number, at least 1"),
+    (
+        "HEADER_READ_TIMEOUT_SECS",
+        "a whole number of seconds, at least 1",
+    ),
+    (
+        "TRUSTED_PROXY_HOPS",
+        "a whole number of proxies (0 = use the peer address)",
+    ),
+    (
+        "ALLOWED_ORIGINS",
+        "comma-separated origins such as https://chat.example.com",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)",
+    ),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+        "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)",
+    ),
+    ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc or http/protobuf"),
+    (
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+        "grpc or http/protobuf",
+    ),
 ];
 
 /// A configuration error, already phrased for the one line the binary prints.
@@ -231,6 +390,28 @@ impl Config {
             (self.ws_max_lifetime_secs, "WS_MAX_LIFETIME_SECS"),
             (self.ws_ping_secs, "WS_PING_SECS"),
             (self.client_queue_len as u64, "CLIENT_QUEUE_LEN"),
+            (
+                u64::from(self.rate_messages_per_sec),
+                "RATE_MESSAGES_PER_SEC",
+            ),
+            (u64::from(self.rate_message_burst), "RATE_MESSAGE_BURST"),
+            (
+                u64::from(self.rate_ws_events_per_sec),
+                "RATE_WS_EVENTS_PER_SEC",
+            ),
+            (u64::from(self.rate_ws_event_burst), "RATE_WS_EVENT_BURST"),
+            (u64::from(self.rate_rest_per_sec), "RATE_REST_PER_SEC"),
+            (u64::from(self.rate_rest_burst), "RATE_REST_BURST"),
+            (u64::from(self.rate_joins_per_min), "RATE_JOINS_PER_MIN"),
+            (u64::from(self.rate_join_burst), "RATE_JOIN_BURST"),
+            (self.max_connections_per_ip as u64, "MAX_CONNECTIONS_PER_IP"),
+            (
+                self.max_rooms_per_connection as u64,
+                "MAX_ROOMS_PER_CONNECTION",
+            ),
+            (self.max_members_per_room as u64, "MAX_MEMBERS_PER_ROOM"),
+            (self.max_connections as u64, "MAX_CONNECTIONS"),
+            (self.header_read_timeout_secs, "HEADER_READ_TIMEOUT_SECS"),
         ] {
             if value == 0 {
                 return Err(ConfigError::of(variable));
@@ -241,7 +422,40 @@ impl Config {
         {
             return Err(ConfigError::of("REDIS_URL"));
         }
+        if let Some(origins) = &self.allowed_origins
+            && origins
+                .split(',')
+                .map(str::trim)
+                .filter(|origin| !origin.is_empty())
+                .any(|origin| {
+                    axum::http::HeaderValue::from_str(origin).is_err() || !origin.contains("://")
+                })
+        {
+            return Err(ConfigError::of("ALLOWED_ORIGINS"));
+        }
+        for (endpoint, variable) in [
+            (
+                &self.otel_exporter_otlp_endpoint,
+                "OTEL_EXPORTER_OTLP_ENDPOINT",
+            ),
+            (
+                &self.otel_exporter_otlp_traces_endpoint,
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            ),
+        ] {
+            if let Some(endpoint) = endpoint
+                && !is_plain_http_url(endpoint)
+            {
+                return Err(ConfigError::of(variable));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether spans are exported: an OTLP endpoint is set.
+    pub fn otlp_export_enabled(&self) -> bool {
+        self.otel_exporter_otlp_endpoint.is_some()
+            || self.otel_exporter_otlp_traces_endpoint.is_some()
     }
 
     pub fn redis_timeout(&self) -> Duration {
@@ -255,6 +469,23 @@ impl Config {
         Duration::from_millis((self.member_ttl_secs.saturating_mul(1000) / 3).clamp(100, 10_000))
     }
 
+    /// Proxies trusted to append the client's address to `X-Forwarded-For`.
+    pub fn effective_trusted_proxy_hops(&self) -> usize {
+        self.trusted_proxy_hops
+            .unwrap_or(usize::from(self.k_service.is_some()))
+    }
+
+    /// The configured origins, if any.
+    pub fn origins(&self) -> Option<Vec<String>> {
+        self.allowed_origins.as_ref().map(|origins| {
+            origins
+                .split(',')
+                .map(|origin| origin.trim().trim_end_matches('/').to_owned())
+                .filter(|origin| !origin.is_empty())
+                .collect()
+        })
+    }
+
     /// The log format in force: explicit, else json on Cloud Run, else text.
     pub fn effective_log_format(&self) -> LogFormat {
         self.log_format.unwrap_or(if self.k_service.is_some() {
@@ -263,6 +494,13 @@ impl Config {
             LogFormat::Text
         })
     }
+}
+
+/// `http://host[:port][/path]`: what the exporters can reach without TLS.
+fn is_plain_http_url(value: &str) -> bool {
+    value
+        .parse::<axum::http::Uri>()
+        .is_ok_and(|uri| uri.scheme_str() == Some("http") && uri.host().is_some())
 }
 
 #[cfg(test)]
@@ -303,6 +541,34 @@ mod tests {
         let config =
             Config::from_vars(vars(&[("REDIS_URL", "redis://:hunter2@localhost:1")])).unwrap();
         assert!(!format!("{config:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn otlp_variables_are_checked_at_start() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert!(!config.otlp_export_enabled());
+        let config = Config::from_vars(vars(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4317"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ]))
+        .unwrap();
+        assert!(config.otlp_export_enabled());
+        assert_eq!(config.otel_exporter_otlp_protocol, Some(OtlpProtocol::Grpc));
+        let config = Config::from_vars(vars(&[(
+            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+            "http://collector:4318/v1/traces",
+        )]))
+        .unwrap();
+        assert!(config.otlp_export_enabled());
+        for (variable, value) in [
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "udp"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "https://collector:4317"),
+            ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "collector:4318"),
+        ] {
+            let err = Config::from_vars(vars(&[(variable, value)])).unwrap_err();
+            assert_eq!(err.variable, variable, "{value}");
+        }
     }
 
     #[test]

@@ -15,9 +15,10 @@
 //! - [`error`]: API.md's error codes and their one HTTP mapping.
 //! - [`store`]: the store contract and its two implementations.
 //! - [`rooms`]: the operations every transport calls.
+//! - [`limits`]: rate limits, connection caps, the client's IP address.
 //! - [`http`]: the router, extractors and handlers.
 //! - [`app`]: build the server on a listener and run it until shutdown.
-//! - [`telemetry`]: logs and metrics.
+//! - [`telemetry`]: logs (text or Cloud Logging JSON), OpenTelemetry traces, metrics.
 
 pub mod app;
 pub mod config;
@@ -25,6 +26,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod limits;
 pub mod presence;
 pub mod rooms;
 pub mod store;

@@ -1,5 +1,6 @@
-//! The `chat-server` binary: configuration from the environment, logs, the app on
-//! `$HOST:$PORT`, and a graceful stop on SIGTERM or Ctrl-C.
+//! The `chat-server` binary: configuration from the environment, logs and traces, the app on
+//! `$HOST:$PORT`, a graceful stop on SIGTERM or Ctrl-C, and the last spans flushed on the way
+//! out.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -15,7 +16,13 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init_logging(config.effective_log_format());
+    let telemetry = telemetry::init(&config);
+    let code = serve(config).await;
+    telemetry.shutdown().await;
+    code
+}
+
+async fn serve(config: Config) -> ExitCode {
     let addr = SocketAddr::new(config.host, config.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,

@@ -5,6 +5,7 @@
 //! reactor), and store outcomes become API.md's errors. Nothing here knows about HTTP,
 //! WebSocket or SSE.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use argon2::Argon2;
@@ -15,6 +16,7 @@ use crate::domain::{
     Username,
 };
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::store::{
     Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
     NewMember, NewMessage, PostOutcome, RoomAccess, Store,
@@ -37,13 +39,15 @@ pub const MAX_HISTORY_PAGE: usize = 200;
 pub struct Rooms {
     store: Arc<dyn Store>,
     max_message_bytes: usize,
+    limits: Arc<Limits>,
 }
 
 impl Rooms {
-    pub fn new(store: Arc<dyn Store>, max_message_bytes: usize) -> Self {
+    pub fn new(store: Arc<dyn Store>, max_message_bytes: usize, limits: Arc<Limits>) -> Self {
         Self {
             store,
             max_message_bytes,
+            limits,
         }
     }
 
@@ -55,13 +59,15 @@ impl Rooms {
         self.max_message_bytes
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.create_room", skip_all, fields(chat.room = %room))]
     pub async fn create_room(
         &self,
+        client: IpAddr,
         room: RoomId,
         username: Username,
         secret: Option<RoomSecret>,
     ) -> Result<Joined, ApiError> {
+        self.limits.check_join(client)?;
         let secret_hash = match secret {
             Some(secret) => Some(hash_secret(secret).await?),
             None => None,
@@ -83,13 +89,15 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.join", skip_all, fields(chat.room = %room))]
     pub async fn join(
         &self,
+        client: IpAddr,
         room: RoomId,
         username: Username,
         secret: Option<RoomSecret>,
     ) -> Result<Joined, ApiError> {
+        self.limits.check_join(client)?;
         let expected_secret_hash = match self.store.room_access(&room).await? {
             RoomAccess::NotFound => return Err(ApiError::RoomNotFound),
             RoomAccess::Open => None,
@@ -116,13 +124,16 @@ impl Rooms {
             }),
             JoinOutcome::RoomNotFound => Err(ApiError::RoomNotFound),
             JoinOutcome::UsernameTaken => Err(ApiError::UsernameTaken),
+            JoinOutcome::RoomFull => Err(ApiError::forbidden(
+                "this room has the most members it may have",
+            )),
             JoinOutcome::AccessChanged => Err(ApiError::forbidden(
                 "the room changed while joining, try again",
             )),
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.leave", skip_all, fields(chat.room = %room))]
     pub async fn leave(
         &self,
         room: &RoomId,
@@ -141,7 +152,7 @@ impl Rooms {
         MessageText::parse(raw, self.max_message_bytes)
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.post", skip_all, fields(chat.room = %room))]
     pub async fn post(
         &self,
         room: RoomId,
@@ -149,6 +160,7 @@ impl Rooms {
         message: MessageText,
         idempotency_key: Option<ClientMsgId>,
     ) -> Result<ChatMessage, ApiError> {
+        self.limits.check_message(&room, &token_hash)?;
         let outcome = self
             .store
             .post(NewMessage {
@@ -167,7 +179,7 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.history", skip_all, fields(chat.room = %room))]
     pub async fn history(
         &self,
         room: &RoomId,
@@ -181,7 +193,7 @@ impl Rooms {
         authorized(self.store.history(room, token_hash, before, limit).await?)
     }
 
-    #[tracing::instrument(skip_all, fields(room = %room))]
+    #[tracing::instrument(name = "rooms.members", skip_all, fields(chat.room = %room))]
     pub async fn members(
         &self,
         room: &RoomId,

@@ -12,11 +12,19 @@
 # its --service, so the two agree without passing each name around.
 #
 # The server's environment (README "Configuration"; checked by deploy/tests/test_consistency.py):
-# Env set here: REDIS_URL (from Secret Manager), SSL_CERT_FILE (Memorystore's CA), RUST_LOG
+# Env set here: REDIS_URL (from Secret Manager), SSL_CERT_FILE (Memorystore's CA), RUST_LOG, GOOGLE_CLOUD_PROJECT (log lines link their traces)
 # Left unset (Cloud Run sets them): PORT, K_SERVICE
 # Left unset (server defaults): HOST, REDIS_TIMEOUT_MS, MAX_MESSAGE_BYTES, HISTORY_LIMIT, MEMBER_TTL_SECS, ROOM_TTL_SECS
 # Left unset (server defaults): IDEMPOTENCY_TTL_SECS, SSE_KEEPALIVE_SECS, WS_MAX_LIFETIME_SECS, WS_PING_SECS
-# Left unset (server defaults): CLIENT_QUEUE_LEN, SHUTDOWN_GRACE_SECS, LOG_FORMAT
+# Left unset (server defaults): CLIENT_QUEUE_LEN, SHUTDOWN_GRACE_SECS, HEADER_READ_TIMEOUT_SECS
+# Left unset (server defaults, right on Cloud Run once K_SERVICE is set): LOG_FORMAT, TRUSTED_PROXY_HOPS
+# Left unset (rate limits, server defaults): RATE_LIMITS, RATE_MESSAGES_PER_SEC, RATE_MESSAGE_BURST, RATE_WS_EVENTS_PER_SEC
+# Left unset (rate limits, server defaults): RATE_WS_EVENT_BURST, RATE_REST_PER_SEC, RATE_REST_BURST, RATE_JOINS_PER_MIN, RATE_JOIN_BURST
+# Left unset (caps, server defaults): MAX_CONNECTIONS_PER_IP, MAX_ROOMS_PER_CONNECTION, MAX_MEMBERS_PER_ROOM, MAX_CONNECTIONS
+# Left unset (any origin, said in the log, until you list yours): ALLOWED_ORIGINS
+# Left unset (no trace export without a collector; the service name follows K_SERVICE): OTEL_EXPORTER_OTLP_ENDPOINT
+# Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
+# Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_SERVICE_NAME
 # (any of the defaulted ones can be set through var.extra_env)
 
 locals {
@@ -334,6 +342,13 @@ resource "google_cloud_run_v2_service" "chat" {
       env {
         name  = "RUST_LOG"
         value = var.rust_log
+      }
+
+      # Cloud Run does not set it; with it, JSON log lines name their trace as Cloud Logging
+      # links it to Cloud Trace.
+      env {
+        name  = "GOOGLE_CLOUD_PROJECT"
+        value = var.project_id
       }
 
       dynamic "env" {

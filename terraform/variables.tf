@@ -182,13 +182,13 @@ variable "rust_log" {
 }
 
 variable "extra_env" {
-  description = "More environment variables for the server (README \"Configuration\"), e.g. { HISTORY_LIMIT = \"5000\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL and SSL_CERT_FILE (set here)."
+  description = "More environment variables for the server (README \"Configuration\"), e.g. { ALLOWED_ORIGINS = \"https://chat.example.com\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT and RUST_LOG (set here)."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "RUST_LOG"])) == 0
-    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE or RUST_LOG (use rust_log)."
+    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "RUST_LOG", "GOOGLE_CLOUD_PROJECT"])) == 0
+    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT or RUST_LOG (use rust_log)."
   }
 }
 
@@ -209,7 +209,7 @@ variable "deletion_protection" {
 }
 
 variable "grant_cloud_trace_agent" {
-  description = "Grant the runtime service account roles/cloudtrace.agent, needed only when traces are exported straight to Cloud Trace (OTEL_EXPORTER_OTLP_ENDPOINT in extra_env)."
+  description = "Grant the runtime service account roles/cloudtrace.agent: needed only when an OpenTelemetry Collector sidecar (OTEL_EXPORTER_OTLP_ENDPOINT in extra_env points at it) exports the spans to Cloud Trace with the service's identity."
   type        = bool
   default     = false
 }

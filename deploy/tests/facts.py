@@ -114,9 +114,12 @@ def readme() -> str:
 
 @lru_cache
 def readme_config_table() -> set[str]:
-    """First-column names of the table in README "## Configuration"."""
+    """The variables named in the first column of the table in README "## Configuration"."""
     section = markdown_section(readme(), "Configuration")
-    names = set(re.findall(r"^\|\s*`([A-Z][A-Z0-9_]*)`\s*\|", section, re.MULTILINE))
+    names: set[str] = set()
+    # A row may name several variables in its first cell: `A` / `B`.
+    for first_cell in re.findall(r"^\|([^|]*)\|", section, re.MULTILINE):
+        names.update(re.findall(r"`([A-Z][A-Z0-9_]*)`", first_cell))
     assert names, "README's Configuration section has no table of variables"
     return names
 

@@ -213,6 +213,9 @@ def test_service_yaml_and_terraform_carry_the_same_settings():
     volume = spec["volumes"][0]["secret"]
     assert volume["secretName"] == "${SERVICE}-redis-ca"
     assert v(yaml_env["RUST_LOG"]["value"]) == v(facts.tf_variables()["rust_log"]["default"])
+    tf_env = {facts.unquote(env["name"]): env for env in facts.hcl_blocks(tf_container, "env")}
+    assert yaml_env["GOOGLE_CLOUD_PROJECT"]["value"] == "${PROJECT_ID}"
+    assert tf_env["GOOGLE_CLOUD_PROJECT"]["value"] == "${var.project_id}"
 
     # Direct VPC egress into the service's own network, private ranges only.
     interfaces = annotations["run.googleapis.com/network-interfaces"]

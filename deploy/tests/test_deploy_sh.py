@@ -150,7 +150,9 @@ def test_external_redis_drops_the_vpc_and_the_ca(stubs):
     assert "run.googleapis.com/network-interfaces" not in annotations
     assert "run.googleapis.com/vpc-access-egress" not in annotations
     container = facts.knative_container(doc)
-    assert {entry["name"] for entry in container["env"]} == {"REDIS_URL", "RUST_LOG"}
+    env = {entry["name"]: entry for entry in container["env"]}
+    assert set(env) == {"REDIS_URL", "RUST_LOG", "GOOGLE_CLOUD_PROJECT"}
+    assert env["GOOGLE_CLOUD_PROJECT"]["value"] == "my-project-1"
     assert "volumeMounts" not in container and "volumes" not in doc["spec"]["template"]["spec"]
     assert any(
         call.startswith("gcloud run services add-iam-policy-binding chat-server")

@@ -11,6 +11,7 @@ use serde::de::DeserializeOwned;
 
 use crate::domain::{MemberToken, TokenHash};
 use crate::error::ApiError;
+use crate::limits::ClientIp;
 
 /// A JSON body. Wrong content type → 415, too large → 413, anything else unreadable → 400.
 pub struct ApiJson<T>(pub T);
@@ -107,4 +108,19 @@ pub fn bearer_from(headers: &HeaderMap) -> Option<TokenHash> {
     let token = token.trim();
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
         .then(|| MemberToken::presented(token).hash())
+}
+
+/// The client's IP address, as the `identify_client` middleware decided it.
+impl<S: Send + Sync> FromRequestParts<S> for ClientIp {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The middleware runs on every route; without it (a router built elsewhere) the
+        // request is treated as local.
+        Ok(parts
+            .extensions
+            .get::<ClientIp>()
+            .copied()
+            .unwrap_or(ClientIp(std::net::IpAddr::from([127, 0, 0, 1]))))
+    }
 }

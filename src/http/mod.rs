@@ -1,12 +1,19 @@
-//! The HTTP surface: every route in one [`router`], the shared [`AppState`], and the
-//! request metrics middleware. Transports are thin adapters over [`crate::rooms::Rooms`].
+//! The HTTP surface: every route in one [`router`] (the API and the embedded browser client),
+//! the shared [`AppState`], and the middleware every request passes (client identification,
+//! REST rate limit, CORS, metrics, tracing). Transports are thin adapters over
+//! [`crate::rooms::Rooms`].
 
+pub mod client;
 pub mod extract;
 pub mod health;
 pub mod openapi;
+pub mod origins;
 pub mod rest;
+pub mod serve;
 pub mod sse;
 pub mod ws;
+
+pub use origins::Origins;
 
 use std::time::Instant;
 
@@ -17,7 +24,9 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, OnResponse, TraceLayer};
+use tracing::Span;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +34,16 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use std::net::SocketAddr;
+
+use axum::extract::ConnectInfo;
+
 use crate::error::ApiError;
 use crate::hub::Hub;
+use crate::limits::{ClientIp, Limits, client_ip};
 use crate::presence::Presence;
 use crate::rooms::Rooms;
+use crate::telemetry;
 
 /// Request bodies (and WebSocket frames) are limited to 64 KiB, as API.md says.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -36,6 +51,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    pub limits: Arc<Limits>,
+    pub origins: Arc<Origins>,
     pub rooms: Rooms,
     pub metrics: PrometheusHandle,
     pub realtime: Arc<Realtime>,
@@ -61,30 +78,47 @@ pub struct StreamSettings {
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let rooms = Router::new()
         .route("/rooms", post(rest::create_room))
         .route(
             "/rooms/{roomId}/members",
             post(rest::join_room).get(rest::members),
         )
-        .route("/rooms/{roomId}/members/{username}", delete(rest::leave_room))
+        .route(
+            "/rooms/{roomId}/members/{username}",
+            delete(rest::leave_room),
+        )
         .route(
             "/rooms/{roomId}/messages",
             post(rest::post_message).get(rest::history),
         )
         .route("/rooms/{roomId}/events", get(sse::events))
+        .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));
+    Router::new()
+        .merge(rooms)
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
+        .route("/", get(client::index))
+        .route("/client/{file}", get(client::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), record_request))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            // The path only: query strings may carry a token (`?token=` for EventSource).
-            tracing::info_span!("http", method = %request.method(), path = %request.uri().path())
-        }))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            record_request,
+        ))
+        .layer(state.origins.cors())
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            identify_client,
+        ))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_response(record_response),
+        )
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }
@@ -106,6 +140,76 @@ fn with_status(error: ApiError, status: StatusCode) -> Response {
     let mut response = error.into_response();
     *response.status_mut() = status;
     response
+}
+
+/// Decides the request's client IP once (see [`client_ip`]) for every limit that needs it.
+async fn identify_client(
+    State(state): State<AppState>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| *peer)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let ip = client_ip(request.headers(), peer, state.limits.trusted_proxy_hops);
+    request.extensions_mut().insert(ClientIp(ip));
+    next.run(request).await
+}
+
+/// REST requests per client IP.
+async fn limit_rest(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let allowed = request
+        .extensions()
+        .get::<ClientIp>()
+        .map_or(Ok(()), |ClientIp(ip)| state.limits.check_rest(*ip));
+    match allowed {
+        Ok(()) => next.run(request).await,
+        Err(err) => err.into_response(),
+    }
+}
+
+/// The request's span, which is also its OpenTelemetry server span: named after the route
+/// template (`GET /rooms/{roomId}/messages`), a child of the caller's span when the request
+/// carries trace context. The path only, never the query: `?token=` carries a member token.
+fn request_span(request: &Request) -> Span {
+    let method = request.method().as_str();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(MatchedPath::as_str);
+    // Unmatched paths are named by the method alone, as OpenTelemetry's conventions say, so
+    // span names stay a bounded set.
+    let name = match route {
+        Some(route) => format!("{method} {route}"),
+        None => method.to_owned(),
+    };
+    let span = tracing::info_span!(
+        "http.request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        url.path = request.uri().path(),
+        http.response.status_code = tracing::field::Empty,
+    );
+    if let Some(parent) = telemetry::traces::remote_parent(request.headers()) {
+        // Fails only without an OpenTelemetry layer (an app built in-process, as the tests
+        // do), where there are no trace ids to continue; the span was not entered yet.
+        let _no_layer = span.set_parent(parent);
+    }
+    span
+}
+
+/// The status on the request's span; a 5xx marks the span as failed (4xx are the client's).
+fn record_response(response: &Response, latency: Duration, span: &Span) {
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    DefaultOnResponse::new().on_response(response, latency, span);
 }
 
 /// Counts requests and their latency by route template (never the raw path, which holds room

@@ -12,6 +12,7 @@ use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, BearerToken};
 use crate::domain::{ChatMessage, ClientMsgId, EventId, RoomId, RoomSecret, Username};
 use crate::error::{ApiError, ErrorBody};
+use crate::limits::ClientIp;
 use crate::rooms::Joined;
 
 /// `POST /rooms`.
@@ -120,12 +121,16 @@ fn optional_secret(raw: Option<String>) -> Result<Option<RoomSecret>, ApiError> 
 )]
 pub async fn create_room(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<CreateRoomRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
     let room = RoomId::parse(&body.room_id)?;
     let username = Username::parse(&body.username)?;
     let secret = optional_secret(body.secret)?;
-    let joined = state.rooms.create_room(room, username, secret).await?;
+    let joined = state
+        .rooms
+        .create_room(client, room, username, secret)
+        .await?;
     Ok((StatusCode::CREATED, Json(joined.into())))
 }
 
@@ -144,13 +149,14 @@ pub async fn create_room(
 )]
 pub async fn join_room(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<JoinRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
     let room = RoomId::parse(&room)?;
     let username = Username::parse(&body.username)?;
     let secret = optional_secret(body.secret)?;
-    let joined = state.rooms.join(room, username, secret).await?;
+    let joined = state.rooms.join(client, room, username, secret).await?;
     Ok((StatusCode::CREATED, Json(joined.into())))
 }
 

@@ -23,6 +23,7 @@ use crate::domain::{EventId, EventKind, MemberToken, RoomId, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Inbox, Subscription, mailbox};
 use crate::presence::Hold;
+use crate::telemetry;
 
 /// Tells EventSource how long to wait before reconnecting.
 const RETRY_MS: u64 = 3000;
@@ -178,6 +179,7 @@ impl EventStream {
                 let mut taken = 0;
                 while let Some(frame) = next.take() {
                     chunk.extend_from_slice(&frame.sse_bytes());
+                    telemetry::record_delivery("sse", frame.event.id);
                     taken += 1;
                     if removes(&frame.event.kind, &self.username) {
                         self.ended = true;

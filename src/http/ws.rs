@@ -9,15 +9,21 @@
 //! connection sees its own join event and everything after it exactly once.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::response::Response;
+use axum::http::header::{HOST, ORIGIN};
+use axum::http::{HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
+use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tracing::{Instrument, Span};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::AppState;
 use crate::domain::{
@@ -25,18 +31,44 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 use crate::hub::{Frame, Inbox, Mailbox, Subscription, mailbox};
+use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
+use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// How many queued frames one write batch takes before flushing.
 const WRITE_BATCH: usize = 64;
 
+const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_RESTART: u16 = 1012;
 const CLOSE_SLOW: u16 = 1013;
+const RESTARTING: &str = "server restarting, reconnect and resume";
+const TOO_SLOW: &str = "too slow, reconnect and resume";
 
-pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Response {
+pub async fn upgrade(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    ws: WebSocketUpgrade,
+) -> Response {
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    // Browsers send Origin on WebSocket upgrades but apply no CORS to them: check it here, or
+    // any site could use its visitors' browsers against this server.
+    if !state.origins.allows(header(ORIGIN), header(HOST)) {
+        return ApiError::forbidden("this origin may not open WebSockets here").into_response();
+    }
+    let slot = match state.limits.open_stream(client, true) {
+        Ok(slot) => slot,
+        Err(err) => return err.into_response(),
+    };
+    // The upgrade request's span ends with the 101; the connection's event spans link to it.
+    let upgraded_in = Span::current().context().span().span_context().clone();
     // Small buffers: most connections are idle most of the time, and tungstenite's defaults
     // (128 KiB each way) would dominate the memory of an idle connection.
     ws.read_buffer_size(4 * 1024)
@@ -46,7 +78,7 @@ pub async fn upgrade(State(state): State<AppState>, ws: WebSocketUpgrade) -> Res
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| {
             let tasks = state.realtime.tasks.clone();
-            tasks.track_future(Connection::new(socket, state).run())
+            tasks.track_future(Connection::new(socket, state, client, slot, upgraded_in).run())
         })
 }
 
@@ -65,10 +97,18 @@ struct Held {
 struct Connection {
     socket: WebSocket,
     state: AppState,
+    client: IpAddr,
+    /// This connection's place under its client's connection cap.
+    _slot: StreamSlot,
+    /// Client events per connection (`None` when rate limits are off).
+    events: Option<WsEventLimiter>,
     mailbox: Mailbox,
     inbox: Inbox,
     held: HashMap<RoomId, Held>,
     last_heard: Instant,
+    /// The span of the upgrade request, linked from every client event's span: a connection
+    /// lives up to an hour, too long to keep its events in the request's trace.
+    upgraded_in: SpanContext,
 }
 
 /// Why the connection loop ended.
@@ -158,16 +198,27 @@ impl Outcome {
 }
 
 impl Connection {
-    fn new(socket: WebSocket, state: AppState) -> Self {
+    fn new(
+        socket: WebSocket,
+        state: AppState,
+        client: IpAddr,
+        slot: StreamSlot,
+        upgraded_in: SpanContext,
+    ) -> Self {
         let (mailbox, inbox) = mailbox(state.realtime.settings.client_queue_len);
         metrics::gauge!("chat_open_connections", "transport" => "websocket").increment(1.0);
+        let events = state.limits.ws_event_limiter();
         Self {
             socket,
+            client,
+            _slot: slot,
+            events,
             state,
             mailbox,
             inbox,
             held: HashMap::new(),
             last_heard: Instant::now(),
+            upgraded_in,
         }
     }
 
@@ -202,8 +253,8 @@ impl Connection {
         loop {
             tokio::select! {
                 biased;
-                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, "server restarting, reconnect and resume"),
-                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, "too slow, reconnect and resume"),
+                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
+                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
                 () = &mut lifetime => return End::Close(CLOSE_RESTART, "connection lifetime reached, reconnect and resume"),
                 incoming = self.socket.recv() => {
                     self.last_heard = Instant::now();
@@ -214,8 +265,14 @@ impl Connection {
                             _ => End::Gone,
                         },
                         Some(Ok(message)) => {
-                            if let Some(end) = self.on_message(message).await {
-                                return end;
+                            // The reply's write may block on a client that does not read.
+                            tokio::select! {
+                                biased;
+                                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
+                                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
+                                end = self.on_message(message) => if let Some(end) = end {
+                                    return end;
+                                },
                             }
                         }
                     }
@@ -227,8 +284,8 @@ impl Connection {
                     // queue overflows meanwhile, or on shutdown.
                     tokio::select! {
                         biased;
-                        () = stopping.cancelled() => return End::Close(CLOSE_RESTART, "server restarting, reconnect and resume"),
-                        () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, "too slow, reconnect and resume"),
+                        () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
+                        () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
                         end = self.forward(frame) => if let Some(end) = end {
                             return end;
                         },
@@ -255,6 +312,7 @@ impl Connection {
                 if self.socket.feed(Message::Text(text)).await.is_err() {
                     return Some(End::Gone);
                 }
+                telemetry::record_delivery("websocket", frame.event.id);
                 written += 1;
             }
             if written < WRITE_BATCH {
@@ -299,6 +357,18 @@ impl Connection {
             Message::Ping(_) | Message::Pong(_) => return None,
             Message::Close(_) => return Some(End::Gone),
         };
+        match self.events.as_ref().map(WsEventLimiter::check) {
+            None | Some(Ok(())) => {}
+            Some(Err(Refused::Hammering)) => {
+                return Some(End::Close(CLOSE_POLICY, "too many events, slow down"));
+            }
+            Some(Err(Refused::Limited(limited))) => {
+                let reference = serde_json::from_str::<Value>(text.as_str())
+                    .ok()
+                    .and_then(|value| value.get("ref").cloned());
+                return self.reply_error(reference, limited).await;
+            }
+        }
         let event: ClientEvent = match serde_json::from_str(text.as_str()) {
             Ok(event) => event,
             Err(_) => {
@@ -316,15 +386,28 @@ impl Connection {
         };
         let reference = event.reference.clone();
         let started = Instant::now();
-        let name = event.event.clone();
-        let span = tracing::info_span!("ws.event", event = %name);
-        let outcome = tracing::Instrument::instrument(self.handle(event), span).await;
-        let known = matches!(
-            name.as_str(),
-            "create:room" | "add:member" | "create:chat" | "remove:member" | "resume"
+        let name = event_name(&event.event);
+        // Each client event is the root of its own trace, linked to the upgrade request.
+        let span = tracing::info_span!(
+            parent: None,
+            "ws.event",
+            otel.name = format!("ws {name}"),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            chat.event = name,
+            chat.room = tracing::field::Empty,
+            chat.outcome = tracing::field::Empty,
         );
-        let label = if known { name } else { "unknown".to_owned() };
-        metrics::histogram!("chat_ws_event_duration_seconds", "event" => label)
+        span.add_link(self.upgraded_in.clone());
+        let outcome = self.handle(event).instrument(span.clone()).await;
+        span.record(
+            "chat.outcome",
+            outcome.as_ref().map_or_else(ApiError::code, |_| "ack"),
+        );
+        if matches!(outcome, Err(ApiError::Unavailable)) {
+            span.record("otel.status_code", "error");
+        }
+        metrics::histogram!("chat_ws_event_duration_seconds", "event" => name)
             .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(outcome) => {
@@ -387,20 +470,30 @@ impl Connection {
 
     fn ensure_not_held(&self, room: &RoomId) -> Result<(), ApiError> {
         if self.held.contains_key(room) {
-            Err(ApiError::invalid(
+            return Err(ApiError::invalid(
                 "this connection already holds a membership in this room",
-            ))
-        } else {
-            Ok(())
+            ));
         }
+        self.ensure_room_for_one_more()
+    }
+
+    fn ensure_room_for_one_more(&self) -> Result<(), ApiError> {
+        if self.held.len() >= self.state.limits.max_rooms_per_connection {
+            return Err(ApiError::forbidden(
+                "this connection holds the most rooms it may; use another connection",
+            ));
+        }
+        Ok(())
     }
 
     async fn join(&mut self, data: JoinData, create: bool) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let username = Username::parse(&data.username)?;
         let secret = data.secret.map(RoomSecret::parse).transpose()?;
         // A room this connection holds exists, so creating it again is `room_exists`.
-        if !create {
+        if create {
+            self.ensure_room_for_one_more()?;
+        } else {
             self.ensure_not_held(&room)?;
         }
         // Subscribe first (live), so the join event and everything after it arrive here.
@@ -412,9 +505,13 @@ impl Connection {
             .await?;
         let rooms = &self.state.rooms;
         let joined = if create {
-            rooms.create_room(room.clone(), username, secret).await?
+            rooms
+                .create_room(self.client, room.clone(), username, secret)
+                .await?
         } else {
-            rooms.join(room.clone(), username, secret).await?
+            rooms
+                .join(self.client, room.clone(), username, secret)
+                .await?
         };
         // A new room's events are all this member's to see; in an existing room, from its join.
         let from = if create {
@@ -448,7 +545,7 @@ impl Connection {
     }
 
     async fn chat(&mut self, data: ChatData) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let message = self.state.rooms.message(data.message)?;
         let idempotency_key = data
             .client_msg_id
@@ -501,7 +598,7 @@ impl Connection {
     }
 
     async fn remove(&mut self, data: RemoveData) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let target = Username::parse(&data.username)?;
         let token_hash = match self
             .held
@@ -535,7 +632,7 @@ impl Connection {
     }
 
     async fn resume(&mut self, data: ResumeData) -> Result<Outcome, ApiError> {
-        let room = RoomId::parse(&data.room_id)?;
+        let room = event_room(&data.room_id)?;
         let after = data
             .last_event_id
             .as_deref()
@@ -579,6 +676,29 @@ impl Connection {
             replay: replay.events,
         })
     }
+}
+
+/// The client event's name as spans and metrics show it: one of a bounded set, as what the
+/// client sent is any string.
+fn event_name(sent: &str) -> &'static str {
+    const KNOWN: [&str; 5] = [
+        "create:room",
+        "add:member",
+        "create:chat",
+        "remove:member",
+        "resume",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|known| *known == sent)
+        .unwrap_or("unknown")
+}
+
+/// The event's room, also recorded on the event's span once it is known to be a room id.
+fn event_room(raw: &str) -> Result<RoomId, ApiError> {
+    let room = RoomId::parse(raw)?;
+    Span::current().record("chat.room", room.as_str());
+    Ok(room)
 }
 
 /// On WebSocket, an action for a room without a valid membership is `not_member`.

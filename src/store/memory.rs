@@ -154,6 +154,9 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut appended = Vec::new();
         let answer = f(&mut rooms, now_ms(), &mut appended);
+        for event in &appended {
+            super::count_appended(event.kind.name(), 1);
+        }
         if let Some(sink) = self.sink.get() {
             for event in appended {
                 sink.deliver(FeedItem::Event(event));
@@ -256,6 +259,9 @@ impl Store for MemoryStore {
             }
             if room.members.contains_key(member.username.key()) {
                 return JoinOutcome::UsernameTaken;
+            }
+            if room.members.len() >= self.settings.max_members_per_room {
+                return JoinOutcome::RoomFull;
             }
             room.add_member(&member, deadline);
             let username = member.username.as_str().to_owned();

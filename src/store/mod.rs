@@ -21,6 +21,7 @@
 
 pub mod memory;
 pub mod redis;
+pub mod traced;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,6 +53,8 @@ pub struct StoreSettings {
     pub idempotency_ttl_secs: u64,
     /// How long a holder's mark keeps a member online without being refreshed.
     pub online_ttl_ms: u64,
+    /// Joins beyond this many members are refused.
+    pub max_members_per_room: usize,
 }
 
 /// A member about to be added to a room.
@@ -84,6 +87,8 @@ pub enum JoinOutcome {
     Joined(EventId),
     RoomNotFound,
     UsernameTaken,
+    /// The room has `max_members_per_room` members already.
+    RoomFull,
     /// The room's secret is not the one the caller checked against (it was deleted and
     /// recreated in between): the join is refused rather than let in unchecked.
     AccessChanged,
@@ -142,6 +147,12 @@ pub struct NewMessage {
     pub token_hash: TokenHash,
     pub message: MessageText,
     pub idempotency_key: Option<ClientMsgId>,
+}
+
+/// Counts events appended to room logs, by event name (`create:chat:success`…). Each store
+/// calls it where an append is known to have happened: an idempotent replay appends nothing.
+pub(crate) fn count_appended(event: &'static str, count: u64) {
+    metrics::counter!("chat_room_events_appended_total", "event" => event).increment(count);
 }
 
 /// The room log and membership: see the module documentation for the guarantees.

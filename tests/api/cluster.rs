@@ -108,6 +108,81 @@ async fn three_instances_deliver_one_order_to_everyone() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_while_the_feed_is_down_are_filled_from_the_log() {
+    let redis = RedisServer::start();
+    let receiving = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let sending = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let room = unique_room("feed-gap");
+    let sender = sending.create_room(&room, "sender").await;
+    let mut receiver = WsClient::connect(&receiving.base_url).await;
+    receiver
+        .ack(
+            "add:member",
+            "j",
+            json!({"roomId": room, "username": "receiver"}),
+        )
+        .await;
+    // Cut every pub/sub connection, then publish at once: the event is published while the
+    // receiving instance is not subscribed, and nothing follows it that could reveal the gap.
+    // Only the resync after the feed reconnects can bring it. Then a burst, whose first events
+    // are lost the same way and whose later ones reveal the gap through their `prev`.
+    for round in 0..5 {
+        let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+        assert_ne!(
+            killed, "0",
+            "the receiving instance had a pub/sub connection"
+        );
+        let lone = sending
+            .say(&room, &sender.token, &format!("lone {round}"))
+            .await
+            .id;
+        assert_eq!(chat_ids(&mut receiver, 1).await, vec![lone]);
+    }
+    let killed = redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+    assert_ne!(killed, "0");
+    let mut sent = Vec::new();
+    for n in 0..20 {
+        sent.push(
+            sending
+                .say(&room, &sender.token, &format!("burst {n}"))
+                .await
+                .id,
+        );
+    }
+    assert_eq!(chat_ids(&mut receiver, sent.len()).await, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_listens_only_to_rooms_with_connections_here() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let watched = unique_room("watched");
+    let quiet = unique_room("quiet");
+    app.create_room(&watched, "a").await;
+    app.create_room(&quiet, "b").await;
+    let channels = || redis.command_list(&["PUBSUB", "CHANNELS", "room:*"]);
+    assert!(channels().is_empty(), "no connection yet: {:?}", channels());
+    let mut ws = WsClient::connect(&app.base_url).await;
+    ws.ack(
+        "add:member",
+        "j",
+        json!({"roomId": watched, "username": "w"}),
+    )
+    .await;
+    assert_eq!(channels(), vec![format!("room:{{{watched}}}")]);
+    ws.close().await;
+    eventually(
+        "the room's channel to be dropped",
+        Duration::from_secs(10),
+        || {
+            let empty = channels().is_empty();
+            async move { empty.then_some(()) }
+        },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_instance_s_members_time_out_and_its_clients_resume_elsewhere() {
     let redis = RedisServer::start();
     let url = redis.url();

@@ -6,11 +6,17 @@
 //! - [`rest`]: API.md's REST table, row by row, on both stores.
 //! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
 //! - [`faults`]: Redis going away and coming back (Redis only).
+//! - [`abuse`]: rate limits, caps, slowloris, origins, abusive crowds, no leaked secrets.
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
+//! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
+//! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
+//!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
+//! - [`telemetry`]: spans exported to OTLP receivers the tests start (HTTP and gRPC), Cloud
+//!   Logging JSON lines with the caller's trace, and `/metrics` without ids in labels.
 //!
 //! Nothing here sleeps to synchronise: servers are bound before they are used, and every
 //! condition that needs time (a lease lapsing, Redis coming back) is polled under a deadline.
@@ -18,9 +24,13 @@
 #[macro_use]
 mod support;
 
+mod abuse;
 mod bad_input;
+mod browser;
 mod cluster;
 mod concurrency;
 mod faults;
+mod readme;
 mod realtime;
 mod rest;
+mod telemetry;

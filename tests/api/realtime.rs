@@ -322,7 +322,7 @@ conformance! {
     }
 
     async fn a_client_that_stops_reading_is_closed_and_the_room_goes_on(backend: Backend) {
-        let app = TestApp::spawn(backend, &[("CLIENT_QUEUE_LEN", "32")]).await;
+        let app = TestApp::spawn(backend, &[("CLIENT_QUEUE_LEN", "32"), ("RATE_LIMITS", "off")]).await;
         let room = unique_room("slow");
         let (mut alice, ack) = ws_create(&app, &room, "alice").await;
         let token = ack["token"].as_str().unwrap().to_owned();

@@ -28,6 +28,7 @@ use redis::{Script, Value};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span};
 
 use super::memory::page_from_newest_first;
 use super::{
@@ -149,7 +150,13 @@ impl RedisStore {
         exchange: impl Future<Output = redis::RedisResult<T>>,
     ) -> StoreResult<T> {
         let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.timeout, exchange).await;
+        let span = exchange_span(what);
+        let result = tokio::time::timeout(self.timeout, exchange)
+            .instrument(span.clone())
+            .await;
+        if !matches!(result, Ok(Ok(_))) {
+            span.record("otel.status_code", "error");
+        }
         metrics::histogram!("chat_redis_round_trip_seconds", "op" => what)
             .record(started.elapsed().as_secs_f64());
         match result {
@@ -264,12 +271,14 @@ impl RedisStore {
         member: &NewMember,
         secret_hash: Option<&str>,
     ) -> StoreResult<Reply> {
+        let max_members = self.settings.max_members_per_room.to_string();
         let args = [
             member.username.key(),
             member.username.as_str(),
             member.token_hash.as_str(),
             &self.lease_ttl(),
             secret_hash.unwrap_or(""),
+            &max_members,
         ];
         self.room_script(what, script, &member.room, None, &args, true)
             .await
@@ -302,7 +311,9 @@ impl RedisStore {
                     "" => Some((now_ms() + self.settings.member_ttl_ms) as f64),
                     deadline => Some(deadline.parse::<f64>().map_err(|_| malformed("deadline"))?),
                 };
-                (usize::try_from(timed_out).unwrap_or(0), next)
+                let timed_out = usize::try_from(timed_out).unwrap_or(0);
+                super::count_appended("remove:member:success", timed_out as u64);
+                (timed_out, next)
             }
             _ => return Err(malformed("sweep status")),
         };
@@ -331,6 +342,23 @@ impl RedisStore {
             .await?;
         Ok(())
     }
+}
+
+/// A client span for one Redis exchange, inside the store operation's span. None outside a
+/// traced operation (the housekeeping sweeps, whose spans traces leave out): there it would
+/// start a trace of its own every second.
+fn exchange_span(what: &'static str) -> Span {
+    if crate::telemetry::traces::current_span_context().is_none() {
+        return Span::none();
+    }
+    tracing::info_span!(
+        "redis",
+        otel.name = format!("redis {what}"),
+        otel.kind = "client",
+        otel.status_code = tracing::field::Empty,
+        db.system.name = "redis",
+        db.operation.name = what,
+    )
 }
 
 fn now_ms() -> u64 {
@@ -494,7 +522,12 @@ impl Store for RedisStore {
                 .add_member("create_room", &CREATE, &member, secret_hash.as_deref())
                 .await?;
             match reply.status.as_str() {
-                "ok" => Ok(CreateOutcome::Created(reply.event_id(0)?)),
+                "ok" => {
+                    let joined = reply.event_id(0)?;
+                    super::count_appended("create:room:success", 1);
+                    super::count_appended("add:member:success", 1);
+                    Ok(CreateOutcome::Created(joined))
+                }
                 "room_exists" => Ok(CreateOutcome::RoomExists),
                 _ => Err(malformed("create status")),
             }
@@ -533,9 +566,14 @@ impl Store for RedisStore {
                 .add_member("join", &JOIN, &member, expected_secret_hash.as_deref())
                 .await?;
             match reply.status.as_str() {
-                "ok" => Ok(JoinOutcome::Joined(reply.event_id(0)?)),
+                "ok" => {
+                    let joined = reply.event_id(0)?;
+                    super::count_appended("add:member:success", 1);
+                    Ok(JoinOutcome::Joined(joined))
+                }
                 "room_not_found" => Ok(JoinOutcome::RoomNotFound),
                 "username_taken" => Ok(JoinOutcome::UsernameTaken),
+                "room_full" => Ok(JoinOutcome::RoomFull),
                 "access_changed" => Ok(JoinOutcome::AccessChanged),
                 _ => Err(malformed("join status")),
             }
@@ -555,7 +593,11 @@ impl Store for RedisStore {
                 .room_script("leave", &LEAVE, room, None, &args, false)
                 .await?;
             match reply.status.as_str() {
-                "ok" => Ok(LeaveOutcome::Left(reply.event_id(0)?)),
+                "ok" => {
+                    let left = reply.event_id(0)?;
+                    super::count_appended("remove:member:success", 1);
+                    Ok(LeaveOutcome::Left(left))
+                }
                 "unauthorized" => Ok(LeaveOutcome::Unauthorized),
                 "forbidden" => Ok(LeaveOutcome::Forbidden),
                 _ => Err(malformed("leave status")),
@@ -589,11 +631,15 @@ impl Store for RedisStore {
                 .room_script("post", &POST, &message.room, Some(&slot), &args, false)
                 .await?;
             let (id, username, text) = match reply.status.as_str() {
-                "ok" => (
-                    reply.event_id(0)?,
-                    reply.string(1)?,
-                    message.message.as_str().to_owned(),
-                ),
+                "ok" => {
+                    let posted = (
+                        reply.event_id(0)?,
+                        reply.string(1)?,
+                        message.message.as_str().to_owned(),
+                    );
+                    super::count_appended("create:chat:success", 1);
+                    posted
+                }
                 "replayed" => {
                     let stored: StoredPost = serde_json::from_str(&text(reply.take(0)?)?)
                         .map_err(|_| malformed("stored post"))?;

@@ -1,5 +1,5 @@
-//! Test support: a real Redis per test, the app in-process, HTTP helpers, unique names and
-//! bounded waits.
+//! Test support: a real Redis per test, the app in-process (or as a real process), HTTP
+//! helpers, the browser scenarios' runner, unique names and bounded waits.
 //!
 //! A conformance test is written once as `async fn name(backend: Backend) { … }` inside
 //! [`conformance!`], which expands it into `name::memory` and `name::redis`; the Redis variant
@@ -7,6 +7,7 @@
 //! parallel.
 
 mod app;
+pub mod browser;
 mod checks;
 pub mod process;
 mod redis_server;

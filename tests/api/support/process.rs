@@ -1,5 +1,6 @@
 //! `ServerProcess`: the real `chat-server` binary as a child process, for the tests that must
-//! kill an instance outright or send it SIGTERM. Configured only through its environment, as
+//! kill an instance outright, send it SIGTERM, or restart it on the same port (as a platform
+//! restarts an instance under the same address). Configured only through its environment, as
 //! in a container.
 
 use std::path::PathBuf;
@@ -11,8 +12,11 @@ use super::eventually;
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 pub struct ServerProcess {
-    child: Child,
+    child: Option<Child>,
     pub base_url: String,
+    port: u16,
+    /// The configuration it was started with, for `start_again`.
+    vars: Vec<(String, String)>,
     /// Everything the process wrote to stdout and stderr.
     pub log_path: PathBuf,
 }
@@ -26,31 +30,67 @@ impl ServerProcess {
             "chat-server-test-{}-{port}.log",
             std::process::id()
         ));
-        let log = std::fs::File::create(&log_path).expect("creating the server log file");
+        let mut server = Self {
+            child: None,
+            base_url: format!("http://127.0.0.1:{port}"),
+            port,
+            vars: vars
+                .iter()
+                .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+                .collect(),
+            log_path,
+        };
+        server.spawn(false);
+        server.wait_ready().await;
+        server
+    }
+
+    /// Starts the binary again on the same port, after [`ServerProcess::kill`] or
+    /// [`ServerProcess::terminate`], and returns once it is ready. Its log is appended to.
+    pub async fn start_again(&mut self) {
+        assert!(
+            self.child.is_none(),
+            "start_again while the server still runs"
+        );
+        self.spawn(true);
+        self.wait_ready().await;
+    }
+
+    fn spawn(&mut self, append_log: bool) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .write(true)
+            .append(append_log)
+            .truncate(!append_log)
+            .open(&self.log_path)
+            .expect("opening the server log file");
         let mut command = Command::new(env!("CARGO_BIN_EXE_chat-server"));
         command
             .env_clear()
             .env("HOST", "127.0.0.1")
-            .env("PORT", port.to_string())
+            .env("PORT", self.port.to_string())
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("cloning the log handle"))
             .stderr(log);
-        for (name, value) in vars {
+        for (name, value) in &self.vars {
             command.env(name, value);
         }
-        let child = command.spawn().expect("starting chat-server");
-        let server = Self {
-            child,
-            base_url: format!("http://127.0.0.1:{port}"),
-            log_path,
-        };
+        self.child = Some(command.spawn().expect("starting chat-server"));
+    }
+
+    async fn wait_ready(&mut self) {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(2))
             .build()
             .expect("HTTP client");
-        let url = format!("{}/readyz", server.base_url);
+        let url = format!("{}/readyz", self.base_url);
+        let child = self.child.as_mut().expect("the server was started");
         eventually("the server process to be ready", STARTUP_TIMEOUT, || {
+            // A process that exited (say, the port was not free yet) will never be ready.
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("chat-server exited before it was ready: {status}");
+            }
             let request = client.get(&url).send();
             async move {
                 match request.await {
@@ -60,27 +100,35 @@ impl ServerProcess {
             }
         })
         .await;
-        server
     }
 
     /// SIGKILL: the instance dies without a chance to clean anything up.
     pub fn kill(&mut self) {
-        let _already_gone = self.child.kill();
-        self.child.wait().expect("waiting for the killed server");
+        if let Some(mut child) = self.child.take() {
+            let _already_gone = child.kill();
+            child.wait().expect("waiting for the killed server");
+        }
     }
 
     /// Sends SIGTERM and waits (up to `limit`) for the process to exit; returns its status
     /// and how long it took.
     pub async fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
         let started = Instant::now();
+        let pid = self
+            .child
+            .as_ref()
+            .expect("terminate on a running server")
+            .id();
         let sent = Command::new("kill")
             .arg("-TERM")
-            .arg(self.child.id().to_string())
+            .arg(pid.to_string())
             .status()
             .expect("running kill");
         assert!(sent.success(), "kill -TERM failed");
         loop {
-            if let Some(status) = self.child.try_wait().expect("polling the server process") {
+            let child = self.child.as_mut().expect("the server is running");
+            if let Some(status) = child.try_wait().expect("polling the server process") {
+                self.child = None;
                 return (status, started.elapsed());
             }
             assert!(
@@ -99,8 +147,10 @@ impl ServerProcess {
 
 impl Drop for ServerProcess {
     fn drop(&mut self) {
-        let _already_gone = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(mut child) = self.child.take() {
+            let _already_gone = child.kill();
+            let _ = child.wait();
+        }
         let _ = std::fs::remove_file(&self.log_path);
     }
 }

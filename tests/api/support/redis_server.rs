@@ -18,6 +18,8 @@ pub struct RedisServer {
     child: Option<Child>,
     /// Where a persistent server keeps its append-only file; `None`: nothing is kept.
     data_dir: Option<std::path::PathBuf>,
+    /// Set by [`RedisServer::require_password`].
+    password: Option<String>,
 }
 
 impl RedisServer {
@@ -49,6 +51,7 @@ impl RedisServer {
                         port,
                         child: Some(child),
                         data_dir,
+                        password: None,
                     };
                 }
                 // Most likely the port was taken in between: try another one.
@@ -60,7 +63,16 @@ impl RedisServer {
 
     /// `redis://127.0.0.1:<port>/`, for `REDIS_URL`.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
+        match &self.password {
+            Some(password) => format!("redis://:{password}@127.0.0.1:{}/", self.port),
+            None => format!("redis://127.0.0.1:{}/", self.port),
+        }
+    }
+
+    /// From now on clients must authenticate with `password` (the URL carries it).
+    pub fn require_password(&mut self, password: &str) {
+        self.command(&["CONFIG", "SET", "requirepass", password]);
+        self.password = Some(password.to_owned());
     }
 
     /// Kills the server and waits until it is gone: the port refuses connections afterwards.
@@ -96,13 +108,27 @@ impl RedisServer {
 
     /// Runs one command on a connection of its own (used to pause clients in fault tests).
     pub fn command(&self, args: &[&str]) -> String {
-        let mut connection = connect(self.port).expect("connecting to the test redis-server");
+        let mut connection = connect(self.port, self.password.as_deref())
+            .expect("connecting to the test redis-server");
         let mut command = redis::cmd(args[0]);
         for arg in &args[1..] {
             command.arg(*arg);
         }
         command
             .query::<String>(&mut connection)
+            .unwrap_or_else(|err| panic!("redis command {args:?} failed: {err}"))
+    }
+
+    /// Runs one command whose reply is a list of strings.
+    pub fn command_list(&self, args: &[&str]) -> Vec<String> {
+        let mut connection = connect(self.port, self.password.as_deref())
+            .expect("connecting to the test redis-server");
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+            .query::<Vec<String>>(&mut connection)
             .unwrap_or_else(|err| panic!("redis command {args:?} failed: {err}"))
     }
 }
@@ -154,7 +180,7 @@ fn launch(port: u16, data_dir: Option<&std::path::Path>) -> Result<Child, String
         if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
             return Err(format!("redis-server on port {port} exited: {status}"));
         }
-        let answer = connect(port)
+        let answer = connect(port, None)
             .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
         if matches!(answer.as_deref(), Ok("PONG")) {
             return Ok(child);
@@ -170,8 +196,12 @@ fn launch(port: u16, data_dir: Option<&std::path::Path>) -> Result<Child, String
     }
 }
 
-fn connect(port: u16) -> redis::RedisResult<redis::Connection> {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+fn connect(port: u16, password: Option<&str>) -> redis::RedisResult<redis::Connection> {
+    let url = match password {
+        Some(password) => format!("redis://:{password}@127.0.0.1:{port}/"),
+        None => format!("redis://127.0.0.1:{port}/"),
+    };
+    let client = redis::Client::open(url)?;
     let connection = client.get_connection_with_timeout(Duration::from_millis(500))?;
     connection.set_read_timeout(Some(Duration::from_secs(2)))?;
     connection.set_write_timeout(Some(Duration::from_secs(2)))?;

@@ -15,8 +15,20 @@ pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A room event or a reply as a WebSocket client sees it.
 pub type Json = Value;
 
+/// How to open a WebSocket, for the tests that need more than a plain connect.
+#[derive(Default, Clone, Copy)]
+pub struct Upgrade<'a> {
+    /// A tiny socket receive buffer (a client that stops reading backs the server up fast).
+    pub small_buffer: bool,
+    /// The local address to connect from (127.0.0.x), to look like another client.
+    pub source: Option<std::net::Ipv4Addr>,
+    pub origin: Option<&'a str>,
+}
+
 pub struct WsClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Room events read while waiting for a reply, kept for the next reads.
+    pending: std::collections::VecDeque<Json>,
 }
 
 /// How a WebSocket read ended when it was not a text frame.
@@ -34,33 +46,76 @@ impl WsClient {
             .await
             .expect("WebSocket connect timed out")
             .expect("WebSocket connect failed");
-        Self { socket }
+        Self {
+            socket,
+            pending: Default::default(),
+        }
     }
 
     /// Connects with a tiny socket receive buffer, so a client that stops reading backs the
     /// server up after a few frames instead of megabytes.
     pub async fn connect_small_buffer(base_url: &str) -> Self {
+        Self::try_connect(
+            base_url,
+            Upgrade {
+                small_buffer: true,
+                ..Upgrade::default()
+            },
+        )
+        .await
+        .unwrap_or_else(|status| panic!("WebSocket upgrade refused with {status}"))
+    }
+
+    /// Connects as `upgrade` says; a refused upgrade gives its HTTP status.
+    pub async fn try_connect(base_url: &str, upgrade: Upgrade<'_>) -> Result<Self, u16> {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
         let url = format!("{}/ws", base_url.replacen("http://", "ws://", 1));
         let addr: std::net::SocketAddr = base_url
             .trim_start_matches("http://")
             .parse()
             .expect("base_url is http://ip:port");
         let socket = tokio::net::TcpSocket::new_v4().expect("a TCP socket");
-        socket
-            .set_recv_buffer_size(4096)
-            .expect("setting SO_RCVBUF");
+        if upgrade.small_buffer {
+            socket
+                .set_recv_buffer_size(4096)
+                .expect("setting SO_RCVBUF");
+        }
+        if let Some(source) = upgrade.source {
+            socket
+                .bind(std::net::SocketAddr::new(source.into(), 0))
+                .expect("binding the source address");
+        }
         let stream = tokio::time::timeout(READ_TIMEOUT, socket.connect(addr))
             .await
             .expect("TCP connect timed out")
             .expect("TCP connect failed");
-        let (socket, _) = tokio::time::timeout(
+        let mut request = url.into_client_request().expect("a WebSocket request");
+        if let Some(origin) = upgrade.origin {
+            request
+                .headers_mut()
+                .insert("origin", origin.parse().expect("an origin header"));
+        }
+        let handshake = tokio::time::timeout(
             READ_TIMEOUT,
-            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)),
+            tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)),
         )
         .await
-        .expect("WebSocket handshake timed out")
-        .expect("WebSocket handshake failed");
-        Self { socket }
+        .expect("WebSocket handshake timed out");
+        match handshake {
+            Ok((socket, _)) => Ok(Self {
+                socket,
+                pending: Default::default(),
+            }),
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                Err(response.status().as_u16())
+            }
+            Err(err) => panic!("WebSocket handshake failed: {err}"),
+        }
+    }
+
+    /// Sends a frame; false when the connection is already gone.
+    pub async fn try_send_raw(&mut self, message: Message) -> bool {
+        self.socket.send(message).await.is_ok()
     }
 
     pub async fn send_raw(&mut self, message: Message) {
@@ -75,6 +130,9 @@ impl WsClient {
 
     /// The next text frame as JSON, or how the connection ended.
     pub async fn next(&mut self) -> Result<Json, WsEnd> {
+        if let Some(frame) = self.pending.pop_front() {
+            return Ok(frame);
+        }
         loop {
             let message = tokio::time::timeout(READ_TIMEOUT, self.socket.next())
                 .await
@@ -90,6 +148,14 @@ impl WsClient {
                 Some(Err(_)) | None => return Err(WsEnd::Gone),
             }
         }
+    }
+
+    /// The next frame from the socket itself (not from `pending`).
+    async fn read_frame(&mut self) -> Json {
+        let pending = std::mem::take(&mut self.pending);
+        let frame = self.recv().await;
+        self.pending = pending;
+        frame
     }
 
     /// The next text frame, which must be there.
@@ -121,15 +187,18 @@ impl WsClient {
         reply["data"].clone()
     }
 
-    /// Sends a client event and reads until its ack, skipping the room events that other
-    /// members' actions put before it; returns the ack's data.
+    /// Sends a client event and reads until its ack; the room events that other members'
+    /// actions put before it are kept for the next reads. Returns the ack's data.
     pub async fn ack_among_events(&mut self, event: &str, reference: &str, data: Value) -> Json {
         self.send(event, reference, data).await;
+        let mut skipped = Vec::new();
         loop {
-            let frame = self.recv().await;
+            let frame = self.read_frame().await;
             if frame["id"].is_string() {
+                skipped.push(frame);
                 continue;
             }
+            self.pending.extend(skipped);
             assert_eq!(frame["ref"], reference, "reply to {event}: {frame}");
             assert_eq!(
                 frame["event"], "ack",

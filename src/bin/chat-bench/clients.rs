@@ -1,0 +1,290 @@
+//! The load generator's clients: WebSocket members (tokio-tungstenite), SSE receivers and
+//! REST senders (hyper's HTTP/1 connection API, one connection per client), each on a
+//! loopback source address of its own choosing so many connections fit.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use serde_json::Value;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::BenchResult;
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Where to connect and from which loopback addresses.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub host: String,
+    /// How many source addresses (127.0.0.1, .2, …) to spread connections over.
+    pub source_addrs: u8,
+}
+
+impl Target {
+    /// A TCP connection from the `n`th source address.
+    pub async fn connect(&self, n: usize) -> std::io::Result<TcpStream> {
+        let socket = TcpSocket::new_v4()?;
+        if self.addr.ip().is_loopback() && self.source_addrs > 1 {
+            let last = 1 + (n % usize::from(self.source_addrs)) as u8;
+            socket.bind(SocketAddr::new(
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, last)),
+                0,
+            ))?;
+        }
+        socket.set_nodelay(true)?;
+        socket.connect(self.addr).await.and_then(|stream| {
+            stream.set_nodelay(true)?;
+            Ok(stream)
+        })
+    }
+
+    pub async fn websocket(&self, n: usize) -> BenchResult<Ws> {
+        let stream = self.connect(n).await?;
+        let url = format!("ws://{}/ws", self.host);
+        let (ws, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await?;
+        Ok(ws)
+    }
+}
+
+/// Sends a client event and waits for its direct reply (skipping room events).
+pub async fn call(ws: &mut Ws, frame: Value) -> BenchResult<Value> {
+    ws.send(Message::text(frame.to_string())).await?;
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+            .await
+            .map_err(|_| "no reply within 30 s")?
+            .ok_or("connection closed")??;
+        if let Message::Text(text) = message {
+            let reply: Value = serde_json::from_str(text.as_str())?;
+            match reply["event"].as_str() {
+                Some("ack") => return Ok(reply["data"].clone()),
+                Some("error") => return Err(format!("server error: {}", reply["data"]).into()),
+                _ => continue,
+            }
+        }
+    }
+}
+
+/// What one receiver saw.
+pub struct Received {
+    pub delivered: u64,
+    /// A message at or below the last sequence number seen from its sender.
+    pub duplicates_or_reordered: u64,
+    /// Send-to-receive latency in microseconds.
+    pub latency_us: Histogram<u64>,
+}
+
+impl Received {
+    /// A receiver that saw nothing (it failed to open).
+    pub fn empty() -> Self {
+        Self {
+            delivered: 0,
+            duplicates_or_reordered: 0,
+            latency_us: Histogram::new_with_bounds(1, 60_000_000, 3)
+                .expect("constant histogram bounds are valid"),
+        }
+    }
+}
+
+/// Tracks one receiver's messages: per sender, the last sequence number.
+pub struct Tally {
+    last_seq: Vec<u64>,
+    received: Received,
+    epoch: Instant,
+    delivered_total: Arc<AtomicU64>,
+}
+
+impl Tally {
+    pub fn new(senders: usize, epoch: Instant, delivered_total: Arc<AtomicU64>) -> Self {
+        Self {
+            last_seq: vec![0; senders],
+            received: Received::empty(),
+            epoch,
+            delivered_total,
+        }
+    }
+
+    /// Counts every bench message in `text` (a WebSocket frame or a chunk of SSE).
+    pub fn count(&mut self, text: &str) {
+        const MARK: &str = "\"message\":\"b ";
+        let now_ns = self.epoch.elapsed().as_nanos() as u64;
+        let mut rest = text;
+        let mut counted = 0;
+        while let Some(at) = rest.find(MARK) {
+            rest = &rest[at + MARK.len()..];
+            let mut fields = rest.splitn(4, ' ');
+            let (Some(sender), Some(seq), Some(sent_ns)) = (
+                fields.next().and_then(|f| f.parse::<usize>().ok()),
+                fields.next().and_then(|f| f.parse::<u64>().ok()),
+                fields.next().and_then(|f| f.parse::<u64>().ok()),
+            ) else {
+                continue;
+            };
+            counted += 1;
+            if let Some(last) = self.last_seq.get_mut(sender) {
+                if seq <= *last {
+                    self.received.duplicates_or_reordered += 1;
+                } else {
+                    *last = seq;
+                }
+            }
+            let latency_us = now_ns.saturating_sub(sent_ns) / 1000;
+            let _ = self.received.latency_us.record(latency_us.max(1));
+        }
+        if counted > 0 {
+            self.received.delivered += counted;
+            self.delivered_total.fetch_add(counted, Ordering::Relaxed);
+        }
+    }
+
+    pub fn finish(self) -> Received {
+        self.received
+    }
+}
+
+/// A bench chat message: `b <sender> <seq> <sent ns> <padding>`.
+pub fn bench_message(sender: usize, seq: u64, epoch: Instant, size: usize) -> String {
+    let mut message = format!("b {sender} {seq} {} ", epoch.elapsed().as_nanos());
+    while message.len() < size {
+        message.push('x');
+    }
+    message
+}
+
+/// Reads a WebSocket until it closes or `stop` resolves, tallying bench messages.
+pub async fn receive_ws(
+    mut stream: SplitStream<Ws>,
+    mut tally: Tally,
+    stop: tokio_util::sync::CancellationToken,
+) -> Received {
+    loop {
+        let message = tokio::select! {
+            () = stop.cancelled() => break,
+            message = stream.next() => message,
+        };
+        match message {
+            // Room events only: the sender's acks carry its message too.
+            Some(Ok(Message::Text(text))) if text.as_str().starts_with(CHAT_EVENT) => {
+                tally.count(text.as_str())
+            }
+            Some(Ok(_)) => {}
+            Some(Err(_)) | None => break,
+        }
+    }
+    tally.finish()
+}
+
+pub type WsSink = SplitSink<Ws, Message>;
+
+/// How a chat room event's WebSocket frame starts.
+const CHAT_EVENT: &str = r#"{"event":"create:chat:success""#;
+
+/// An HTTP/1 connection for REST calls and SSE streams.
+pub struct Http {
+    sender: http1::SendRequest<Full<Bytes>>,
+    host: String,
+}
+
+impl Http {
+    pub async fn connect(target: &Target, n: usize) -> BenchResult<Self> {
+        let stream = target.connect(n).await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            // Ends when the connection closes; nothing to report.
+            let _ = connection.await;
+        });
+        Ok(Self {
+            sender,
+            host: target.host.clone(),
+        })
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> BenchResult<hyper::Request<Full<Bytes>>> {
+        let mut builder = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", &self.host);
+        if let Some(token) = token {
+            builder = builder.header("authorization", format!("Bearer {token}"));
+        }
+        let body = match body {
+            Some(body) => {
+                builder = builder.header("content-type", "application/json");
+                Full::new(Bytes::from(body))
+            }
+            None => Full::new(Bytes::new()),
+        };
+        Ok(builder.body(body)?)
+    }
+
+    /// A JSON request whose reply is read whole.
+    pub async fn json(
+        &mut self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<String>,
+    ) -> BenchResult<(u16, Bytes)> {
+        let request = self.request(method, path, token, body)?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        let status = response.status().as_u16();
+        let bytes = response.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    /// Opens an SSE stream and tallies it until it ends or `stop` resolves.
+    pub async fn receive_sse(
+        mut self,
+        path: &str,
+        token: &str,
+        mut tally: Tally,
+        stop: tokio_util::sync::CancellationToken,
+        opened: tokio::sync::oneshot::Sender<()>,
+    ) -> BenchResult<Received> {
+        let request = self.request("GET", path, Some(token), None)?;
+        self.sender.ready().await?;
+        let response = self.sender.send_request(request).await?;
+        if response.status() != 200 {
+            return Err(format!("SSE stream refused: {}", response.status()).into());
+        }
+        let _ = opened.send(());
+        let mut body = response.into_body();
+        // Events may be split across chunks: keep the unfinished tail.
+        let mut pending = String::new();
+        loop {
+            let frame = tokio::select! {
+                () = stop.cancelled() => break,
+                frame = body.frame() => frame,
+            };
+            let Some(Ok(frame)) = frame else { break };
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            pending.push_str(&String::from_utf8_lossy(&data));
+            if let Some(end) = pending.rfind("\n\n") {
+                tally.count(&pending[..end]);
+                pending.drain(..end + 2);
+            }
+        }
+        Ok(tally.finish())
+    }
+}

@@ -1,0 +1,655 @@
+//! `chat-bench`: the project's load generator. It speaks the wire contract (WebSocket, and
+//! SSE + REST for the `sse` scenario) with many connections from one process and reports
+//! deliveries, loss, order, latency and the CPU and memory of both sides.
+//!
+//! Scenarios: `idle` (memory per idle connection), `fanout` (one sender per room), `chat`
+//! (every member sends), `sse` (fan-out to SSE receivers, REST senders) and `sweep` (raises a
+//! scenario's rate until loss appears or p99 passes a bound). Every chat message carries its
+//! sender, sequence number and send time (`b <sender> <seq> <ns> …`), so receivers measure
+//! latency and detect loss, duplicates and reordering without any shared state.
+
+mod clients;
+mod report;
+
+use std::net::ToSocketAddrs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use futures_util::{SinkExt, StreamExt, stream};
+use serde_json::json;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+
+use clients::{Http, Received, Tally, Target, Ws, bench_message, call, receive_ws};
+use report::{Process, Report};
+
+pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
+
+/// How many connections are opened at once during setup.
+const SETUP_CONCURRENCY: usize = 128;
+
+#[derive(Parser)]
+#[command(name = "chat-bench", about = "Load generator for chat-server")]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// The server, host:port.
+    #[arg(long, global = true, default_value = "127.0.0.1:8080")]
+    server: String,
+    /// The server's process id, to report its CPU time and memory.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+    /// Also write the report as JSON here.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+    /// A Redis (host:port) whose command counters give the round trips per message.
+    #[arg(long, global = true)]
+    redis: Option<String>,
+    /// Spread connections over this many loopback source addresses (127.0.0.1 …).
+    #[arg(long, global = true, default_value_t = 8)]
+    source_addrs: u8,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N connections, each a member of a room; reports server RSS per connection.
+    Idle {
+        #[arg(long, default_value_t = 1000)]
+        connections: usize,
+        /// Members per room.
+        #[arg(long, default_value_t = 10)]
+        members: usize,
+    },
+    /// R rooms × M members over WebSocket, one sender per room.
+    Fanout(Load),
+    /// R rooms × M members over WebSocket, every member sends.
+    Chat(Load),
+    /// R rooms × M SSE receivers, one REST sender per room.
+    Sse(Load),
+    /// Starts the server binary and measures the time until `/readyz` answers 200.
+    Startup {
+        /// The server binary to start.
+        #[arg(long, default_value = "target/release/chat-server")]
+        binary: PathBuf,
+        /// REDIS_URL for the started server (unset: the in-memory store).
+        #[arg(long)]
+        redis_url: Option<String>,
+        /// How many starts to measure.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+    },
+    /// Raises the rate of a scenario until loss appears or p99 passes a bound.
+    Sweep {
+        #[arg(long, value_enum)]
+        of: SweepOf,
+        #[command(flatten)]
+        load: Load,
+        /// The p99 bound, in milliseconds.
+        #[arg(long, default_value_t = 25.0)]
+        max_p99_ms: f64,
+        /// Each step multiplies the rate by this.
+        #[arg(long, default_value_t = 1.5)]
+        factor: f64,
+        #[arg(long, default_value_t = 12)]
+        max_steps: usize,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq, Debug)]
+enum SweepOf {
+    Fanout,
+    Chat,
+    Sse,
+}
+
+#[derive(Args, Clone, Debug)]
+struct Load {
+    #[arg(long, default_value_t = 1)]
+    rooms: usize,
+    #[arg(long, default_value_t = 100)]
+    members: usize,
+    /// Messages per second per sender.
+    #[arg(long, default_value_t = 10.0)]
+    rate: f64,
+    /// Seconds of sending.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 64)]
+    size: usize,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Many connections need many files: take everything the hard limit allows.
+    if let Err(err) = rlimit::increase_nofile_limit(u64::MAX) {
+        eprintln!("chat-bench: could not raise the file limit: {err}");
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("chat-bench: cannot start the runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("chat-bench: {err}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> BenchResult<()> {
+    let addr = cli
+        .server
+        .to_socket_addrs()?
+        .next()
+        .ok_or("the server address does not resolve")?;
+    let target = Target {
+        addr,
+        host: cli.server.clone(),
+        source_addrs: cli.source_addrs.max(1),
+    };
+    let server = cli.server_pid.map(Process::of);
+    let reports = match &cli.scenario {
+        Scenario::Idle {
+            connections,
+            members,
+        } => vec![idle(&target, server.as_ref(), *connections, (*members).max(1)).await?],
+        Scenario::Fanout(load) | Scenario::Chat(load) | Scenario::Sse(load) => {
+            let kind = match &cli.scenario {
+                Scenario::Fanout(_) => SweepOf::Fanout,
+                Scenario::Chat(_) => SweepOf::Chat,
+                _ => SweepOf::Sse,
+            };
+            let run = load_run(&target, server.as_ref(), kind, load);
+            vec![with_redis_calls(cli.redis.as_deref(), run).await?]
+        }
+        Scenario::Startup {
+            binary,
+            redis_url,
+            runs,
+        } => vec![startup(binary, redis_url.as_deref(), *runs).await?],
+        Scenario::Sweep {
+            of,
+            load,
+            max_p99_ms,
+            factor,
+            max_steps,
+        } => {
+            sweep(
+                &target,
+                server.as_ref(),
+                *of,
+                load,
+                *max_p99_ms,
+                *factor,
+                *max_steps,
+            )
+            .await?
+        }
+    };
+    for report in &reports {
+        println!("{}", report.summary());
+    }
+    let json = if reports.len() == 1 {
+        serde_json::to_string_pretty(&reports[0])?
+    } else {
+        serde_json::to_string_pretty(&reports)?
+    };
+    match &cli.json {
+        Some(path) => std::fs::write(path, json)?,
+        None => println!("{json}"),
+    }
+    Ok(())
+}
+
+fn run_id() -> String {
+    format!(
+        "{:x}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    )
+}
+
+/// One WebSocket member of a room: the connection, and its token.
+struct Member {
+    ws: Ws,
+}
+
+/// Creates `room` with a first member and joins `members - 1` more, all over WebSocket.
+async fn ws_room(
+    target: &Target,
+    room: &str,
+    members: usize,
+    first_conn: usize,
+) -> BenchResult<Vec<Member>> {
+    let mut creator = target.websocket(first_conn).await?;
+    call(
+        &mut creator,
+        json!({"event": "create:room", "data": {"roomId": room, "username": "m0"}}),
+    )
+    .await?;
+    let mut all = vec![Member { ws: creator }];
+    let joined: Vec<BenchResult<Member>> = stream::iter(1..members)
+        .map(|n| {
+            let target = target.clone();
+            let room = room.to_owned();
+            async move {
+                let mut ws = target.websocket(first_conn + n).await?;
+                call(
+                    &mut ws,
+                    json!({"event": "add:member", "data": {"roomId": room, "username": format!("m{n}")}}),
+                )
+                .await?;
+                Ok(Member { ws })
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect()
+        .await;
+    for member in joined {
+        all.push(member?);
+    }
+    Ok(all)
+}
+
+async fn idle(
+    target: &Target,
+    server: Option<&Process>,
+    connections: usize,
+    members: usize,
+) -> BenchResult<Report> {
+    let bench = Process::own();
+    let before = server.map(Process::sample).transpose()?;
+    let started = Instant::now();
+    let id = run_id();
+    let rooms = connections.div_ceil(members);
+    let mut held = Vec::with_capacity(connections);
+    for room in 0..rooms {
+        let size = members.min(connections - room * members);
+        held.extend(ws_room(target, &format!("idle-{id}-{room}"), size, room * members).await?);
+    }
+    let setup = started.elapsed();
+    // Let allocations settle (the server has answered every join already).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = server.map(Process::sample).transpose()?;
+    let mut report = Report::new("idle");
+    report.connections = held.len();
+    report.rooms = rooms;
+    report.members = members;
+    report.setup_s = setup.as_secs_f64();
+    report.with_process(before, after, &bench);
+    drop(held);
+    Ok(report)
+}
+
+async fn load_run(
+    target: &Target,
+    server: Option<&Process>,
+    kind: SweepOf,
+    load: &Load,
+) -> BenchResult<Report> {
+    let bench = Process::own();
+    let epoch = Instant::now();
+    let id = run_id();
+    let delivered_total = Arc::new(AtomicU64::new(0));
+    let stop_receiving = CancellationToken::new();
+    let senders_per_room = if kind == SweepOf::Chat {
+        load.members
+    } else {
+        1
+    };
+    let mut receivers: Vec<tokio::task::JoinHandle<Received>> = Vec::new();
+    // Per room: the senders' sending halves (WebSocket), or a REST connection and token.
+    let mut ws_senders: Vec<(String, Vec<clients::WsSink>)> = Vec::new();
+    let mut rest_senders: Vec<(String, Http, String)> = Vec::new();
+    let setup_started = Instant::now();
+    for room_index in 0..load.rooms {
+        let room = format!("bench-{id}-{room_index}");
+        let first_conn = room_index * (2 * load.members + 1);
+        if kind == SweepOf::Sse {
+            let (sender, streams) = sse_room(
+                target,
+                &room,
+                load.members,
+                first_conn,
+                epoch,
+                &delivered_total,
+                &stop_receiving,
+            )
+            .await?;
+            rest_senders.push(sender);
+            receivers.extend(streams);
+            continue;
+        }
+        let members = ws_room(target, &room, load.members, first_conn).await?;
+        let mut sinks = Vec::new();
+        for (n, member) in members.into_iter().enumerate() {
+            let (sink, stream) = member.ws.split();
+            if n < senders_per_room {
+                sinks.push(sink);
+            }
+            let tally = Tally::new(senders_per_room, epoch, delivered_total.clone());
+            receivers.push(tokio::spawn(receive_ws(
+                stream,
+                tally,
+                stop_receiving.clone(),
+            )));
+        }
+        ws_senders.push((room, sinks));
+    }
+    let setup = setup_started.elapsed();
+
+    // Send for `duration` seconds at `rate` per sender.
+    let server_before = server.map(Process::sample).transpose()?;
+    let bench_before = bench.sample()?;
+    let sending_started = Instant::now();
+    let deadline = sending_started + Duration::from_secs(load.duration);
+    let period = Duration::from_secs_f64(1.0 / load.rate.max(0.001));
+    let sent = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let mut senders = Vec::new();
+    for (room, sinks) in ws_senders {
+        for (n, mut sink) in sinks.into_iter().enumerate() {
+            let (sent, failed, room, size) =
+                (sent.clone(), failed.clone(), room.clone(), load.size);
+            senders.push(tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(period);
+                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut seq = 0u64;
+                loop {
+                    ticks.tick().await;
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    seq += 1;
+                    let text = format!(
+                        r#"{{"event":"create:chat","data":{{"roomId":"{room}","message":"{}"}}}}"#,
+                        bench_message(n, seq, epoch, size)
+                    );
+                    if sink.send(Message::text(text)).await.is_err() {
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                    sent.fetch_add(1, Ordering::Relaxed);
+                }
+                // Keep the connection: its receiving half is still counting.
+                sink
+            }));
+        }
+    }
+    let mut rest_tasks = Vec::new();
+    for (room, mut http, token) in rest_senders {
+        let (sent, failed, size) = (sent.clone(), failed.clone(), load.size);
+        rest_tasks.push(tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let path = format!("/rooms/{room}/messages");
+            let mut seq = 0u64;
+            loop {
+                ticks.tick().await;
+                if Instant::now() >= deadline {
+                    break;
+                }
+                seq += 1;
+                let body = json!({"message": bench_message(0, seq, epoch, size)}).to_string();
+                match http.json("POST", &path, Some(&token), Some(body)).await {
+                    Ok((201, _)) => sent.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        }));
+    }
+    let mut sinks = Vec::new();
+    for sender in senders {
+        sinks.push(sender.await?);
+    }
+    for task in rest_tasks {
+        task.await?;
+    }
+    let sending = sending_started.elapsed();
+    let sent = sent.load(Ordering::Relaxed);
+    let receivers_per_room = load.members as u64;
+    let expected = sent * receivers_per_room;
+    // Drain: until everything expected arrived, or nothing moved for 2 s.
+    let mut last = delivered_total.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    while last < expected && quiet_since.elapsed() < Duration::from_secs(2) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = delivered_total.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
+    let elapsed = sending_started.elapsed();
+    let server_after = server.map(Process::sample).transpose()?;
+    let bench_after = bench.sample()?;
+    stop_receiving.cancel();
+    let mut report = Report::new(match kind {
+        SweepOf::Fanout => "fanout",
+        SweepOf::Chat => "chat",
+        SweepOf::Sse => "sse",
+    });
+    report.rooms = load.rooms;
+    report.members = load.members;
+    report.connections = receivers.len() + if kind == SweepOf::Sse { load.rooms } else { 0 };
+    report.rate_per_sender = load.rate;
+    report.message_bytes = load.size;
+    report.setup_s = setup.as_secs_f64();
+    report.sending_s = sending.as_secs_f64();
+    report.elapsed_s = elapsed.as_secs_f64();
+    report.sent = sent;
+    report.send_failures = failed.load(Ordering::Relaxed);
+    report.expected = expected;
+    for receiver in receivers {
+        report.add(receiver.await?);
+    }
+    report.finish(server_before, server_after, bench_before, bench_after);
+    drop(sinks);
+    Ok(report)
+}
+
+/// An SSE room: a REST sender (its connection and token) and `members` SSE receivers.
+async fn sse_room(
+    target: &Target,
+    room: &str,
+    members: usize,
+    first_conn: usize,
+    epoch: Instant,
+    delivered_total: &Arc<AtomicU64>,
+    stop: &CancellationToken,
+) -> BenchResult<(
+    (String, Http, String),
+    Vec<tokio::task::JoinHandle<Received>>,
+)> {
+    let mut http = Http::connect(target, first_conn).await?;
+    let body = json!({"roomId": room, "username": "sender"}).to_string();
+    let (status, reply) = http.json("POST", "/rooms", None, Some(body)).await?;
+    if status != 201 {
+        return Err(format!("creating {room}: {status}").into());
+    }
+    let sender = (room.to_owned(), http, token_of(&reply)?);
+    let opened: Vec<BenchResult<tokio::task::JoinHandle<Received>>> = stream::iter(0..members)
+        .map(|n| {
+            let (target, room, total, stop) = (
+                target.clone(),
+                room.to_owned(),
+                delivered_total.clone(),
+                stop.clone(),
+            );
+            async move {
+                let conn = first_conn + 1 + 2 * n;
+                let mut http = Http::connect(&target, conn).await?;
+                let body = json!({"username": format!("m{n}")}).to_string();
+                let (status, reply) = http
+                    .json("POST", &format!("/rooms/{room}/members"), None, Some(body))
+                    .await?;
+                if status != 201 {
+                    return Err(format!("joining {room}: {status}").into());
+                }
+                let token = token_of(&reply)?;
+                let stream_http = Http::connect(&target, conn + 1).await?;
+                let (opened, is_open) = tokio::sync::oneshot::channel();
+                let tally = Tally::new(1, epoch, total);
+                let path = format!("/rooms/{room}/events");
+                let task = tokio::spawn(async move {
+                    stream_http
+                        .receive_sse(&path, &token, tally, stop, opened)
+                        .await
+                        .unwrap_or_else(|err| {
+                            eprintln!("chat-bench: an SSE receiver failed: {err}");
+                            Received::empty()
+                        })
+                });
+                is_open.await.map_err(|_| "an SSE stream did not open")?;
+                Ok(task)
+            }
+        })
+        .buffer_unordered(SETUP_CONCURRENCY)
+        .collect()
+        .await;
+    let streams = opened.into_iter().collect::<BenchResult<Vec<_>>>()?;
+    Ok((sender, streams))
+}
+
+/// Runs a load and adds the Redis commands the server sent per chat message.
+async fn with_redis_calls(
+    redis: Option<&str>,
+    run: impl std::future::Future<Output = BenchResult<Report>>,
+) -> BenchResult<Report> {
+    let Some(redis) = redis else {
+        return run.await;
+    };
+    let before = redis_calls(redis)?;
+    let mut report = run.await?;
+    let after = redis_calls(redis)?;
+    // Less the INFO command of the first reading.
+    let calls = after.saturating_sub(before + 1);
+    report.redis_calls = Some(calls);
+    if report.sent > 0 {
+        report.redis_calls_per_message = Some(calls as f64 / report.sent as f64);
+    }
+    Ok(report)
+}
+
+/// Every command Redis has executed so far (INFO commandstats).
+fn redis_calls(redis: &str) -> BenchResult<u64> {
+    let client = redis::Client::open(format!("redis://{redis}/"))?;
+    let mut connection = client.get_connection()?;
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut connection)?;
+    Ok(info
+        .lines()
+        .filter_map(|line| {
+            line.split_once("calls=")?
+                .1
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum())
+}
+
+/// Starts the server `runs` times and measures start to the first `/readyz` 200.
+async fn startup(
+    binary: &std::path::Path,
+    redis_url: Option<&str>,
+    runs: usize,
+) -> BenchResult<Report> {
+    let mut times_ms = Vec::new();
+    for _ in 0..runs.max(1) {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let mut command = std::process::Command::new(binary);
+        command
+            .env_clear()
+            .env("HOST", "127.0.0.1")
+            .env("PORT", port.to_string())
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        if let Some(url) = redis_url {
+            command.env("REDIS_URL", url);
+        }
+        let started = Instant::now();
+        let mut child = command.spawn()?;
+        let target = Target {
+            addr: ([127, 0, 0, 1], port).into(),
+            host: format!("127.0.0.1:{port}"),
+            source_addrs: 1,
+        };
+        let ready = loop {
+            if started.elapsed() > Duration::from_secs(10) {
+                break None;
+            }
+            if let Ok(mut http) = Http::connect(&target, 0).await
+                && let Ok((200, _)) = http.json("GET", "/readyz", None, None).await
+            {
+                break Some(started.elapsed());
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        };
+        let _ = child.kill();
+        let _ = child.wait();
+        times_ms.push(ready.ok_or("the server never became ready")?.as_secs_f64() * 1000.0);
+    }
+    times_ms.sort_by(f64::total_cmp);
+    let mut report = Report::new("startup");
+    report.startup_ms_median = Some(times_ms[times_ms.len() / 2]);
+    report.startup_ms_max = times_ms.last().copied();
+    Ok(report)
+}
+
+fn token_of(reply: &[u8]) -> BenchResult<String> {
+    let value: serde_json::Value = serde_json::from_slice(reply)?;
+    value["token"]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| "no token in the reply".into())
+}
+
+async fn sweep(
+    target: &Target,
+    server: Option<&Process>,
+    of: SweepOf,
+    load: &Load,
+    max_p99_ms: f64,
+    factor: f64,
+    max_steps: usize,
+) -> BenchResult<Vec<Report>> {
+    let mut reports = Vec::new();
+    let mut load = load.clone();
+    let mut best: Option<f64> = None;
+    for _ in 0..max_steps {
+        let mut report = load_run(target, server, of, &load).await?;
+        let clean = report.lost == 0
+            && report.duplicates_or_reordered == 0
+            && report.latency_ms.p99 <= max_p99_ms;
+        report.sweep_clean = Some(clean);
+        reports.push(report);
+        if !clean {
+            break;
+        }
+        best = Some(load.rate);
+        load.rate *= factor;
+    }
+    let mut summary = Report::new("sweep");
+    summary.best_clean_rate = best;
+    reports.push(summary);
+    Ok(reports)
+}

@@ -1,0 +1,147 @@
+// The REST half of API.md as the page uses it, and one sentence a person can act on for
+// every error code. Every request has a deadline, so a hung network shows up as an error
+// instead of a page that waits forever.
+
+const REQUEST_TIMEOUT_MS = 10000;
+
+/** An API error (`code` is one of API.md's codes), or `network` when no answer came. */
+export class ApiError extends Error {
+  constructor(code, detail, status = 0, retryAfterSecs = null) {
+    super(detail || code);
+    this.code = code;
+    this.detail = detail;
+    this.status = status;
+    this.retryAfterSecs = retryAfterSecs;
+  }
+}
+
+// API.md's codes, in the order of its table. `network` is the page's own: no reply at all.
+export const SENTENCES = {
+  invalid_request: 'That was not accepted.',
+  unsupported_media_type: 'The server did not understand how this page sent its request. Reload the page.',
+  unauthorized: 'Your membership of this room has ended (you left, or were away too long). Join the room again.',
+  forbidden: 'Not allowed: this room needs its secret, and the one given is missing or wrong.',
+  room_not_found: 'There is no room with that name. Check the name, or create the room.',
+  not_member: 'You are not a member of this room any more. Join it again.',
+  room_exists: 'A room with that name already exists. Join it, or choose another name.',
+  username_taken: 'That name is already taken in this room. Please choose another one.',
+  payload_too_large: 'That message is too long to send. Shorten it and try again.',
+  rate_limited: 'You are sending too fast.',
+  unavailable: 'The server cannot reach its storage right now. Trying again shortly.',
+  network: 'Cannot reach the server. Check your connection; trying again shortly.',
+};
+
+/** The sentence shown in `#status` for an error. */
+export function describe(error) {
+  if (!(error instanceof ApiError)) {
+    return 'Something went wrong in this page. Reload it to try again.';
+  }
+  const sentence = SENTENCES[error.code] ?? `The server answered with an error (${error.code}).`;
+  if (error.code === 'invalid_request' && error.detail) {
+    // The server's own explanation says which field and which rule: worth showing.
+    return `${sentence} ${error.detail}`;
+  }
+  if (error.code === 'rate_limited' && error.retryAfterSecs) {
+    return `${sentence} Trying again in ${error.retryAfterSecs} s.`;
+  }
+  return sentence;
+}
+
+/** Errors worth retrying as they are: the request may succeed later unchanged. */
+export function isTransient(error) {
+  return error instanceof ApiError &&
+    (error.code === 'network' || error.code === 'unavailable' || error.code === 'rate_limited');
+}
+
+/** Errors that mean the member token no longer names a member of the room. */
+export function isMembershipGone(error) {
+  return error instanceof ApiError &&
+    (error.code === 'unauthorized' || error.code === 'not_member' || error.code === 'room_not_found');
+}
+
+const segment = encodeURIComponent;
+
+async function request(method, path, { token, body, idempotencyKey } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+      cache: 'no-store',
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+  } catch {
+    throw new ApiError('network', '');
+  }
+  if (response.status === 204) return null;
+  let payload = null;
+  try {
+    payload = await response.json();
+  } catch {
+    // A proxy's HTML error page, or a body cut off: handled as "no API answer" below.
+  }
+  if (response.ok && payload !== null) return payload;
+  const error = payload?.error;
+  if (typeof error?.code === 'string') {
+    const retryAfter = Number.parseInt(response.headers.get('Retry-After') ?? '', 10);
+    throw new ApiError(error.code, String(error.message ?? ''), response.status,
+      Number.isFinite(retryAfter) ? retryAfter : null);
+  }
+  // Not our server answering (a gateway timeout, a captive portal): as good as no answer.
+  throw new ApiError('network', '', response.status);
+}
+
+/** `POST /rooms`: creates the room and joins it. */
+export function createRoom(roomId, username, secret) {
+  const body = { roomId, username };
+  if (secret) body.secret = secret;
+  return request('POST', '/rooms', { body });
+}
+
+/** `POST /rooms/{roomId}/members`. */
+export function joinRoom(roomId, username, secret) {
+  const body = { username };
+  if (secret) body.secret = secret;
+  return request('POST', `/rooms/${segment(roomId)}/members`, { body });
+}
+
+/** `DELETE /rooms/{roomId}/members/{username}`. */
+export function leaveRoom(session) {
+  return request('DELETE', `/rooms/${segment(session.roomId)}/members/${segment(session.username)}`,
+    { token: session.token });
+}
+
+/** `POST /rooms/{roomId}/messages` with an `Idempotency-Key`, so a retry never posts twice. */
+export function postMessage(session, message, idempotencyKey) {
+  return request('POST', `/rooms/${segment(session.roomId)}/messages`,
+    { token: session.token, body: { message }, idempotencyKey });
+}
+
+/** `GET /rooms/{roomId}/messages`: the newest `limit` chat messages, oldest first. */
+export function history(session, limit = 50) {
+  return request('GET', `/rooms/${segment(session.roomId)}/messages?limit=${limit}`,
+    { token: session.token });
+}
+
+/** `GET /rooms/{roomId}/members`. */
+export function members(session) {
+  return request('GET', `/rooms/${segment(session.roomId)}/members`, { token: session.token });
+}
+
+/** The URL of the room's event stream for EventSource, which cannot send headers. */
+export function eventsUrl(session, lastEventId) {
+  const query = new URLSearchParams({ token: session.token });
+  if (lastEventId) query.set('lastEventId', lastEventId);
+  return `/rooms/${segment(session.roomId)}/events?${query}`;
+}
+
+/** The WebSocket endpoint on this page's own origin. */
+export function webSocketUrl() {
+  const scheme = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  return `${scheme}//${location.host}/ws`;
+}

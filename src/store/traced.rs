@@ -1,0 +1,186 @@
+//! [`TracedStore`]: a span around every operation of either store, named `store.<operation>`
+//! (`store.post`, `store.read_log`…), so a request's trace shows what it asked of the store and
+//! how long that took, whichever store runs.
+//!
+//! The span is entered both while the operation is *called* and while its future runs: the
+//! memory store does its work in the call itself, Redis in the future. It is a child of whatever
+//! the caller is in (a request, a WebSocket client event). The housekeeping calls get DEBUG
+//! spans, which traces leave out: the lease sweep and presence refresh run every second or so
+//! outside any request, and a hub room starting (`subscribe_feed`, `last_event_id`) or a
+//! presence release runs in a task of its own; each would start a one-span trace.
+//!
+//! Span fields hold the room id (not a secret: it is in every URL) and never a token, a token
+//! hash, a secret or a message.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{Instrument, Span};
+
+use super::{
+    Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreFuture,
+};
+use crate::domain::{EventId, RoomId, TokenHash, Username};
+
+pub struct TracedStore {
+    inner: Arc<dyn Store>,
+    /// `memory` or `redis`, as the spans' `chat.store`.
+    kind: &'static str,
+}
+
+impl TracedStore {
+    pub fn new(inner: Arc<dyn Store>, kind: &'static str) -> Self {
+        Self { inner, kind }
+    }
+
+    fn span(&self, name: &'static str, room: Option<&RoomId>) -> Span {
+        tracing::info_span!(
+            "store",
+            otel.name = name,
+            otel.status_code = tracing::field::Empty,
+            chat.store = self.kind,
+            chat.room = room.map(RoomId::as_str),
+        )
+    }
+
+    fn housekeeping_span(&self, name: &'static str) -> Span {
+        tracing::debug_span!("store", otel.name = name, chat.store = self.kind)
+    }
+}
+
+/// Runs `call` and then its future inside `span`; an unavailable store marks the span failed.
+fn traced<'a, T: Send + 'a>(
+    span: Span,
+    call: impl FnOnce() -> StoreFuture<'a, T>,
+) -> StoreFuture<'a, T> {
+    let future = span.in_scope(call);
+    Box::pin(async move {
+        let result = future.instrument(span.clone()).await;
+        if result.is_err() {
+            span.record("otel.status_code", "error");
+        }
+        result
+    })
+}
+
+impl Store for TracedStore {
+    fn create_room(
+        &self,
+        member: NewMember,
+        secret_hash: Option<String>,
+    ) -> StoreFuture<'_, CreateOutcome> {
+        let span = self.span("store.create_room", Some(&member.room));
+        traced(span, || self.inner.create_room(member, secret_hash))
+    }
+
+    fn room_access<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, RoomAccess> {
+        let span = self.span("store.room_access", Some(room));
+        traced(span, || self.inner.room_access(room))
+    }
+
+    fn join(
+        &self,
+        member: NewMember,
+        expected_secret_hash: Option<String>,
+    ) -> StoreFuture<'_, JoinOutcome> {
+        let span = self.span("store.join", Some(&member.room));
+        traced(span, || self.inner.join(member, expected_secret_hash))
+    }
+
+    fn leave<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: &'a Username,
+    ) -> StoreFuture<'a, LeaveOutcome> {
+        let span = self.span("store.leave", Some(room));
+        traced(span, || self.inner.leave(room, token_hash, target))
+    }
+
+    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome> {
+        let span = self.span("store.post", Some(&message.room));
+        traced(span, || self.inner.post(message))
+    }
+
+    fn authenticate<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>> {
+        let span = self.span("store.authenticate", Some(room));
+        traced(span, || self.inner.authenticate(room, token_hash))
+    }
+
+    fn history<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        before: Option<EventId>,
+        limit: usize,
+    ) -> StoreFuture<'a, Authorized<HistoryPage>> {
+        let span = self.span("store.history", Some(room));
+        traced(span, || self.inner.history(room, token_hash, before, limit))
+    }
+
+    fn members<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>> {
+        let span = self.span("store.members", Some(room));
+        traced(span, || self.inner.members(room, token_hash))
+    }
+
+    fn read_log<'a>(
+        &'a self,
+        room: &'a RoomId,
+        after: EventId,
+        limit: usize,
+    ) -> StoreFuture<'a, LogRead> {
+        let span = self.span("store.read_log", Some(room));
+        traced(span, || self.inner.read_log(room, after, limit))
+    }
+
+    fn sweep(&self) -> StoreFuture<'_, usize> {
+        traced(self.housekeeping_span("store.sweep"), || self.inner.sweep())
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        traced(self.span("store.ping", None), || self.inner.ping())
+    }
+
+    fn last_event_id<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, EventId> {
+        let span = self.housekeeping_span("store.last_event_id");
+        traced(span, || self.inner.last_event_id(room))
+    }
+
+    fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        let span = self.housekeeping_span("store.refresh_holds");
+        traced(span, || self.inner.refresh_holds(holds))
+    }
+
+    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
+        let span = self.housekeeping_span("store.release_hold");
+        traced(span, || self.inner.release_hold(room, key))
+    }
+
+    fn start_feed(
+        &self,
+        sink: Arc<dyn FeedSink>,
+        tasks: &TaskTracker,
+        stopping: CancellationToken,
+    ) {
+        self.inner.start_feed(sink, tasks, stopping);
+    }
+
+    fn subscribe_feed<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()> {
+        let span = self.housekeeping_span("store.subscribe_feed");
+        traced(span, || self.inner.subscribe_feed(room))
+    }
+
+    fn unsubscribe_feed(&self, room: &RoomId) {
+        self.inner.unsubscribe_feed(room);
+    }
+}

@@ -1,0 +1,189 @@
+//! Logs, traces and metrics.
+//!
+//! - Logs: `tracing` events as human text, or as Cloud Logging JSON lines ([`logs`]);
+//!   `RUST_LOG` filters them.
+//! - Traces: `tracing` spans of this crate as OpenTelemetry spans ([`traces`]), exported over
+//!   OTLP when configured. They have their own filter (this crate, INFO and up), independent of
+//!   `RUST_LOG`, so quiet logs do not mean missing spans, and so the exporter's own HTTP and gRPC
+//!   clients, which log through `tracing` too, are never traced into their own export.
+//! - Metrics: the process-wide Prometheus recorder that `/metrics` renders. Label values are
+//!   bounded sets (routes, methods, statuses, transports, operation and event names), never a
+//!   room id, a username or a token.
+
+pub mod logs;
+pub mod traces;
+
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
+
+use crate::config::{Config, LogFormat};
+use crate::domain::EventId;
+
+/// What must be flushed before the process exits: spans still waiting in the batch.
+pub struct Telemetry {
+    provider: SdkTracerProvider,
+}
+
+/// Installs logs and traces for the process. Must run inside the Tokio runtime (the gRPC
+/// exporter lives on it). Safe to call more than once: later calls keep the first subscriber.
+pub fn init(config: &Config) -> Telemetry {
+    let pipeline = traces::pipeline(config);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = match config.effective_log_format() {
+        LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .event_format(logs::CloudLogging::new(
+                config.google_cloud_project.as_deref(),
+            ))
+            .boxed(),
+    }
+    .with_filter(filter);
+    let spans = tracing_opentelemetry::layer()
+        .with_tracer(pipeline.tracer)
+        .with_threads(false)
+        .with_filter(Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO));
+    let _already_installed = tracing_subscriber::registry()
+        .with(logs)
+        .with(spans)
+        .try_init();
+    match pipeline.export {
+        traces::Export::Off => {}
+        traces::Export::On => tracing::info!("traces: exported over OTLP"),
+        traces::Export::Failed(error) => {
+            tracing::error!(%error, "traces: the OTLP exporter could not be built; not exporting");
+        }
+    }
+    Telemetry {
+        provider: pipeline.provider,
+    }
+}
+
+impl Telemetry {
+    /// Exports the spans still batched and stops the exporter. Runs off the async workers: the
+    /// SDK blocks until the export is done, and a gRPC export needs those workers to progress.
+    pub async fn shutdown(self) {
+        let provider = self.provider;
+        let flushed = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+        if let Ok(Err(error)) = flushed {
+            tracing::warn!(%error, "traces: the last spans could not be exported");
+        }
+    }
+}
+
+/// Records how long a live event took from its append to being written to a connection:
+/// `chat_delivery_latency_seconds{transport}`. The append time is the millisecond part of the
+/// event id, from the store's clock (Redis's, for Redis), so skew between that clock and this
+/// instance's shifts the figures; a negative difference counts as zero.
+pub fn record_delivery(transport: &'static str, event: EventId) {
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        });
+    let latency_ms = now_ms.saturating_sub(event.ms);
+    metrics::histogram!("chat_delivery_latency_seconds", "transport" => transport)
+        .record(latency_ms as f64 / 1000.0);
+}
+
+/// The process-wide metrics recorder, installed on first use. One per process because the
+/// `metrics` facade has one global recorder; apps built in the same process share it.
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("_seconds".to_owned()),
+                    &[
+                        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                        0.25, 0.5, 1.0, 2.5, 5.0,
+                    ],
+                )
+                .expect("the bucket list is a non-empty constant")
+                .build_recorder();
+            let handle = recorder.handle();
+            // Another recorder can only be present if an embedding program installed its own;
+            // then ours still renders what is recorded through this handle's registry.
+            let _ = metrics::set_global_recorder(recorder);
+            describe_metrics();
+            handle
+        })
+        .clone()
+}
+
+/// The catalogue of this server's metrics, as `/metrics` describes them (`# HELP`). The
+/// counters without labels start at zero, so a rate over them exists before the first event.
+fn describe_metrics() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(
+        "chat_open_connections",
+        "open streaming connections, by transport (websocket, sse)"
+    );
+    describe_gauge!(
+        "chat_hub_rooms",
+        "rooms with at least one local subscriber on this instance"
+    );
+    describe_counter!(
+        "chat_room_events_appended_total",
+        "events appended to room logs by this instance, by event name"
+    );
+    describe_counter!(
+        "chat_events_delivered_total",
+        "room events pushed into local connections' queues"
+    );
+    describe_histogram!(
+        "chat_delivery_latency_seconds",
+        Unit::Seconds,
+        "from an event's append (its id's time) to its write to a live connection, by transport"
+    );
+    describe_counter!(
+        "chat_slow_client_disconnects_total",
+        "connections closed because their queue overflowed"
+    );
+    describe_gauge!(
+        "chat_feed_connected",
+        "1 while the Redis pub/sub feed is connected, else 0 (Redis store only)"
+    );
+    describe_counter!(
+        "chat_feed_gaps_total",
+        "times the feed skipped events and the hub read them from the log"
+    );
+    describe_counter!(
+        "chat_store_errors_total",
+        "store operations that failed or timed out, by operation"
+    );
+    describe_histogram!(
+        "chat_redis_round_trip_seconds",
+        Unit::Seconds,
+        "Redis exchanges, by operation"
+    );
+    describe_counter!(
+        "chat_http_requests_total",
+        "HTTP requests, by route template, method and status"
+    );
+    describe_histogram!(
+        "chat_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by route template, method and status"
+    );
+    describe_histogram!(
+        "chat_ws_event_duration_seconds",
+        Unit::Seconds,
+        "WebSocket client event handling time, by event name"
+    );
+    for counter in [
+        "chat_events_delivered_total",
+        "chat_slow_client_disconnects_total",
+        "chat_feed_gaps_total",
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+}
