@@ -1,0 +1,268 @@
+"""What the repository says about itself, read from its files: the environment variables the
+server reads, the ones the README documents, its routes and defaults; the settings that the
+Dockerfile, cloudrun/service.yaml and terraform/ carry. The tests compare these."""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import hcl2
+import yaml
+
+from conftest import ROOT, markdown_section, read
+
+ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
+
+# Read by the server but declared nowhere in config.rs: the log filter of tracing-subscriber's
+# EnvFilter (telemetry.rs).
+ALWAYS_READ = {"RUST_LOG"}
+
+# Set by the deployment without being the server's own setting: read by rustls-native-certs (the
+# roots behind rediss://), to trust Memorystore's per-instance CA.
+TLS_LIBRARY_VARS = {"SSL_CERT_FILE"}
+
+# Cloud Run sets these itself and refuses them in a service's env.
+CLOUD_RUN_RESERVED = {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"}
+
+
+# --- The server -------------------------------------------------------------------------------
+
+
+def rust_sources() -> dict[Path, str]:
+    return {path: path.read_text(encoding="utf-8") for path in sorted((ROOT / "src").rglob("*.rs"))}
+
+
+@lru_cache
+def config_rs() -> str:
+    return read("src/config.rs")
+
+
+@lru_cache
+def expectations() -> set[str]:
+    """Names in config.rs's EXPECTATIONS table (the variables it validates)."""
+    block = re.search(r"const EXPECTATIONS[^=]*=\s*&\[(.*?)\];", config_rs(), re.DOTALL)
+    assert block, "src/config.rs has no EXPECTATIONS table"
+    names = set(re.findall(r'\(\s*"([A-Z][A-Z0-9_]*)"\s*,', block.group(1)))
+    assert names, "EXPECTATIONS is empty"
+    return names
+
+
+@lru_cache
+def config_fields() -> set[str]:
+    """Fields of `struct Config` as envy reads them (upper case)."""
+    block = re.search(r"pub struct Config\s*\{(.*?)\n\}", config_rs(), re.DOTALL)
+    assert block, "src/config.rs has no `pub struct Config`"
+    return {name.upper() for name in re.findall(r"^\s*pub (\w+):", block.group(1), re.MULTILINE)}
+
+
+@lru_cache
+def explicit_env_reads() -> set[str]:
+    """Variables read by name anywhere in src/ (std::env::var, var_os, EnvFilter::from_env…)."""
+    pattern = re.compile(r'(?:var|var_os|from_env|try_from_env)\(\s*"([A-Z][A-Z0-9_]*)"\s*\)')
+    found: set[str] = set()
+    for text in rust_sources().values():
+        found.update(pattern.findall(text))
+    return found
+
+
+@lru_cache
+def server_reads() -> set[str]:
+    return expectations() | config_fields() | explicit_env_reads() | ALWAYS_READ
+
+
+@lru_cache
+def upper_case_literals_in_src() -> set[str]:
+    found: set[str] = set()
+    for text in rust_sources().values():
+        found.update(re.findall(r'"([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)"', text))
+    return found
+
+
+@lru_cache
+def cargo_dependencies() -> set[str]:
+    text = read("Cargo.toml")
+    section = re.search(r"^\[dependencies\]\s*$(.*?)(?=^\[)", text, re.MULTILINE | re.DOTALL)
+    assert section, "Cargo.toml has no [dependencies]"
+    return set(re.findall(r"^([A-Za-z0-9_-]+)\s*=", section.group(1), re.MULTILINE))
+
+
+def rust_default(function: str) -> int:
+    """The value returned by `defaults::<function>()` in config.rs."""
+    match = re.search(rf"fn {function}\(\)\s*->\s*\w+\s*\{{\s*([0-9_]+)\s*\}}", config_rs())
+    assert match, f"config.rs has no literal default `fn {function}()`"
+    return int(match.group(1).replace("_", ""))
+
+
+@lru_cache
+def routes() -> set[str]:
+    text = read("src/http/mod.rs")
+    paths = set(re.findall(r'\.route\(\s*"([^"]+)"', text))
+    assert paths, "src/http/mod.rs declares no routes"
+    return paths
+
+
+# --- The README -------------------------------------------------------------------------------
+
+
+@lru_cache
+def readme() -> str:
+    return read("README.md")
+
+
+@lru_cache
+def readme_config_table() -> set[str]:
+    """The variables named in the first column of the table in README "## Configuration"."""
+    section = markdown_section(readme(), "Configuration")
+    names: set[str] = set()
+    # A row may name several variables in its first cell: `A` / `B`.
+    for first_cell in re.findall(r"^\|([^|]*)\|", section, re.MULTILINE):
+        names.update(re.findall(r"`([A-Z][A-Z0-9_]*)`", first_cell))
+    assert names, "README's Configuration section has no table of variables"
+    return names
+
+
+def all_variables() -> set[str]:
+    """Everything that any deployment must account for: read by the server or documented."""
+    return server_reads() | readme_config_table()
+
+
+# --- "Env set here" / "Left unset (…)" declarations -------------------------------------------
+
+DECLARATION = re.compile(r"(Env set here|Left unset \(([^)]*)\)):\s*(.+)$")
+
+
+def declared(text: str) -> tuple[set[str], dict[str, str]]:
+    """The declared set variables and the declared unset ones (name -> reason) of a file."""
+    declared_set: set[str] = set()
+    unset: dict[str, str] = {}
+    # A Markdown list item may wrap: indented lines continue the line above.
+    lines: list[str] = []
+    for line in text.splitlines():
+        if lines and re.match(r"^\s{2,}\S", line) and not line.lstrip().startswith(("-", "#")):
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    for line in lines:
+        match = DECLARATION.search(line)
+        if not match:
+            continue
+        names = []
+        for part in re.split(r",(?![^(]*\))", match.group(3)):
+            part = re.sub(r"\(.*", "", part)  # drop "(why)" after a name
+            found = re.findall(r"\b[A-Z][A-Z0-9_]*[A-Z0-9]\b", part)
+            assert len(found) == 1, f"'{part.strip()}' in '{line.strip()}' is not one variable name"
+            names.append(found[0])
+        if match.group(1) == "Env set here":
+            declared_set.update(names)
+        else:
+            for name in names:
+                assert name not in unset, f"{name} is declared unset twice"
+                unset[name] = match.group(2)
+    return declared_set, unset
+
+
+# --- cloudrun/service.yaml --------------------------------------------------------------------
+
+
+@lru_cache
+def service_yaml_text() -> str:
+    return read("cloudrun/service.yaml")
+
+
+def service_yaml() -> dict[str, Any]:
+    return yaml.safe_load(service_yaml_text())
+
+
+def knative_container(doc: dict[str, Any]) -> dict[str, Any]:
+    containers = doc["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1, "service.yaml should run exactly one container"
+    return containers[0]
+
+
+# --- terraform/ -------------------------------------------------------------------------------
+
+
+def tf_files() -> list[Path]:
+    files = sorted((ROOT / "terraform").glob("*.tf"))
+    assert files, "terraform/ has no .tf files"
+    return files
+
+
+@lru_cache
+def tf(name: str) -> dict[str, Any]:
+    with (ROOT / "terraform" / name).open(encoding="utf-8") as handle:
+        return hcl2.load(handle)
+
+
+def unquote(value: Any) -> Any:
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def tf_blocks(document: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    """`resource`/`variable`/`output` blocks of a parsed file as {"type.name" or "name": body}."""
+    blocks: dict[str, dict[str, Any]] = {}
+    for entry in document.get(kind, []):
+        for first, body in entry.items():
+            first = unquote(first)
+            if kind in ("resource", "data"):
+                for second, inner in body.items():
+                    blocks[f"{first}.{unquote(second)}"] = inner
+            else:
+                blocks[first] = body
+    return blocks
+
+
+def tf_resources() -> dict[str, dict[str, Any]]:
+    resources: dict[str, dict[str, Any]] = {}
+    for path in tf_files():
+        resources.update(tf_blocks(tf(path.name), "resource"))
+    return resources
+
+
+def tf_variables() -> dict[str, dict[str, Any]]:
+    return tf_blocks(tf("variables.tf"), "variable")
+
+
+def tf_locals() -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for entry in tf("main.tf").get("locals", []):
+        merged.update(entry)
+    return merged
+
+
+REFERENCE = re.compile(r"\$\{(var|local)\.(\w+)\}")
+
+
+def tf_value(value: Any) -> Any:
+    """A literal, or `var.x` / `local.x` resolved to the variable's default or the local's
+    literal value (recursively inside templates); anything else is returned as written."""
+    value = unquote(value)
+    if not isinstance(value, str):
+        return value
+    whole = REFERENCE.fullmatch(value)
+    if whole:
+        return _reference(whole.group(1), whole.group(2))
+    return REFERENCE.sub(lambda m: str(_reference(m.group(1), m.group(2))), value)
+
+
+def _reference(kind: str, name: str) -> Any:
+    if kind == "var":
+        variable = tf_variables()[name]
+        assert "default" in variable, f"var.{name} has no default"
+        return tf_value(variable["default"])
+    return tf_value(tf_locals()[name])
+
+
+def hcl_blocks(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """Static blocks called `name` plus the `content` of `dynamic "name"` blocks."""
+    found = list(body.get(name, []))
+    for dynamic in body.get("dynamic", []):
+        for label, inner in dynamic.items():
+            if unquote(label) == name:
+                found.extend(inner["content"])
+    return found

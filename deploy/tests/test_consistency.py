@@ -1,0 +1,228 @@
+"""The deployment agrees with the server.
+
+* The variables the server reads (config.rs's EXPECTATIONS and `Config`, explicit env reads in
+  src/, RUST_LOG) and the README's Configuration table are the same list.
+* terraform/main.tf, cloudrun/service.yaml and the README's deploy section each account for
+  every one of them: set, or declared left unset with a reason ("Left unset (…): A, B"), and
+  what they declare is what they do.
+* Ports, probe paths and time limits match the server's routes and defaults.
+* cloudrun/service.yaml and terraform's google_cloud_run_v2_service carry the same settings.
+
+Nothing is hard-coded about which variables exist: a variable added to the server or the README
+shows up here as one the deployment has not accounted for.
+"""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+import facts
+from conftest import markdown_section, read
+
+
+# --- The server's variables vs the README -----------------------------------------------------
+
+
+def test_config_rs_expectations_are_config_fields():
+    missing = facts.expectations() - facts.config_fields()
+    assert not missing, f"EXPECTATIONS names variables that Config does not have: {sorted(missing)}"
+
+
+def test_every_variable_the_server_reads_is_in_the_readme_table():
+    undocumented = facts.server_reads() - facts.readme_config_table()
+    assert not undocumented, (
+        f"the server reads {sorted(undocumented)} but README's Configuration table does not list them"
+    )
+
+
+def test_every_variable_in_the_readme_table_is_read_by_the_server():
+    known = facts.server_reads() | facts.upper_case_literals_in_src()
+    # OpenTelemetry's SDK reads the standard OTEL_* variables itself.
+    otel = any(dep.startswith("opentelemetry") for dep in facts.cargo_dependencies())
+    stale = {
+        name
+        for name in facts.readme_config_table() - known
+        if not (otel and name.startswith("OTEL_"))
+    }
+    assert not stale, f"README documents {sorted(stale)} but nothing in src/ reads them"
+
+
+# --- Each deployment accounts for every variable ----------------------------------------------
+
+
+def terraform_env() -> set[str]:
+    service = facts.tf_resources()["google_cloud_run_v2_service.chat"]
+    container = service["template"][0]["containers"][0]
+    names = set()
+    for env in facts.hcl_blocks(container, "env"):
+        name = facts.unquote(env["name"])
+        if name != "${env.key}":  # var.extra_env: the user's own additions
+            names.add(name)
+    return names
+
+
+def service_yaml_env() -> set[str]:
+    container = facts.knative_container(facts.service_yaml())
+    return {entry["name"] for entry in container.get("env", [])}
+
+
+def readme_deploy_section() -> str:
+    return markdown_section(facts.readme(), "Deploy to Google Cloud")
+
+
+DEPLOYMENTS = {
+    "terraform/main.tf": (lambda: read("terraform/main.tf"), terraform_env),
+    "cloudrun/service.yaml": (facts.service_yaml_text, service_yaml_env),
+    "README.md (Deploy to Google Cloud)": (readme_deploy_section, None),
+}
+
+
+@pytest.mark.parametrize("where", DEPLOYMENTS)
+def test_deployment_accounts_for_every_variable(where):
+    text_of, env_of = DEPLOYMENTS[where]
+    declared_set, unset = facts.declared(text_of())
+    assert declared_set or unset, f"{where} declares no 'Env set here:' / 'Left unset (…):' lines"
+    actually_set = env_of() if env_of else declared_set
+    if env_of:
+        assert declared_set == actually_set, (
+            f"{where}: 'Env set here' says {sorted(declared_set)} but the env set is {sorted(actually_set)}"
+        )
+    variables = facts.all_variables()
+    both = actually_set & set(unset)
+    assert not both, f"{where} both sets and leaves unset {sorted(both)}"
+    missing = variables - actually_set - set(unset)
+    assert not missing, (
+        f"{where} neither sets nor declares left unset {sorted(missing)}: set them, or add them "
+        "to a 'Left unset (reason): …' line"
+    )
+    unknown = (actually_set | set(unset)) - variables - facts.TLS_LIBRARY_VARS
+    assert not unknown, f"{where} names {sorted(unknown)}, which the server does not read"
+    reserved = actually_set & facts.CLOUD_RUN_RESERVED
+    assert not reserved, f"{where} sets {sorted(reserved)}, which Cloud Run sets (and refuses)"
+
+
+def test_memorystore_ca_is_trusted_through_ssl_cert_file_in_both():
+    yaml_container = facts.knative_container(facts.service_yaml())
+    yaml_env = {entry["name"]: entry for entry in yaml_container["env"]}
+    mount = yaml_container["volumeMounts"][0]["mountPath"]
+    item = facts.service_yaml()["spec"]["template"]["spec"]["volumes"][0]["secret"]["items"][0]
+    assert yaml_env["SSL_CERT_FILE"]["value"] == f"{mount}/{item['path']}"
+
+    service = facts.tf_resources()["google_cloud_run_v2_service.chat"]
+    container = service["template"][0]["containers"][0]
+    tf_env = {facts.unquote(env["name"]): env for env in facts.hcl_blocks(container, "env")}
+    assert facts.tf_value(tf_env["SSL_CERT_FILE"]["value"]) == yaml_env["SSL_CERT_FILE"]["value"]
+    tf_mount = facts.hcl_blocks(container, "volume_mounts")[0]
+    assert facts.tf_value(tf_mount["mount_path"]) == mount
+
+
+# --- Ports, probes and time limits ------------------------------------------------------------
+
+
+def test_ports_agree_with_the_servers_default():
+    port = facts.rust_default("port")
+    assert port == 8080, "Cloud Run sends to $PORT, 8080 by default; keep the server's default equal"
+    dockerfile = read("Dockerfile")
+    assert re.findall(r"^EXPOSE\s+(\d+)\s*$", dockerfile, re.MULTILINE) == [str(port)]
+
+    container = facts.knative_container(facts.service_yaml())
+    assert [p["containerPort"] for p in container["ports"]] == [port]
+    for probe in ("startupProbe", "livenessProbe"):
+        assert container[probe]["httpGet"]["port"] == port
+
+    tf_container = facts.tf_resources()["google_cloud_run_v2_service.chat"]["template"][0]["containers"][0]
+    assert facts.tf_value(tf_container["ports"][0]["container_port"]) == port
+    for probe in ("startup_probe", "liveness_probe"):
+        assert facts.tf_value(tf_container[probe][0]["http_get"][0]["port"]) == port
+
+
+def test_probe_paths_are_the_servers_routes():
+    routes = facts.routes()
+    assert {"/readyz", "/healthz"} <= routes
+    container = facts.knative_container(facts.service_yaml())
+    assert container["startupProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    tf_container = facts.tf_resources()["google_cloud_run_v2_service.chat"]["template"][0]["containers"][0]
+    assert facts.tf_value(tf_container["startup_probe"][0]["http_get"][0]["path"]) == "/readyz"
+    assert facts.tf_value(tf_container["liveness_probe"][0]["http_get"][0]["path"]) == "/healthz"
+
+
+def test_time_limits_fit_cloud_run():
+    timeout = facts.service_yaml()["spec"]["template"]["spec"]["timeoutSeconds"]
+    assert timeout == 3600
+    tf_template = facts.tf_resources()["google_cloud_run_v2_service.chat"]["template"][0]
+    assert facts.tf_value(tf_template["timeout"]) == f"{timeout}s"
+    # Streams must end (and clients resume) before Cloud Run cuts the request.
+    assert facts.rust_default("ws_max_lifetime_secs") < timeout
+    # Cloud Run sends SIGKILL 10 s after SIGTERM.
+    assert facts.rust_default("shutdown_grace_secs") < 10
+
+
+# --- service.yaml and Terraform say the same ---------------------------------------------------
+
+
+def test_service_yaml_and_terraform_carry_the_same_settings():
+    doc = facts.service_yaml()
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    spec = doc["spec"]["template"]["spec"]
+    container = facts.knative_container(doc)
+
+    service = facts.tf_resources()["google_cloud_run_v2_service.chat"]
+    template = service["template"][0]
+    tf_container = template["containers"][0]
+    resources = tf_container["resources"][0]
+    v = facts.tf_value
+
+    assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1
+    assert int(annotations["autoscaling.knative.dev/minScale"]) == v(template["scaling"][0]["min_instance_count"])
+    assert int(annotations["autoscaling.knative.dev/maxScale"]) == v(template["scaling"][0]["max_instance_count"])
+    assert spec["containerConcurrency"] == v(template["max_instance_request_concurrency"])
+    assert annotations["run.googleapis.com/cpu-throttling"] == "false"
+    assert v(resources["cpu_idle"]) is False
+    assert annotations["run.googleapis.com/startup-cpu-boost"] == "true"
+    assert v(resources["startup_cpu_boost"]) is True
+    assert annotations["run.googleapis.com/sessionAffinity"] == "true"
+    assert v(template["session_affinity"]) is True
+    assert annotations["run.googleapis.com/execution-environment"] == "gen2"
+    assert v(template["execution_environment"]) == "EXECUTION_ENVIRONMENT_GEN2"
+    limits = container["resources"]["limits"]
+    assert str(limits["cpu"]) == v(resources["limits"]["cpu"])
+    assert limits["memory"] == v(resources["limits"]["memory"])
+
+    for yaml_probe, tf_probe in (("startupProbe", "startup_probe"), ("livenessProbe", "liveness_probe")):
+        probe = container[yaml_probe]
+        tf_settings = tf_container[tf_probe][0]
+        for yaml_key, tf_key in (
+            ("periodSeconds", "period_seconds"),
+            ("timeoutSeconds", "timeout_seconds"),
+            ("failureThreshold", "failure_threshold"),
+        ):
+            assert probe[yaml_key] == v(tf_settings[tf_key]), f"{yaml_probe}.{yaml_key}"
+
+    # Names: service.yaml derives them from ${SERVICE}, Terraform from var.service_name.
+    service_name = v(facts.tf_variables()["service_name"]["default"])
+    assert spec["serviceAccountName"] == "${SERVICE}-run@${PROJECT_ID}.iam.gserviceaccount.com"
+    account = facts.tf_resources()["google_service_account.run"]
+    assert v(account["account_id"]) == f"{service_name}-run"
+    yaml_env = {entry["name"]: entry for entry in container["env"]}
+    assert yaml_env["REDIS_URL"]["valueFrom"]["secretKeyRef"] == {"name": "${SERVICE}-redis-url", "key": "latest"}
+    assert v(facts.tf_resources()["google_secret_manager_secret.redis_url"]["secret_id"]) == f"{service_name}-redis-url"
+    assert v(facts.tf_resources()["google_secret_manager_secret.redis_ca"]["secret_id"]) == f"{service_name}-redis-ca"
+    volume = spec["volumes"][0]["secret"]
+    assert volume["secretName"] == "${SERVICE}-redis-ca"
+    assert v(yaml_env["RUST_LOG"]["value"]) == v(facts.tf_variables()["rust_log"]["default"])
+    tf_env = {facts.unquote(env["name"]): env for env in facts.hcl_blocks(tf_container, "env")}
+    assert yaml_env["GOOGLE_CLOUD_PROJECT"]["value"] == "${PROJECT_ID}"
+    assert tf_env["GOOGLE_CLOUD_PROJECT"]["value"] == "${var.project_id}"
+
+    # Direct VPC egress into the service's own network, private ranges only.
+    interfaces = annotations["run.googleapis.com/network-interfaces"]
+    assert '"network":"${SERVICE}"' in interfaces and '"subnetwork":"${SERVICE}"' in interfaces
+    assert annotations["run.googleapis.com/vpc-access-egress"] == "private-ranges-only"
+    vpc = facts.hcl_blocks(template, "vpc_access")[0]
+    assert v(vpc["egress"]) == "PRIVATE_RANGES_ONLY"
+    network = facts.tf_resources()["google_compute_network.chat"]
+    assert v(network["name"]) == service_name
+    assert v(facts.tf_resources()["google_compute_subnetwork.chat"]["name"]) == service_name

@@ -1,0 +1,433 @@
+# chat-server on Cloud Run, with everything it needs in one project:
+#
+#   project services ─ Artifact Registry (images, with a cleanup policy)
+#   runtime service account ─ reads its own secrets and nothing else
+#   Secret Manager: REDIS_URL (and, with Memorystore, the instance's server CA)
+#   Redis: Memorystore (AUTH + in-transit encryption, private IP, reached over Direct VPC
+#          egress from a subnet of its own network) or an existing external URL (redis_mode)
+#   Cloud Run service (only when image_tag is set; else cloudrun/deploy.sh deploys it from
+#   cloudrun/service.yaml, which carries the same settings)
+#
+# Names all derive from var.service_name, and cloudrun/deploy.sh derives the same names from
+# its --service, so the two agree without passing each name around.
+#
+# The server's environment (README "Configuration"; checked by deploy/tests/test_consistency.py):
+# Env set here: REDIS_URL (from Secret Manager), SSL_CERT_FILE (Memorystore's CA), RUST_LOG, GOOGLE_CLOUD_PROJECT (log lines link their traces)
+# Left unset (Cloud Run sets them): PORT, K_SERVICE
+# Left unset (server defaults): HOST, REDIS_TIMEOUT_MS, MAX_MESSAGE_BYTES, HISTORY_LIMIT, MEMBER_TTL_SECS, ROOM_TTL_SECS
+# Left unset (server defaults): IDEMPOTENCY_TTL_SECS, SSE_KEEPALIVE_SECS, WS_MAX_LIFETIME_SECS, WS_PING_SECS
+# Left unset (server defaults): CLIENT_QUEUE_LEN, SHUTDOWN_GRACE_SECS, HEADER_READ_TIMEOUT_SECS
+# Left unset (server defaults, right on Cloud Run once K_SERVICE is set): LOG_FORMAT, TRUSTED_PROXY_HOPS
+# Left unset (rate limits, server defaults): RATE_LIMITS, RATE_MESSAGES_PER_SEC, RATE_MESSAGE_BURST, RATE_WS_EVENTS_PER_SEC
+# Left unset (rate limits, server defaults): RATE_WS_EVENT_BURST, RATE_REST_PER_SEC, RATE_REST_BURST, RATE_JOINS_PER_MIN, RATE_JOIN_BURST
+# Left unset (caps, server defaults): MAX_CONNECTIONS_PER_IP, MAX_ROOMS_PER_CONNECTION, MAX_MEMBERS_PER_ROOM, MAX_CONNECTIONS
+# Left unset (any origin, said in the log, until you list yours): ALLOWED_ORIGINS
+# Left unset (no trace export without a collector; the service name follows K_SERVICE): OTEL_EXPORTER_OTLP_ENDPOINT
+# Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
+# Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_SERVICE_NAME
+# (any of the defaulted ones can be set through var.extra_env)
+
+locals {
+  memorystore    = var.redis_mode == "memorystore"
+  manage_service = var.image_tag != null
+
+  registry   = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
+  image_path = "${local.registry}/chat-server"
+
+  runtime_member = "serviceAccount:${google_service_account.run.email}"
+
+  # The container's port: Cloud Run passes it to the server as $PORT.
+  port = 8080
+  # Where the Memorystore CA secret is mounted; SSL_CERT_FILE points rustls at it.
+  redis_ca_dir  = "/etc/redis-ca"
+  redis_ca_file = "ca.pem"
+
+  services = concat(
+    [
+      "artifactregistry.googleapis.com",
+      "cloudbuild.googleapis.com",
+      "iam.googleapis.com",
+      "run.googleapis.com",
+      "secretmanager.googleapis.com",
+    ],
+    local.memorystore ? ["compute.googleapis.com", "redis.googleapis.com"] : [],
+  )
+
+  # Memorystore's AUTH string is random URL-safe text; encoded all the same.
+  memorystore_url = local.memorystore ? format(
+    "rediss://:%s@%s:%d",
+    urlencode(google_redis_instance.chat[0].auth_string),
+    google_redis_instance.chat[0].host,
+    google_redis_instance.chat[0].port,
+  ) : null
+}
+
+resource "google_project_service" "apis" {
+  for_each = toset(local.services)
+
+  service = each.value
+  # Other things in the project may use these APIs too: destroying this stack leaves them on.
+  disable_on_destroy = false
+}
+
+# --- Images -------------------------------------------------------------------------------------
+
+resource "google_artifact_registry_repository" "images" {
+  #checkov:skip=CKV_GCP_84:Images hold only the open-source server binary, no data or secrets; Google-managed encryption at rest suffices, and a customer-managed key would add a KMS key ring, key rotation and an IAM grant to the Artifact Registry service agent for no gain.
+  location      = var.region
+  repository_id = var.service_name
+  description   = "chat-server container images"
+  format        = "DOCKER"
+
+  cleanup_policy_dry_run = false
+
+  cleanup_policies {
+    id     = "keep-most-recent"
+    action = "KEEP"
+    most_recent_versions {
+      keep_count = var.keep_image_versions
+    }
+  }
+
+  cleanup_policies {
+    id     = "delete-old"
+    action = "DELETE"
+    condition {
+      tag_state  = "ANY"
+      older_than = "${var.image_max_age_days * 86400}s"
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- Identity -----------------------------------------------------------------------------------
+
+# The service's own identity, instead of the project's default compute account (Editor). It is
+# granted only secretAccessor on its two secrets below (and, when asked, the Cloud Trace agent
+# role); writing logs to Cloud Logging from stdout needs no role on Cloud Run.
+resource "google_service_account" "run" {
+  account_id   = "${var.service_name}-run"
+  display_name = "${var.service_name} (Cloud Run runtime)"
+  description  = "Runtime identity of the ${var.service_name} Cloud Run service: reads its Redis secrets."
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_project_iam_member" "trace_agent" {
+  count = var.grant_cloud_trace_agent ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/cloudtrace.agent"
+  member  = local.runtime_member
+}
+
+# --- Secrets ------------------------------------------------------------------------------------
+
+resource "google_secret_manager_secret" "redis_url" {
+  secret_id = "${var.service_name}-redis-url"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# With Memorystore the URL is built here from the instance (so the AUTH string is in the state
+# either way, as an attribute of google_redis_instance: keep the state private). With an
+# external Redis no version is created here: add the URL with `gcloud secrets versions add`
+# (README), so that it never enters the state.
+resource "google_secret_manager_secret_version" "redis_url" {
+  count = local.memorystore ? 1 : 0
+
+  secret      = google_secret_manager_secret.redis_url.id
+  secret_data = local.memorystore_url
+}
+
+resource "google_secret_manager_secret_iam_member" "redis_url" {
+  secret_id = google_secret_manager_secret.redis_url.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = local.runtime_member
+}
+
+# Memorystore's server certificates are signed by a CA of the instance's own, which no public
+# root store holds: the service mounts it as a file and SSL_CERT_FILE makes the server trust it.
+# Not a secret, but Secret Manager is how Cloud Run mounts a file.
+resource "google_secret_manager_secret" "redis_ca" {
+  count = local.memorystore ? 1 : 0
+
+  secret_id = "${var.service_name}-redis-ca"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_version" "redis_ca" {
+  count = local.memorystore ? 1 : 0
+
+  secret = google_secret_manager_secret.redis_ca[0].id
+  # All of the instance's CAs: during a CA rotation there are two.
+  secret_data = join("\n", google_redis_instance.chat[0].server_ca_certs[*].cert)
+}
+
+resource "google_secret_manager_secret_iam_member" "redis_ca" {
+  count = local.memorystore ? 1 : 0
+
+  secret_id = google_secret_manager_secret.redis_ca[0].id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = local.runtime_member
+}
+
+# --- Network and Memorystore --------------------------------------------------------------------
+
+resource "google_compute_network" "chat" {
+  count = local.memorystore ? 1 : 0
+
+  name                    = var.service_name
+  description             = "Private network of ${var.service_name}: Cloud Run's Direct VPC egress and Memorystore"
+  auto_create_subnetworks = false
+
+  depends_on = [google_project_service.apis]
+}
+
+# Custom networks already deny all ingress implicitly; this says so explicitly (and logs it).
+# Cloud Run only sends from this network (Direct VPC egress), and the answers to its own
+# connections are let through by the firewall's connection tracking.
+resource "google_compute_firewall" "deny_ingress" {
+  count = local.memorystore ? 1 : 0
+
+  name        = "${var.service_name}-deny-ingress"
+  description = "Nothing enters ${var.service_name}'s network from outside."
+  network     = google_compute_network.chat[0].id
+  direction   = "INGRESS"
+  priority    = 65534
+
+  source_ranges = ["0.0.0.0/0"]
+
+  deny {
+    protocol = "all"
+  }
+
+  log_config {
+    metadata = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_compute_subnetwork" "chat" {
+  count = local.memorystore ? 1 : 0
+
+  name                     = var.service_name
+  region                   = var.region
+  network                  = google_compute_network.chat[0].id
+  ip_cidr_range            = var.subnet_cidr
+  private_ip_google_access = true
+
+  log_config {
+    aggregation_interval = "INTERVAL_10_MIN"
+    flow_sampling        = 0.5
+    metadata             = "INCLUDE_ALL_METADATA"
+  }
+}
+
+resource "google_redis_instance" "chat" {
+  count = local.memorystore ? 1 : 0
+
+  name           = "${var.service_name}-redis"
+  display_name   = "${var.service_name} rooms and history"
+  region         = var.region
+  tier           = var.redis_tier
+  memory_size_gb = var.redis_memory_size_gb
+  redis_version  = var.redis_version
+
+  # A private IP in (a peering of) this network only; Cloud Run reaches it over Direct VPC egress.
+  authorized_network = google_compute_network.chat[0].id
+  connect_mode       = "DIRECT_PEERING"
+
+  # AUTH and TLS: the URL in the secret is rediss://:<auth string>@<ip>:6378.
+  auth_enabled            = true
+  transit_encryption_mode = "SERVER_AUTHENTICATION"
+
+  dynamic "persistence_config" {
+    for_each = var.redis_rdb_snapshot_period == null ? [] : [var.redis_rdb_snapshot_period]
+    content {
+      persistence_mode    = "RDB"
+      rdb_snapshot_period = persistence_config.value
+    }
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+# --- The service --------------------------------------------------------------------------------
+
+resource "google_cloud_run_v2_service" "chat" {
+  count = local.manage_service ? 1 : 0
+
+  name                = var.service_name
+  location            = var.region
+  ingress             = "INGRESS_TRAFFIC_ALL"
+  deletion_protection = var.deletion_protection
+
+  template {
+    service_account = google_service_account.run.email
+    # Cloud Run's longest request: WebSocket and SSE streams are requests, and the server closes
+    # them itself before this (WS_MAX_LIFETIME_SECS, 3300 s by default) so clients resume.
+    timeout                          = "3600s"
+    max_instance_request_concurrency = var.concurrency
+    # A reconnecting client lands on the instance it left when it can (cheaper resume).
+    session_affinity      = true
+    execution_environment = "EXECUTION_ENVIRONMENT_GEN2"
+
+    scaling {
+      min_instance_count = var.min_instances
+      max_instance_count = var.max_instances
+    }
+
+    dynamic "vpc_access" {
+      for_each = local.memorystore ? [1] : []
+      content {
+        # Direct VPC egress (no connector): instances get addresses in the subnet.
+        network_interfaces {
+          network    = google_compute_network.chat[0].id
+          subnetwork = google_compute_subnetwork.chat[0].id
+        }
+        # Only private ranges (Memorystore) go through the VPC; the rest goes out directly.
+        egress = "PRIVATE_RANGES_ONLY"
+      }
+    }
+
+    containers {
+      name  = "chat-server"
+      image = "${local.image_path}:${var.image_tag}"
+
+      ports {
+        name           = "http1"
+        container_port = local.port
+      }
+
+      resources {
+        limits = {
+          cpu    = var.cpu
+          memory = var.memory
+        }
+        # CPU stays allocated between requests (run.googleapis.com/cpu-throttling: "false"):
+        # the Redis subscription, presence refreshes, member expiry and WebSocket pings run
+        # in the background.
+        cpu_idle          = false
+        startup_cpu_boost = true
+      }
+
+      env {
+        name = "REDIS_URL"
+        value_source {
+          secret_key_ref {
+            secret  = google_secret_manager_secret.redis_url.secret_id
+            version = "latest"
+          }
+        }
+      }
+
+      dynamic "env" {
+        for_each = local.memorystore ? [1] : []
+        content {
+          name  = "SSL_CERT_FILE"
+          value = "${local.redis_ca_dir}/${local.redis_ca_file}"
+        }
+      }
+
+      env {
+        name  = "RUST_LOG"
+        value = var.rust_log
+      }
+
+      # Cloud Run does not set it; with it, JSON log lines name their trace as Cloud Logging
+      # links it to Cloud Trace.
+      env {
+        name  = "GOOGLE_CLOUD_PROJECT"
+        value = var.project_id
+      }
+
+      dynamic "env" {
+        for_each = var.extra_env
+        content {
+          name  = env.key
+          value = env.value
+        }
+      }
+
+      # Ready when the store answers; up to 60 s for a first Redis connection.
+      startup_probe {
+        http_get {
+          path = "/readyz"
+          port = local.port
+        }
+        period_seconds    = 2
+        timeout_seconds   = 2
+        failure_threshold = 30
+      }
+
+      # Restarted only when the process stops serving (not when Redis is away: /healthz does
+      # not look at the store, so a Redis outage does not restart every instance).
+      liveness_probe {
+        http_get {
+          path = "/healthz"
+          port = local.port
+        }
+        period_seconds    = 15
+        timeout_seconds   = 3
+        failure_threshold = 3
+      }
+
+      dynamic "volume_mounts" {
+        for_each = local.memorystore ? [1] : []
+        content {
+          name       = "redis-ca"
+          mount_path = local.redis_ca_dir
+        }
+      }
+    }
+
+    dynamic "volumes" {
+      for_each = local.memorystore ? [1] : []
+      content {
+        name = "redis-ca"
+        secret {
+          secret = google_secret_manager_secret.redis_ca[0].secret_id
+          items {
+            version = "latest"
+            path    = local.redis_ca_file
+            mode    = 292 # 0444
+          }
+        }
+      }
+    }
+  }
+
+  lifecycle {
+    precondition {
+      condition     = var.max_instances >= var.min_instances
+      error_message = "max_instances must not be below min_instances."
+    }
+  }
+
+  depends_on = [
+    google_secret_manager_secret_iam_member.redis_url,
+    google_secret_manager_secret_iam_member.redis_ca,
+    google_secret_manager_secret_version.redis_url,
+    google_secret_manager_secret_version.redis_ca,
+  ]
+}
+
+resource "google_cloud_run_v2_service_iam_member" "public" {
+  count = local.manage_service && var.allow_unauthenticated ? 1 : 0
+
+  project  = var.project_id
+  location = google_cloud_run_v2_service.chat[0].location
+  name     = google_cloud_run_v2_service.chat[0].name
+  role     = "roles/run.invoker"
+  member   = "allUsers"
+}

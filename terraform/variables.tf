@@ -1,0 +1,237 @@
+# Inputs. Only project_id has no default; terraform.tfvars.example shows a complete file.
+
+variable "project_id" {
+  description = "The Google Cloud project to deploy into (its id, not its name or number)."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "project_id must be a project id: 6-30 lowercase letters, digits or hyphens, starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "Region of the Cloud Run service, the Artifact Registry repository, the subnet and the Memorystore instance."
+  type        = string
+  default     = "europe-west1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]+$", var.region))
+    error_message = "region must be a Google Cloud region such as europe-west1 or us-central1."
+  }
+}
+
+variable "service_name" {
+  description = "Name of the Cloud Run service; also the base name of the repository, service account (<name>-run), secrets, network and Redis instance."
+  type        = string
+  default     = "chat-server"
+
+  validation {
+    # 2-26 characters so that "<name>-run" is a valid service account id (6-30 characters).
+    condition     = can(regex("^[a-z][a-z0-9-]{0,24}[a-z0-9]$", var.service_name))
+    error_message = "service_name must be 2-26 lowercase letters, digits or hyphens, starting with a letter and not ending with a hyphen."
+  }
+}
+
+variable "image_tag" {
+  description = <<-EOT
+    Tag of the chat-server image in this project's repository (what cloudrun/deploy.sh --build-only
+    pushed). null: Terraform creates everything but the Cloud Run service, which
+    cloudrun/deploy.sh then deploys from cloudrun/service.yaml. Set it only if Terraform is to own
+    the service; one owner per service.
+  EOT
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.image_tag == null || can(regex("^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$", var.image_tag))
+    error_message = "image_tag must be a Docker tag: up to 128 letters, digits, '_', '.' or '-', not starting with '.' or '-'."
+  }
+}
+
+variable "redis_mode" {
+  description = "Where Redis lives: \"memorystore\" (a Memorystore for Redis instance with AUTH and in-transit encryption, reached through Direct VPC egress) or \"external\" (an existing Redis such as Upstash, whose rediss:// URL you add to the REDIS_URL secret yourself with `gcloud secrets versions add`, so that it never enters the Terraform state)."
+  type        = string
+  default     = "memorystore"
+
+  validation {
+    condition     = contains(["memorystore", "external"], var.redis_mode)
+    error_message = "redis_mode must be \"memorystore\" or \"external\"."
+  }
+}
+
+variable "redis_tier" {
+  description = "Memorystore tier: BASIC (one node) or STANDARD_HA (a replica with automatic failover)."
+  type        = string
+  default     = "BASIC"
+
+  validation {
+    condition     = contains(["BASIC", "STANDARD_HA"], var.redis_tier)
+    error_message = "redis_tier must be BASIC or STANDARD_HA."
+  }
+}
+
+variable "redis_memory_size_gb" {
+  description = "Memorystore capacity in GiB."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.redis_memory_size_gb >= 1 && var.redis_memory_size_gb <= 300 && floor(var.redis_memory_size_gb) == var.redis_memory_size_gb
+    error_message = "redis_memory_size_gb must be a whole number from 1 to 300."
+  }
+}
+
+variable "redis_version" {
+  description = "Memorystore Redis version; 6 or later, since in-transit encryption needs TLS."
+  type        = string
+  default     = "REDIS_7_2"
+
+  validation {
+    condition     = contains(["REDIS_6_X", "REDIS_7_0", "REDIS_7_2"], var.redis_version)
+    error_message = "redis_version must be REDIS_6_X, REDIS_7_0 or REDIS_7_2."
+  }
+}
+
+variable "redis_rdb_snapshot_period" {
+  description = "How often Memorystore snapshots the data to disk (RDB persistence), so rooms and history survive a node restart; null turns persistence off."
+  type        = string
+  default     = "ONE_HOUR"
+
+  validation {
+    condition     = var.redis_rdb_snapshot_period == null || contains(["ONE_HOUR", "SIX_HOURS", "TWELVE_HOURS", "TWENTY_FOUR_HOURS"], coalesce(var.redis_rdb_snapshot_period, "ONE_HOUR"))
+    error_message = "redis_rdb_snapshot_period must be ONE_HOUR, SIX_HOURS, TWELVE_HOURS, TWENTY_FOUR_HOURS or null."
+  }
+}
+
+variable "subnet_cidr" {
+  description = "Range of the subnet that Cloud Run's Direct VPC egress takes instance addresses from (memorystore mode). At least a /26; a /24 leaves room to scale out."
+  type        = string
+  default     = "10.8.0.0/24"
+
+  validation {
+    condition     = can(cidrhost(var.subnet_cidr, 0)) && tonumber(split("/", var.subnet_cidr)[1]) <= 26
+    error_message = "subnet_cidr must be an IPv4 range of at least /26, such as 10.8.0.0/24."
+  }
+}
+
+variable "min_instances" {
+  description = "Instances kept running even when idle: at least 1, so Redis subscriptions, presence sweeps and open streams never wait for a cold start."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.min_instances >= 1 && floor(var.min_instances) == var.min_instances
+    error_message = "min_instances must be a whole number of at least 1."
+  }
+}
+
+variable "max_instances" {
+  description = "Upper bound of instances (every instance holds Redis connections; Memorystore BASIC 1 GiB takes thousands)."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.max_instances >= 1 && var.max_instances <= 1000 && floor(var.max_instances) == var.max_instances
+    error_message = "max_instances must be a whole number from 1 to 1000 (and not below min_instances)."
+  }
+}
+
+variable "concurrency" {
+  description = "Requests one instance serves at once. Every open WebSocket or SSE stream counts as one for its whole life, so this is high."
+  type        = number
+  default     = 500
+
+  validation {
+    condition     = var.concurrency >= 1 && var.concurrency <= 1000 && floor(var.concurrency) == var.concurrency
+    error_message = "concurrency must be a whole number from 1 to 1000."
+  }
+}
+
+variable "cpu" {
+  description = "vCPUs per instance (Cloud Run's cpu limit)."
+  type        = string
+  default     = "1"
+
+  validation {
+    condition     = contains(["1", "2", "4", "6", "8"], var.cpu)
+    error_message = "cpu must be 1, 2, 4, 6 or 8."
+  }
+}
+
+variable "memory" {
+  description = "Memory per instance, e.g. 512Mi or 1Gi."
+  type        = string
+  default     = "512Mi"
+
+  validation {
+    condition     = can(regex("^[0-9]+(Mi|Gi)$", var.memory))
+    error_message = "memory must be a quantity such as 512Mi or 2Gi."
+  }
+}
+
+variable "rust_log" {
+  description = "The server's log filter (RUST_LOG), e.g. info or chat_server=debug,info."
+  type        = string
+  default     = "info"
+
+  validation {
+    condition     = length(trimspace(var.rust_log)) > 0
+    error_message = "rust_log must not be empty."
+  }
+}
+
+variable "extra_env" {
+  description = "More environment variables for the server (README \"Configuration\"), e.g. { ALLOWED_ORIGINS = \"https://chat.example.com\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT and RUST_LOG (set here)."
+  type        = map(string)
+  default     = {}
+
+  validation {
+    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "RUST_LOG", "GOOGLE_CLOUD_PROJECT"])) == 0
+    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT or RUST_LOG (use rust_log)."
+  }
+}
+
+variable "allow_unauthenticated" {
+  description = "Grant roles/run.invoker to allUsers, making the service public (browsers and curl without a Google identity). Off by default."
+  type        = bool
+  default     = false
+}
+
+variable "deletion_protection" {
+  description = <<-EOT
+    Deletion protection of the Cloud Run service. Provider v6 turned it on by default for
+    google_cloud_run_v2_service, so this defaults to true as well: `terraform destroy`, or a change
+    that replaces the service, fails until this is applied as false first (see the README).
+  EOT
+  type        = bool
+  default     = true
+}
+
+variable "grant_cloud_trace_agent" {
+  description = "Grant the runtime service account roles/cloudtrace.agent: needed only when an OpenTelemetry Collector sidecar (OTEL_EXPORTER_OTLP_ENDPOINT in extra_env points at it) exports the spans to Cloud Trace with the service's identity."
+  type        = bool
+  default     = false
+}
+
+variable "keep_image_versions" {
+  description = "Artifact Registry cleanup: the most recent image versions always kept."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.keep_image_versions >= 1 && floor(var.keep_image_versions) == var.keep_image_versions
+    error_message = "keep_image_versions must be a whole number of at least 1."
+  }
+}
+
+variable "image_max_age_days" {
+  description = "Artifact Registry cleanup: image versions older than this are deleted, unless among the most recent keep_image_versions."
+  type        = number
+  default     = 30
+
+  validation {
+    condition     = var.image_max_age_days >= 1 && floor(var.image_max_age_days) == var.image_max_age_days
+    error_message = "image_max_age_days must be a whole number of at least 1."
+  }
+}

@@ -1,0 +1,22 @@
+# Terraform and provider versions. The google provider is pinned to one major version: a new
+# major (v7) changes defaults and removes fields, so moving to it is a deliberate edit here.
+#
+# Provider v6 note: google_cloud_run_v2_service has `deletion_protection`, true by default
+# since v6.0; while it is true, `terraform destroy` (or any change that replaces the service)
+# fails. main.tf sets it from var.deletion_protection (see variables.tf).
+
+terraform {
+  required_version = ">= 1.5"
+
+  required_providers {
+    google = {
+      source  = "hashicorp/google"
+      version = "~> 6.0"
+    }
+  }
+}
+
+provider "google" {
+  project = var.project_id
+  region  = var.region
+}
