@@ -16,6 +16,7 @@
 //! - [`store`]: the store contract and its two implementations.
 //! - [`rooms`]: the operations every transport calls.
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
+//! - [`protocol`]: WebSocket client frames decoded into typed, validated events.
 //! - [`http`]: the router, extractors and handlers.
 //! - [`app`]: build the server on a listener and run it until shutdown.
 //! - [`telemetry`]: logs and metrics.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod presence;
+pub mod protocol;
 pub mod rooms;
 pub mod store;
 pub mod telemetry;
