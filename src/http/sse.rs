@@ -15,10 +15,13 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use utoipa::IntoParams;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{ApiPath, ApiQuery, bearer_from};
+use super::openapi;
+use super::rest::RoomPath;
 use crate::domain::{EventId, EventKind, MemberToken, RoomId, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Inbox, Subscription, mailbox};
@@ -32,27 +35,60 @@ const CHUNK_FRAMES: usize = 64;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// The member token, for EventSource (which cannot set headers).
+    /// The member token, for EventSource (which cannot set headers). Documented as the
+    /// security scheme `member_token_query`.
     #[serde(default)]
+    #[param(ignore)]
     pub token: Option<String>,
     /// Replay the events after this id first (as the `Last-Event-ID` header does).
     #[serde(default, rename = "lastEventId")]
-    #[param(rename = "lastEventId")]
+    #[param(rename = "lastEventId", schema_with = openapi::resume_after)]
     pub last_event_id: Option<String>,
+}
+
+/// One event of the stream, as an SSE client parses it (the `retry:` preamble and keepalive
+/// comments carry no data and are not events).
+#[derive(Debug, ToSchema)]
+pub struct StreamEvent {
+    /// A room event's name, or `resume:gap` when events after the requested id were trimmed.
+    #[schema(schema_with = stream_event_name)]
+    pub event: String,
+    /// The event's `data` object as JSON, the same as on the WebSocket.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+    /// The event id (absent on `resume:gap`).
+    #[schema(schema_with = openapi::event_id)]
+    pub id: Option<String>,
+}
+
+fn stream_event_name() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some([
+            "create:room:success",
+            "add:member:success",
+            "remove:member:success",
+            "create:chat:success",
+            "resume:gap",
+        ]))
+        .build()
 }
 
 /// Stream a room's events (Server-Sent Events).
 #[utoipa::path(
     get, path = "/rooms/{roomId}/events", tag = "rooms",
     params(
-        ("roomId" = String, Path),
-        ("Last-Event-ID" = Option<String>, Header, description = "replay after this event id"),
+        RoomPath,
+        ("Last-Event-ID" = Option<String>, Header, pattern = r"^(?:[0-9]{1,19}-[0-9]{1,19})?$",
+            description = "replay the events after this id (EventSource sends it on reconnect); it wins over lastEventId"),
         EventsQuery,
     ),
-    security(("member_token" = [])),
+    security(("member_token" = []), ("member_token_query" = [])),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "the event stream"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 200, content_type = "text/event-stream", body = StreamEvent,
+            description = "the event stream; the schema is that of each event"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
     )
 )]
 pub async fn events(
