@@ -1,10 +1,15 @@
 //! Fuzz target: the request validation every transport shares. The input is split at `\n`
 //! into fields, and each field goes through one parser:
 //!
-//! 1. `RoomId`, 2. `Username`, 3. `MessageText` (4096 and 8 bytes), 4. `RoomSecret`,
-//! 5. `ClientMsgId`, 6. `EventId` (and `parse(id.to_string()) == id` for any id made of the
-//! field's bytes), 7. and 8. two `X-Forwarded-For` header values for `client_ip`, 9. the
-//! number of trusted proxy hops, 10. an `Authorization` header for `bearer_from`.
+//! 1. `RoomId`
+//! 2. `Username`
+//! 3. `MessageText` (with 4096 and 8 bytes)
+//! 4. `RoomSecret`
+//! 5. `ClientMsgId`
+//! 6. `EventId`, and `parse(id.to_string()) == id` for an id made of the field's bytes
+//! 7. and 8. two `X-Forwarded-For` header values for `client_ip`
+//! 9. the number of trusted proxy hops
+//! 10. an `Authorization` header for `bearer_from`
 //!
 //! Parsers must never panic, accept only valid values, and refuse with API.md's codes.
 //! `client_ip` must return the peer or an address some header entry names, the peer when no
@@ -106,7 +111,7 @@ fn forwarded_for(values: &[&[u8]], hops: usize, word: &[u8; 16]) {
     }
 
     // One trusted proxy appends the address it saw: that is the client, whatever came before.
-    let appended = if word[0] % 2 == 0 {
+    let appended = if word[0].is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::new(word[1], word[2], word[3], word[4]))
     } else {
         IpAddr::V6(Ipv6Addr::from(*word))
@@ -116,7 +121,7 @@ fn forwarded_for(values: &[&[u8]], hops: usize, word: &[u8; 16]) {
     // A proxy appends `, <address>` to the header it received, or adds a header of its own.
     let appended_text = appended.to_string();
     match values.pop() {
-        Some(last) if word[5] % 2 == 0 => {
+        Some(last) if word[5].is_multiple_of(2) => {
             let mut joined = last.as_bytes().to_vec();
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(appended_text.as_bytes());
