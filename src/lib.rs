@@ -20,6 +20,7 @@
 //! - [`hub`]: this instance's fan-out: per-room actors, replay then live, bounded queues.
 //! - [`presence`]: which members live connections hold; leases and online marks.
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
+//! - [`protocol`]: WebSocket client frames decoded into typed, validated events.
 //! - [`http`]: the router, extractors and handlers.
 //! - [`app`]: build the server on a listener and run it until shutdown.
 //! - [`telemetry`]: logs (text or Cloud Logging JSON), OpenTelemetry traces, metrics.
@@ -32,6 +33,7 @@ pub mod http;
 pub mod hub;
 pub mod limits;
 pub mod presence;
+pub mod protocol;
 pub mod rooms;
 pub mod store;
 pub mod telemetry;

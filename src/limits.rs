@@ -37,18 +37,21 @@ pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> IpAddr {
     if hops == 0 {
         return peer.ip();
     }
-    let entries: Vec<&str> = headers
+    // Split the raw bytes: a value may hold bytes that are not visible ASCII (HTTP allows
+    // them), and dropping such a value whole would drop the address a trusted proxy appended
+    // to it, letting a client choose to be counted as the proxy (found by fuzzing).
+    let entries: Vec<&[u8]> = headers
         .get_all("x-forwarded-for")
         .iter()
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(str::trim)
+        .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
+        .map(<[u8]>::trim_ascii)
         .filter(|entry| !entry.is_empty())
         .collect();
     entries
         .len()
         .checked_sub(hops)
         .and_then(|index| entries.get(index))
+        .and_then(|entry| std::str::from_utf8(entry).ok())
         .and_then(|entry| entry.parse().ok())
         .unwrap_or(peer.ip())
 }
@@ -273,5 +276,21 @@ mod tests {
             client_ip(&headers(&["1.1.1.1", "2.2.2.2"]), peer, 1),
             "2.2.2.2".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn client_ip_survives_bytes_the_client_wrote_before_the_proxy() {
+        // The client sends a byte that is not visible ASCII; the proxy appends to that line.
+        let peer: SocketAddr = "10.0.0.9:5000".parse().unwrap();
+        let mut forwarded = HeaderMap::new();
+        forwarded.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"\x9e, 203.0.113.7").unwrap(),
+        );
+        assert_eq!(
+            client_ip(&forwarded, peer, 1),
+            "203.0.113.7".parse::<IpAddr>().unwrap()
+        );
+        assert_eq!(client_ip(&forwarded, peer, 2), peer.ip());
     }
 }

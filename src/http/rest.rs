@@ -10,6 +10,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, BearerToken};
+use super::openapi;
 use crate::domain::{ChatMessage, ClientMsgId, EventId, RoomId, RoomSecret, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientIp;
@@ -20,31 +21,36 @@ use crate::rooms::Joined;
 #[serde(rename_all = "camelCase")]
 pub struct CreateRoomRequest {
     /// 1-64 characters of `A-Z a-z 0-9 . _ -`.
-    #[schema(example = "lobby")]
+    #[schema(schema_with = openapi::room_id)]
     pub room_id: String,
-    /// 1-32 characters after trimming; unique in the room (case- and width-insensitive).
-    #[schema(example = "alice")]
+    /// 1-32 characters after trimming white space, no control characters; unique in the room
+    /// (case- and width-insensitive).
+    #[schema(schema_with = openapi::username)]
     pub username: String,
     /// Optional, 1-128 characters: joining then needs it.
     #[serde(default)]
+    #[schema(schema_with = openapi::secret)]
     pub secret: Option<String>,
 }
 
 /// `POST /rooms/{roomId}/members`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct JoinRequest {
-    #[schema(example = "bob")]
+    /// 1-32 characters after trimming white space, no control characters; unique in the room
+    /// (case- and width-insensitive).
+    #[schema(schema_with = openapi::username)]
     pub username: String,
-    /// The room's secret, if it has one.
+    /// The room's secret, if it has one (ignored by an open room).
     #[serde(default)]
+    #[schema(schema_with = openapi::secret)]
     pub secret: Option<String>,
 }
 
 /// `POST /rooms/{roomId}/messages`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PostMessageRequest {
-    /// Not blank; at most `MAX_MESSAGE_BYTES` bytes of UTF-8.
-    #[schema(example = "hi")]
+    /// Not blank; at most `MAX_MESSAGE_BYTES` bytes of UTF-8 (default 4096; more is 413).
+    #[schema(schema_with = openapi::message)]
     pub message: String,
 }
 
@@ -79,8 +85,29 @@ pub struct HistoryQuery {
     #[param(value_type = Option<u32>, minimum = 1, maximum = 200)]
     pub limit: Option<String>,
     /// Only messages before this event id (the `nextBefore` of the previous page).
-    #[param(value_type = Option<String>)]
+    #[param(schema_with = openapi::event_id)]
     pub before: Option<String>,
+}
+
+/// `{roomId}` in a path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct RoomPath {
+    /// The room: 1-64 characters of `A-Z a-z 0-9 . _ -`.
+    #[param(rename = "roomId", schema_with = openapi::room_id)]
+    pub room_id: String,
+}
+
+/// `{roomId}` and `{username}` in a path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MemberPath {
+    /// The room: 1-64 characters of `A-Z a-z 0-9 . _ -`.
+    #[param(rename = "roomId", schema_with = openapi::room_id)]
+    pub room_id: String,
+    /// The member: its name as it joined (compared case- and width-insensitively).
+    #[param(schema_with = openapi::username)]
+    pub username: String,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -115,8 +142,10 @@ fn optional_secret(raw: Option<String>) -> Result<Option<RoomSecret>, ApiError> 
     request_body = CreateRoomRequest,
     responses(
         (status = 201, body = JoinedResponse, description = "room created, creator joined"),
-        (status = 400, body = ErrorBody), (status = 409, body = ErrorBody, description = "room_exists"),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 409, body = ErrorBody, description = "room_exists"),
+        (status = 413, body = ErrorBody, description = "payload_too_large"),
+        (status = 415, body = ErrorBody, description = "unsupported_media_type"),
     )
 )]
 pub async fn create_room(
@@ -137,14 +166,16 @@ pub async fn create_room(
 /// Join a room.
 #[utoipa::path(
     post, path = "/rooms/{roomId}/members", tag = "rooms",
-    params(("roomId" = String, Path, description = "the room")),
+    params(RoomPath),
     request_body = JoinRequest,
     responses(
         (status = 201, body = JoinedResponse, description = "joined"),
-        (status = 400, body = ErrorBody), (status = 403, body = ErrorBody, description = "wrong or missing secret"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 403, body = ErrorBody, description = "forbidden: wrong or missing secret, or the room is full"),
         (status = 404, body = ErrorBody, description = "room_not_found"),
         (status = 409, body = ErrorBody, description = "username_taken"),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 413, body = ErrorBody, description = "payload_too_large"),
+        (status = 415, body = ErrorBody, description = "unsupported_media_type"),
     )
 )]
 pub async fn join_room(
@@ -163,13 +194,13 @@ pub async fn join_room(
 /// Leave a room (only a member can remove itself).
 #[utoipa::path(
     delete, path = "/rooms/{roomId}/members/{username}", tag = "rooms",
-    params(("roomId" = String, Path), ("username" = String, Path)),
+    params(MemberPath),
     security(("member_token" = [])),
     responses(
         (status = 204, description = "left"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody, description = "the token is another member's"),
-        (status = 503, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
+        (status = 403, body = ErrorBody, description = "forbidden: the token is another member's"),
     )
 )]
 pub async fn leave_room(
@@ -187,15 +218,18 @@ pub async fn leave_room(
 #[utoipa::path(
     post, path = "/rooms/{roomId}/messages", tag = "messages",
     params(
-        ("roomId" = String, Path),
-        ("Idempotency-Key" = Option<String>, Header, description = "1-64 of A-Z a-z 0-9 . _ : -; a retry with the same key lands once"),
+        RoomPath,
+        ("Idempotency-Key" = Option<String>, Header, pattern = r"^[A-Za-z0-9._:-]{1,64}$",
+            description = "1-64 of A-Z a-z 0-9 . _ : -; a retry with the same key lands once"),
     ),
     request_body = PostMessageRequest,
     security(("member_token" = [])),
     responses(
         (status = 201, body = ChatMessage, description = "stored (or stored earlier under this key)"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
+        (status = 413, body = ErrorBody, description = "payload_too_large: the body, or the message over MAX_MESSAGE_BYTES"),
+        (status = 415, body = ErrorBody, description = "unsupported_media_type"),
     )
 )]
 pub async fn post_message(
@@ -223,11 +257,12 @@ pub async fn post_message(
 /// Read chat history, newest page first, each page oldest first.
 #[utoipa::path(
     get, path = "/rooms/{roomId}/messages", tag = "messages",
-    params(("roomId" = String, Path), HistoryQuery),
+    params(RoomPath, HistoryQuery),
     security(("member_token" = [])),
     responses(
         (status = 200, body = HistoryResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
     )
 )]
 pub async fn history(
@@ -262,11 +297,12 @@ pub async fn history(
 /// List a room's members and whether each is online.
 #[utoipa::path(
     get, path = "/rooms/{roomId}/members", tag = "rooms",
-    params(("roomId" = String, Path)),
+    params(RoomPath),
     security(("member_token" = [])),
     responses(
         (status = 200, body = MembersResponse),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
     )
 )]
 pub async fn members(

@@ -15,13 +15,17 @@ use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
-use utoipa::IntoParams;
+use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use super::extract::{ApiPath, ApiQuery, bearer_from};
+use super::openapi;
+use super::rest::RoomPath;
 use crate::domain::{EventId, EventKind, MemberToken, RoomId, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Inbox, Subscription, mailbox};
+use crate::limits::{ClientIp, StreamSlot};
 use crate::presence::Hold;
 use crate::telemetry;
 
@@ -33,31 +37,65 @@ const CHUNK_FRAMES: usize = 64;
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
-    /// The member token, for EventSource (which cannot set headers).
+    /// The member token, for EventSource (which cannot set headers). Documented as the
+    /// security scheme `member_token_query`.
     #[serde(default)]
+    #[param(ignore)]
     pub token: Option<String>,
     /// Replay the events after this id first (as the `Last-Event-ID` header does).
     #[serde(default, rename = "lastEventId")]
-    #[param(rename = "lastEventId")]
+    #[param(rename = "lastEventId", schema_with = openapi::resume_after)]
     pub last_event_id: Option<String>,
+}
+
+/// One event of the stream, as an SSE client parses it (the `retry:` preamble and keepalive
+/// comments carry no data and are not events).
+#[derive(Debug, ToSchema)]
+pub struct StreamEvent {
+    /// A room event's name, or `resume:gap` when events after the requested id were trimmed.
+    #[schema(schema_with = stream_event_name)]
+    pub event: String,
+    /// The event's `data` object as JSON, the same as on the WebSocket.
+    #[schema(content_media_type = "application/json")]
+    pub data: String,
+    /// The event id (absent on `resume:gap`).
+    #[schema(schema_with = openapi::event_id)]
+    pub id: Option<String>,
+}
+
+fn stream_event_name() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some([
+            "create:room:success",
+            "add:member:success",
+            "remove:member:success",
+            "create:chat:success",
+            "resume:gap",
+        ]))
+        .build()
 }
 
 /// Stream a room's events (Server-Sent Events).
 #[utoipa::path(
     get, path = "/rooms/{roomId}/events", tag = "rooms",
     params(
-        ("roomId" = String, Path),
-        ("Last-Event-ID" = Option<String>, Header, description = "replay after this event id"),
+        RoomPath,
+        ("Last-Event-ID" = Option<String>, Header, pattern = r"^(?:[0-9]{1,19}-[0-9]{1,19})?$",
+            description = "replay the events after this id (EventSource sends it on reconnect); it wins over lastEventId"),
         EventsQuery,
     ),
-    security(("member_token" = [])),
+    security(("member_token" = []), ("member_token_query" = [])),
     responses(
-        (status = 200, content_type = "text/event-stream", body = String, description = "the event stream"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 200, content_type = "text/event-stream", body = StreamEvent,
+            description = "the event stream; the schema is that of each event"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
     )
 )]
 pub async fn events(
     State(state): State<AppState>,
+    ClientIp(client): ClientIp,
     ApiPath(room): ApiPath<String>,
     ApiQuery(query): ApiQuery<EventsQuery>,
     headers: HeaderMap,
@@ -72,17 +110,40 @@ pub async fn events(
                 .map(|token| MemberToken::presented(token).hash())
         })
         .ok_or(ApiError::Unauthorized)?;
+    // An empty id is no id. Both are checked when both are given (schemathesis found an
+    // invalid `lastEventId` accepted next to a header); the header, EventSource's, wins.
+    let resume_after = |raw: &str| {
+        (!raw.is_empty())
+            .then(|| raw.parse::<EventId>())
+            .transpose()
+    };
+    let from_query = match query.last_event_id.as_deref() {
+        Some(raw) => resume_after(raw)?,
+        None => None,
+    };
     let after = match headers.get("last-event-id") {
-        Some(value) => Some(
+        Some(value) => resume_after(
             value
                 .to_str()
                 .map_err(|_| ApiError::invalid("Last-Event-ID is not an event id"))?,
-        ),
-        None => query.last_event_id.as_deref(),
+        )?,
+        None => from_query,
+    };
+    // EventSource sends Origin on cross-site requests: the same rule as WebSocket upgrades.
+    let header = |name| {
+        headers
+            .get(name)
+            .and_then(|value: &HeaderValue| value.to_str().ok())
+    };
+    if !state
+        .origins
+        .allows(header(header::ORIGIN), header(header::HOST))
+    {
+        return Err(ApiError::forbidden(
+            "this origin may not stream events here",
+        ));
     }
-    .filter(|id| !id.is_empty())
-    .map(str::parse::<EventId>)
-    .transpose()?;
+    let slot = state.limits.open_stream(client, false)?;
     let username = state.rooms.authenticate(&room, &token_hash).await?;
     let realtime = &state.realtime;
     let (mailbox, inbox) = mailbox(realtime.settings.client_queue_len);
@@ -114,6 +175,7 @@ pub async fn events(
         stopping: realtime.stopping.clone(),
         _subscription: subscription,
         _presence: hold,
+        _slot: slot,
     };
     metrics::gauge!("chat_open_connections", "transport" => "sse").increment(1.0);
     let body = Body::from_stream(stream::unfold(stream_state, |mut state| async move {
@@ -156,6 +218,8 @@ struct EventStream {
     stopping: CancellationToken,
     _subscription: Subscription,
     _presence: Hold,
+    /// This stream's place under its client's stream cap.
+    _slot: StreamSlot,
 }
 
 impl EventStream {

@@ -20,19 +20,17 @@ use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::AppState;
-use crate::domain::{
-    ClientMsgId, EventId, EventKind, MemberToken, RoomId, RoomSecret, TokenHash, Username,
-};
+use crate::domain::{EventId, EventKind, RoomId, TokenHash, Username};
 use crate::error::ApiError;
 use crate::hub::{Frame, Inbox, Mailbox, Subscription, mailbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
+use crate::protocol::{self, Chat, ClientEvent, Decoded, Join, Remove, Resume};
 use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
@@ -116,61 +114,6 @@ enum End {
     /// The peer closed or vanished: nothing more to send.
     Gone,
     Close(u16, &'static str),
-}
-
-/// A client event as it arrives: the envelope is checked first, the data per event.
-#[derive(Deserialize)]
-struct ClientEvent {
-    event: String,
-    #[serde(rename = "ref", default)]
-    reference: Option<Value>,
-    #[serde(default)]
-    data: Value,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct JoinData {
-    room_id: String,
-    username: String,
-    #[serde(default)]
-    secret: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ChatData {
-    room_id: String,
-    message: String,
-    #[serde(default)]
-    client_msg_id: Option<String>,
-    #[serde(default)]
-    username: Option<String>,
-    #[serde(default)]
-    token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct RemoveData {
-    room_id: String,
-    username: String,
-    #[serde(default)]
-    token: Option<String>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ResumeData {
-    room_id: String,
-    token: String,
-    #[serde(default)]
-    last_event_id: Option<String>,
-}
-
-fn data_of<T: serde::de::DeserializeOwned>(data: Value) -> Result<T, ApiError> {
-    serde_json::from_value(data)
-        .map_err(|err| ApiError::invalid(format!("invalid event data: {err}")))
 }
 
 /// The direct reply to a client event: `{"event": "ack"|"error", "ref"?, "data"}`.
@@ -363,43 +306,37 @@ impl Connection {
                 return Some(End::Close(CLOSE_POLICY, "too many events, slow down"));
             }
             Some(Err(Refused::Limited(limited))) => {
-                let reference = serde_json::from_str::<Value>(text.as_str())
-                    .ok()
-                    .and_then(|value| value.get("ref").cloned());
-                return self.reply_error(reference, limited).await;
-            }
-        }
-        let event: ClientEvent = match serde_json::from_str(text.as_str()) {
-            Ok(event) => event,
-            Err(_) => {
-                // Maybe valid JSON of the wrong shape: echo its ref if it has one.
-                let reference = serde_json::from_str::<Value>(text.as_str())
-                    .ok()
-                    .and_then(|value| value.get("ref").cloned());
                 return self
-                    .reply_error(
-                        reference,
-                        ApiError::invalid("frames must be JSON objects {event, ref, data}"),
-                    )
+                    .reply_error(protocol::reference_of(text.as_str()), limited)
                     .await;
             }
-        };
-        let reference = event.reference.clone();
+        }
         let started = Instant::now();
-        let name = event_name(&event.event);
+        let Decoded {
+            reference,
+            name,
+            event,
+        } = protocol::decode(text.as_str(), self.state.rooms.max_message_bytes());
+        let label = name.as_str();
         // Each client event is the root of its own trace, linked to the upgrade request.
         let span = tracing::info_span!(
             parent: None,
             "ws.event",
-            otel.name = format!("ws {name}"),
+            otel.name = format!("ws {label}"),
             otel.kind = "server",
             otel.status_code = tracing::field::Empty,
-            chat.event = name,
+            chat.event = label,
             chat.room = tracing::field::Empty,
             chat.outcome = tracing::field::Empty,
         );
         span.add_link(self.upgraded_in.clone());
-        let outcome = self.handle(event).instrument(span.clone()).await;
+        let outcome = match event {
+            Ok(event) => {
+                span.record("chat.room", event.room().as_str());
+                self.handle(event).instrument(span.clone()).await
+            }
+            Err(err) => Err(err),
+        };
         span.record(
             "chat.outcome",
             outcome.as_ref().map_or_else(ApiError::code, |_| "ack"),
@@ -407,7 +344,7 @@ impl Connection {
         if matches!(outcome, Err(ApiError::Unavailable)) {
             span.record("otel.status_code", "error");
         }
-        metrics::histogram!("chat_ws_event_duration_seconds", "event" => name)
+        metrics::histogram!("chat_ws_event_duration_seconds", "event" => label)
             .record(started.elapsed().as_secs_f64());
         match outcome {
             Ok(outcome) => {
@@ -456,15 +393,12 @@ impl Connection {
     }
 
     async fn handle(&mut self, event: ClientEvent) -> Result<Outcome, ApiError> {
-        match event.event.as_str() {
-            "create:room" => self.join(data_of(event.data)?, true).await,
-            "add:member" => self.join(data_of(event.data)?, false).await,
-            "create:chat" => self.chat(data_of(event.data)?).await,
-            "remove:member" => self.remove(data_of(event.data)?).await,
-            "resume" => self.resume(data_of(event.data)?).await,
-            _ => Err(ApiError::invalid(
-                "unknown event; expected create:room, add:member, create:chat, remove:member or resume",
-            )),
+        match event {
+            ClientEvent::CreateRoom(join) => self.join(join, true).await,
+            ClientEvent::AddMember(join) => self.join(join, false).await,
+            ClientEvent::CreateChat(chat) => self.chat(chat).await,
+            ClientEvent::RemoveMember(remove) => self.remove(remove).await,
+            ClientEvent::Resume(resume) => self.resume(resume).await,
         }
     }
 
@@ -486,10 +420,12 @@ impl Connection {
         Ok(())
     }
 
-    async fn join(&mut self, data: JoinData, create: bool) -> Result<Outcome, ApiError> {
-        let room = event_room(&data.room_id)?;
-        let username = Username::parse(&data.username)?;
-        let secret = data.secret.map(RoomSecret::parse).transpose()?;
+    async fn join(&mut self, join: Join, create: bool) -> Result<Outcome, ApiError> {
+        let Join {
+            room,
+            username,
+            secret,
+        } = join;
         // A room this connection holds exists, so creating it again is `room_exists`.
         if create {
             self.ensure_room_for_one_more()?;
@@ -544,15 +480,14 @@ impl Connection {
         })))
     }
 
-    async fn chat(&mut self, data: ChatData) -> Result<Outcome, ApiError> {
-        let room = event_room(&data.room_id)?;
-        let message = self.state.rooms.message(data.message)?;
-        let idempotency_key = data
-            .client_msg_id
-            .as_deref()
-            .map(ClientMsgId::parse)
-            .transpose()?;
-        let claimed = data.username.as_deref().map(Username::parse).transpose()?;
+    async fn chat(&mut self, chat: Chat) -> Result<Outcome, ApiError> {
+        let Chat {
+            room,
+            message,
+            client_msg_id: idempotency_key,
+            username: claimed,
+            token,
+        } = chat;
         let token_hash = match self
             .held
             .get(&room)
@@ -567,11 +502,7 @@ impl Connection {
                 held.token_hash.clone()
             }
             None => {
-                let token_hash = data
-                    .token
-                    .as_deref()
-                    .map(|token| MemberToken::presented(token).hash())
-                    .ok_or(ApiError::NotMember)?;
+                let token_hash = token.map(|token| token.hash()).ok_or(ApiError::NotMember)?;
                 if let Some(claimed) = claimed {
                     let member = self
                         .state
@@ -597,20 +528,19 @@ impl Connection {
         ))
     }
 
-    async fn remove(&mut self, data: RemoveData) -> Result<Outcome, ApiError> {
-        let room = event_room(&data.room_id)?;
-        let target = Username::parse(&data.username)?;
+    async fn remove(&mut self, remove: Remove) -> Result<Outcome, ApiError> {
+        let Remove {
+            room,
+            username: target,
+            token,
+        } = remove;
         let token_hash = match self
             .held
             .get(&room)
             .filter(|held| held.leaving_at.is_none())
         {
             Some(held) => held.token_hash.clone(),
-            None => data
-                .token
-                .as_deref()
-                .map(|token| MemberToken::presented(token).hash())
-                .ok_or(ApiError::NotMember)?,
+            None => token.map(|token| token.hash()).ok_or(ApiError::NotMember)?,
         };
         let left_at = self
             .state
@@ -631,15 +561,13 @@ impl Connection {
         })))
     }
 
-    async fn resume(&mut self, data: ResumeData) -> Result<Outcome, ApiError> {
-        let room = event_room(&data.room_id)?;
-        let after = data
-            .last_event_id
-            .as_deref()
-            .map(str::parse::<EventId>)
-            .transpose()?;
+    async fn resume(&mut self, resume: Resume) -> Result<Outcome, ApiError> {
+        let Resume {
+            room,
+            token,
+            last_event_id: after,
+        } = resume;
         self.ensure_not_held(&room)?;
-        let token = MemberToken::presented(&data.token);
         let token_hash = token.hash();
         let username = self.state.rooms.authenticate(&room, &token_hash).await?;
         let (subscription, replay) = self
@@ -676,29 +604,6 @@ impl Connection {
             replay: replay.events,
         })
     }
-}
-
-/// The client event's name as spans and metrics show it: one of a bounded set, as what the
-/// client sent is any string.
-fn event_name(sent: &str) -> &'static str {
-    const KNOWN: [&str; 5] = [
-        "create:room",
-        "add:member",
-        "create:chat",
-        "remove:member",
-        "resume",
-    ];
-    KNOWN
-        .into_iter()
-        .find(|known| *known == sent)
-        .unwrap_or("unknown")
-}
-
-/// The event's room, also recorded on the event's span once it is known to be a room id.
-fn event_room(raw: &str) -> Result<RoomId, ApiError> {
-    let room = RoomId::parse(raw)?;
-    Span::current().record("chat.room", room.as_str());
-    Ok(room)
 }
 
 /// On WebSocket, an action for a room without a valid membership is `not_member`.

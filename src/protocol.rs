@@ -1,0 +1,392 @@
+//! The WebSocket client protocol: one text frame in, one typed, validated client event out.
+//!
+//! [`decode`] is the only code that reads a client frame. It parses the envelope
+//! (`{"event", "ref", "data"}`), the `data` of each event kind, and every domain value in it
+//! ([`RoomId`], [`Username`], [`MessageText`], [`RoomSecret`], [`ClientMsgId`], [`EventId`]),
+//! so the connection (`http::ws`) only ever holds valid values and asks the store nothing
+//! about a frame that was malformed.
+//!
+//! It is pure (no I/O, no state, no clock), which is what lets the fuzz target
+//! `ws_client_event` (`fuzz/`) call it on arbitrary bytes. What the fuzzer checks:
+//! - it never panics;
+//! - a decoded event holds only valid values (each parses again to itself);
+//! - a refusal is `invalid_request` or `payload_too_large`, never another code.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::domain::{ClientMsgId, EventId, MemberToken, MessageText, RoomId, RoomSecret, Username};
+use crate::error::ApiError;
+
+/// A client frame, decoded as far as it goes.
+#[derive(Debug)]
+pub struct Decoded {
+    /// The client's `ref`, echoed in the reply: present whenever the frame is a JSON object
+    /// with one, even when the rest of the frame is invalid.
+    pub reference: Option<Value>,
+    /// The event the frame names (`Malformed` when it is not an `{event, ref, data}` object).
+    pub name: EventName,
+    /// The event, or the error to reply with.
+    pub event: Result<ClientEvent, ApiError>,
+}
+
+/// The client events of API.md, `Unknown` for any other name and `Malformed` for a frame
+/// that is not an event at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventName {
+    CreateRoom,
+    AddMember,
+    CreateChat,
+    RemoveMember,
+    Resume,
+    Unknown,
+    Malformed,
+}
+
+impl EventName {
+    fn of(raw: &str) -> Self {
+        match raw {
+            "create:room" => Self::CreateRoom,
+            "add:member" => Self::AddMember,
+            "create:chat" => Self::CreateChat,
+            "remove:member" => Self::RemoveMember,
+            "resume" => Self::Resume,
+            _ => Self::Unknown,
+        }
+    }
+
+    /// The wire name (or `unknown`, `malformed`): a bounded label for metrics and spans.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::CreateRoom => "create:room",
+            Self::AddMember => "add:member",
+            Self::CreateChat => "create:chat",
+            Self::RemoveMember => "remove:member",
+            Self::Resume => "resume",
+            Self::Unknown => "unknown",
+            Self::Malformed => "malformed",
+        }
+    }
+}
+
+/// A client event whose data is valid.
+#[derive(Debug)]
+pub enum ClientEvent {
+    CreateRoom(Join),
+    AddMember(Join),
+    CreateChat(Chat),
+    RemoveMember(Remove),
+    Resume(Resume),
+}
+
+impl ClientEvent {
+    pub fn name(&self) -> EventName {
+        match self {
+            Self::CreateRoom(_) => EventName::CreateRoom,
+            Self::AddMember(_) => EventName::AddMember,
+            Self::CreateChat(_) => EventName::CreateChat,
+            Self::RemoveMember(_) => EventName::RemoveMember,
+            Self::Resume(_) => EventName::Resume,
+        }
+    }
+
+    /// The room the event is about.
+    pub fn room(&self) -> &RoomId {
+        match self {
+            Self::CreateRoom(join) | Self::AddMember(join) => &join.room,
+            Self::CreateChat(chat) => &chat.room,
+            Self::RemoveMember(remove) => &remove.room,
+            Self::Resume(resume) => &resume.room,
+        }
+    }
+}
+
+/// `create:room` and `add:member`.
+#[derive(Debug)]
+pub struct Join {
+    pub room: RoomId,
+    pub username: Username,
+    pub secret: Option<RoomSecret>,
+}
+
+/// `create:chat`.
+#[derive(Debug)]
+pub struct Chat {
+    pub room: RoomId,
+    pub message: MessageText,
+    /// The idempotency key (`clientMsgId`).
+    pub client_msg_id: Option<ClientMsgId>,
+    /// The name the client claims to post as (the original clients sent it).
+    pub username: Option<Username>,
+    /// Needed when the connection does not hold the room.
+    pub token: Option<MemberToken>,
+}
+
+/// `remove:member`.
+#[derive(Debug)]
+pub struct Remove {
+    pub room: RoomId,
+    pub username: Username,
+    /// Needed when the connection does not hold the room.
+    pub token: Option<MemberToken>,
+}
+
+/// `resume`.
+#[derive(Debug)]
+pub struct Resume {
+    pub room: RoomId,
+    pub token: MemberToken,
+    /// Replay the events after this one; `None` replays nothing and goes live.
+    pub last_event_id: Option<EventId>,
+}
+
+/// A client frame as it arrives: the envelope is checked first, the data per event.
+#[derive(Deserialize)]
+struct Envelope {
+    event: String,
+    #[serde(rename = "ref", default)]
+    reference: Option<Value>,
+    #[serde(default)]
+    data: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JoinData {
+    room_id: String,
+    username: String,
+    #[serde(default)]
+    secret: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChatData {
+    room_id: String,
+    message: String,
+    #[serde(default)]
+    client_msg_id: Option<String>,
+    #[serde(default)]
+    username: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RemoveData {
+    room_id: String,
+    username: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResumeData {
+    room_id: String,
+    token: String,
+    #[serde(default)]
+    last_event_id: Option<String>,
+}
+
+/// Decodes one client text frame. `max_message_bytes` is `MAX_MESSAGE_BYTES`, the limit of a
+/// `create:chat` message.
+pub fn decode(text: &str, max_message_bytes: usize) -> Decoded {
+    // serde reads a struct from a JSON array too (`["create:room", "c1", {…}]`): only an
+    // object is an event.
+    let envelope = match is_object(text).then(|| serde_json::from_str::<Envelope>(text)) {
+        Some(Ok(envelope)) => envelope,
+        _ => {
+            return Decoded {
+                // Maybe valid JSON of the wrong shape: echo its ref if it has one.
+                reference: reference_of(text),
+                name: EventName::Malformed,
+                event: Err(ApiError::invalid(
+                    "frames must be JSON objects {event, ref, data}",
+                )),
+            };
+        }
+    };
+    let name = EventName::of(&envelope.event);
+    Decoded {
+        reference: envelope.reference,
+        name,
+        event: event_of(name, envelope.data, max_message_bytes),
+    }
+}
+
+/// The `ref` of a frame that is a JSON object with one, for replies to frames that are not
+/// decoded (refused by a rate limit) or not valid events.
+pub fn reference_of(text: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|value| value.get("ref").cloned())
+}
+
+fn event_of(
+    name: EventName,
+    data: Value,
+    max_message_bytes: usize,
+) -> Result<ClientEvent, ApiError> {
+    Ok(match name {
+        EventName::CreateRoom => ClientEvent::CreateRoom(join(data_of(data)?)?),
+        EventName::AddMember => ClientEvent::AddMember(join(data_of(data)?)?),
+        EventName::CreateChat => ClientEvent::CreateChat(chat(data_of(data)?, max_message_bytes)?),
+        EventName::RemoveMember => ClientEvent::RemoveMember(remove(data_of(data)?)?),
+        EventName::Resume => ClientEvent::Resume(resume(data_of(data)?)?),
+        EventName::Unknown | EventName::Malformed => {
+            return Err(ApiError::invalid(
+                "unknown event; expected create:room, add:member, create:chat, remove:member or resume",
+            ));
+        }
+    })
+}
+
+/// Whether a JSON text is an object: its first byte after white space is `{`.
+fn is_object(text: &str) -> bool {
+    text.trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{')
+}
+
+fn data_of<T: DeserializeOwned>(data: Value) -> Result<T, ApiError> {
+    if let Value::Array(_) = data {
+        return Err(ApiError::invalid(
+            "invalid event data: invalid type: sequence, expected an object",
+        ));
+    }
+    serde_json::from_value(data)
+        .map_err(|err| ApiError::invalid(format!("invalid event data: {err}")))
+}
+
+// Each validates its fields in the order the handlers always did, so the same frame gets the
+// same error as before: room, then the name or message, then the optional fields.
+
+fn join(data: JoinData) -> Result<Join, ApiError> {
+    Ok(Join {
+        room: RoomId::parse(&data.room_id)?,
+        username: Username::parse(&data.username)?,
+        secret: data.secret.map(RoomSecret::parse).transpose()?,
+    })
+}
+
+fn chat(data: ChatData, max_message_bytes: usize) -> Result<Chat, ApiError> {
+    Ok(Chat {
+        room: RoomId::parse(&data.room_id)?,
+        message: MessageText::parse(data.message, max_message_bytes)?,
+        client_msg_id: data
+            .client_msg_id
+            .as_deref()
+            .map(ClientMsgId::parse)
+            .transpose()?,
+        username: data.username.as_deref().map(Username::parse).transpose()?,
+        token: data.token.as_deref().map(MemberToken::presented),
+    })
+}
+
+fn remove(data: RemoveData) -> Result<Remove, ApiError> {
+    Ok(Remove {
+        room: RoomId::parse(&data.room_id)?,
+        username: Username::parse(&data.username)?,
+        token: data.token.as_deref().map(MemberToken::presented),
+    })
+}
+
+fn resume(data: ResumeData) -> Result<Resume, ApiError> {
+    Ok(Resume {
+        room: RoomId::parse(&data.room_id)?,
+        last_event_id: data
+            .last_event_id
+            .as_deref()
+            .map(str::parse::<EventId>)
+            .transpose()?,
+        token: MemberToken::presented(&data.token),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(text: &str) -> Decoded {
+        decode(text, 16)
+    }
+
+    #[test]
+    fn decodes_each_event_kind() {
+        let frame = r#"{"event":"create:room","ref":"c1","data":{"roomId":"lobby","username":" alice ","secret":"s"}}"#;
+        let out = decoded(frame);
+        assert_eq!(out.reference, Some(Value::from("c1")));
+        let Ok(ClientEvent::CreateRoom(join)) = out.event else {
+            panic!("not a create:room: {out:?}");
+        };
+        assert_eq!(
+            (join.room.as_str(), join.username.as_str()),
+            ("lobby", "alice")
+        );
+        assert_eq!(join.secret.map(|s| s.expose().to_owned()), Some("s".into()));
+
+        let frame = r#"{"event":"create:chat","data":{"roomId":"r","message":"hi","clientMsgId":"k:1","token":"t"}}"#;
+        let Ok(ClientEvent::CreateChat(chat)) = decoded(frame).event else {
+            panic!("not a create:chat");
+        };
+        assert_eq!(chat.message.as_str(), "hi");
+        assert_eq!(
+            chat.client_msg_id.map(|k| k.as_str().to_owned()),
+            Some("k:1".into())
+        );
+        assert_eq!(chat.token.map(|t| t.expose().to_owned()), Some("t".into()));
+
+        let frame = r#"{"event":"resume","data":{"roomId":"r","token":"t","lastEventId":"5-1"}}"#;
+        let Ok(ClientEvent::Resume(resume)) = decoded(frame).event else {
+            panic!("not a resume");
+        };
+        assert_eq!(resume.last_event_id, Some(EventId::new(5, 1)));
+
+        let frame = r#"{"event":"remove:member","data":{"roomId":"r","username":"bob"}}"#;
+        assert!(matches!(
+            decoded(frame).event,
+            Ok(ClientEvent::RemoveMember(_))
+        ));
+    }
+
+    #[test]
+    fn refusals_keep_the_ref_and_say_what_is_wrong() {
+        let not_an_envelope = decoded(r#"{"ref":7,"data":{}}"#);
+        assert_eq!(not_an_envelope.reference, Some(Value::from(7)));
+        assert_eq!(not_an_envelope.name, EventName::Malformed);
+        assert_eq!(not_an_envelope.event.unwrap_err().code(), "invalid_request");
+
+        let unknown = decoded(r#"{"event":"shout","ref":"x"}"#);
+        assert_eq!(unknown.name, EventName::Unknown);
+        assert_eq!(unknown.reference, Some(Value::from("x")));
+
+        let missing = decoded(r#"{"event":"add:member","data":{"roomId":"r"}}"#);
+        let err = missing.event.unwrap_err();
+        assert!(
+            err.to_string().contains("missing field `username`"),
+            "{err}"
+        );
+
+        let too_long = decoded(
+            r#"{"event":"create:chat","data":{"roomId":"r","message":"01234567890123456789"}}"#,
+        );
+        assert_eq!(too_long.event.unwrap_err().code(), "payload_too_large");
+
+        let bad_id =
+            decoded(r#"{"event":"resume","data":{"roomId":"r","token":"t","lastEventId":"x"}}"#);
+        assert_eq!(bad_id.event.unwrap_err().code(), "invalid_request");
+
+        assert_eq!(decoded("not json").reference, None);
+        assert_eq!(decoded("[1]").reference, None);
+
+        // Found by the fuzzer: serde reads structs from arrays, but events are objects.
+        let array = decoded(r#"["resume","c1",{"roomId":"r","token":"t"}]"#);
+        assert_eq!(array.name, EventName::Malformed);
+        assert_eq!(array.reference, None);
+        let array_data = decoded(r#"{"event":"add:member","ref":1,"data":["r","bob"]}"#);
+        assert_eq!(array_data.reference, Some(Value::from(1)));
+        assert_eq!(array_data.event.unwrap_err().code(), "invalid_request");
+    }
+}
