@@ -72,12 +72,7 @@ impl Rooms {
             Some(secret) => Some(hash_secret(secret).await?),
             None => None,
         };
-        let token = MemberToken::generate();
-        let member = NewMember {
-            room: room.clone(),
-            username: username.clone(),
-            token_hash: token.hash(),
-        };
+        let (token, member) = mint(&room, &username);
         match self.store.create_room(member, secret_hash).await? {
             CreateOutcome::Created(last_event_id) => Ok(Joined {
                 room,
@@ -109,12 +104,7 @@ impl Rooms {
                 Some(hash)
             }
         };
-        let token = MemberToken::generate();
-        let member = NewMember {
-            room: room.clone(),
-            username: username.clone(),
-            token_hash: token.hash(),
-        };
+        let (token, member) = mint(&room, &username);
         match self.store.join(member, expected_secret_hash).await? {
             JoinOutcome::Joined(last_event_id) => Ok(Joined {
                 room,
@@ -220,6 +210,17 @@ impl Rooms {
     ) -> Result<LogRead, ApiError> {
         Ok(self.store.read_log(room, after, limit).await?)
     }
+}
+
+/// A new member's token (for the client) and what the store keeps of it (the hash).
+fn mint(room: &RoomId, username: &Username) -> (MemberToken, NewMember) {
+    let token = MemberToken::generate();
+    let member = NewMember {
+        room: room.clone(),
+        username: username.clone(),
+        token_hash: token.hash(),
+    };
+    (token, member)
 }
 
 fn authorized<T>(answer: Authorized<T>) -> Result<T, ApiError> {
