@@ -285,6 +285,15 @@ impl serde::Serialize for EventId {
     }
 }
 
+/// Milliseconds since the Unix epoch on this machine's clock, the unit of event ids.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |since| {
+            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
+        })
+}
+
 /// Why a member left its room.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaveReason {

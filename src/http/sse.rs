@@ -176,6 +176,7 @@ pub async fn events(
         _subscription: subscription,
         _presence: hold,
         _slot: slot,
+        delivery: telemetry::DeliveryLatency::new("sse"),
     };
     metrics::gauge!("chat_open_connections", "transport" => "sse").increment(1.0);
     let body = Body::from_stream(stream::unfold(stream_state, |mut state| async move {
@@ -220,6 +221,7 @@ struct EventStream {
     _presence: Hold,
     /// This stream's place under its client's stream cap.
     _slot: StreamSlot,
+    delivery: telemetry::DeliveryLatency,
 }
 
 impl EventStream {
@@ -241,9 +243,10 @@ impl EventStream {
                 let mut chunk = BytesMut::new();
                 let mut next = Some(frame);
                 let mut taken = 0;
+                let now_ms = crate::domain::now_ms();
                 while let Some(frame) = next.take() {
                     chunk.extend_from_slice(&frame.sse_bytes());
-                    telemetry::record_delivery("sse", frame.event.id);
+                    self.delivery.record(now_ms, frame.event.id);
                     taken += 1;
                     if removes(&frame.event.kind, &self.username) {
                         self.ended = true;

@@ -107,6 +107,7 @@ struct Connection {
     /// The span of the upgrade request, linked from every client event's span: a connection
     /// lives up to an hour, too long to keep its events in the request's trace.
     upgraded_in: SpanContext,
+    delivery: telemetry::DeliveryLatency,
 }
 
 /// Why the connection loop ended.
@@ -162,6 +163,7 @@ impl Connection {
             held: HashMap::new(),
             last_heard: Instant::now(),
             upgraded_in,
+            delivery: telemetry::DeliveryLatency::new("websocket"),
         }
     }
 
@@ -250,12 +252,13 @@ impl Connection {
     async fn forward(&mut self, first: Arc<Frame>) -> Option<End> {
         let mut next = Some(first);
         let mut written = 0;
+        let now_ms = crate::domain::now_ms();
         while let Some(frame) = next.take() {
             if let Some(text) = self.admit(&frame) {
                 if self.socket.feed(Message::Text(text)).await.is_err() {
                     return Some(End::Gone);
                 }
-                telemetry::record_delivery("websocket", frame.event.id);
+                self.delivery.record(now_ms, frame.event.id);
                 written += 1;
             }
             if written < WRITE_BATCH {

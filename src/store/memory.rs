@@ -8,13 +8,14 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use super::{
     Authorized, CreateOutcome, FeedItem, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
     MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreFuture, StoreSettings,
 };
-use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username};
+use crate::domain::{
+    EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
+};
 
 pub struct MemoryStore {
     settings: StoreSettings,
@@ -46,13 +47,6 @@ struct Room {
     idempotency: HashMap<(TokenHash, String), (EventId, u64)>,
     /// Idempotency replays must answer the original message even after it left the log.
     idempotent_events: HashMap<EventId, RoomEvent>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 impl Room {

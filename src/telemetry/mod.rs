@@ -14,7 +14,6 @@ pub mod logs;
 pub mod traces;
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -78,19 +77,25 @@ impl Telemetry {
     }
 }
 
-/// Records how long a live event took from its append to being written to a connection:
+/// How long live events took from their append to being written to a connection:
 /// `chat_delivery_latency_seconds{transport}`. The append time is the millisecond part of the
 /// event id, from the store's clock (Redis's, for Redis), so skew between that clock and this
 /// instance's shifts the figures; a negative difference counts as zero.
-pub fn record_delivery(transport: &'static str, event: EventId) {
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |since| {
-            u64::try_from(since.as_millis()).unwrap_or(u64::MAX)
-        });
-    let latency_ms = now_ms.saturating_sub(event.ms);
-    metrics::histogram!("chat_delivery_latency_seconds", "transport" => transport)
-        .record(latency_ms as f64 / 1000.0);
+///
+/// Each connection resolves its histogram once: this runs for every delivery, where a
+/// registry lookup (hashing the name and labels) per frame would be the metric's main cost.
+pub struct DeliveryLatency(metrics::Histogram);
+
+impl DeliveryLatency {
+    pub fn new(transport: &'static str) -> Self {
+        Self(metrics::histogram!("chat_delivery_latency_seconds", "transport" => transport))
+    }
+
+    /// Records one delivery; `now_ms` is read once per write batch (`domain::now_ms`).
+    pub fn record(&self, now_ms: u64, event: EventId) {
+        self.0
+            .record(now_ms.saturating_sub(event.ms) as f64 / 1000.0);
+    }
 }
 
 /// The process-wide metrics recorder, installed on first use. One per process because the

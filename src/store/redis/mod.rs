@@ -21,7 +21,7 @@
 mod feed;
 
 use std::sync::{Arc, LazyLock, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
@@ -36,7 +36,9 @@ use super::{
     MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreError, StoreFuture,
     StoreResult, StoreSettings,
 };
-use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username};
+use crate::domain::{
+    EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
+};
 
 /// The key of the sweepers' index of rooms with leases.
 const LEASE_INDEX: &str = "leases:rooms";
@@ -359,13 +361,6 @@ fn exchange_span(what: &'static str) -> Span {
         db.system.name = "redis",
         db.operation.name = what,
     )
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
 }
 
 fn malformed(what: &'static str) -> StoreError {
