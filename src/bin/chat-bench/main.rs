@@ -366,17 +366,8 @@ async fn load_run(
                 (sent.clone(), failed.clone(), room.clone(), load.size);
             let phase = period.mul_f64(spread(senders.len()));
             senders.push(tokio::spawn(async move {
-                // Senders start out of phase, as people do: no synchronized bursts.
-                tokio::time::sleep(phase).await;
-                let mut ticks = tokio::time::interval(period);
-                ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut seq = 0u64;
-                loop {
-                    ticks.tick().await;
-                    if Instant::now() >= deadline {
-                        break;
-                    }
-                    seq += 1;
+                let mut pace = Pace::start(phase, period, deadline).await;
+                while let Some(seq) = pace.next().await {
                     let text = format!(
                         r#"{{"event":"create:chat","data":{{"roomId":"{room}","message":"{}"}}}}"#,
                         bench_message(n, seq, epoch, size)
@@ -397,17 +388,9 @@ async fn load_run(
         let (sent, failed, size) = (sent.clone(), failed.clone(), load.size);
         let phase = period.mul_f64(spread(rest_tasks.len()));
         rest_tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(phase).await;
-            let mut ticks = tokio::time::interval(period);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let path = format!("/rooms/{room}/messages");
-            let mut seq = 0u64;
-            loop {
-                ticks.tick().await;
-                if Instant::now() >= deadline {
-                    break;
-                }
-                seq += 1;
+            let mut pace = Pace::start(phase, period, deadline).await;
+            while let Some(seq) = pace.next().await {
                 let body = json!({"message": bench_message(0, seq, epoch, size)}).to_string();
                 match http.json("POST", &path, Some(&token), Some(body)).await {
                     Ok((201, _)) => sent.fetch_add(1, Ordering::Relaxed),
@@ -628,6 +611,37 @@ async fn startup(
     report.startup_ms_median = Some(times_ms[times_ms.len() / 2]);
     report.startup_ms_max = times_ms.last().copied();
     Ok(report)
+}
+
+/// One sender's schedule: a message every `period` until `deadline`, starting after `phase`
+/// so that senders are out of step, as people are (no synchronized bursts).
+struct Pace {
+    ticks: tokio::time::Interval,
+    deadline: Instant,
+    seq: u64,
+}
+
+impl Pace {
+    async fn start(phase: Duration, period: Duration, deadline: Instant) -> Self {
+        tokio::time::sleep(phase).await;
+        let mut ticks = tokio::time::interval(period);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Self {
+            ticks,
+            deadline,
+            seq: 0,
+        }
+    }
+
+    /// The next message's sequence number (from 1), or `None` once time is up.
+    async fn next(&mut self) -> Option<u64> {
+        self.ticks.tick().await;
+        if Instant::now() >= self.deadline {
+            return None;
+        }
+        self.seq += 1;
+        Some(self.seq)
+    }
 }
 
 /// A fraction in [0, 1) for the `n`th sender, evenly spread (golden-ratio sequence).
