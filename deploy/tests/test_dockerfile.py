@@ -1,8 +1,8 @@
 """The Dockerfile, read as docker would (no engine runs here, so nothing is built): a cached
 dependency layer, `cargo build --release --locked`, and a final stage that holds only the binary
 and runs it as a non-root user; .dockerignore keeps the context to what the build copies.
-hadolint (run by scripts/test) lints it; the release binary is exercised the container's way in
-test_release_binary.py."""
+hadolint (run by scripts/test) lints it; the server binary is exercised the container's way in
+test_server_binary.py."""
 
 from __future__ import annotations
 

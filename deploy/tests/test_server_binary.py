@@ -1,7 +1,8 @@
-"""The release binary, run the way the container runs it (no Docker engine exists here):
+"""The server binary, run the way the container runs it (no Docker engine exists here):
 
-* a copy of target/release/chat-server in a directory of its own, like /usr/local/bin in the
-  image, started as an unprivileged user (setpriv to nobody:nogroup when the tests run as
+* a copy of the binary (CHAT_SERVER_BIN; by default target/debug/chat-server, the build the
+  test suite made: the image's release build compiles the same code with LTO) in a directory
+  of its own, like /usr/local/bin in the image, started as an unprivileged user (setpriv to nobody:nogroup when the tests run as
   root; the image's user is 65532) with nothing but the environment for configuration
   (`env -i`, then PORT, K_SERVICE as Cloud Run sets them, and the deployment's variables);
 * it starts, /healthz and /readyz answer 200 — with the in-memory store, with a password
@@ -11,7 +12,7 @@
   SHUTDOWN_GRACE_SECS;
 * no Redis password ever appears in what it prints.
 
-scripts/test builds the binary (`cargo build --release --locked`) before running this. Every
+scripts/deploy-checks builds the binary when missing before running this. Every
 redis-server here is started by the test on a free loopback port, never 6379.
 """
 
@@ -42,12 +43,14 @@ POLL = 0.05
 REDIS_PASSWORD = "s3cret-Pa55word-never-logged"
 
 
-def release_binary() -> Path:
+def server_binary() -> Path:
     target = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
     if not target.is_absolute():
         target = ROOT / target
-    binary = Path(os.environ.get("CHAT_SERVER_RELEASE_BIN", target / "release" / "chat-server"))
-    assert binary.is_file(), f"{binary} is missing: scripts/test builds it (cargo build --release --locked)"
+    binary = Path(os.environ.get("CHAT_SERVER_BIN", target / "debug" / "chat-server"))
+    if not binary.is_absolute():
+        binary = ROOT / binary
+    assert binary.is_file(), f"{binary} is missing: scripts/deploy-checks builds it (cargo build --bin chat-server)"
     return binary
 
 
@@ -57,7 +60,7 @@ def image_dir():
     directory = Path(tempfile.mkdtemp(prefix="chat-server-image-"))
     directory.chmod(0o755)
     binary = directory / "chat-server"
-    shutil.copy(release_binary(), binary)
+    shutil.copy(server_binary(), binary)
     binary.chmod(0o755)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
@@ -136,7 +139,7 @@ class Server:
 def start_server(image_dir: Path, env: dict[str, str], secrets: list[str] | None = None) -> Server:
     port = free_port()
     assert port != 6379
-    log_dir = Path(tempfile.mkdtemp(prefix="chat-server-logs-"))
+    log_dir = Path(tempfile.mkdtemp(prefix="logs-", dir=image_dir))  # removed with image_dir
     # As on Cloud Run: PORT and K_SERVICE from the platform, the rest from the deployment.
     variables = {"PORT": str(port), "K_SERVICE": "chat-server", **env}
     command = [
