@@ -76,7 +76,12 @@ impl App {
         let store: Arc<dyn Store> = Arc::new(TracedStore::new(store, kind));
         let stopping = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let hub = Hub::new(store.clone(), tasks.clone(), stopping.clone());
+        let hub = Hub::new(
+            store.clone(),
+            Duration::from_millis(config.fanout_coalesce_ms),
+            tasks.clone(),
+            stopping.clone(),
+        );
         store.start_feed(hub.sink(), &tasks, stopping.clone());
         let (presence, refresher) =
             Presence::new(store.clone(), presence_refresh, stopping.clone());
@@ -95,6 +100,10 @@ impl App {
             stopping.clone(),
         ));
         tasks.spawn(forget_idle_clients(limits.clone(), stopping.clone()));
+        tasks.spawn(telemetry::metrics_upkeep(
+            telemetry::metrics_handle(),
+            stopping.clone(),
+        ));
         let state = AppState {
             limits,
             origins: Arc::new(origins),

@@ -52,6 +52,10 @@ pub struct Config {
     /// How many events may wait for one slow connection before it is closed (1013).
     #[serde(default = "defaults::client_queue_len")]
     pub client_queue_len: usize,
+    /// A busy room (over 100 events/s) pushes its events to connections at most once per
+    /// this many milliseconds, in batches; 0 pushes every event at once.
+    #[serde(default = "defaults::fanout_coalesce_ms")]
+    pub fanout_coalesce_ms: u64,
     /// On SIGTERM: stop accepting, close streams, and exit within this many seconds.
     #[serde(default = "defaults::shutdown_grace_secs")]
     pub shutdown_grace_secs: u64,
@@ -202,6 +206,9 @@ mod defaults {
     pub fn client_queue_len() -> usize {
         1024
     }
+    pub fn fanout_coalesce_ms() -> u64 {
+        10
+    }
     pub fn shutdown_grace_secs() -> u64 {
         8
     }
@@ -277,6 +284,10 @@ const EXPECTATIONS: &[(&str, &str)] = &[
     ),
     ("WS_PING_SECS", "a whole number of seconds, at least 1"),
     ("CLIENT_QUEUE_LEN", "a whole number of events, at least 1"),
+    (
+        "FANOUT_COALESCE_MS",
+        "a whole number of milliseconds from 0 (off) to 1000",
+    ),
     ("SHUTDOWN_GRACE_SECS", "a whole number of seconds"),
     ("RATE_LIMITS", "on or off"),
     ("RATE_MESSAGES_PER_SEC", "a whole number, at least 1"),
@@ -384,6 +395,9 @@ impl Config {
         }
         if self.idempotency_ttl_secs == 0 {
             return Err(ConfigError::of("IDEMPOTENCY_TTL_SECS"));
+        }
+        if self.fanout_coalesce_ms > 1000 {
+            return Err(ConfigError::of("FANOUT_COALESCE_MS"));
         }
         for (value, variable) in [
             (self.sse_keepalive_secs, "SSE_KEEPALIVE_SECS"),

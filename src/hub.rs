@@ -14,20 +14,25 @@
 //! - **Replay, then live, without a seam.** A subscription asks for events after an id; the
 //!   actor answers with the log between that id and `last` and registers the subscriber in
 //!   the same step, so every later event reaches it live.
-//! - **Slow consumers.** A full queue means the client does not keep up: its `overflowed`
-//!   token is cancelled (the connection closes with 1013 and the client resumes) and the
+//! - **Coalescing under load.** In a busy room (more than `BUSY_EVENTS_PER_SEC`), events are
+//!   held up to the coalescing window and pushed together as one [`Batch`]: each connection
+//!   then wakes, and writes to its socket, once per batch instead of once per event, which is
+//!   most of the cost of a delivery. A quiet room pushes every event at once.
+//! - **Slow consumers.** A full queue means the client does not keep up: its inbox is
+//!   `closed` (the connection closes with 1013 and the client resumes) and the
 //!   room moves on. Nothing blocks the room, nothing is dropped silently.
 //! - **Lifetimes.** An actor exits when its last subscriber leaves, unsubscribing the feed,
 //!   so an instance listens only to rooms that have connections here.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
 use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -39,6 +44,13 @@ use crate::store::{FeedItem, FeedSink, Store};
 const LOG_BATCH: usize = 500;
 /// How long a subscriber waits for its room to answer before it is told `unavailable`.
 const SUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(5);
+/// A room with more events per second than this coalesces them (see the module docs): far
+/// above a conversation's pace, so a chat's latency never pays for it.
+const BUSY_EVENTS_PER_SEC: u32 = 100;
+/// How often a room's busy state is re-decided from its event rate.
+const RATE_PERIOD: Duration = Duration::from_millis(100);
+/// The most events one batch holds.
+const MAX_BATCH: usize = 64;
 
 /// One room event as every connection receives it. The WebSocket and SSE encodings are made
 /// by the first connection of each transport that needs them and shared by all others.
@@ -96,30 +108,79 @@ impl Frame {
     }
 }
 
+/// Consecutive events of one room, in log order, pushed to a connection as one item.
+pub type Batch = Arc<[Arc<Frame>]>;
+
 /// The sending side of one connection's queue, shared by all the rooms it subscribes to.
 #[derive(Clone)]
 pub struct Mailbox {
-    tx: mpsc::Sender<Arc<Frame>>,
-    overflowed: CancellationToken,
+    tx: mpsc::UnboundedSender<Batch>,
+    /// Events pushed and not yet taken: the queue's length, which `capacity` bounds.
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    closed: CancellationToken,
 }
 
-/// The receiving side: the connection reads frames here and closes when `overflowed` fires.
+/// The receiving side: the connection reads batches here and ends when `closed` fires (its
+/// queue overflowed, or the server is stopping: `closed` is a child of the stopping token).
 pub struct Inbox {
-    pub frames: mpsc::Receiver<Arc<Frame>>,
-    pub overflowed: CancellationToken,
+    batches: mpsc::UnboundedReceiver<Batch>,
+    queued: Arc<AtomicUsize>,
+    pub closed: CancellationToken,
 }
 
-/// A connection's bounded queue.
-pub fn mailbox(capacity: usize) -> (Mailbox, Inbox) {
-    let (tx, frames) = mpsc::channel(capacity);
-    let overflowed = CancellationToken::new();
+/// A connection's queue of at most `capacity` waiting events; `closed` also fires when
+/// `stopping` does.
+pub fn mailbox(capacity: usize, stopping: &CancellationToken) -> (Mailbox, Inbox) {
+    let (tx, batches) = mpsc::unbounded_channel();
+    let queued = Arc::new(AtomicUsize::new(0));
+    let closed = stopping.child_token();
     (
         Mailbox {
             tx,
-            overflowed: overflowed.clone(),
+            queued: queued.clone(),
+            capacity,
+            closed: closed.clone(),
         },
-        Inbox { frames, overflowed },
+        Inbox {
+            batches,
+            queued,
+            closed,
+        },
     )
+}
+
+impl Mailbox {
+    /// Queues a batch; false when the connection is gone or too slow (then `closed` fires and
+    /// the connection ends with 1013). A batch into an empty queue always fits, so a burst
+    /// larger than the queue is not mistaken for a slow client.
+    fn push(&self, batch: Batch) -> bool {
+        let count = batch.len();
+        let waiting = self.queued.fetch_add(count, Ordering::Relaxed);
+        if waiting > 0 && waiting + count > self.capacity {
+            self.queued.fetch_sub(count, Ordering::Relaxed);
+            metrics::counter!("chat_slow_client_disconnects_total").increment(1);
+            self.closed.cancel();
+            return false;
+        }
+        self.tx.send(batch).is_ok()
+    }
+}
+
+impl Inbox {
+    /// The next batch, waiting for one. `None` only once every mailbox is dropped.
+    pub async fn recv(&mut self) -> Option<Batch> {
+        let batch = self.batches.recv().await?;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
+    }
+
+    /// The next batch if one is queued.
+    pub fn try_recv(&mut self) -> Option<Batch> {
+        let batch = self.batches.try_recv().ok()?;
+        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Some(batch)
+    }
 }
 
 /// What a new subscriber gets first: the logged events after the id it asked for.
@@ -137,6 +198,8 @@ pub struct Hub {
 
 struct HubInner {
     store: Arc<dyn Store>,
+    /// How long a busy room holds events to push them together; zero pushes each at once.
+    coalesce: Duration,
     /// The actors of the rooms with local subscribers. Senders into an actor are only used
     /// while this lock is held, which is what lets an actor retire without losing a command.
     rooms: Mutex<HashMap<RoomId, mpsc::UnboundedSender<Command>>>,
@@ -178,10 +241,16 @@ impl Drop for Subscription {
 }
 
 impl Hub {
-    pub fn new(store: Arc<dyn Store>, tasks: TaskTracker, stopping: CancellationToken) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        coalesce: Duration,
+        tasks: TaskTracker,
+        stopping: CancellationToken,
+    ) -> Self {
         Self {
             inner: Arc::new(HubInner {
                 store,
+                coalesce,
                 rooms: Mutex::new(HashMap::new()),
                 tasks,
                 stopping,
@@ -293,6 +362,8 @@ impl HubInner {
             inbox,
             subscribers: Vec::new(),
             last: EventId::ZERO,
+            pending: Vec::new(),
+            pace: Pace::new(self.coalesce),
             stopping: self.stopping.clone(),
         };
         self.tasks.spawn(actor.run());
@@ -308,7 +379,59 @@ struct RoomActor {
     subscribers: Vec<Subscriber>,
     /// The last event delivered here, in log order.
     last: EventId,
+    /// Events up to `last` not yet pushed to the subscribers (held while the room is busy).
+    pending: Vec<Arc<Frame>>,
+    pace: Pace,
     stopping: CancellationToken,
+}
+
+/// When a room pushes its pending events: at once while it is quiet; while it is busy, at
+/// most once per coalescing window.
+struct Pace {
+    window: Duration,
+    busy: bool,
+    counting_since: Instant,
+    counted: u32,
+    last_push: Instant,
+}
+
+impl Pace {
+    fn new(window: Duration) -> Self {
+        let now = Instant::now();
+        Self {
+            window,
+            busy: false,
+            counting_since: now,
+            counted: 0,
+            last_push: now,
+        }
+    }
+
+    /// Counts an event, re-deciding `busy` from the rate once per `RATE_PERIOD`, and as soon
+    /// as a period holds more events than the busy rate allows for all of it.
+    fn count(&mut self, now: Instant) {
+        self.counted += 1;
+        let elapsed = now.duration_since(self.counting_since);
+        if elapsed < RATE_PERIOD {
+            let busy_per_period = BUSY_EVENTS_PER_SEC * RATE_PERIOD.as_millis() as u32 / 1000;
+            self.busy |= self.counted > busy_per_period;
+        } else {
+            let per_sec = f64::from(self.counted) / elapsed.as_secs_f64();
+            self.busy = per_sec > f64::from(BUSY_EVENTS_PER_SEC);
+            self.counting_since = now;
+            self.counted = 0;
+        }
+    }
+
+    /// When `pending` events are to be pushed: `None` for now.
+    fn push_at(&self, pending: usize, now: Instant) -> Option<Instant> {
+        let at = self.last_push + self.window;
+        if !self.busy || pending >= MAX_BATCH || at <= now {
+            None
+        } else {
+            Some(at)
+        }
+    }
 }
 
 impl RoomActor {
@@ -316,21 +439,52 @@ impl RoomActor {
         if !self.start().await {
             return;
         }
+        // Armed while pending events wait for their push time.
+        let push_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(push_timer);
+        let mut push_armed = false;
         loop {
-            let command = tokio::select! {
+            enum Next {
+                Command(Option<Command>),
+                Push,
+            }
+            let next = tokio::select! {
+                biased;
                 () = self.stopping.cancelled() => return,
-                command = self.inbox.recv() => command,
+                command = self.inbox.recv() => Next::Command(command),
+                () = &mut push_timer, if push_armed => Next::Push,
             };
-            match command {
-                None => return,
-                Some(Command::Feed(FeedItem::Event(event))) => self.on_event(event).await,
-                Some(Command::Feed(FeedItem::Resync)) => self.catch_up(None).await,
-                Some(Command::Subscribe {
+            match next {
+                Next::Command(None) => return,
+                Next::Command(Some(Command::Feed(FeedItem::Event(event)))) => {
+                    self.on_event(event).await;
+                }
+                Next::Command(Some(Command::Feed(FeedItem::Resync))) => self.catch_up(None).await,
+                Next::Command(Some(Command::Subscribe {
                     subscriber,
                     after,
                     reply,
-                }) => self.on_subscribe(subscriber, after, reply).await,
-                Some(Command::Unsubscribe(id)) => self.subscribers.retain(|s| s.id != id),
+                })) => self.on_subscribe(subscriber, after, reply).await,
+                Next::Command(Some(Command::Unsubscribe(id))) => {
+                    self.subscribers.retain(|s| s.id != id);
+                }
+                Next::Push => {}
+            }
+            if !self.pending.is_empty() {
+                let now = Instant::now();
+                match self.pace.push_at(self.pending.len(), now) {
+                    None => {
+                        self.push(now);
+                        push_armed = false;
+                    }
+                    Some(at) if !push_armed => {
+                        push_timer.as_mut().reset(at);
+                        push_armed = true;
+                    }
+                    Some(_) => {}
+                }
+            } else {
+                push_armed = false;
             }
             if self.subscribers.is_empty() && self.retire() {
                 return;
@@ -436,31 +590,48 @@ impl RoomActor {
         }
     }
 
+    /// Takes the next event in log order; the run loop pushes it (see [`Pace`]).
     fn deliver(&mut self, event: RoomEvent) {
         self.last = event.id;
         if self.subscribers.is_empty() {
             return;
         }
-        let frame = Arc::new(Frame::new(event));
-        let mut delivered = 0u64;
+        self.pace.count(Instant::now());
+        self.pending.push(Arc::new(Frame::new(event)));
+    }
+
+    /// Pushes the pending events to every subscriber, as one batch each.
+    fn push(&mut self, now: Instant) {
+        self.pace.last_push = now;
+        let batch: Batch = std::mem::take(&mut self.pending).into();
+        let (Some(first), Some(newest)) = (batch.first(), batch.last()) else {
+            return;
+        };
+        let (first, newest) = (first.event.id, newest.event.id);
+        let (mut delivered, mut pushes) = (0u64, 0u64);
         self.subscribers.retain(|subscriber| {
-            if frame.event.id <= subscriber.after {
+            // A subscriber has the events up to `after` from its replay.
+            let share = if newest <= subscriber.after {
                 return true;
+            } else if first > subscriber.after {
+                batch.clone()
+            } else {
+                batch
+                    .iter()
+                    .filter(|frame| frame.event.id > subscriber.after)
+                    .cloned()
+                    .collect()
+            };
+            let count = share.len() as u64;
+            let kept = subscriber.mailbox.push(share);
+            if kept {
+                delivered += count;
+                pushes += 1;
             }
-            match subscriber.mailbox.tx.try_send(frame.clone()) {
-                Ok(()) => {
-                    delivered += 1;
-                    true
-                }
-                Err(mpsc::error::TrySendError::Full(_)) => {
-                    metrics::counter!("chat_slow_client_disconnects_total").increment(1);
-                    subscriber.mailbox.overflowed.cancel();
-                    false
-                }
-                Err(mpsc::error::TrySendError::Closed(_)) => false,
-            }
+            kept
         });
         metrics::counter!("chat_events_delivered_total").increment(delivered);
+        metrics::counter!("chat_fanout_pushes_total").increment(pushes);
     }
 
     async fn on_subscribe(
@@ -507,5 +678,131 @@ impl RoomActor {
         if reply.send(Ok(replay)).is_ok() {
             self.subscribers.push(subscriber);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const WINDOW: Duration = Duration::from_millis(10);
+
+    /// `count` events spread evenly over `over`, from `start`; returns when the last came.
+    fn feed(pace: &mut Pace, start: Instant, count: u32, over: Duration) -> Instant {
+        let step = over / count;
+        let mut now = start;
+        for _ in 0..count {
+            now += step;
+            pace.count(now);
+        }
+        now
+    }
+
+    #[test]
+    fn a_room_at_a_conversations_pace_pushes_every_event_at_once() {
+        let start = Instant::now();
+        let mut pace = Pace::new(WINDOW);
+        // 50 events/s for a second: half the busy rate.
+        let now = feed(&mut pace, start, 50, Duration::from_secs(1));
+        pace.last_push = now;
+        assert!(!pace.busy);
+        assert_eq!(pace.push_at(1, now), None);
+    }
+
+    #[test]
+    fn a_busy_room_holds_events_until_a_window_after_its_last_push() {
+        let start = Instant::now();
+        let mut pace = Pace::new(WINDOW);
+        // 1000 events/s for 200 ms.
+        let now = feed(&mut pace, start, 200, Duration::from_millis(200));
+        assert!(pace.busy);
+        pace.last_push = now;
+        let soon = now + Duration::from_millis(1);
+        assert_eq!(pace.push_at(3, soon), Some(now + WINDOW));
+        // A full batch, or a window since the last push, goes at once.
+        assert_eq!(pace.push_at(MAX_BATCH, soon), None);
+        assert_eq!(pace.push_at(3, now + WINDOW), None);
+    }
+
+    #[test]
+    fn a_burst_makes_a_room_busy_before_its_rate_period_ends() {
+        let start = Instant::now();
+        let mut pace = Pace::new(WINDOW);
+        feed(&mut pace, start, 10, Duration::from_millis(5));
+        assert!(
+            !pace.busy,
+            "10 events in a period are the busy rate, not above it"
+        );
+        pace.count(start + Duration::from_millis(6));
+        assert!(pace.busy);
+    }
+
+    #[test]
+    fn a_room_that_calms_down_stops_holding_events() {
+        let start = Instant::now();
+        let mut pace = Pace::new(WINDOW);
+        let busy_until = feed(&mut pace, start, 200, Duration::from_millis(200));
+        assert!(pace.busy);
+        // Then an event every 300 ms: the first closes the busy period's count, the next
+        // finds the rate low.
+        let mut later = busy_until;
+        for _ in 0..2 {
+            later += Duration::from_millis(300);
+            pace.count(later);
+        }
+        assert!(!pace.busy);
+        pace.last_push = later;
+        assert_eq!(pace.push_at(1, later), None);
+    }
+
+    #[test]
+    fn a_zero_window_never_holds_events() {
+        let start = Instant::now();
+        let mut pace = Pace::new(Duration::ZERO);
+        let now = feed(&mut pace, start, 500, Duration::from_millis(200));
+        assert!(pace.busy);
+        pace.last_push = now;
+        assert_eq!(pace.push_at(5, now), None);
+    }
+
+    fn batch_of(count: u64) -> Batch {
+        let room = RoomId::parse("pace").expect("a valid room id");
+        (1..=count)
+            .map(|n| {
+                Arc::new(Frame::new(RoomEvent {
+                    id: EventId { ms: n, seq: 0 },
+                    prev: EventId { ms: n - 1, seq: 0 },
+                    room: room.clone(),
+                    kind: crate::domain::EventKind::Chat {
+                        username: "alice".to_owned(),
+                        message: format!("message {n}"),
+                    },
+                }))
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_counts_events_not_batches_and_closes_when_full() {
+        let stopping = CancellationToken::new();
+        let (mailbox, mut inbox) = mailbox(4, &stopping);
+        // A batch larger than the queue fits into an empty queue: a burst, not a slow client.
+        assert!(mailbox.push(batch_of(6)));
+        assert!(
+            !mailbox.push(batch_of(1)),
+            "6 events wait, the queue holds 4"
+        );
+        assert!(inbox.closed.is_cancelled());
+        assert_eq!(inbox.recv().await.map(|batch| batch.len()), Some(6));
+        assert!(inbox.try_recv().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_closes_when_the_server_stops() {
+        let stopping = CancellationToken::new();
+        let (mailbox, inbox) = mailbox(4, &stopping);
+        assert!(mailbox.push(batch_of(2)));
+        stopping.cancel();
+        assert!(inbox.closed.is_cancelled());
     }
 }

@@ -14,7 +14,6 @@ use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
 use serde::Deserialize;
-use tokio_util::sync::CancellationToken;
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
@@ -146,7 +145,7 @@ pub async fn events(
     let slot = state.limits.open_stream(client, false)?;
     let username = state.rooms.authenticate(&room, &token_hash).await?;
     let realtime = &state.realtime;
-    let (mailbox, inbox) = mailbox(realtime.settings.client_queue_len);
+    let (mailbox, inbox) = mailbox(realtime.settings.client_queue_len, &realtime.stopping);
     let (subscription, replay) = realtime.hub.subscribe(&room, after, &mailbox).await?;
     let hold = realtime.presence.hold(&room, username.key()).await;
 
@@ -172,7 +171,6 @@ pub async fn events(
         username,
         keepalive,
         lifetime: Box::pin(tokio::time::sleep(realtime.settings.max_lifetime)),
-        stopping: realtime.stopping.clone(),
         _subscription: subscription,
         _presence: hold,
         _slot: slot,
@@ -216,7 +214,6 @@ struct EventStream {
     username: Username,
     keepalive: tokio::time::Interval,
     lifetime: std::pin::Pin<Box<tokio::time::Sleep>>,
-    stopping: CancellationToken,
     _subscription: Subscription,
     _presence: Hold,
     /// This stream's place under its client's stream cap.
@@ -232,29 +229,33 @@ impl EventStream {
         if self.ended {
             return None;
         }
-        let overflowed = self.inbox.overflowed.clone();
+        let closed = self.inbox.closed.clone();
         tokio::select! {
             biased;
-            () = self.stopping.cancelled() => None,
-            () = overflowed.cancelled() => None,
+            // Shutdown, or the client fell too far behind: the stream ends, the client resumes.
+            () = closed.cancelled() => None,
             () = &mut self.lifetime => None,
-            frame = self.inbox.frames.recv() => {
-                let frame = frame?;
+            batch = self.inbox.recv() => {
                 let mut chunk = BytesMut::new();
-                let mut next = Some(frame);
+                let mut next = Some(batch?);
                 let mut taken = 0;
-                let now_ms = crate::domain::now_ms();
-                while let Some(frame) = next.take() {
-                    chunk.extend_from_slice(&frame.sse_bytes());
-                    self.delivery.record(now_ms, frame.event.id);
-                    taken += 1;
-                    if removes(&frame.event.kind, &self.username) {
-                        self.ended = true;
-                        break;
+                let mut oldest = None;
+                'batches: while let Some(batch) = next.take() {
+                    for frame in batch.iter() {
+                        chunk.extend_from_slice(&frame.sse_bytes());
+                        oldest.get_or_insert(frame.event.id);
+                        taken += 1;
+                        if removes(&frame.event.kind, &self.username) {
+                            self.ended = true;
+                            break 'batches;
+                        }
                     }
                     if taken < CHUNK_FRAMES {
-                        next = self.inbox.frames.try_recv().ok();
+                        next = self.inbox.try_recv();
                     }
+                }
+                if let Some(oldest) = oldest {
+                    self.delivery.record_write(oldest);
                 }
                 Some(chunk.freeze())
             }

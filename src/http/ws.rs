@@ -8,7 +8,6 @@
 //! made *before* the join they belong to, and frames older than the join are skipped, so the
 //! connection sees its own join event and everything after it exactly once.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,7 +26,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::AppState;
 use crate::domain::{EventId, EventKind, RoomId, TokenHash, Username};
 use crate::error::ApiError;
-use crate::hub::{Frame, Inbox, Mailbox, Subscription, mailbox};
+use crate::hub::{Batch, Frame, Inbox, Mailbox, Subscription, mailbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
 use crate::protocol::{self, Chat, ClientEvent, Decoded, Join, Remove, Resume};
@@ -35,7 +34,7 @@ use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
 const MAX_FRAME_BYTES: usize = 64 * 1024;
-/// How many queued frames one write batch takes before flushing.
+/// How many queued frames one socket write takes, at most about.
 const WRITE_BATCH: usize = 64;
 
 const CLOSE_POLICY: u16 = 1008;
@@ -92,6 +91,50 @@ struct Held {
     _subscription: Subscription,
 }
 
+/// The memberships of one connection: a handful at most (`MAX_ROOMS_PER_CONNECTION`), looked
+/// up for every frame written, so a short list beats hashing the room id.
+#[derive(Default)]
+struct Holdings(Vec<(RoomId, Held)>);
+
+impl Holdings {
+    fn get(&self, room: &RoomId) -> Option<&Held> {
+        self.0
+            .iter()
+            .find(|(id, _)| id == room)
+            .map(|(_, held)| held)
+    }
+
+    fn get_mut(&mut self, room: &RoomId) -> Option<&mut Held> {
+        self.0
+            .iter_mut()
+            .find(|(id, _)| id == room)
+            .map(|(_, held)| held)
+    }
+
+    fn contains_key(&self, room: &RoomId) -> bool {
+        self.get(room).is_some()
+    }
+
+    fn insert(&mut self, room: RoomId, held: Held) {
+        match self.get_mut(&room) {
+            Some(existing) => *existing = held,
+            None => self.0.push((room, held)),
+        }
+    }
+
+    fn remove(&mut self, room: &RoomId) {
+        self.0.retain(|(id, _)| id != room);
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn clear(&mut self) {
+        self.0.clear();
+    }
+}
+
 struct Connection {
     socket: WebSocket,
     state: AppState,
@@ -102,7 +145,7 @@ struct Connection {
     events: Option<WsEventLimiter>,
     mailbox: Mailbox,
     inbox: Inbox,
-    held: HashMap<RoomId, Held>,
+    held: Holdings,
     last_heard: Instant,
     /// The span of the upgrade request, linked from every client event's span: a connection
     /// lives up to an hour, too long to keep its events in the request's trace.
@@ -149,7 +192,10 @@ impl Connection {
         slot: StreamSlot,
         upgraded_in: SpanContext,
     ) -> Self {
-        let (mailbox, inbox) = mailbox(state.realtime.settings.client_queue_len);
+        let (mailbox, inbox) = mailbox(
+            state.realtime.settings.client_queue_len,
+            &state.realtime.stopping,
+        );
         metrics::gauge!("chat_open_connections", "transport" => "websocket").increment(1.0);
         let events = state.limits.ws_event_limiter();
         Self {
@@ -160,7 +206,7 @@ impl Connection {
             state,
             mailbox,
             inbox,
-            held: HashMap::new(),
+            held: Holdings::default(),
             last_heard: Instant::now(),
             upgraded_in,
             delivery: telemetry::DeliveryLatency::new("websocket"),
@@ -189,18 +235,35 @@ impl Connection {
 
     async fn serve(&mut self) -> End {
         let settings = self.state.realtime.settings.clone();
-        let stopping = self.state.realtime.stopping.clone();
-        let overflowed = self.inbox.overflowed.clone();
+        // Pinned once: a fresh `cancelled()` per frame would register and unregister a waiter.
+        let closed = self.inbox.closed.clone();
+        let closed = closed.cancelled();
+        tokio::pin!(closed);
         let lifetime = tokio::time::sleep(settings.max_lifetime);
         tokio::pin!(lifetime);
         let mut pings = tokio::time::interval(settings.ping_every);
         pings.reset();
         loop {
+            // Frames before the client's own: polling the socket when a frame is already
+            // waiting costs a read attempt per delivery. A client's events still get their
+            // turn as soon as its queue is drained, which a client that keeps up makes happen.
             tokio::select! {
                 biased;
-                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
-                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
+                () = &mut closed => return self.closed(),
                 () = &mut lifetime => return End::Close(CLOSE_RESTART, "connection lifetime reached, reconnect and resume"),
+                batch = self.inbox.recv() => {
+                    // Cannot be None: this connection holds a sender (its mailbox).
+                    let Some(batch) = batch else { return End::Gone };
+                    // A client that stops reading blocks the write: give up on it when its
+                    // queue overflows meanwhile, or on shutdown.
+                    tokio::select! {
+                        biased;
+                        () = &mut closed => return self.closed(),
+                        end = self.forward(batch) => if let Some(end) = end {
+                            return end;
+                        },
+                    }
+                }
                 incoming = self.socket.recv() => {
                     self.last_heard = Instant::now();
                     match incoming {
@@ -213,27 +276,12 @@ impl Connection {
                             // The reply's write may block on a client that does not read.
                             tokio::select! {
                                 biased;
-                                () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
-                                () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
+                                () = &mut closed => return self.closed(),
                                 end = self.on_message(message) => if let Some(end) = end {
                                     return end;
                                 },
                             }
                         }
-                    }
-                }
-                frame = self.inbox.frames.recv() => {
-                    // Cannot be None: this connection holds a sender (its mailbox).
-                    let Some(frame) = frame else { return End::Gone };
-                    // A client that stops reading blocks the write: give up on it when its
-                    // queue overflows meanwhile, or on shutdown.
-                    tokio::select! {
-                        biased;
-                        () = stopping.cancelled() => return End::Close(CLOSE_RESTART, RESTARTING),
-                        () = overflowed.cancelled() => return End::Close(CLOSE_SLOW, TOO_SLOW),
-                        end = self.forward(frame) => if let Some(end) = end {
-                            return end;
-                        },
                     }
                 }
                 _ = pings.tick() => {
@@ -248,25 +296,40 @@ impl Connection {
         }
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch) in one flush.
-    async fn forward(&mut self, first: Arc<Frame>) -> Option<End> {
+    /// Why the inbox closed: the server is stopping, or the client fell too far behind.
+    fn closed(&self) -> End {
+        if self.state.realtime.stopping.is_cancelled() {
+            End::Close(CLOSE_RESTART, RESTARTING)
+        } else {
+            End::Close(CLOSE_SLOW, TOO_SLOW)
+        }
+    }
+
+    /// Writes `first` and whatever else is queued (up to about `WRITE_BATCH` frames) with one
+    /// flush: one socket write for all of them.
+    async fn forward(&mut self, first: Batch) -> Option<End> {
         let mut next = Some(first);
         let mut written = 0;
-        let now_ms = crate::domain::now_ms();
-        while let Some(frame) = next.take() {
-            if let Some(text) = self.admit(&frame) {
-                if self.socket.feed(Message::Text(text)).await.is_err() {
-                    return Some(End::Gone);
+        let mut oldest = None;
+        while let Some(batch) = next.take() {
+            for frame in batch.iter() {
+                if let Some(text) = self.admit(frame) {
+                    if self.socket.feed(Message::Text(text)).await.is_err() {
+                        return Some(End::Gone);
+                    }
+                    oldest.get_or_insert(frame.event.id);
+                    written += 1;
                 }
-                self.delivery.record(now_ms, frame.event.id);
-                written += 1;
             }
             if written < WRITE_BATCH {
-                next = self.inbox.frames.try_recv().ok();
+                next = self.inbox.try_recv();
             }
         }
-        if written > 0 && self.socket.flush().await.is_err() {
-            return Some(End::Gone);
+        if let Some(oldest) = oldest {
+            if self.socket.flush().await.is_err() {
+                return Some(End::Gone);
+            }
+            self.delivery.record_write(oldest);
         }
         None
     }

@@ -14,9 +14,11 @@ pub mod logs;
 pub mod traces;
 
 use std::sync::OnceLock;
+use std::time::Duration;
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use opentelemetry_sdk::trace::SdkTracerProvider;
+use tokio_util::sync::CancellationToken;
 use tracing::Level;
 use tracing_subscriber::filter::Targets;
 use tracing_subscriber::layer::SubscriberExt;
@@ -78,12 +80,15 @@ impl Telemetry {
 }
 
 /// How long live events took from their append to being written to a connection:
-/// `chat_delivery_latency_seconds{transport}`. The append time is the millisecond part of the
-/// event id, from the store's clock (Redis's, for Redis), so skew between that clock and this
-/// instance's shifts the figures; a negative difference counts as zero.
+/// `chat_delivery_latency_seconds{transport}`, one sample per socket write, for the oldest
+/// event in it (the write's longest wait; a write carries several events under load, and a
+/// sample per event would make the shared histogram a contended hot spot of the fan-out).
+/// The append time is the millisecond part of the event id, from the store's clock (Redis's,
+/// for Redis), so skew between that clock and this instance's shifts the figures; a negative
+/// difference counts as zero.
 ///
-/// Each connection resolves its histogram once: this runs for every delivery, where a
-/// registry lookup (hashing the name and labels) per frame would be the metric's main cost.
+/// Each connection resolves its histogram once: a registry lookup (hashing the name and
+/// labels) per write would be the metric's main cost.
 pub struct DeliveryLatency(metrics::Histogram);
 
 impl DeliveryLatency {
@@ -91,10 +96,23 @@ impl DeliveryLatency {
         Self(metrics::histogram!("chat_delivery_latency_seconds", "transport" => transport))
     }
 
-    /// Records one delivery; `now_ms` is read once per write batch (`domain::now_ms`).
-    pub fn record(&self, now_ms: u64, event: EventId) {
-        self.0
-            .record(now_ms.saturating_sub(event.ms) as f64 / 1000.0);
+    /// Records a write whose oldest event is `oldest`.
+    pub fn record_write(&self, oldest: EventId) {
+        let waited_ms = crate::domain::now_ms().saturating_sub(oldest.ms);
+        self.0.record(waited_ms as f64 / 1000.0);
+    }
+}
+
+/// Folds recorded histogram samples into their buckets every few seconds. The exporter keeps
+/// every sample until this runs (or `/metrics` is scraped): without it, an instance nobody
+/// scrapes would grow by 8 bytes per recorded sample.
+pub async fn metrics_upkeep(handle: PrometheusHandle, stopping: CancellationToken) {
+    let mut ticks = tokio::time::interval(Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return,
+            _ = ticks.tick() => handle.run_upkeep(),
+        }
     }
 }
 
@@ -144,10 +162,14 @@ fn describe_metrics() {
         "chat_events_delivered_total",
         "room events pushed into local connections' queues"
     );
+    describe_counter!(
+        "chat_fanout_pushes_total",
+        "pushes into local connections' queues, each one event or a busy room's batch: chat_events_delivered_total / this = events per push"
+    );
     describe_histogram!(
         "chat_delivery_latency_seconds",
         Unit::Seconds,
-        "from an event's append (its id's time) to its write to a live connection, by transport"
+        "from an event's append (its id's time) to its write to a live connection, by transport; one sample per socket write, for the oldest event in it"
     );
     describe_counter!(
         "chat_slow_client_disconnects_total",
@@ -186,6 +208,7 @@ fn describe_metrics() {
     );
     for counter in [
         "chat_events_delivered_total",
+        "chat_fanout_pushes_total",
         "chat_slow_client_disconnects_total",
         "chat_feed_gaps_total",
     ] {

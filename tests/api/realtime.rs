@@ -390,6 +390,57 @@ conformance! {
         assert_eq!(code, Some(1013));
     }
 
+    async fn a_busy_room_coalesces_and_still_delivers_every_event_once_in_order(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("RATE_LIMITS", "off")]).await;
+        let room = unique_room("busy");
+        let (mut alice, _) = ws_create(&app, &room, "alice").await;
+        let (mut bob, _) = ws_join(&app, &room, "bob").await;
+        let carol = app.join_room(&room, "carol").await;
+        let mut carol_sse = SseClient::open(sse_request(&app, &room, &carol.token)).await;
+        // Alice sends without waiting for acks: far more than the 100 events/s that make a
+        // room busy, so its events are pushed in batches.
+        const MESSAGES: usize = 300;
+        for n in 0..MESSAGES {
+            alice
+                .send(
+                    "create:chat",
+                    &format!("m{n}"),
+                    json!({"roomId": room, "message": format!("busy {n}")}),
+                )
+                .await;
+        }
+        let mut last_id = String::new();
+        for n in 0..MESSAGES {
+            let event = bob.event_named("create:chat:success").await;
+            assert_eq!(event["data"]["message"], format!("busy {n}"), "bob, in order");
+            let id = event["id"].as_str().expect("an event id").to_owned();
+            let over_sse = loop {
+                let event = carol_sse.event().await;
+                if event.event.as_deref() == Some("create:chat:success") {
+                    break event;
+                }
+            };
+            assert_eq!(over_sse.id.as_deref(), Some(id.as_str()), "carol, the same order");
+            assert_ne!(id, last_id, "no duplicate");
+            last_id = id;
+        }
+        let metrics = app.get("/metrics", None).await.text;
+        let counter = |name: &str| -> f64 {
+            metrics
+                .lines()
+                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+                .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        };
+        let (delivered, pushes) = (
+            counter("chat_events_delivered_total"),
+            counter("chat_fanout_pushes_total"),
+        );
+        assert!(
+            delivered >= (3 * MESSAGES) as f64 && pushes < delivered,
+            "a busy room pushes batches: {delivered} events in {pushes} pushes"
+        );
+    }
+
     async fn streams_close_at_their_lifetime(backend: Backend) {
         let app = TestApp::spawn(backend, &[("WS_MAX_LIFETIME_SECS", "1")]).await;
         let room = unique_room("lifetime");
