@@ -24,8 +24,8 @@
 //! - **Lifetimes.** An actor exits when its last subscriber leaves, unsubscribing the feed,
 //!   so an instance listens only to rooms that have connections here.
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::Duration;
 
@@ -111,12 +111,34 @@ impl Frame {
 /// Consecutive events of one room, in log order, pushed to a connection as one item.
 pub type Batch = Arc<[Arc<Frame>]>;
 
+/// One connection's queue: a plain deque under a lock, which costs an idle connection about a
+/// hundred bytes (a channel's preallocated block and padded halves cost a kilobyte).
+struct Queue {
+    state: Mutex<QueueState>,
+    /// Wakes the connection: a batch was queued, or the last mailbox went away.
+    ready: tokio::sync::Notify,
+}
+
+struct QueueState {
+    batches: VecDeque<Batch>,
+    /// Events in `batches`: what `capacity` bounds.
+    events: usize,
+    mailboxes: usize,
+    inbox_dropped: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        // Every critical section leaves the state whole; a panic elsewhere cannot tear it.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+}
+
 /// The sending side of one connection's queue, shared by all the rooms it subscribes to.
-#[derive(Clone)]
 pub struct Mailbox {
-    tx: mpsc::UnboundedSender<Batch>,
-    /// Events pushed and not yet taken: the queue's length, which `capacity` bounds.
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     capacity: usize,
     closed: CancellationToken,
 }
@@ -124,30 +146,55 @@ pub struct Mailbox {
 /// The receiving side: the connection reads batches here and ends when `closed` fires (its
 /// queue overflowed, or the server is stopping: `closed` is a child of the stopping token).
 pub struct Inbox {
-    batches: mpsc::UnboundedReceiver<Batch>,
-    queued: Arc<AtomicUsize>,
+    queue: Arc<Queue>,
     pub closed: CancellationToken,
 }
 
 /// A connection's queue of at most `capacity` waiting events; `closed` also fires when
 /// `stopping` does.
 pub fn mailbox(capacity: usize, stopping: &CancellationToken) -> (Mailbox, Inbox) {
-    let (tx, batches) = mpsc::unbounded_channel();
-    let queued = Arc::new(AtomicUsize::new(0));
+    let queue = Arc::new(Queue {
+        state: Mutex::new(QueueState {
+            batches: VecDeque::new(),
+            events: 0,
+            mailboxes: 1,
+            inbox_dropped: false,
+        }),
+        ready: tokio::sync::Notify::new(),
+    });
     let closed = stopping.child_token();
     (
         Mailbox {
-            tx,
-            queued: queued.clone(),
+            queue: queue.clone(),
             capacity,
             closed: closed.clone(),
         },
-        Inbox {
-            batches,
-            queued,
-            closed,
-        },
+        Inbox { queue, closed },
     )
+}
+
+impl Clone for Mailbox {
+    fn clone(&self) -> Self {
+        self.queue.lock().mailboxes += 1;
+        Self {
+            queue: self.queue.clone(),
+            capacity: self.capacity,
+            closed: self.closed.clone(),
+        }
+    }
+}
+
+impl Drop for Mailbox {
+    fn drop(&mut self) {
+        let last = {
+            let mut state = self.queue.lock();
+            state.mailboxes -= 1;
+            state.mailboxes == 0
+        };
+        if last {
+            self.queue.ready.notify_one();
+        }
+    }
 }
 
 impl Mailbox {
@@ -155,31 +202,63 @@ impl Mailbox {
     /// the connection ends with 1013). A batch into an empty queue always fits, so a burst
     /// larger than the queue is not mistaken for a slow client.
     fn push(&self, batch: Batch) -> bool {
-        let count = batch.len();
-        let waiting = self.queued.fetch_add(count, Ordering::Relaxed);
-        if waiting > 0 && waiting + count > self.capacity {
-            self.queued.fetch_sub(count, Ordering::Relaxed);
-            metrics::counter!("chat_slow_client_disconnects_total").increment(1);
-            self.closed.cancel();
-            return false;
+        {
+            let mut state = self.queue.lock();
+            if state.inbox_dropped {
+                return false;
+            }
+            let count = batch.len();
+            if state.events > 0 && state.events + count > self.capacity {
+                drop(state);
+                metrics::counter!("chat_slow_client_disconnects_total").increment(1);
+                self.closed.cancel();
+                return false;
+            }
+            state.events += count;
+            state.batches.push_back(batch);
         }
-        self.tx.send(batch).is_ok()
+        self.queue.ready.notify_one();
+        true
     }
 }
 
 impl Inbox {
     /// The next batch, waiting for one. `None` only once every mailbox is dropped.
     pub async fn recv(&mut self) -> Option<Batch> {
-        let batch = self.batches.recv().await?;
-        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
-        Some(batch)
+        loop {
+            {
+                let mut state = self.queue.lock();
+                if let Some(batch) = Self::take(&mut state) {
+                    return Some(batch);
+                }
+                if state.mailboxes == 0 {
+                    return None;
+                }
+            }
+            // A push between the check and this wait leaves a permit: no wake-up is lost.
+            self.queue.ready.notified().await;
+        }
     }
 
     /// The next batch if one is queued.
     pub fn try_recv(&mut self) -> Option<Batch> {
-        let batch = self.batches.try_recv().ok()?;
-        self.queued.fetch_sub(batch.len(), Ordering::Relaxed);
+        Self::take(&mut self.queue.lock())
+    }
+
+    fn take(state: &mut QueueState) -> Option<Batch> {
+        let batch = state.batches.pop_front()?;
+        state.events -= batch.len();
         Some(batch)
+    }
+}
+
+impl Drop for Inbox {
+    fn drop(&mut self) {
+        let mut state = self.queue.lock();
+        state.inbox_dropped = true;
+        // The frames die with the connection, not with the last room it left.
+        state.batches.clear();
+        state.events = 0;
     }
 }
 

@@ -67,15 +67,19 @@ pub async fn upgrade(
     // The upgrade request's span ends with the 101; the connection's event spans link to it.
     let upgraded_in = Span::current().context().span().span_context().clone();
     // Small buffers: most connections are idle most of the time, and tungstenite's defaults
-    // (128 KiB each way) would dominate the memory of an idle connection.
-    ws.read_buffer_size(1024)
+    // (128 KiB each way) would dominate the memory of an idle connection. Client events are
+    // a few hundred bytes; a larger frame takes more reads, not more memory than it needs.
+    ws.read_buffer_size(512)
         .write_buffer_size(4 * 1024)
         .max_write_buffer_size(MAX_FRAME_BYTES * 4)
         .max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         .on_upgrade(move |socket| {
+            // A task of its own, so that axum's upgrade task (and the upgrade's state it
+            // keeps) ends here instead of living as long as the connection.
             let tasks = state.realtime.tasks.clone();
-            tasks.track_future(Connection::new(socket, state, client, slot, upgraded_in).run())
+            tasks.spawn(Connection::new(socket, state, client, slot, upgraded_in).run());
+            std::future::ready(())
         })
 }
 
@@ -118,7 +122,11 @@ impl Holdings {
     fn insert(&mut self, room: RoomId, held: Held) {
         match self.get_mut(&room) {
             Some(existing) => *existing = held,
-            None => self.0.push((room, held)),
+            None => {
+                // Most connections hold one room: no room for three more per connection.
+                self.0.reserve_exact(1);
+                self.0.push((room, held));
+            }
         }
     }
 
@@ -239,10 +247,12 @@ impl Connection {
         let closed = self.inbox.closed.clone();
         let closed = closed.cancelled();
         tokio::pin!(closed);
-        let lifetime = tokio::time::sleep(settings.max_lifetime);
-        tokio::pin!(lifetime);
-        let mut pings = tokio::time::interval(settings.ping_every);
-        pings.reset();
+        // One timer for both the pings and the lifetime: an idle connection's task carries
+        // a single timer entry.
+        let lifetime_ends = tokio::time::Instant::now() + settings.max_lifetime;
+        let next_ping = |now: tokio::time::Instant| (now + settings.ping_every).min(lifetime_ends);
+        let timer = tokio::time::sleep_until(next_ping(tokio::time::Instant::now()));
+        tokio::pin!(timer);
         loop {
             // Frames before the client's own: polling the socket when a frame is already
             // waiting costs a read attempt per delivery. A client's events still get their
@@ -250,7 +260,6 @@ impl Connection {
             tokio::select! {
                 biased;
                 () = &mut closed => return self.closed(),
-                () = &mut lifetime => return End::Close(CLOSE_RESTART, "connection lifetime reached, reconnect and resume"),
                 batch = self.inbox.recv() => {
                     // Cannot be None: this connection holds a sender (its mailbox).
                     let Some(batch) = batch else { return End::Gone };
@@ -259,7 +268,7 @@ impl Connection {
                     tokio::select! {
                         biased;
                         () = &mut closed => return self.closed(),
-                        end = self.forward(batch) => if let Some(end) = end {
+                        end = Box::pin(self.forward(batch)) => if let Some(end) = end {
                             return end;
                         },
                     }
@@ -274,23 +283,30 @@ impl Connection {
                         },
                         Some(Ok(message)) => {
                             // The reply's write may block on a client that does not read.
+                            // Boxed: handling an event awaits the store, and that future
+                            // inline would make every idle connection's task kilobytes larger.
                             tokio::select! {
                                 biased;
                                 () = &mut closed => return self.closed(),
-                                end = self.on_message(message) => if let Some(end) = end {
+                                end = Box::pin(self.on_message(message)) => if let Some(end) = end {
                                     return end;
                                 },
                             }
                         }
                     }
                 }
-                _ = pings.tick() => {
+                () = &mut timer => {
+                    let now = tokio::time::Instant::now();
+                    if now >= lifetime_ends {
+                        return End::Close(CLOSE_RESTART, "connection lifetime reached, reconnect and resume");
+                    }
                     if self.last_heard.elapsed() > settings.ping_every * 2 {
                         return End::Gone;
                     }
                     if self.socket.send(Message::Ping(bytes::Bytes::new())).await.is_err() {
                         return End::Gone;
                     }
+                    timer.as_mut().reset(next_ping(now));
                 }
             }
         }
