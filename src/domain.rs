@@ -7,6 +7,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use rand::RngCore;
 use sha2::{Digest, Sha256};
@@ -198,7 +199,7 @@ impl MemberToken {
     }
 
     pub fn hash(&self) -> TokenHash {
-        TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())))
+        TokenHash(hex::encode(Sha256::digest(self.0.as_bytes())).into())
     }
 
     /// The token itself, for the one reply that hands it to its member.
@@ -216,12 +217,15 @@ impl fmt::Debug for MemberToken {
 /// SHA-256 of a member token, hex encoded: what the store keeps and looks tokens up by. A
 /// fast hash is right here because tokens carry 256 bits of entropy (no dictionary to
 /// attack), unlike room secrets, which people choose and which get argon2.
+///
+/// Shared, not copied: a member's hash is held by its record, the token index and each of its
+/// connections.
 #[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TokenHash(String);
+pub struct TokenHash(Arc<str>);
 
 impl TokenHash {
     pub fn from_stored(hex: String) -> Self {
-        Self(hex)
+        Self(hex.into())
     }
 
     pub fn as_str(&self) -> &str {

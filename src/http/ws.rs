@@ -221,24 +221,34 @@ impl Connection {
         }
     }
 
-    async fn run(mut self) {
-        let end = self.serve().await;
-        // Let go of the rooms first: a client that does not read may hold up the close frame.
-        self.held.clear();
-        if let End::Close(code, reason) = end {
-            let close = Message::Close(Some(CloseFrame {
-                code,
-                reason: Utf8Bytes::from_static(reason),
-            }));
-            // A client that does not read may never take the close frame: bounded.
-            let grace = if self.state.realtime.stopping.is_cancelled() {
-                Duration::from_secs(1)
-            } else {
-                Duration::from_secs(5)
-            };
-            let _best_effort = tokio::time::timeout(grace, self.socket.send(close)).await;
+    /// Not an `async fn`: one taking `self` by value stores it twice in the task (as the
+    /// argument, and as the local it is moved into), which was most of an idle connection's
+    /// memory.
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn would store the connection twice in its task"
+    )]
+    fn run(mut self) -> impl Future<Output = ()> + Send {
+        async move {
+            let end = self.serve().await;
+            // Let go of the rooms first: a client that does not read may hold up the close
+            // frame.
+            self.held.clear();
+            if let End::Close(code, reason) = end {
+                let close = Message::Close(Some(CloseFrame {
+                    code,
+                    reason: Utf8Bytes::from_static(reason),
+                }));
+                // A client that does not read may never take the close frame: bounded.
+                let grace = if self.state.realtime.stopping.is_cancelled() {
+                    Duration::from_secs(1)
+                } else {
+                    Duration::from_secs(5)
+                };
+                let _best_effort = tokio::time::timeout(grace, self.socket.send(close)).await;
+            }
+            metrics::gauge!("chat_open_connections", "transport" => "websocket").decrement(1.0);
         }
-        metrics::gauge!("chat_open_connections", "transport" => "websocket").decrement(1.0);
     }
 
     async fn serve(&mut self) -> End {
