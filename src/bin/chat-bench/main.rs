@@ -313,11 +313,11 @@ async fn load_run(
     let mut receivers: Vec<tokio::task::JoinHandle<Received>> = Vec::new();
     // Per room: the senders' sending halves (WebSocket), or a REST connection and token.
     let mut ws_senders: Vec<(String, Vec<clients::WsSink>)> = Vec::new();
-    let mut rest_senders: Vec<(String, Http, String)> = Vec::new();
+    let mut rest_senders: Vec<(String, Vec<Http>, String)> = Vec::new();
     let setup_started = Instant::now();
     for room_index in 0..load.rooms {
         let room = format!("bench-{id}-{room_index}");
-        let first_conn = room_index * (2 * load.members + 1);
+        let first_conn = room_index * (2 * load.members + REST_SENDERS_PER_ROOM);
         if kind == SweepOf::Sse {
             let (sender, streams) = sse_room(
                 target,
@@ -384,20 +384,25 @@ async fn load_run(
         }
     }
     let mut rest_tasks = Vec::new();
-    for (room, mut http, token) in rest_senders {
-        let (sent, failed, size) = (sent.clone(), failed.clone(), load.size);
-        let phase = period.mul_f64(spread(rest_tasks.len()));
-        rest_tasks.push(tokio::spawn(async move {
-            let path = format!("/rooms/{room}/messages");
-            let mut pace = Pace::start(phase, period, deadline).await;
-            while let Some(seq) = pace.next().await {
-                let body = json!({"message": bench_message(0, seq, epoch, size)}).to_string();
-                match http.json("POST", &path, Some(&token), Some(body)).await {
-                    Ok((201, _)) => sent.fetch_add(1, Ordering::Relaxed),
-                    _ => failed.fetch_add(1, Ordering::Relaxed),
-                };
-            }
-        }));
+    for (room, connections, token) in rest_senders {
+        // Each of a room's REST connections sends its share of the room's rate.
+        let share = period.mul_f64(connections.len() as f64);
+        for (n, mut http) in connections.into_iter().enumerate() {
+            let (sent, failed, size) = (sent.clone(), failed.clone(), load.size);
+            let (room, token) = (room.clone(), token.clone());
+            let phase = share.mul_f64(spread(rest_tasks.len()));
+            rest_tasks.push(tokio::spawn(async move {
+                let path = format!("/rooms/{room}/messages");
+                let mut pace = Pace::start(phase, share, deadline).await;
+                while let Some(seq) = pace.next().await {
+                    let body = json!({"message": bench_message(n, seq, epoch, size)}).to_string();
+                    match http.json("POST", &path, Some(&token), Some(body)).await {
+                        Ok((201, _)) => sent.fetch_add(1, Ordering::Relaxed),
+                        _ => failed.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            }));
+        }
     }
     let mut sinks = Vec::new();
     for sender in senders {
@@ -450,6 +455,11 @@ async fn load_run(
 }
 
 /// An SSE room: a REST sender (its connection and token) and `members` SSE receivers.
+/// A REST sender waits for each reply before its next post (HTTP/1 has one request at a time
+/// per connection): a room's sender is this many connections, each its own sequence, so the
+/// rate asked for is not capped by one request's round trip.
+const REST_SENDERS_PER_ROOM: usize = 4;
+
 async fn sse_room(
     target: &Target,
     room: &str,
@@ -459,7 +469,7 @@ async fn sse_room(
     delivered_total: &Arc<AtomicU64>,
     stop: &CancellationToken,
 ) -> BenchResult<(
-    (String, Http, String),
+    (String, Vec<Http>, String),
     Vec<tokio::task::JoinHandle<Received>>,
 )> {
     let mut http = Http::connect(target, first_conn).await?;
@@ -468,7 +478,11 @@ async fn sse_room(
     if status != 201 {
         return Err(format!("creating {room}: {status}").into());
     }
-    let sender = (room.to_owned(), http, token_of(&reply)?);
+    let mut connections = vec![http];
+    for n in 1..REST_SENDERS_PER_ROOM {
+        connections.push(Http::connect(target, first_conn + 2 * members + n).await?);
+    }
+    let sender = (room.to_owned(), connections, token_of(&reply)?);
     let opened: Vec<BenchResult<tokio::task::JoinHandle<Received>>> = stream::iter(0..members)
         .map(|n| {
             let (target, room, total, stop) = (
@@ -490,7 +504,7 @@ async fn sse_room(
                 let token = token_of(&reply)?;
                 let stream_http = Http::connect(&target, conn + 1).await?;
                 let (opened, is_open) = tokio::sync::oneshot::channel();
-                let tally = Tally::new(1, epoch, total);
+                let tally = Tally::new(REST_SENDERS_PER_ROOM, epoch, total);
                 let path = format!("/rooms/{room}/events");
                 let task = tokio::spawn(async move {
                     stream_http
