@@ -50,6 +50,9 @@ pub fn init(config: &Config) -> Telemetry {
     let spans = tracing_opentelemetry::layer()
         .with_tracer(pipeline.tracer)
         .with_threads(false)
+        // No busy/idle time attributes: they cost two clock reads on every poll of every
+        // instrumented future, a tenth of the server's CPU on the chat path.
+        .with_tracked_inactivity(false)
         .with_filter(Targets::new().with_target(env!("CARGO_CRATE_NAME"), Level::INFO));
     let _already_installed = tracing_subscriber::registry()
         .with(logs)
