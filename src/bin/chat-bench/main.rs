@@ -67,7 +67,7 @@ enum Scenario {
     Fanout(Load),
     /// R rooms × M members over WebSocket, every member sends.
     Chat(Load),
-    /// R rooms × M SSE receivers, one REST sender per room.
+    /// R rooms × M SSE receivers, one REST sender per room (4 connections sharing its rate).
     Sse(Load),
     /// Starts the server binary and measures the time until `/readyz` answers 200.
     Startup {
