@@ -441,6 +441,48 @@ conformance! {
         );
     }
 
+    async fn a_resume_in_a_busy_room_replays_then_goes_live_without_a_seam(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("RATE_LIMITS", "off")]).await;
+        let room = unique_room("busy-resume");
+        let (mut alice, _) = ws_create(&app, &room, "alice").await;
+        let (mut bob, bob_ack) = ws_join(&app, &room, "bob").await;
+        let bob_token = bob_ack["token"].as_str().expect("a token").to_owned();
+        // Alice keeps the room busy (1000 events/s, coalesced) while Bob drops and resumes.
+        const MESSAGES: usize = 400;
+        let flood_room = room.clone();
+        let flood = tokio::spawn(async move {
+            let mut pace = tokio::time::interval(Duration::from_millis(1));
+            for n in 0..MESSAGES {
+                pace.tick().await;
+                let data = json!({"roomId": flood_room, "message": format!("busy {n}")});
+                alice.send("create:chat", &format!("m{n}"), data).await;
+            }
+            alice
+        });
+        let mut resume_after = String::new();
+        for n in 0..100 {
+            let event = bob.event_named("create:chat:success").await;
+            assert_eq!(event["data"]["message"], format!("busy {n}"));
+            resume_after = event["id"].as_str().expect("an event id").to_owned();
+        }
+        drop(bob);
+        let mut bob = WsClient::connect(&app.base_url).await;
+        let resumed = bob
+            .ack(
+                "resume",
+                "r",
+                json!({"roomId": room, "token": bob_token, "lastEventId": resume_after}),
+            )
+            .await;
+        assert_eq!(resumed["complete"], true);
+        // Replayed, then live: every later message once, in order, across the seam.
+        for n in 100..MESSAGES {
+            let event = bob.event_named("create:chat:success").await;
+            assert_eq!(event["data"]["message"], format!("busy {n}"), "after {resume_after}");
+        }
+        let _alice = flood.await.expect("the flood task ends");
+    }
+
     async fn streams_close_at_their_lifetime(backend: Backend) {
         let app = TestApp::spawn(backend, &[("WS_MAX_LIFETIME_SECS", "1")]).await;
         let room = unique_room("lifetime");
