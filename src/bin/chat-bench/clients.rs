@@ -3,12 +3,12 @@
 //! loopback source address of its own choosing so many connections fit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
@@ -89,13 +89,11 @@ pub async fn call(ws: &mut Ws, frame: Value) -> BenchResult<Value> {
     }
 }
 
-/// What one receiver saw.
+/// What one receiver saw (its latencies go to [`take_latencies`]).
 pub struct Received {
     pub delivered: u64,
     /// A message at or below the last sequence number seen from its sender.
     pub duplicates_or_reordered: u64,
-    /// Send-to-receive latency in microseconds.
-    pub latency_us: Histogram<u64>,
 }
 
 impl Received {
@@ -104,12 +102,46 @@ impl Received {
         Self {
             delivered: 0,
             duplicates_or_reordered: 0,
-            // Two significant digits (1%): a receiver's histogram stays ~20 KiB, where three
-            // made a thousand receivers' histograms a cache-missing 150 MB.
-            latency_us: Histogram::new_with_bounds(1, 60_000_000, 2)
-                .expect("constant histogram bounds are valid"),
         }
     }
+}
+
+/// Send-to-receive latencies in microseconds, one histogram per worker thread: a histogram per
+/// receiver made every record a cache miss among a thousand of them.
+type Latencies = Arc<Mutex<Histogram<u64>>>;
+
+static ALL_LATENCIES: Mutex<Vec<Latencies>> = Mutex::new(Vec::new());
+
+thread_local! {
+    static LATENCIES: Latencies = {
+        let latencies = Arc::new(Mutex::new(latency_histogram()));
+        lock(&ALL_LATENCIES).push(latencies.clone());
+        latencies
+    };
+}
+
+/// Two significant digits (1%), up to a minute.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 2).expect("constant histogram bounds are valid")
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A panicking receiver leaves a histogram that is still a histogram.
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Every latency recorded since the last call, from all threads; the histograms start over.
+pub fn take_latencies() -> Histogram<u64> {
+    let mut all = latency_histogram();
+    for latencies in lock(&ALL_LATENCIES).iter() {
+        let mut latencies = lock(latencies);
+        // Same bounds everywhere, so adding cannot fail.
+        let _ = all.add(&*latencies);
+        latencies.reset();
+    }
+    all
 }
 
 /// Tracks one receiver's messages: per sender, the last sequence number.
@@ -158,7 +190,9 @@ impl Tally {
                 }
             }
             let latency_us = now_ns.saturating_sub(sent_ns) / 1000;
-            let _ = self.received.latency_us.record(latency_us.max(1));
+            LATENCIES.with(|latencies| {
+                let _ = lock(latencies).record(latency_us.max(1));
+            });
         }
         if counted > 0 {
             self.received.delivered += counted;
@@ -182,7 +216,8 @@ pub fn bench_message(sender: usize, seq: u64, epoch: Instant, size: usize) -> St
 
 /// Reads a WebSocket until it closes or `stop` resolves, tallying bench messages.
 pub async fn receive_ws(
-    mut stream: SplitStream<Ws>,
+    mut stream: impl futures_util::Stream<Item = tokio_tungstenite::tungstenite::Result<Message>>
+    + Unpin,
     mut tally: Tally,
     stop: tokio_util::sync::CancellationToken,
 ) -> Received {

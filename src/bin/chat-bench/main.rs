@@ -303,6 +303,8 @@ async fn load_run(
     let bench = Process::own();
     let epoch = Instant::now();
     let id = run_id();
+    // Nothing from an earlier run (a sweep makes several) counts in this one.
+    drop(clients::take_latencies());
     let delivered_total = Arc::new(AtomicU64::new(0));
     let stop_receiving = CancellationToken::new();
     let senders_per_room = if kind == SweepOf::Chat {
@@ -336,16 +338,16 @@ async fn load_run(
         let members = ws_room(target, &room, load.members, first_conn).await?;
         let mut sinks = Vec::new();
         for (n, member) in members.into_iter().enumerate() {
-            let (sink, stream) = member.ws.split();
-            if n < senders_per_room {
-                sinks.push(sink);
-            }
             let tally = Tally::new(senders_per_room, epoch, delivered_total.clone());
-            receivers.push(tokio::spawn(receive_ws(
-                stream,
-                tally,
-                stop_receiving.clone(),
-            )));
+            let stop = stop_receiving.clone();
+            // Only senders split their connection: the halves' lock costs every read.
+            receivers.push(if n < senders_per_room {
+                let (sink, stream) = member.ws.split();
+                sinks.push(sink);
+                tokio::spawn(receive_ws(stream, tally, stop))
+            } else {
+                tokio::spawn(receive_ws(member.ws, tally, stop))
+            });
         }
         ws_senders.push((room, sinks));
     }
@@ -449,6 +451,7 @@ async fn load_run(
     for receiver in receivers {
         report.add(receiver.await?);
     }
+    report.set_latencies(clients::take_latencies());
     report.finish(server_before, server_after, bench_before, bench_after);
     drop(sinks);
     Ok(report)

@@ -132,13 +132,11 @@ impl Report {
     pub fn add(&mut self, received: Received) {
         self.delivered += received.delivered;
         self.duplicates_or_reordered += received.duplicates_or_reordered;
-        match &mut self.histogram {
-            Some(histogram) => {
-                // Same bounds everywhere, so adding cannot fail.
-                let _ = histogram.add(&received.latency_us);
-            }
-            None => self.histogram = Some(received.latency_us),
-        }
+    }
+
+    /// The run's send-to-receive latencies, in microseconds.
+    pub fn set_latencies(&mut self, latencies_us: Histogram<u64>) {
+        self.histogram = Some(latencies_us);
     }
 
     pub fn finish(
