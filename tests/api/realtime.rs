@@ -409,6 +409,27 @@ conformance! {
                 )
                 .await;
         }
+        // Alice's posts go out several at a time: her acks still come in the order she sent,
+        // each before the event it caused.
+        let mut acked = 0;
+        let mut echoed = 0;
+        while acked < MESSAGES || echoed < MESSAGES {
+            let frame = alice.recv().await;
+            match frame["event"].as_str() {
+                Some("ack") => {
+                    assert_eq!(frame["ref"], format!("m{acked}"), "acks in order");
+                    acked += 1;
+                }
+                Some("create:chat:success") => {
+                    assert_eq!(frame["data"]["message"], format!("busy {echoed}"));
+                    assert!(echoed < acked, "the ack of busy {echoed} comes before its event");
+                    echoed += 1;
+                }
+                // Bob's and Carol's joins.
+                Some("add:member:success") => {}
+                other => panic!("unexpected frame {other:?}: {frame}"),
+            }
+        }
         let mut last_id = String::new();
         for n in 0..MESSAGES {
             let event = bob.event_named("create:chat:success").await;
