@@ -163,14 +163,14 @@ struct Connection {
     delivery: telemetry::DeliveryLatency,
     /// Chat posts sent to the store and not yet acked, in the order the client sent them
     /// (made on the first one: most connections never post more than one at a time).
-    posting: Option<Posting>,
+    posting: Option<Box<Posting>>,
 }
 
 /// Posts in flight: a client that sends faster than one store round trip per message is
 /// not held to one message per round trip. Their acks are written in order, and queued
 /// room events wait until every post in flight is acked, so an ack still precedes every
 /// event its post caused.
-type Posting = FuturesOrdered<Pin<Box<dyn Future<Output = Handled> + Send>>>;
+type Posting = FuturesOrdered<Pin<Box<dyn Future<Output = Box<Handled>> + Send>>>;
 
 /// How many posts one connection may have in flight; beyond, it reads no more frames.
 const MAX_POSTS_IN_FLIGHT: usize = 32;
@@ -311,7 +311,7 @@ impl Connection {
                     tokio::select! {
                         biased;
                         () = &mut closed => return self.closed(),
-                        end = Box::pin(self.reply(handled)) => if let Some(end) = end {
+                        end = Box::pin(self.reply(*handled)) => if let Some(end) = end {
                             return end;
                         },
                     }
@@ -378,7 +378,7 @@ impl Connection {
         loop {
             let posting = self.posting.as_mut()?;
             let handled = posting.next().await?;
-            if let Some(end) = self.reply(handled).await {
+            if let Some(end) = self.reply(*handled).await {
                 return Some(end);
             }
         }
@@ -482,17 +482,18 @@ impl Connection {
             Ok(ClientEvent::CreateChat(chat)) => match self.post_in_flight(chat) {
                 Ok(post) => {
                     let post = post.instrument(span.clone());
+                    // Boxed, so the connection's task keeps a pointer, not a reply, per await.
                     let handled = async move {
-                        Handled {
+                        Box::new(Handled {
                             reference,
                             label,
                             started,
                             span,
                             outcome: post.await,
-                        }
+                        })
                     };
                     self.posting
-                        .get_or_insert_with(FuturesOrdered::new)
+                        .get_or_insert_with(|| Box::new(FuturesOrdered::new()))
                         .push_back(Box::pin(handled));
                     return None;
                 }
@@ -840,7 +841,7 @@ impl Connection {
 }
 
 /// The next post in flight to finish, in order; pending (forever) when none is in flight.
-async fn next_posted(posting: &mut Option<Posting>) -> Option<Handled> {
+async fn next_posted(posting: &mut Option<Box<Posting>>) -> Option<Box<Handled>> {
     match posting {
         Some(posting) if !posting.is_empty() => posting.next().await,
         _ => std::future::pending().await,
