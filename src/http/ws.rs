@@ -9,7 +9,6 @@
 //! connection sees its own join event and everything after it exactly once.
 
 use std::net::IpAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,8 +17,7 @@ use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgr
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use futures_util::stream::FuturesOrdered;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde_json::{Value, json};
 use tracing::{Instrument, Span};
@@ -161,27 +159,6 @@ struct Connection {
     /// lives up to an hour, too long to keep its events in the request's trace.
     upgraded_in: SpanContext,
     delivery: telemetry::DeliveryLatency,
-    /// Chat posts sent to the store and not yet acked, in the order the client sent them
-    /// (made on the first one: most connections never post more than one at a time).
-    posting: Option<Box<Posting>>,
-}
-
-/// Posts in flight: a client that sends faster than one store round trip per message is
-/// not held to one message per round trip. Their acks are written in order, and queued
-/// room events wait until every post in flight is acked, so an ack still precedes every
-/// event its post caused.
-type Posting = FuturesOrdered<Pin<Box<dyn Future<Output = Box<Handled>> + Send>>>;
-
-/// How many posts one connection may have in flight; beyond, it reads no more frames.
-const MAX_POSTS_IN_FLIGHT: usize = 32;
-
-/// A handled client event, ready for its reply.
-struct Handled {
-    reference: Option<Value>,
-    label: &'static str,
-    started: Instant,
-    span: Span,
-    outcome: Result<Outcome, ApiError>,
 }
 
 /// Why the connection loop ended.
@@ -241,7 +218,6 @@ impl Connection {
             last_heard: Instant::now(),
             upgraded_in,
             delivery: telemetry::DeliveryLatency::new("websocket"),
-            posting: None,
         }
     }
 
@@ -302,21 +278,12 @@ impl Connection {
                     tokio::select! {
                         biased;
                         () = &mut closed => return self.closed(),
-                        end = Box::pin(self.acked_then_forward(batch)) => if let Some(end) = end {
+                        end = Box::pin(self.forward(batch)) => if let Some(end) = end {
                             return end;
                         },
                     }
                 }
-                Some(handled) = next_posted(&mut self.posting) => {
-                    tokio::select! {
-                        biased;
-                        () = &mut closed => return self.closed(),
-                        end = Box::pin(self.reply(*handled)) => if let Some(end) = end {
-                            return end;
-                        },
-                    }
-                }
-                incoming = self.socket.recv(), if self.posting.as_ref().is_none_or(|posting| posting.len() < MAX_POSTS_IN_FLIGHT) => {
+                incoming = self.socket.recv() => {
                     self.last_heard = Instant::now();
                     match incoming {
                         None => return End::Gone,
@@ -361,26 +328,6 @@ impl Connection {
             End::Close(CLOSE_RESTART, RESTARTING)
         } else {
             End::Close(CLOSE_SLOW, TOO_SLOW)
-        }
-    }
-
-    /// Acks every post in flight, then forwards `batch`: the batch may hold their events.
-    async fn acked_then_forward(&mut self, batch: Batch) -> Option<End> {
-        if let Some(end) = self.ack_posts().await {
-            return Some(end);
-        }
-        self.forward(batch).await
-    }
-
-    /// Waits for every post in flight and writes its reply, in order.
-    async fn ack_posts(&mut self) -> Option<End> {
-        // `None` from either: nothing (more) in flight, the connection goes on.
-        loop {
-            let posting = self.posting.as_mut()?;
-            let handled = posting.next().await?;
-            if let Some(end) = self.reply(*handled).await {
-                return Some(end);
-            }
         }
     }
 
@@ -436,7 +383,7 @@ impl Connection {
             Message::Text(text) => text,
             Message::Binary(_) => {
                 return self
-                    .reply_in_turn(
+                    .reply_error(
                         None,
                         ApiError::invalid("binary frames are not accepted; send JSON text"),
                     )
@@ -452,7 +399,7 @@ impl Connection {
             }
             Some(Err(Refused::Limited(limited))) => {
                 return self
-                    .reply_in_turn(protocol::reference_of(text.as_str()), limited)
+                    .reply_error(protocol::reference_of(text.as_str()), limited)
                     .await;
             }
         }
@@ -475,94 +422,13 @@ impl Connection {
             chat.outcome = tracing::field::Empty,
         );
         span.add_link(self.upgraded_in.clone());
-        if let Ok(event) = &event {
-            span.record("chat.room", event.room().as_str());
-        }
-        let event = match event {
-            Ok(ClientEvent::CreateChat(chat)) => match self.post_in_flight(chat) {
-                Ok(post) => {
-                    let post = post.instrument(span.clone());
-                    // Boxed, so the connection's task keeps a pointer, not a reply, per await.
-                    let handled = async move {
-                        Box::new(Handled {
-                            reference,
-                            label,
-                            started,
-                            span,
-                            outcome: post.await,
-                        })
-                    };
-                    self.posting
-                        .get_or_insert_with(|| Box::new(FuturesOrdered::new()))
-                        .push_back(Box::pin(handled));
-                    return None;
-                }
-                Err(chat) => Ok(ClientEvent::CreateChat(*chat)),
-            },
-            other => other,
-        };
-        // Anything else is handled alone, after the posts before it.
-        if let Some(end) = self.ack_posts().await {
-            return Some(end);
-        }
         let outcome = match event {
-            Ok(event) => self.handle(event).instrument(span.clone()).await,
+            Ok(event) => {
+                span.record("chat.room", event.room().as_str());
+                self.handle(event).instrument(span.clone()).await
+            }
             Err(err) => Err(err),
         };
-        self.reply(Handled {
-            reference,
-            label,
-            started,
-            span,
-            outcome,
-        })
-        .await
-    }
-
-    /// A chat post that can go out without waiting for the events before it: the
-    /// connection holds the room and the post needs nothing but the store. Any other chat
-    /// event comes back, to be handled in turn.
-    fn post_in_flight(
-        &self,
-        chat: Chat,
-    ) -> Result<impl Future<Output = Result<Outcome, ApiError>> + Send + 'static, Box<Chat>> {
-        let Some(held) = self
-            .held
-            .get(&chat.room)
-            .filter(|held| held.leaving_at.is_none())
-        else {
-            return Err(Box::new(chat));
-        };
-        if chat
-            .username
-            .as_ref()
-            .is_some_and(|claimed| claimed.key() != held.username.key())
-        {
-            return Err(Box::new(chat));
-        }
-        let token_hash = held.token_hash.clone();
-        let rooms = self.state.rooms.clone();
-        Ok(async move {
-            let stored = rooms
-                .post(chat.room, token_hash, chat.message, chat.client_msg_id)
-                .await
-                .map_err(not_member)?;
-            Ok(Outcome::ack(
-                serde_json::to_value(stored).map_err(|_| ApiError::Unavailable)?,
-            ))
-        })
-    }
-
-    /// Records a handled event's outcome and writes its reply (and, for `resume`, the
-    /// replayed events).
-    async fn reply(&mut self, handled: Handled) -> Option<End> {
-        let Handled {
-            reference,
-            label,
-            started,
-            span,
-            outcome,
-        } = handled;
         span.record(
             "chat.outcome",
             outcome.as_ref().map_or_else(ApiError::code, |_| "ack"),
@@ -596,14 +462,6 @@ impl Connection {
             }
             Err(err) => self.reply_error(reference, err).await,
         }
-    }
-
-    /// An error reply, after the replies of the posts before it.
-    async fn reply_in_turn(&mut self, reference: Option<Value>, err: ApiError) -> Option<End> {
-        if let Some(end) = self.ack_posts().await {
-            return Some(end);
-        }
-        self.reply_error(reference, err).await
     }
 
     async fn reply_error(&mut self, reference: Option<Value>, err: ApiError) -> Option<End> {
@@ -837,14 +695,6 @@ impl Connection {
             }),
             replay: replay.events,
         })
-    }
-}
-
-/// The next post in flight to finish, in order; pending (forever) when none is in flight.
-async fn next_posted(posting: &mut Option<Box<Posting>>) -> Option<Box<Handled>> {
-    match posting {
-        Some(posting) if !posting.is_empty() => posting.next().await,
-        _ => std::future::pending().await,
     }
 }
 

@@ -370,3 +370,80 @@ async fn sigterm_closes_streams_and_exits_within_the_grace_period() {
     assert_eq!(ws.closed().await, WsEnd::Closed(Some(1012)));
     sse.ended().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn posts_sent_without_waiting_keep_their_order_across_a_redis_restart() {
+    let mut redis = RedisServer::start_persistent();
+    let app = TestApp::spawn(
+        Backend::Redis(&redis),
+        &[("REDIS_TIMEOUT_MS", "500"), ("RATE_LIMITS", "off")],
+    )
+    .await;
+    let room = unique_room("unwaited");
+    let mut sender = WsClient::connect(&app.base_url).await;
+    let created = sender
+        .ack(
+            "create:room",
+            "c",
+            json!({"roomId": room, "username": "sender"}),
+        )
+        .await;
+    let token = created["token"].as_str().expect("a token").to_owned();
+    // Posts sent without waiting for their acks, with Redis going away and coming back in
+    // the middle.
+    const TOTAL: usize = 60;
+    for n in 0..TOTAL {
+        if n == TOTAL / 2 {
+            redis.stop();
+            redis.start_again();
+        }
+        let data = json!({"roomId": room, "message": format!("unwaited {n}"), "clientMsgId": format!("k{n}")});
+        sender.send("create:chat", &format!("m{n}"), data).await;
+    }
+    // One reply per post, in the order sent: an ack, or an error such as `unavailable`.
+    let mut acked = Vec::new();
+    let mut replied = 0;
+    while replied < TOTAL {
+        let frame = sender.recv().await;
+        match frame["event"].as_str() {
+            Some("ack") | Some("error") => {
+                assert_eq!(
+                    frame["ref"],
+                    format!("m{replied}"),
+                    "replies in order: {frame}"
+                );
+                if frame["event"] == "ack" {
+                    acked.push(replied);
+                }
+                replied += 1;
+            }
+            _ => {}
+        }
+    }
+    assert!(!acked.is_empty(), "some posts were acknowledged");
+    // The log holds every acknowledged post, and the sender's posts in the order it sent
+    // them (one that failed may or may not have been stored before Redis went away).
+    let (messages, _) = app
+        .history_page(&room, &token, &format!("limit={}", TOTAL + 10))
+        .await;
+    let mut stored: Vec<((u64, u64), usize)> = messages
+        .iter()
+        .filter_map(|message| {
+            let n = message.message.strip_prefix("unwaited ")?.parse().ok()?;
+            let (ms, seq) = message.id.split_once('-')?;
+            Some(((ms.parse().ok()?, seq.parse().ok()?), n))
+        })
+        .collect();
+    stored.sort();
+    let order: Vec<usize> = stored.iter().map(|(_, n)| *n).collect();
+    assert!(
+        order.windows(2).all(|pair| pair[0] < pair[1]),
+        "stored in the order sent: {order:?}"
+    );
+    for n in &acked {
+        assert!(
+            order.contains(n),
+            "acknowledged post {n} is stored: {order:?}"
+        );
+    }
+}
