@@ -36,7 +36,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::domain::{EventId, RoomEvent, RoomId};
+use crate::domain::{EventId, EventKind, RoomEvent, RoomId, Username};
 use crate::error::ApiError;
 use crate::store::{FeedItem, FeedSink, Store};
 
@@ -57,17 +57,32 @@ const MAX_BATCH: usize = 64;
 #[derive(Debug)]
 pub struct Frame {
     pub event: RoomEvent,
+    /// For a removal, the removed member's username key: normalized once here, not by each
+    /// of the room's connections.
+    removed_key: Option<String>,
     ws: OnceLock<Utf8Bytes>,
     sse: OnceLock<Bytes>,
 }
 
 impl Frame {
     pub fn new(event: RoomEvent) -> Self {
+        let removed_key = match &event.kind {
+            EventKind::MemberRemoved { username, .. } => {
+                Some(Username::from_stored(username.clone()).key().to_owned())
+            }
+            _ => None,
+        };
         Self {
             event,
+            removed_key,
             ws: OnceLock::new(),
             sse: OnceLock::new(),
         }
+    }
+
+    /// Whether this event removes `member` from the room.
+    pub fn removes(&self, member: &Username) -> bool {
+        self.removed_key.as_deref() == Some(member.key())
     }
 
     /// `{"event": …, "id": …, "data": {…}}`.

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use axum::http::{HeaderName, HeaderValue, Method, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, header};
 use tower_http::cors::{AllowOrigin, CorsLayer};
 
 pub struct Origins {
@@ -41,6 +41,17 @@ impl Origins {
                     .split_once("://")
                     .is_some_and(|(_, authority)| authority.eq_ignore_ascii_case(host))
             })
+    }
+
+    /// [`Self::allows`] for a request's own `Origin` and `Host` headers (the streams' check:
+    /// browsers apply no CORS to WebSocket upgrades, and EventSource to none that matters).
+    pub fn allows_request(&self, headers: &HeaderMap) -> bool {
+        let header = |name| {
+            headers
+                .get(name)
+                .and_then(|value: &HeaderValue| value.to_str().ok())
+        };
+        self.allows(header(header::ORIGIN), header(header::HOST))
     }
 
     pub fn cors(&self) -> CorsLayer {

@@ -21,7 +21,7 @@ use super::AppState;
 use super::extract::{ApiPath, ApiQuery, bearer_from};
 use super::openapi;
 use super::rest::RoomPath;
-use crate::domain::{EventId, EventKind, MemberToken, RoomId, Username};
+use crate::domain::{EventId, MemberToken, RoomId, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Inbox, Subscription, mailbox};
 use crate::limits::{ClientIp, StreamSlot};
@@ -129,15 +129,7 @@ pub async fn events(
         None => from_query,
     };
     // EventSource sends Origin on cross-site requests: the same rule as WebSocket upgrades.
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|value: &HeaderValue| value.to_str().ok())
-    };
-    if !state
-        .origins
-        .allows(header(header::ORIGIN), header(header::HOST))
-    {
+    if !state.origins.allows_request(&headers) {
         return Err(ApiError::forbidden(
             "this origin may not stream events here",
         ));
@@ -158,7 +150,7 @@ pub async fn events(
     let mut ended = false;
     for frame in &replay.events {
         opening.extend_from_slice(&frame.sse_bytes());
-        ended |= removes(&frame.event.kind, &username);
+        ended |= frame.removes(&username);
     }
     drop(mailbox);
 
@@ -197,12 +189,6 @@ pub async fn events(
         body,
     )
         .into_response())
-}
-
-/// Whether an event removes this stream's member from the room.
-fn removes(kind: &EventKind, member: &Username) -> bool {
-    matches!(kind, EventKind::MemberRemoved { username, .. }
-        if Username::from_stored(username.clone()).key() == member.key())
 }
 
 struct EventStream {
@@ -245,7 +231,7 @@ impl EventStream {
                         chunk.extend_from_slice(&frame.sse_bytes());
                         oldest.get_or_insert(frame.event.id);
                         taken += 1;
-                        if removes(&frame.event.kind, &self.username) {
+                        if frame.removes(&self.username) {
                             self.ended = true;
                             break 'batches;
                         }

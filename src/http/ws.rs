@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::http::header::{HOST, ORIGIN};
-use axum::http::{HeaderMap, HeaderValue};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::SinkExt;
 use opentelemetry::trace::{SpanContext, TraceContextExt};
@@ -24,7 +23,7 @@ use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::AppState;
-use crate::domain::{EventId, EventKind, RoomId, TokenHash, Username};
+use crate::domain::{EventId, RoomId, TokenHash, Username};
 use crate::error::ApiError;
 use crate::hub::{Batch, Frame, Inbox, Mailbox, Subscription, mailbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
@@ -50,14 +49,9 @@ pub async fn upgrade(
     headers: HeaderMap,
     ws: WebSocketUpgrade,
 ) -> Response {
-    let header = |name| {
-        headers
-            .get(name)
-            .and_then(|value: &HeaderValue| value.to_str().ok())
-    };
     // Browsers send Origin on WebSocket upgrades but apply no CORS to them: check it here, or
     // any site could use its visitors' browsers against this server.
-    if !state.origins.allows(header(ORIGIN), header(HOST)) {
+    if !state.origins.allows_request(&headers) {
         return ApiError::forbidden("this origin may not open WebSockets here").into_response();
     }
     let slot = match state.limits.open_stream(client, true) {
@@ -274,7 +268,8 @@ impl Connection {
                     // Cannot be None: this connection holds a sender (its mailbox).
                     let Some(batch) = batch else { return End::Gone };
                     // A client that stops reading blocks the write: give up on it when its
-                    // queue overflows meanwhile, or on shutdown.
+                    // queue overflows meanwhile, or on shutdown. Boxed: one small allocation
+                    // per socket write keeps the write's state out of every idle task.
                     tokio::select! {
                         biased;
                         () = &mut closed => return self.closed(),
@@ -368,9 +363,8 @@ impl Connection {
         if event.id < held.from {
             return None;
         }
-        let ends_membership = held.leaving_at.is_some_and(|at| event.id >= at)
-            || matches!(&event.kind, EventKind::MemberRemoved { username, .. }
-                if Username::from_stored(username.clone()).key() == held.username.key());
+        let ends_membership =
+            held.leaving_at.is_some_and(|at| event.id >= at) || frame.removes(&held.username);
         let text = frame.ws_text();
         if ends_membership {
             self.held.remove(&event.room);

@@ -416,6 +416,22 @@ async fn abusive_clients_cost_normal_members_nothing() {
     }
 }
 
+/// A request's reply body, for the tests that collect everything the server says.
+trait BodyText {
+    async fn body_text(self) -> String;
+}
+
+impl BodyText for reqwest::RequestBuilder {
+    async fn body_text(self) -> String {
+        self.send()
+            .await
+            .expect("the server answers")
+            .text()
+            .await
+            .expect("a readable body")
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_secret_appears_in_anything_the_server_emits() {
     let mut redis = RedisServer::start();
@@ -451,12 +467,8 @@ async fn no_secret_appears_in_anything_the_server_emits() {
     let wrong = client
         .post(format!("{base}/rooms/{room}/members"))
         .json(&json!({"username": "mallory", "secret": "not-the-secret"}))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+        .body_text()
+        .await;
     emitted.push_str(&wrong);
     let joined: serde_json::Value = client
         .post(format!("{base}/rooms/{room}/members"))
@@ -477,23 +489,15 @@ async fn no_secret_appears_in_anything_the_server_emits() {
             &client
                 .get(format!("{base}{path}"))
                 .bearer_auth(&bob)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
+                .body_text()
+                .await,
         );
         emitted.push_str(
             &client
                 .get(format!("{base}{path}"))
                 .bearer_auth(format!("{bob}x"))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap(),
+                .body_text()
+                .await,
         );
     }
     emitted.push_str(
@@ -501,12 +505,8 @@ async fn no_secret_appears_in_anything_the_server_emits() {
             .post(format!("{base}/rooms/{room}/messages"))
             .bearer_auth(&alice)
             .json(&json!({"message": "hello"}))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+            .body_text()
+            .await,
     );
     let mut sse = crate::support::stream::SseClient::open(client.get(format!(
         "{base}/rooms/{room}/events?token={bob}&lastEventId=0-0"
@@ -542,12 +542,8 @@ async fn no_secret_appears_in_anything_the_server_emits() {
         &client
             .delete(format!("{base}/rooms/{room}/members/bob"))
             .bearer_auth(&alice)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
+            .body_text()
+            .await,
     );
     client
         .delete(format!("{base}/rooms/{room}/members/bob"))
@@ -555,26 +551,8 @@ async fn no_secret_appears_in_anything_the_server_emits() {
         .send()
         .await
         .unwrap();
-    emitted.push_str(
-        &client
-            .get(format!("{base}/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
-    emitted.push_str(
-        &client
-            .get(format!("{base}/openapi.json"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap(),
-    );
+    emitted.push_str(&client.get(format!("{base}/metrics")).body_text().await);
+    emitted.push_str(&client.get(format!("{base}/openapi.json")).body_text().await);
     ws.close().await;
     drop(sse);
     // Everything it logged, at the most verbose level.

@@ -89,21 +89,13 @@ pub async fn call(ws: &mut Ws, frame: Value) -> BenchResult<Value> {
     }
 }
 
-/// What one receiver saw (its latencies go to [`take_latencies`]).
+/// What one receiver saw (its latencies go to [`take_latencies`]); the default is a receiver
+/// that saw nothing (it failed to open).
+#[derive(Default)]
 pub struct Received {
     pub delivered: u64,
     /// A message at or below the last sequence number seen from its sender.
     pub duplicates_or_reordered: u64,
-}
-
-impl Received {
-    /// A receiver that saw nothing (it failed to open).
-    pub fn empty() -> Self {
-        Self {
-            delivered: 0,
-            duplicates_or_reordered: 0,
-        }
-    }
 }
 
 /// Send-to-receive latencies in microseconds, one histogram per worker thread: a histogram per
@@ -156,7 +148,7 @@ impl Tally {
     pub fn new(senders: usize, epoch: Instant, delivered_total: Arc<AtomicU64>) -> Self {
         Self {
             last_seq: vec![0; senders],
-            received: Received::empty(),
+            received: Received::default(),
             epoch,
             delivered_total,
         }

@@ -515,7 +515,7 @@ async fn sse_room(
                         .await
                         .unwrap_or_else(|err| {
                             eprintln!("chat-bench: an SSE receiver failed: {err}");
-                            Received::empty()
+                            Received::default()
                         })
                 });
                 is_open.await.map_err(|_| "an SSE stream did not open")?;

@@ -108,19 +108,15 @@ impl RedisServer {
 
     /// Runs one command on a connection of its own (used to pause clients in fault tests).
     pub fn command(&self, args: &[&str]) -> String {
-        let mut connection = connect(self.port, self.password.as_deref())
-            .expect("connecting to the test redis-server");
-        let mut command = redis::cmd(args[0]);
-        for arg in &args[1..] {
-            command.arg(*arg);
-        }
-        command
-            .query::<String>(&mut connection)
-            .unwrap_or_else(|err| panic!("redis command {args:?} failed: {err}"))
+        self.query(args)
     }
 
     /// Runs one command whose reply is a list of strings.
     pub fn command_list(&self, args: &[&str]) -> Vec<String> {
+        self.query(args)
+    }
+
+    fn query<T: redis::FromRedisValue>(&self, args: &[&str]) -> T {
         let mut connection = connect(self.port, self.password.as_deref())
             .expect("connecting to the test redis-server");
         let mut command = redis::cmd(args[0]);
@@ -128,7 +124,7 @@ impl RedisServer {
             command.arg(*arg);
         }
         command
-            .query::<Vec<String>>(&mut connection)
+            .query(&mut connection)
             .unwrap_or_else(|err| panic!("redis command {args:?} failed: {err}"))
     }
 }
