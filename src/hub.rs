@@ -285,6 +285,22 @@ pub struct Replay {
     pub complete: bool,
 }
 
+impl Replay {
+    /// Where `member`'s current membership starts in the replay: the id of the last
+    /// `add:member` of its name here, or zero. A removal of the same name before it ended an
+    /// earlier membership (the member left and joined again), not this one.
+    pub fn joined_at(&self, member: &Username) -> EventId {
+        self.events
+            .iter()
+            .rev()
+            .find(|frame| {
+                matches!(&frame.event.kind, EventKind::MemberAdded { username }
+                    if Username::from_stored(username.clone()).key() == member.key())
+            })
+            .map_or(EventId::ZERO, |frame| frame.event.id)
+    }
+}
+
 #[derive(Clone)]
 pub struct Hub {
     inner: Arc<HubInner>,

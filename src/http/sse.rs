@@ -148,9 +148,10 @@ pub async fn events(
         opening.extend_from_slice(format!("event: resume:gap\ndata: {gap}\n\n").as_bytes());
     }
     let mut ended = false;
+    let joined_at = replay.joined_at(&username);
     for frame in &replay.events {
         opening.extend_from_slice(&frame.sse_bytes());
-        ended |= frame.removes(&username);
+        ended |= frame.event.id >= joined_at && frame.removes(&username);
     }
     drop(mailbox);
 

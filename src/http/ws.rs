@@ -83,6 +83,9 @@ struct Held {
     token_hash: TokenHash,
     /// Frames of this room before this id predate the membership and are skipped.
     from: EventId,
+    /// Removals of this name before this id ended an earlier membership (resumed replays
+    /// reach back past a leave and a new join).
+    joined_at: EventId,
     /// Set when the member left on this connection: forward up to its removal, then drop.
     leaving_at: Option<EventId>,
     _presence: Option<Hold>,
@@ -363,8 +366,8 @@ impl Connection {
         if event.id < held.from {
             return None;
         }
-        let ends_membership =
-            held.leaving_at.is_some_and(|at| event.id >= at) || frame.removes(&held.username);
+        let ends_membership = held.leaving_at.is_some_and(|at| event.id >= at)
+            || (event.id >= held.joined_at && frame.removes(&held.username));
         let text = frame.ws_text();
         if ends_membership {
             self.held.remove(&event.room);
@@ -553,6 +556,7 @@ impl Connection {
                 username: joined.username.clone(),
                 token_hash: joined.token.hash(),
                 from,
+                joined_at: from,
                 leaving_at: None,
                 _presence: Some(presence),
                 _subscription: subscription,
@@ -669,12 +673,14 @@ impl Connection {
             .hold(&room, username.key())
             .await;
         let replayed = replay.events.len();
+        let joined_at = replay.joined_at(&username);
         self.held.insert(
             room.clone(),
             Held {
                 username: username.clone(),
                 token_hash,
                 from: EventId::ZERO,
+                joined_at,
                 leaving_at: None,
                 _presence: Some(presence),
                 _subscription: subscription,

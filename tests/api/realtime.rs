@@ -203,6 +203,38 @@ conformance! {
         stranger.expect_error("resume", "r", json!({"roomId": room, "token": "wrong", "lastEventId": last_seen}), "unauthorized").await;
     }
 
+    async fn a_replayed_removal_of_an_earlier_membership_does_not_end_the_current_one(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("rejoin");
+        let owner = app.create_room(&room, "owner").await;
+        let first = app.join_room(&room, "bob").await;
+        app.leave(&room, "bob", Some(&first.token)).await.expect(204);
+        let again = app.join_room(&room, "bob").await;
+        // Both streams replay the whole log, the removal of Bob's first membership included,
+        // and must go on for his current one.
+        let mut ws = WsClient::connect(&app.base_url).await;
+        ws.ack(
+            "resume",
+            "r",
+            json!({"roomId": room, "token": again.token, "lastEventId": "0-0"}),
+        )
+        .await;
+        let url = format!(
+            "{}/rooms/{room}/events?token={}&lastEventId=0-0",
+            app.base_url, again.token
+        );
+        let mut sse = SseClient::open(app.client.get(url)).await;
+        let live = app.say(&room, &owner.token, "still here?").await;
+        assert_eq!(ws.event_named("create:chat:success").await["id"], live.id);
+        loop {
+            let event = sse.event().await;
+            if event.event.as_deref() == Some("create:chat:success") {
+                assert_eq!(event.id.as_deref(), Some(live.id.as_str()));
+                break;
+            }
+        }
+    }
+
     async fn resume_past_trimmed_history_says_incomplete(backend: Backend) {
         let app = TestApp::spawn(backend, &[("HISTORY_LIMIT", "3")]).await;
         let room = unique_room("trimmed");
