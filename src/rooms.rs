@@ -19,7 +19,7 @@ use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::store::{
     Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
-    NewMember, NewMessage, PostOutcome, RoomAccess, Store,
+    NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store,
 };
 
 /// What a member gets back when it joins (or creates) a room.
@@ -142,7 +142,6 @@ impl Rooms {
         MessageText::parse(raw, self.max_message_bytes)
     }
 
-    #[tracing::instrument(name = "rooms.post", skip_all, fields(chat.room = %room))]
     pub async fn post(
         &self,
         room: RoomId,
@@ -150,23 +149,65 @@ impl Rooms {
         message: MessageText,
         idempotency_key: Option<ClientMsgId>,
     ) -> Result<ChatMessage, ApiError> {
-        self.limits.check_message(&room, &token_hash)?;
-        let outcome = self
-            .store
-            .post(NewMessage {
+        let message = NewMessage {
+            text: message,
+            idempotency_key,
+        };
+        self.post_in_order(room, token_hash, vec![message])
+            .await?
+            .pop()
+            .expect("post_in_order answers once per message given")
+    }
+
+    /// Posts a member's messages in the order given, as one store step, so none can land
+    /// after a later one even when a step is retried. The answer has one entry per message,
+    /// in order: a message over the member's rate limit is refused on its own. An `Err` of
+    /// the whole call means none was stored.
+    #[tracing::instrument(
+        name = "rooms.post",
+        skip_all,
+        fields(chat.room = %room, chat.messages = messages.len())
+    )]
+    pub async fn post_in_order(
+        &self,
+        room: RoomId,
+        token_hash: TokenHash,
+        messages: Vec<NewMessage>,
+    ) -> Result<Vec<Result<ChatMessage, ApiError>>, ApiError> {
+        let mut verdicts = Vec::with_capacity(messages.len());
+        let mut admitted = Vec::with_capacity(messages.len());
+        for message in messages {
+            let verdict = self.limits.check_message(&room, &token_hash);
+            if verdict.is_ok() {
+                admitted.push(message);
+            }
+            verdicts.push(verdict);
+        }
+        let mut stored = Vec::new().into_iter();
+        if !admitted.is_empty() {
+            let batch = NewMessages {
                 room,
                 token_hash,
-                message,
-                idempotency_key,
-            })
-            .await?;
-        match outcome {
-            PostOutcome::Posted(event) => event.as_chat().ok_or_else(|| {
-                tracing::error!("the store answered a post with a non-chat event");
-                ApiError::Unavailable
-            }),
-            PostOutcome::Unauthorized => Err(ApiError::Unauthorized),
+                messages: admitted,
+            };
+            stored = match self.store.post(batch).await? {
+                PostOutcome::Posted(events) => events.into_iter(),
+                PostOutcome::Unauthorized => return Err(ApiError::Unauthorized),
+            };
         }
+        Ok(verdicts
+            .into_iter()
+            .map(|verdict| {
+                verdict?;
+                stored
+                    .next()
+                    .and_then(|event| event.as_chat())
+                    .ok_or_else(|| {
+                        tracing::error!("the store answered a post with fewer or other events");
+                        ApiError::Unavailable
+                    })
+            })
+            .collect())
     }
 
     #[tracing::instrument(name = "rooms.history", skip_all, fields(chat.room = %room))]

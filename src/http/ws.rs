@@ -6,7 +6,9 @@
 //! one at a time and their reply is written before the loop reads the inbox again, which is
 //! what guarantees that an `ack` precedes every broadcast its event caused. Subscriptions are
 //! made *before* the join they belong to, and frames older than the join are skipped, so the
-//! connection sees its own join event and everything after it exactly once.
+//! connection sees its own join event and everything after it exactly once. Chat posts that
+//! are already waiting in the socket behind one another go to the store as one step (one
+//! round trip, stored in order) and their acks in one write.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use futures_util::SinkExt;
+use futures_util::{FutureExt, SinkExt};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use serde_json::{Value, json};
 use tracing::{Instrument, Span};
@@ -29,12 +31,15 @@ use crate::hub::{Batch, Frame, Inbox, Mailbox, Subscription, mailbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
 use crate::protocol::{self, Chat, ClientEvent, Decoded, Join, Remove, Resume};
+use crate::store::NewMessage;
 use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// How many queued frames one socket write takes, at most about.
 const WRITE_BATCH: usize = 64;
+/// How many chat posts, already waiting in the socket, one store step takes at most.
+const POST_RUN: usize = 32;
 
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
@@ -174,6 +179,23 @@ struct Reply<'a, T> {
     data: T,
 }
 
+/// A client frame, past the event limit and decoded.
+enum Incoming {
+    Event(Decoded),
+    /// Refused before it was decoded: reply with this error.
+    Refused(Option<Value>, ApiError),
+    /// Nothing to answer (pings and pongs).
+    Nothing,
+    End(End),
+}
+
+/// Who a `create:chat` is posted as.
+struct Poster {
+    token_hash: TokenHash,
+    /// Posted under a membership this connection holds (not a token in the event).
+    holds_room: bool,
+}
+
 /// What a handled client event sends: the reply, then (for `resume`) the replayed frames.
 struct Outcome {
     ack: Value,
@@ -281,26 +303,17 @@ impl Connection {
                         },
                     }
                 }
-                incoming = self.socket.recv() => {
-                    self.last_heard = Instant::now();
-                    match incoming {
-                        None => return End::Gone,
-                        Some(Err(err)) => return match err.into_inner().downcast_ref::<tungstenite::Error>() {
-                            Some(tungstenite::Error::Capacity(_)) => End::Close(CLOSE_TOO_BIG, "frame larger than 64 KiB"),
-                            _ => End::Gone,
+                frame = self.socket.recv() => {
+                    let incoming = self.receive(frame);
+                    // The reply's write may block on a client that does not read. Boxed:
+                    // handling an event awaits the store, and that future inline would make
+                    // every idle connection's task kilobytes larger.
+                    tokio::select! {
+                        biased;
+                        () = &mut closed => return self.closed(),
+                        end = Box::pin(self.on_incoming(incoming)) => if let Some(end) = end {
+                            return end;
                         },
-                        Some(Ok(message)) => {
-                            // The reply's write may block on a client that does not read.
-                            // Boxed: handling an event awaits the store, and that future
-                            // inline would make every idle connection's task kilobytes larger.
-                            tokio::select! {
-                                biased;
-                                () = &mut closed => return self.closed(),
-                                end = Box::pin(self.on_message(message)) => if let Some(end) = end {
-                                    return end;
-                                },
-                            }
-                        }
                     }
                 }
                 () = &mut timer => {
@@ -375,37 +388,83 @@ impl Connection {
         Some(text)
     }
 
-    async fn on_message(&mut self, message: Message) -> Option<End> {
-        let text = match message {
-            Message::Text(text) => text,
-            Message::Binary(_) => {
-                return self
-                    .reply_error(
-                        None,
-                        ApiError::invalid("binary frames are not accepted; send JSON text"),
-                    )
-                    .await;
+    /// Reads one frame from the client: past the event limit and decoded.
+    fn receive(&mut self, frame: Option<Result<Message, axum::Error>>) -> Incoming {
+        self.last_heard = Instant::now();
+        let text = match frame {
+            None | Some(Ok(Message::Close(_))) => return Incoming::End(End::Gone),
+            Some(Err(err)) => {
+                return Incoming::End(
+                    match err.into_inner().downcast_ref::<tungstenite::Error>() {
+                        Some(tungstenite::Error::Capacity(_)) => {
+                            End::Close(CLOSE_TOO_BIG, "frame larger than 64 KiB")
+                        }
+                        _ => End::Gone,
+                    },
+                );
             }
-            Message::Ping(_) | Message::Pong(_) => return None,
-            Message::Close(_) => return Some(End::Gone),
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                return Incoming::Refused(
+                    None,
+                    ApiError::invalid("binary frames are not accepted; send JSON text"),
+                );
+            }
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => return Incoming::Nothing,
         };
         match self.events.as_ref().map(WsEventLimiter::check) {
             None | Some(Ok(())) => {}
             Some(Err(Refused::Hammering)) => {
-                return Some(End::Close(CLOSE_POLICY, "too many events, slow down"));
+                return Incoming::End(End::Close(CLOSE_POLICY, "too many events, slow down"));
             }
             Some(Err(Refused::Limited(limited))) => {
-                return self
-                    .reply_error(protocol::reference_of(text.as_str()), limited)
-                    .await;
+                return Incoming::Refused(protocol::reference_of(text.as_str()), limited);
             }
         }
+        Incoming::Event(protocol::decode(
+            text.as_str(),
+            self.state.rooms.max_message_bytes(),
+        ))
+    }
+
+    /// Handles a client frame, then the frame that ended a run of chat posts taken with it
+    /// (see `post_chat`); that one takes no run of its own, so a client that keeps sending
+    /// cannot keep the connection from its inbox.
+    async fn on_incoming(&mut self, incoming: Incoming) -> Option<End> {
+        let mut next = Some(incoming);
+        let mut may_take_run = true;
+        while let Some(incoming) = next.take() {
+            match incoming {
+                Incoming::Event(decoded) => match self.on_event(decoded, may_take_run).await {
+                    Ok(after) => next = after,
+                    Err(end) => return Some(end),
+                },
+                Incoming::Refused(reference, err) => {
+                    if let Err(end) = self.reply_error(reference, err).await {
+                        return Some(end);
+                    }
+                }
+                Incoming::Nothing => {}
+                Incoming::End(end) => return Some(end),
+            }
+            may_take_run = false;
+        }
+        None
+    }
+
+    /// Handles one client event and writes its reply; a chat post may take the posts queued
+    /// behind it (`may_take_run`), and answers the frame that ended the run, if any.
+    async fn on_event(
+        &mut self,
+        decoded: Decoded,
+        may_take_run: bool,
+    ) -> Result<Option<Incoming>, End> {
         let started = Instant::now();
         let Decoded {
             reference,
             name,
             event,
-        } = protocol::decode(text.as_str(), self.state.rooms.max_message_bytes());
+        } = decoded;
         let label = name.as_str();
         // Each client event is the root of its own trace, linked to the upgrade request.
         let span = tracing::info_span!(
@@ -417,78 +476,222 @@ impl Connection {
             chat.event = label,
             chat.room = tracing::field::Empty,
             chat.outcome = tracing::field::Empty,
+            chat.messages = tracing::field::Empty,
         );
         span.add_link(self.upgraded_in.clone());
+        if let Ok(event) = &event {
+            span.record("chat.room", event.room().as_str());
+        }
         let outcome = match event {
-            Ok(event) => {
-                span.record("chat.room", event.room().as_str());
-                self.handle(event).instrument(span.clone()).await
+            Ok(ClientEvent::CreateChat(chat)) => {
+                return self
+                    .post_chat(reference, chat, may_take_run, &span, started)
+                    .await;
             }
+            Ok(ClientEvent::CreateRoom(join)) => {
+                self.join(join, true).instrument(span.clone()).await
+            }
+            Ok(ClientEvent::AddMember(join)) => {
+                self.join(join, false).instrument(span.clone()).await
+            }
+            Ok(ClientEvent::RemoveMember(remove)) => {
+                self.remove(remove).instrument(span.clone()).await
+            }
+            Ok(ClientEvent::Resume(resume)) => self.resume(resume).instrument(span.clone()).await,
             Err(err) => Err(err),
         };
-        span.record(
-            "chat.outcome",
-            outcome.as_ref().map_or_else(ApiError::code, |_| "ack"),
-        );
-        if matches!(outcome, Err(ApiError::Unavailable)) {
-            span.record("otel.status_code", "error");
-        }
-        metrics::histogram!("chat_ws_event_duration_seconds", "event" => label)
-            .record(started.elapsed().as_secs_f64());
-        match outcome {
-            Ok(outcome) => {
-                let ack = Reply {
-                    event: "ack",
-                    reference: reference.as_ref(),
-                    data: &outcome.ack,
-                };
-                if self.send_json(&ack).await.is_err() {
-                    return Some(End::Gone);
-                }
-                for frame in outcome.replay {
-                    if let Some(text) = self.admit(&frame)
-                        && self.socket.feed(Message::Text(text)).await.is_err()
-                    {
-                        return Some(End::Gone);
-                    }
-                }
-                if self.socket.flush().await.is_err() {
-                    return Some(End::Gone);
-                }
-                None
+        finish_event(&span, label, started, outcome.as_ref().err(), 1);
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(err) => return self.reply_error(reference, err).await.map(|()| None),
+        };
+        let ack = Reply {
+            event: "ack",
+            reference: reference.as_ref(),
+            data: &outcome.ack,
+        };
+        self.feed_json(&ack).await?;
+        for frame in outcome.replay {
+            if let Some(text) = self.admit(&frame) {
+                self.socket
+                    .feed(Message::Text(text))
+                    .await
+                    .map_err(|_| End::Gone)?;
             }
-            Err(err) => self.reply_error(reference, err).await,
         }
+        self.socket.flush().await.map_err(|_| End::Gone)?;
+        Ok(None)
     }
 
-    async fn reply_error(&mut self, reference: Option<Value>, err: ApiError) -> Option<End> {
+    /// `create:chat`, and the chat posts to the same membership already waiting in the
+    /// socket behind it (up to `POST_RUN`): stored in one step, in order, and acked with one
+    /// write. A sender that outpaces the store's round trip gets one round trip per run
+    /// instead of a growing queue; one step per run keeps its messages in the order sent
+    /// even when the step is retried. Answers the frame that ended the run, if any.
+    async fn post_chat(
+        &mut self,
+        reference: Option<Value>,
+        chat: Chat,
+        may_take_run: bool,
+        span: &Span,
+        started: Instant,
+    ) -> Result<Option<Incoming>, End> {
+        let poster = self.poster(&chat).instrument(span.clone()).await;
+        let room = chat.room;
+        let mut references = vec![reference];
+        let mut messages = vec![NewMessage {
+            text: chat.message,
+            idempotency_key: chat.client_msg_id,
+        }];
+        let mut after = None;
+        if may_take_run
+            && matches!(
+                poster,
+                Ok(Poster {
+                    holds_room: true,
+                    ..
+                })
+            )
+        {
+            while messages.len() < POST_RUN {
+                let Some(frame) = self.socket.recv().now_or_never() else {
+                    break;
+                };
+                match self.receive(frame) {
+                    Incoming::Event(Decoded {
+                        reference,
+                        event: Ok(ClientEvent::CreateChat(next)),
+                        ..
+                    }) if next.room == room && self.may_post_as_held(&next) => {
+                        references.push(reference);
+                        messages.push(NewMessage {
+                            text: next.message,
+                            idempotency_key: next.client_msg_id,
+                        });
+                    }
+                    Incoming::Nothing => {}
+                    other => {
+                        after = Some(other);
+                        break;
+                    }
+                }
+            }
+        }
+        span.record("chat.messages", messages.len());
+        let count = messages.len();
+        let answers = match poster {
+            Ok(poster) => self
+                .state
+                .rooms
+                .post_in_order(room, poster.token_hash, messages)
+                .instrument(span.clone())
+                .await
+                .map_err(not_member),
+            Err(err) => Err(err),
+        };
+        let first_refusal = match &answers {
+            Ok(answers) => answers.iter().find_map(|answer| answer.as_ref().err()),
+            Err(err) => Some(err),
+        };
+        finish_event(span, "create:chat", started, first_refusal, count);
+        for (index, reference) in references.iter().enumerate() {
+            let answer = match &answers {
+                Ok(answers) => answers.get(index).unwrap_or(&Err(ApiError::Unavailable)),
+                Err(err) => &Err(err.clone()),
+            };
+            match answer {
+                Ok(stored) => {
+                    let ack = Reply {
+                        event: "ack",
+                        reference: reference.as_ref(),
+                        data: stored,
+                    };
+                    self.feed_json(&ack).await?;
+                }
+                Err(err) => {
+                    let error = Reply {
+                        event: "error",
+                        reference: reference.as_ref(),
+                        data: err.body(),
+                    };
+                    self.feed_json(&error).await?;
+                }
+            }
+        }
+        self.socket.flush().await.map_err(|_| End::Gone)?;
+        Ok(after)
+    }
+
+    /// Who posts a `create:chat`: the membership this connection holds in the room, or the
+    /// member whose token the event carries. (`&mut`: a shared borrow of the connection is
+    /// not `Send`, its socket not being `Sync`.)
+    async fn poster(&mut self, chat: &Chat) -> Result<Poster, ApiError> {
+        if let Some(held) = self.holding_to_post(&chat.room) {
+            if !self.may_post_as_held(chat) {
+                return Err(ApiError::forbidden(
+                    "username is not the name this connection holds in the room",
+                ));
+            }
+            return Ok(Poster {
+                token_hash: held.token_hash.clone(),
+                holds_room: true,
+            });
+        }
+        let token_hash = chat
+            .token
+            .as_ref()
+            .map(|token| token.hash())
+            .ok_or(ApiError::NotMember)?;
+        if let Some(claimed) = &chat.username {
+            let member = self
+                .state
+                .rooms
+                .authenticate(&chat.room, &token_hash)
+                .await
+                .map_err(not_member)?;
+            if member.key() != claimed.key() {
+                return Err(ApiError::forbidden("username is not the token's member"));
+            }
+        }
+        Ok(Poster {
+            token_hash,
+            holds_room: false,
+        })
+    }
+
+    /// The membership a post to `room` goes out under, if this connection holds one that is
+    /// not leaving.
+    fn holding_to_post(&self, room: &RoomId) -> Option<&Held> {
+        self.held.get(room).filter(|held| held.leaving_at.is_none())
+    }
+
+    /// Whether a post may go out under the membership this connection holds in its room: it
+    /// holds one, and the post claims no other name.
+    fn may_post_as_held(&self, chat: &Chat) -> bool {
+        self.holding_to_post(&chat.room).is_some_and(|held| {
+            chat.username
+                .as_ref()
+                .is_none_or(|claimed| claimed.key() == held.username.key())
+        })
+    }
+
+    async fn reply_error(&mut self, reference: Option<Value>, err: ApiError) -> Result<(), End> {
         let reply = Reply {
             event: "error",
             reference: reference.as_ref(),
             data: err.body(),
         };
-        match self.send_json(&reply).await {
-            Ok(()) => None,
-            Err(()) => Some(End::Gone),
-        }
+        self.feed_json(&reply).await?;
+        self.socket.flush().await.map_err(|_| End::Gone)
     }
 
-    async fn send_json(&mut self, reply: &impl serde::Serialize) -> Result<(), ()> {
-        let text = serde_json::to_string(reply).map_err(|_| ())?;
+    /// Queues a reply for the next flush.
+    async fn feed_json(&mut self, reply: &impl serde::Serialize) -> Result<(), End> {
+        let text = serde_json::to_string(reply).map_err(|_| End::Gone)?;
         self.socket
-            .send(Message::Text(Utf8Bytes::from(text)))
+            .feed(Message::Text(Utf8Bytes::from(text)))
             .await
-            .map_err(|_| ())
-    }
-
-    async fn handle(&mut self, event: ClientEvent) -> Result<Outcome, ApiError> {
-        match event {
-            ClientEvent::CreateRoom(join) => self.join(join, true).await,
-            ClientEvent::AddMember(join) => self.join(join, false).await,
-            ClientEvent::CreateChat(chat) => self.chat(chat).await,
-            ClientEvent::RemoveMember(remove) => self.remove(remove).await,
-            ClientEvent::Resume(resume) => self.resume(resume).await,
-        }
+            .map_err(|_| End::Gone)
     }
 
     fn ensure_not_held(&self, room: &RoomId) -> Result<(), ApiError> {
@@ -568,54 +771,6 @@ impl Connection {
             "token": joined.token.expose(),
             "lastEventId": joined.last_event_id,
         })))
-    }
-
-    async fn chat(&mut self, chat: Chat) -> Result<Outcome, ApiError> {
-        let Chat {
-            room,
-            message,
-            client_msg_id: idempotency_key,
-            username: claimed,
-            token,
-        } = chat;
-        let token_hash = match self
-            .held
-            .get(&room)
-            .filter(|held| held.leaving_at.is_none())
-        {
-            Some(held) => {
-                if claimed.is_some_and(|claimed| claimed.key() != held.username.key()) {
-                    return Err(ApiError::forbidden(
-                        "username is not the name this connection holds in the room",
-                    ));
-                }
-                held.token_hash.clone()
-            }
-            None => {
-                let token_hash = token.map(|token| token.hash()).ok_or(ApiError::NotMember)?;
-                if let Some(claimed) = claimed {
-                    let member = self
-                        .state
-                        .rooms
-                        .authenticate(&room, &token_hash)
-                        .await
-                        .map_err(not_member)?;
-                    if member.key() != claimed.key() {
-                        return Err(ApiError::forbidden("username is not the token's member"));
-                    }
-                }
-                token_hash
-            }
-        };
-        let stored = self
-            .state
-            .rooms
-            .post(room, token_hash, message, idempotency_key)
-            .await
-            .map_err(not_member)?;
-        Ok(Outcome::ack(
-            serde_json::to_value(stored).map_err(|_| ApiError::Unavailable)?,
-        ))
     }
 
     async fn remove(&mut self, remove: Remove) -> Result<Outcome, ApiError> {
@@ -699,6 +854,26 @@ impl Connection {
 }
 
 /// On WebSocket, an action for a room without a valid membership is `not_member`.
+/// Ends a client event's span with its outcome (the first refusal, for a run of posts) and
+/// records its handling time once per event it answered.
+fn finish_event(
+    span: &Span,
+    label: &'static str,
+    started: Instant,
+    refusal: Option<&ApiError>,
+    events: usize,
+) {
+    span.record("chat.outcome", refusal.map_or("ack", ApiError::code));
+    if matches!(refusal, Some(ApiError::Unavailable)) {
+        span.record("otel.status_code", "error");
+    }
+    let took = started.elapsed().as_secs_f64();
+    let histogram = metrics::histogram!("chat_ws_event_duration_seconds", "event" => label);
+    for _ in 0..events {
+        histogram.record(took);
+    }
+}
+
 fn not_member(err: ApiError) -> ApiError {
     match err {
         ApiError::Unauthorized => ApiError::NotMember,

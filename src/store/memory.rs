@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{
     Authorized, CreateOutcome, FeedItem, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreFuture, StoreSettings,
+    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreFuture, StoreSettings,
 };
 use crate::domain::{
     EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
@@ -306,45 +306,50 @@ impl Store for MemoryStore {
         ready(outcome)
     }
 
-    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome> {
+    fn post(&self, batch: NewMessages) -> StoreFuture<'_, PostOutcome> {
         let outcome = self.with_rooms(|rooms, now, appended| {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
             let idempotency_ttl_ms = self.settings.idempotency_ttl_secs.saturating_mul(1000);
-            let Some(room) = self.live_room(rooms, &message.room, now) else {
+            let Some(room) = self.live_room(rooms, &batch.room, now) else {
                 return PostOutcome::Unauthorized;
             };
-            let Some(record) = room.touch(&message.token_hash, deadline) else {
+            let Some(record) = room.touch(&batch.token_hash, deadline) else {
                 return PostOutcome::Unauthorized;
             };
             let username = record.display.clone();
-            let idempotency = message
-                .idempotency_key
-                .as_ref()
-                .map(|key| (message.token_hash.clone(), key.as_str().to_owned()));
-            if let Some(slot) = &idempotency
-                && let Some((id, expires)) = room.idempotency.get(slot)
-                && *expires > now
-                && let Some(stored) = room.idempotent_events.get(id)
-            {
-                return PostOutcome::Posted(stored.clone());
+            let mut posted = Vec::with_capacity(batch.messages.len());
+            for message in batch.messages {
+                let idempotency = message
+                    .idempotency_key
+                    .as_ref()
+                    .map(|key| (batch.token_hash.clone(), key.as_str().to_owned()));
+                if let Some(slot) = &idempotency
+                    && let Some((id, expires)) = room.idempotency.get(slot)
+                    && *expires > now
+                    && let Some(stored) = room.idempotent_events.get(id)
+                {
+                    posted.push(stored.clone());
+                    continue;
+                }
+                let event = room.append(
+                    &batch.room,
+                    EventKind::Chat {
+                        username: username.clone(),
+                        message: message.text.as_str().to_owned(),
+                    },
+                    now,
+                    limit,
+                    appended,
+                );
+                if let Some(slot) = idempotency {
+                    room.idempotency
+                        .insert(slot, (event.id, now.saturating_add(idempotency_ttl_ms)));
+                    room.idempotent_events.insert(event.id, event.clone());
+                }
+                posted.push(event);
             }
-            let event = room.append(
-                &message.room,
-                EventKind::Chat {
-                    username,
-                    message: message.message.as_str().to_owned(),
-                },
-                now,
-                limit,
-                appended,
-            );
-            if let Some(slot) = idempotency {
-                room.idempotency
-                    .insert(slot, (event.id, now.saturating_add(idempotency_ttl_ms)));
-                room.idempotent_events.insert(event.id, event.clone());
-            }
-            PostOutcome::Posted(event)
+            PostOutcome::Posted(posted)
         });
         ready(outcome)
     }

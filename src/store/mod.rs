@@ -105,9 +105,9 @@ pub enum LeaveOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
-    /// The stored chat event: new, or the one stored the first time under the same
-    /// idempotency key.
-    Posted(RoomEvent),
+    /// The stored chat events, one per message in the order given: new, or the one stored
+    /// the first time under the same idempotency key.
+    Posted(Vec<RoomEvent>),
     Unauthorized,
 }
 
@@ -140,12 +140,19 @@ pub struct LogRead {
     pub complete: bool,
 }
 
-/// A chat message to append.
+/// Chat messages from one member to one room, to append in the order given.
 #[derive(Debug, Clone)]
-pub struct NewMessage {
+pub struct NewMessages {
     pub room: RoomId,
     pub token_hash: TokenHash,
-    pub message: MessageText,
+    /// Never empty.
+    pub messages: Vec<NewMessage>,
+}
+
+/// One chat message and its idempotency key.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    pub text: MessageText,
     pub idempotency_key: Option<ClientMsgId>,
 }
 
@@ -184,8 +191,11 @@ pub trait Store: Send + Sync + 'static {
         target: &'a Username,
     ) -> StoreFuture<'a, LeaveOutcome>;
 
-    /// Appends a chat message for the member whose token this is and refreshes its lease.
-    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome>;
+    /// Appends chat messages for the member whose token this is, in order and as one step
+    /// (all or none, nothing of another writer in between), and refreshes its lease. One
+    /// step, not one call per message, is what lets a sender's queued messages go in one
+    /// round trip without a retried one landing after a later one.
+    fn post(&self, messages: NewMessages) -> StoreFuture<'_, PostOutcome>;
 
     /// Checks a token and refreshes its member's lease; answers the member's username.
     fn authenticate<'a>(

@@ -20,7 +20,7 @@ use tracing::{Instrument, Span};
 
 use super::{
     Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreFuture,
+    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreFuture,
 };
 use crate::domain::{EventId, RoomId, TokenHash, Username};
 
@@ -99,9 +99,9 @@ impl Store for TracedStore {
         traced(span, || self.inner.leave(room, token_hash, target))
     }
 
-    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome> {
-        let span = self.span("store.post", Some(&message.room));
-        traced(span, || self.inner.post(message))
+    fn post(&self, messages: NewMessages) -> StoreFuture<'_, PostOutcome> {
+        let span = self.span("store.post", Some(&messages.room));
+        traced(span, || self.inner.post(messages))
     }
 
     fn authenticate<'a>(

@@ -494,6 +494,97 @@ conformance! {
         );
     }
 
+    async fn posts_waiting_together_are_answered_and_stored_once_in_order(backend: Backend) {
+        let on_redis = matches!(backend, Backend::Redis(_));
+        let app = TestApp::spawn(backend, &[("RATE_LIMITS", "off")]).await;
+        let room = unique_room("together");
+        let other_room = unique_room("together-elsewhere");
+        let (mut alice, alice_ack) = ws_create(&app, &room, "alice").await;
+        let alice_token = alice_ack["token"].as_str().expect("a token").to_owned();
+        let (mut bob, _) = ws_join(&app, &room, "bob").await;
+        let _ = alice.event_named("add:member:success").await;
+        let post_rounds = || async {
+            let metrics = app.get("/metrics", None).await.text;
+            metrics
+                .lines()
+                .find_map(|line| {
+                    line.strip_prefix("chat_redis_round_trip_seconds_count{op=\"post\"}")?
+                        .trim()
+                        .parse::<f64>()
+                        .ok()
+                })
+                .unwrap_or(0.0)
+        };
+        let rounds_before = post_rounds().await;
+        // One write holding posts, a retried post (same clientMsgId), and frames that end a
+        // run of posts: another member's name, a malformed post, a room not held.
+        let chat = |n: usize| json!({"roomId": room, "message": format!("together {n}")});
+        let mut frames: Vec<(&str, String, Value)> = Vec::new();
+        for n in 0..5 {
+            frames.push(("create:chat", format!("m{n}"), chat(n)));
+        }
+        let keyed = json!({"roomId": room, "message": "together 5", "clientMsgId": "once"});
+        frames.push(("create:chat", "m5".into(), keyed.clone()));
+        frames.push(("create:chat", "m6".into(), keyed));
+        let mut as_bob = chat(7);
+        as_bob["username"] = json!("bob");
+        frames.push(("create:chat", "m7".into(), as_bob));
+        frames.push(("create:chat", "m8".into(), json!({"roomId": room})));
+        frames.push((
+            "create:chat",
+            "m9".into(),
+            json!({"roomId": other_room, "message": "nowhere"}),
+        ));
+        for n in 10..40 {
+            frames.push(("create:chat", format!("m{n}"), chat(n)));
+        }
+        alice.send_together(&frames).await;
+
+        let mut ids = Vec::new();
+        for (n, (_, reference, _)) in frames.iter().enumerate() {
+            let reply = alice.reply().await;
+            assert_eq!(&reply["ref"], reference, "replies in the order sent: {reply}");
+            match n {
+                7 => assert_eq!(reply["data"]["code"], "forbidden", "{reply}"),
+                8 => assert_eq!(reply["data"]["code"], "invalid_request", "{reply}"),
+                9 => assert_eq!(reply["data"]["code"], "not_member", "{reply}"),
+                _ => {
+                    assert_eq!(reply["event"], "ack", "{reply}");
+                    let expected = if n == 6 { 5 } else { n };
+                    assert_eq!(reply["data"]["message"], format!("together {expected}"));
+                    ids.push(reply["data"]["id"].as_str().expect("an id").to_owned());
+                }
+            }
+        }
+        assert_eq!(ids[5], ids[6], "the retried post is the first one's message");
+
+        // Stored once each, in the order sent, and delivered so.
+        let stored: Vec<String> = app
+            .history_page(&room, &alice_token, "limit=100")
+            .await
+            .0
+            .into_iter()
+            .map(|message| message.message)
+            .collect();
+        let expected: Vec<String> = (0..40)
+            .filter(|n| ![6, 7, 8, 9].contains(n))
+            .map(|n| format!("together {n}"))
+            .collect();
+        assert_eq!(stored, expected, "the log, in the order sent");
+        for text in &expected {
+            let event = bob.event_named("create:chat:success").await;
+            assert_eq!(&event["data"]["message"], text, "bob, in order");
+        }
+        if on_redis {
+            let rounds = post_rounds().await - rounds_before;
+            assert!(
+                rounds < expected.len() as f64,
+                "posts waiting together share round trips: {rounds} for {} posts",
+                expected.len()
+            );
+        }
+    }
+
     async fn a_resume_in_a_busy_room_replays_then_goes_live_without_a_seam(backend: Backend) {
         let app = TestApp::spawn(backend, &[("RATE_LIMITS", "off")]).await;
         let room = unique_room("busy-resume");

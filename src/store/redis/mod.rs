@@ -33,7 +33,7 @@ use tracing::{Instrument, Span};
 use super::memory::page_from_newest_first;
 use super::{
     Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessage, PostOutcome, RoomAccess, Store, StoreError, StoreFuture,
+    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreError, StoreFuture,
     StoreResult, StoreSettings,
 };
 use crate::domain::{
@@ -189,11 +189,11 @@ impl RedisStore {
         what: &'static str,
         script: &Script,
         room: &RoomId,
-        extra_key: Option<&str>,
+        extra_keys: &[&str],
         args: &[&str],
         mark: bool,
     ) -> StoreResult<Reply> {
-        let invocation = self.invocation(script, room, extra_key, args);
+        let invocation = self.invocation(script, room, extra_keys, args);
         let mut pipe = redis::pipe();
         if mark {
             // Negative (always due) and unique per call, so a sweeper that read the old score
@@ -211,13 +211,13 @@ impl RedisStore {
         Reply::parse(value)
     }
 
-    /// A room script's invocation: the room's keys, `extra_key`, then the arguments every room
+    /// A room script's invocation: the room's keys, `extra_keys`, then the arguments every room
     /// script takes (channel, history limit) and `args`.
     fn invocation<'s>(
         &self,
         script: &'s Script,
         room: &RoomId,
-        extra_key: Option<&str>,
+        extra_keys: &[&str],
         args: &[&str],
     ) -> redis::ScriptInvocation<'s> {
         let keys = RoomKeys::new(room);
@@ -225,8 +225,8 @@ impl RedisStore {
         for key in &keys.keys {
             invocation.key(key);
         }
-        if let Some(extra) = extra_key {
-            invocation.key(extra);
+        for extra in extra_keys {
+            invocation.key(*extra);
         }
         invocation.arg(keys.channel());
         invocation.arg(self.settings.history_limit);
@@ -282,7 +282,7 @@ impl RedisStore {
             secret_hash.unwrap_or(""),
             &max_members,
         ];
-        self.room_script(what, script, &member.room, None, &args, true)
+        self.room_script(what, script, &member.room, &[], &args, true)
             .await
     }
 
@@ -298,7 +298,7 @@ impl RedisStore {
                 "sweep_room",
                 &SWEEP_ROOM,
                 &room_id,
-                None,
+                &[],
                 &[&room_ttl],
                 false,
             )
@@ -585,7 +585,7 @@ impl Store for RedisStore {
             let room_ttl = self.settings.room_ttl_secs.to_string();
             let args = [token_hash.as_str(), target.key(), &room_ttl];
             let reply = self
-                .room_script("leave", &LEAVE, room, None, &args, false)
+                .room_script("leave", &LEAVE, room, &[], &args, false)
                 .await?;
             match reply.status.as_str() {
                 "ok" => {
@@ -600,61 +600,77 @@ impl Store for RedisStore {
         })
     }
 
-    fn post(&self, message: NewMessage) -> StoreFuture<'_, PostOutcome> {
+    fn post(&self, batch: NewMessages) -> StoreFuture<'_, PostOutcome> {
         Box::pin(async move {
-            let idempotency_key = message
-                .idempotency_key
-                .as_ref()
-                .map(|key| key.as_str())
-                .unwrap_or("");
-            let slot = format!(
-                "room:{{{}}}:idem:{}:{}",
-                message.room,
-                message.token_hash.as_str(),
-                idempotency_key
-            );
+            let slots: Vec<String> = batch
+                .messages
+                .iter()
+                .map(|message| {
+                    format!(
+                        "room:{{{}}}:idem:{}:{}",
+                        batch.room,
+                        batch.token_hash.as_str(),
+                        message
+                            .idempotency_key
+                            .as_ref()
+                            .map_or("", |key| key.as_str())
+                    )
+                })
+                .collect();
+            let slots: Vec<&str> = slots.iter().map(String::as_str).collect();
             let idempotency_ttl = self.settings.idempotency_ttl_secs.max(1).to_string();
             let lease_ttl = self.lease_ttl();
-            let args = [
-                message.token_hash.as_str(),
-                message.message.as_str(),
-                &lease_ttl,
-                idempotency_key,
-                &idempotency_ttl,
-            ];
+            let mut args = vec![batch.token_hash.as_str(), &lease_ttl, &idempotency_ttl];
+            for message in &batch.messages {
+                args.push(message.text.as_str());
+                args.push(
+                    message
+                        .idempotency_key
+                        .as_ref()
+                        .map_or("", |key| key.as_str()),
+                );
+            }
             let mut reply = self
-                .room_script("post", &POST, &message.room, Some(&slot), &args, false)
+                .room_script("post", &POST, &batch.room, &slots, &args, false)
                 .await?;
-            let (id, username, text) = match reply.status.as_str() {
-                "ok" => {
-                    let posted = (
-                        reply.event_id(0)?,
-                        reply.string(1)?,
-                        message.message.as_str().to_owned(),
-                    );
-                    super::count_appended("create:chat:success", 1);
-                    posted
-                }
-                "replayed" => {
-                    let stored: StoredPost = serde_json::from_str(&text(reply.take(0)?)?)
-                        .map_err(|_| malformed("stored post"))?;
-                    let id = stored.id.parse().map_err(|_| malformed("stored post id"))?;
-                    (id, stored.u, stored.m)
-                }
+            match reply.status.as_str() {
+                "ok" => {}
                 "unauthorized" => return Ok(PostOutcome::Unauthorized),
                 _ => return Err(malformed("post status")),
-            };
-            Ok(PostOutcome::Posted(RoomEvent {
-                id,
-                // The reply of a post is the message itself; its predecessor matters only
-                // to readers of the log and the feed, which get it from there.
-                prev: EventId::ZERO,
-                room: message.room,
-                kind: EventKind::Chat {
-                    username,
-                    message: text,
-                },
-            }))
+            }
+            let username = reply.string(0)?;
+            let mut posted = Vec::with_capacity(batch.messages.len());
+            let mut appended = 0;
+            for (index, message) in batch.messages.iter().enumerate() {
+                let at = 1 + 2 * index;
+                let (id, username, text) = match reply.string(at)?.as_str() {
+                    "new" => {
+                        appended += 1;
+                        let text = message.text.as_str().to_owned();
+                        (reply.event_id(at + 1)?, username.clone(), text)
+                    }
+                    "replayed" => {
+                        let stored: StoredPost = serde_json::from_str(&text(reply.take(at + 1)?)?)
+                            .map_err(|_| malformed("stored post"))?;
+                        let id = stored.id.parse().map_err(|_| malformed("stored post id"))?;
+                        (id, stored.u, stored.m)
+                    }
+                    _ => return Err(malformed("post outcome")),
+                };
+                posted.push(RoomEvent {
+                    id,
+                    // The reply of a post is the message itself; its predecessor matters
+                    // only to readers of the log and the feed, which get it from there.
+                    prev: EventId::ZERO,
+                    room: batch.room.clone(),
+                    kind: EventKind::Chat {
+                        username,
+                        message: text,
+                    },
+                });
+            }
+            super::count_appended("create:chat:success", appended);
+            Ok(PostOutcome::Posted(posted))
         })
     }
 
@@ -667,7 +683,7 @@ impl Store for RedisStore {
             let lease_ttl = self.lease_ttl();
             let args = [token_hash.as_str(), &lease_ttl];
             let reply = self
-                .room_script("authenticate", &AUTHENTICATE, room, None, &args, false)
+                .room_script("authenticate", &AUTHENTICATE, room, &[], &args, false)
                 .await?;
             match reply.status.as_str() {
                 "ok" => Ok(Authorized::Member(Username::from_stored(reply.string(0)?))),
@@ -690,7 +706,7 @@ impl Store for RedisStore {
             let want = (limit + 1).to_string();
             let args = [token_hash.as_str(), &lease_ttl, &before, &want];
             let mut reply = self
-                .room_script("history", &HISTORY, room, None, &args, false)
+                .room_script("history", &HISTORY, room, &[], &args, false)
                 .await?;
             match reply.status.as_str() {
                 "ok" => {
@@ -718,7 +734,7 @@ impl Store for RedisStore {
             let lease_ttl = self.lease_ttl();
             let args = [token_hash.as_str(), &lease_ttl];
             let mut reply = self
-                .room_script("members", &MEMBERS, room, None, &args, false)
+                .room_script("members", &MEMBERS, room, &[], &args, false)
                 .await?;
             match reply.status.as_str() {
                 "ok" => {
@@ -834,7 +850,7 @@ impl Store for RedisStore {
                 .map(|(room, keys)| {
                     let mut args: Vec<&str> = vec![&self.instance_id, &lease_ttl, &online_ttl];
                     args.extend(keys.iter().map(String::as_str));
-                    self.invocation(&HOLD, room, None, &args)
+                    self.invocation(&HOLD, room, &[], &args)
                 })
                 .collect();
             // One round trip for every room held here.
@@ -854,7 +870,7 @@ impl Store for RedisStore {
                 "release_hold",
                 &RELEASE,
                 room,
-                None,
+                &[],
                 &[&self.instance_id, key],
                 false,
             )

@@ -128,6 +128,19 @@ impl WsClient {
         self.send_raw(Message::text(frame.to_string())).await;
     }
 
+    /// Sends several `{"event", "ref", "data"}` frames in one socket write, so the server finds
+    /// them all waiting together.
+    pub async fn send_together(&mut self, frames: &[(&str, String, Value)]) {
+        for (event, reference, data) in frames {
+            let frame = json!({"event": event, "ref": reference, "data": data});
+            self.socket
+                .feed(Message::text(frame.to_string()))
+                .await
+                .expect("queueing a frame");
+        }
+        self.socket.flush().await.expect("sending the frames");
+    }
+
     /// The next text frame as JSON, or how the connection ended.
     pub async fn next(&mut self) -> Result<Json, WsEnd> {
         if let Some(frame) = self.pending.pop_front() {
@@ -191,6 +204,18 @@ impl WsClient {
     /// actions put before it are kept for the next reads. Returns the ack's data.
     pub async fn ack_among_events(&mut self, event: &str, reference: &str, data: Value) -> Json {
         self.send(event, reference, data).await;
+        let frame = self.reply().await;
+        assert_eq!(frame["ref"], reference, "reply to {event}: {frame}");
+        assert_eq!(
+            frame["event"], "ack",
+            "{event} was not acknowledged: {frame}"
+        );
+        frame["data"].clone()
+    }
+
+    /// Reads until the next direct reply (`ack` or `error`); the room events before it are
+    /// kept for the next reads.
+    pub async fn reply(&mut self) -> Json {
         let mut skipped = Vec::new();
         loop {
             let frame = self.read_frame().await;
@@ -199,12 +224,7 @@ impl WsClient {
                 continue;
             }
             self.pending.extend(skipped);
-            assert_eq!(frame["ref"], reference, "reply to {event}: {frame}");
-            assert_eq!(
-                frame["event"], "ack",
-                "{event} was not acknowledged: {frame}"
-            );
-            return frame["data"].clone();
+            return frame;
         }
     }
 
