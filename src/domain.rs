@@ -130,6 +130,10 @@ impl MessageText {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
 }
 
 /// A room's optional secret, 1-128 characters. `Debug` hides it.

@@ -154,15 +154,15 @@ impl Rooms {
             idempotency_key,
         };
         self.post_in_order(room, token_hash, vec![message])
-            .await?
+            .await
             .pop()
             .expect("post_in_order answers once per message given")
     }
 
     /// Posts a member's messages in the order given, as one store step, so none can land
     /// after a later one even when a step is retried. The answer has one entry per message,
-    /// in order: a message over the member's rate limit is refused on its own. An `Err` of
-    /// the whole call means none was stored.
+    /// in order: a message over the member's rate limit is refused on its own, and when the
+    /// step fails, every other message fails with it (none was stored).
     #[tracing::instrument(
         name = "rooms.post",
         skip_all,
@@ -173,7 +173,7 @@ impl Rooms {
         room: RoomId,
         token_hash: TokenHash,
         messages: Vec<NewMessage>,
-    ) -> Result<Vec<Result<ChatMessage, ApiError>>, ApiError> {
+    ) -> Vec<Result<ChatMessage, ApiError>> {
         let mut verdicts = Vec::with_capacity(messages.len());
         let mut admitted = Vec::with_capacity(messages.len());
         for message in messages {
@@ -183,19 +183,30 @@ impl Rooms {
             }
             verdicts.push(verdict);
         }
-        let mut stored = Vec::new().into_iter();
-        if !admitted.is_empty() {
+        let stored = if admitted.is_empty() {
+            Ok(Vec::new())
+        } else {
             let batch = NewMessages {
                 room,
                 token_hash,
                 messages: admitted,
             };
-            stored = match self.store.post(batch).await? {
-                PostOutcome::Posted(events) => events.into_iter(),
-                PostOutcome::Unauthorized => return Err(ApiError::Unauthorized),
-            };
-        }
-        Ok(verdicts
+            match self.store.post(batch).await {
+                Ok(PostOutcome::Posted(events)) => Ok(events),
+                Ok(PostOutcome::Unauthorized) => Err(ApiError::Unauthorized),
+                Err(err) => Err(ApiError::from(err)),
+            }
+        };
+        let mut stored = match stored {
+            Ok(events) => events.into_iter(),
+            Err(failed) => {
+                return verdicts
+                    .into_iter()
+                    .map(|verdict| verdict.and(Err(failed.clone())))
+                    .collect();
+            }
+        };
+        verdicts
             .into_iter()
             .map(|verdict| {
                 verdict?;
@@ -207,7 +218,7 @@ impl Rooms {
                         ApiError::Unavailable
                     })
             })
-            .collect())
+            .collect()
     }
 
     #[tracing::instrument(name = "rooms.history", skip_all, fields(chat.room = %room))]

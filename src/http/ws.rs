@@ -189,13 +189,6 @@ enum Incoming {
     End(End),
 }
 
-/// Who a `create:chat` is posted as.
-struct Poster {
-    token_hash: TokenHash,
-    /// Posted under a membership this connection holds (not a token in the event).
-    holds_room: bool,
-}
-
 /// What a handled client event sends: the reply, then (for `resume`) the replayed frames.
 struct Outcome {
     ack: Value,
@@ -505,12 +498,8 @@ impl Connection {
             Ok(outcome) => outcome,
             Err(err) => return self.reply_error(reference, err).await.map(|()| None),
         };
-        let ack = Reply {
-            event: "ack",
-            reference: reference.as_ref(),
-            data: &outcome.ack,
-        };
-        self.feed_json(&ack).await?;
+        self.feed_reply(reference.as_ref(), Ok(&outcome.ack))
+            .await?;
         for frame in outcome.replay {
             if let Some(text) = self.admit(&frame) {
                 self.socket
@@ -536,6 +525,9 @@ impl Connection {
         span: &Span,
         started: Instant,
     ) -> Result<Option<Incoming>, End> {
+        // Only posts under a held membership form a run: a token in the event is checked
+        // per event.
+        let takes_run = may_take_run && self.may_post_as_held(&chat);
         let poster = self.poster(&chat).instrument(span.clone()).await;
         let room = chat.room;
         let mut references = vec![reference];
@@ -544,98 +536,62 @@ impl Connection {
             idempotency_key: chat.client_msg_id,
         }];
         let mut after = None;
-        if may_take_run
-            && matches!(
-                poster,
-                Ok(Poster {
-                    holds_room: true,
+        while takes_run && messages.len() < POST_RUN {
+            let Some(frame) = self.socket.recv().now_or_never() else {
+                break;
+            };
+            match self.receive(frame) {
+                Incoming::Event(Decoded {
+                    reference,
+                    event: Ok(ClientEvent::CreateChat(next)),
                     ..
-                })
-            )
-        {
-            while messages.len() < POST_RUN {
-                let Some(frame) = self.socket.recv().now_or_never() else {
+                }) if next.room == room && self.may_post_as_held(&next) => {
+                    references.push(reference);
+                    messages.push(NewMessage {
+                        text: next.message,
+                        idempotency_key: next.client_msg_id,
+                    });
+                }
+                Incoming::Nothing => {}
+                other => {
+                    after = Some(other);
                     break;
-                };
-                match self.receive(frame) {
-                    Incoming::Event(Decoded {
-                        reference,
-                        event: Ok(ClientEvent::CreateChat(next)),
-                        ..
-                    }) if next.room == room && self.may_post_as_held(&next) => {
-                        references.push(reference);
-                        messages.push(NewMessage {
-                            text: next.message,
-                            idempotency_key: next.client_msg_id,
-                        });
-                    }
-                    Incoming::Nothing => {}
-                    other => {
-                        after = Some(other);
-                        break;
-                    }
                 }
             }
         }
         span.record("chat.messages", messages.len());
-        let count = messages.len();
         let answers = match poster {
-            Ok(poster) => self
+            Ok(token_hash) => self
                 .state
                 .rooms
-                .post_in_order(room, poster.token_hash, messages)
+                .post_in_order(room, token_hash, messages)
                 .instrument(span.clone())
                 .await
-                .map_err(not_member),
-            Err(err) => Err(err),
+                .into_iter()
+                .map(|answer| answer.map_err(not_member))
+                .collect(),
+            Err(err) => vec![Err(err)],
         };
-        let first_refusal = match &answers {
-            Ok(answers) => answers.iter().find_map(|answer| answer.as_ref().err()),
-            Err(err) => Some(err),
-        };
-        finish_event(span, "create:chat", started, first_refusal, count);
-        for (index, reference) in references.iter().enumerate() {
-            let answer = match &answers {
-                Ok(answers) => answers.get(index).unwrap_or(&Err(ApiError::Unavailable)),
-                Err(err) => &Err(err.clone()),
-            };
-            match answer {
-                Ok(stored) => {
-                    let ack = Reply {
-                        event: "ack",
-                        reference: reference.as_ref(),
-                        data: stored,
-                    };
-                    self.feed_json(&ack).await?;
-                }
-                Err(err) => {
-                    let error = Reply {
-                        event: "error",
-                        reference: reference.as_ref(),
-                        data: err.body(),
-                    };
-                    self.feed_json(&error).await?;
-                }
-            }
+        let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
+        finish_event(span, "create:chat", started, first_refusal, answers.len());
+        for (reference, answer) in references.iter().zip(answers) {
+            self.feed_reply(reference.as_ref(), answer).await?;
         }
         self.socket.flush().await.map_err(|_| End::Gone)?;
         Ok(after)
     }
 
-    /// Who posts a `create:chat`: the membership this connection holds in the room, or the
-    /// member whose token the event carries. (`&mut`: a shared borrow of the connection is
-    /// not `Send`, its socket not being `Sync`.)
-    async fn poster(&mut self, chat: &Chat) -> Result<Poster, ApiError> {
+    /// Who posts a `create:chat` (its token hash): the membership this connection holds in
+    /// the room, or the member whose token the event carries. (`&mut`: a shared borrow of
+    /// the connection is not `Send`, its socket not being `Sync`.)
+    async fn poster(&mut self, chat: &Chat) -> Result<TokenHash, ApiError> {
         if let Some(held) = self.holding_to_post(&chat.room) {
-            if !self.may_post_as_held(chat) {
+            if !posts_as(held, chat) {
                 return Err(ApiError::forbidden(
                     "username is not the name this connection holds in the room",
                 ));
             }
-            return Ok(Poster {
-                token_hash: held.token_hash.clone(),
-                holds_room: true,
-            });
+            return Ok(held.token_hash.clone());
         }
         let token_hash = chat
             .token
@@ -653,10 +609,7 @@ impl Connection {
                 return Err(ApiError::forbidden("username is not the token's member"));
             }
         }
-        Ok(Poster {
-            token_hash,
-            holds_room: false,
-        })
+        Ok(token_hash)
     }
 
     /// The membership a post to `room` goes out under, if this connection holds one that is
@@ -668,26 +621,36 @@ impl Connection {
     /// Whether a post may go out under the membership this connection holds in its room: it
     /// holds one, and the post claims no other name.
     fn may_post_as_held(&self, chat: &Chat) -> bool {
-        self.holding_to_post(&chat.room).is_some_and(|held| {
-            chat.username
-                .as_ref()
-                .is_none_or(|claimed| claimed.key() == held.username.key())
-        })
+        self.holding_to_post(&chat.room)
+            .is_some_and(|held| posts_as(held, chat))
     }
 
     async fn reply_error(&mut self, reference: Option<Value>, err: ApiError) -> Result<(), End> {
-        let reply = Reply {
-            event: "error",
-            reference: reference.as_ref(),
-            data: err.body(),
-        };
-        self.feed_json(&reply).await?;
+        self.feed_reply(reference.as_ref(), Err::<(), _>(err))
+            .await?;
         self.socket.flush().await.map_err(|_| End::Gone)
     }
 
-    /// Queues a reply for the next flush.
-    async fn feed_json(&mut self, reply: &impl serde::Serialize) -> Result<(), End> {
-        let text = serde_json::to_string(reply).map_err(|_| End::Gone)?;
+    /// Queues the direct reply to a client event for the next flush: `ack` with the data, or
+    /// `error` with the error's body.
+    async fn feed_reply(
+        &mut self,
+        reference: Option<&Value>,
+        answer: Result<impl serde::Serialize, ApiError>,
+    ) -> Result<(), End> {
+        let text = match answer {
+            Ok(data) => serde_json::to_string(&Reply {
+                event: "ack",
+                reference,
+                data,
+            }),
+            Err(err) => serde_json::to_string(&Reply {
+                event: "error",
+                reference,
+                data: err.body(),
+            }),
+        };
+        let text = text.map_err(|_| End::Gone)?;
         self.socket
             .feed(Message::Text(Utf8Bytes::from(text)))
             .await
@@ -853,7 +816,13 @@ impl Connection {
     }
 }
 
-/// On WebSocket, an action for a room without a valid membership is `not_member`.
+/// Whether a post may go out under `held`: it claims no other name.
+fn posts_as(held: &Held, chat: &Chat) -> bool {
+    chat.username
+        .as_ref()
+        .is_none_or(|claimed| claimed.key() == held.username.key())
+}
+
 /// Ends a client event's span with its outcome (the first refusal, for a run of posts) and
 /// records its handling time once per event it answered.
 fn finish_event(
@@ -874,6 +843,7 @@ fn finish_event(
     }
 }
 
+/// On WebSocket, an action for a room without a valid membership is `not_member`.
 fn not_member(err: ApiError) -> ApiError {
     match err {
         ApiError::Unauthorized => ApiError::NotMember,

@@ -336,7 +336,7 @@ impl Store for MemoryStore {
                     &batch.room,
                     EventKind::Chat {
                         username: username.clone(),
-                        message: message.text.as_str().to_owned(),
+                        message: message.text.into_string(),
                     },
                     now,
                     limit,

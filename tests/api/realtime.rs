@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 use crate::support::stream::{SseClient, WsClient, WsEnd};
-use crate::support::{Backend, TestApp, unique_room};
+use crate::support::{Backend, TestApp, metric_sample, unique_room};
 
 /// Creates `room` on a new WebSocket as `username`; returns the client (past its ack and the
 /// two creation events) and the ack data.
@@ -479,10 +479,7 @@ conformance! {
         }
         let metrics = app.get("/metrics", None).await.text;
         let counter = |name: &str| -> f64 {
-            metrics
-                .lines()
-                .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
-                .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+            metric_sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
         };
         let (delivered, pushes) = (
             counter("chat_events_delivered_total"),
@@ -505,14 +502,7 @@ conformance! {
         let _ = alice.event_named("add:member:success").await;
         let post_rounds = || async {
             let metrics = app.get("/metrics", None).await.text;
-            metrics
-                .lines()
-                .find_map(|line| {
-                    line.strip_prefix("chat_redis_round_trip_seconds_count{op=\"post\"}")?
-                        .trim()
-                        .parse::<f64>()
-                        .ok()
-                })
+            metric_sample(&metrics, "chat_redis_round_trip_seconds_count{op=\"post\"}")
                 .unwrap_or(0.0)
         };
         let rounds_before = post_rounds().await;

@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 
 use crate::support::process::ServerProcess;
 use crate::support::stream::WsClient;
-use crate::support::{Backend, RedisServer, TestApp, eventually, unique_room};
+use crate::support::{Backend, RedisServer, TestApp, eventually, metric_sample, unique_room};
 
 /// How long spans or log lines may take to show up.
 const ARRIVAL_TIMEOUT: Duration = Duration::from_secs(15);
@@ -454,7 +454,7 @@ async fn spans_reach_an_otlp_grpc_receiver_with_redis_client_spans() {
         let request = client.get(&metrics_url).send();
         async move {
             let metrics = request.await.ok()?.text().await.ok()?;
-            sample(
+            metric_sample(
                 &metrics,
                 "chat_redis_round_trip_seconds_count{op=\"sweep_index\"}",
             )
@@ -506,14 +506,6 @@ async fn batched_spans_are_flushed_when_the_server_stops() {
     assert_eq!(create.trace_id(), TRACE_ID);
     // Without OTEL_SERVICE_NAME or K_SERVICE, the service is named after the server.
     assert_eq!(create.service, "chat-server");
-}
-
-/// The value of the sample `series` (name and labels exactly as rendered) in `/metrics` text.
-fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let value = line.strip_prefix(series)?.trim();
-        value.parse().ok()
-    })
 }
 
 /// The Cloud Logging lines `log` holds, each parsed (every line must be one JSON object).

@@ -638,16 +638,16 @@ impl Store for RedisStore {
                 "unauthorized" => return Ok(PostOutcome::Unauthorized),
                 _ => return Err(malformed("post status")),
             }
-            let username = reply.string(0)?;
+            let username = text(reply.take(0)?)?;
             let mut posted = Vec::with_capacity(batch.messages.len());
             let mut appended = 0;
-            for (index, message) in batch.messages.iter().enumerate() {
+            for (index, message) in batch.messages.into_iter().enumerate() {
                 let at = 1 + 2 * index;
-                let (id, username, text) = match reply.string(at)?.as_str() {
+                let (id, username, text) = match text(reply.take(at)?)?.as_str() {
                     "new" => {
                         appended += 1;
-                        let text = message.text.as_str().to_owned();
-                        (reply.event_id(at + 1)?, username.clone(), text)
+                        let id = reply.event_id(at + 1)?;
+                        (id, username.clone(), message.text.into_string())
                     }
                     "replayed" => {
                         let stored: StoredPost = serde_json::from_str(&text(reply.take(at + 1)?)?)

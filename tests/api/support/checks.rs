@@ -1,4 +1,5 @@
-//! Small shared checks: unique room ids, event id and timestamp formats, and a bounded poll.
+//! Small shared checks: unique room ids, event id and timestamp formats, a bounded poll, and
+//! reading one sample of `/metrics`.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,4 +77,12 @@ where
         );
         tokio::time::sleep(POLL_INTERVAL).await;
     }
+}
+
+/// The value of the sample `series` (name and labels exactly as rendered) in `/metrics` text.
+pub fn metric_sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let value = line.strip_prefix(series)?.trim();
+        value.parse().ok()
+    })
 }

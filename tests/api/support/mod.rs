@@ -14,7 +14,7 @@ mod redis_server;
 pub mod stream;
 
 pub use app::{Backend, Joined, Message, Reply, TestApp};
-pub use checks::{assert_rfc3339_millis_utc, event_id, eventually, unique_room};
+pub use checks::{assert_rfc3339_millis_utc, event_id, eventually, metric_sample, unique_room};
 pub use redis_server::RedisServer;
 
 /// Writes each `async fn name(backend: Backend) { … }` once and runs it on both stores, as
