@@ -183,6 +183,10 @@ fn describe_metrics() {
         "1 while the Redis pub/sub feed is connected, else 0 (Redis store only)"
     );
     describe_counter!(
+        "chat_feed_reconnects_total",
+        "times the Redis pub/sub feed lost its connection; each reconnection makes every room here read the log"
+    );
+    describe_counter!(
         "chat_feed_gaps_total",
         "times the feed skipped events and the hub read them from the log"
     );
@@ -214,6 +218,7 @@ fn describe_metrics() {
         "chat_fanout_pushes_total",
         "chat_slow_client_disconnects_total",
         "chat_feed_gaps_total",
+        "chat_feed_reconnects_total",
     ] {
         metrics::counter!(counter).increment(0);
     }

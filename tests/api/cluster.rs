@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 
 use crate::support::process::ServerProcess;
 use crate::support::stream::{SseClient, WsClient, WsEnd};
-use crate::support::{Backend, RedisServer, TestApp, eventually, unique_room};
+use crate::support::{Backend, RedisServer, TestApp, eventually, metric_sample, unique_room};
 
 /// Reads chat events from `ws` until `count` have arrived; returns their ids in order.
 async fn chat_ids(ws: &mut WsClient, count: usize) -> Vec<String> {
@@ -114,14 +114,7 @@ async fn events_published_while_the_feed_is_down_are_filled_from_the_log() {
     let sending = TestApp::spawn(Backend::Redis(&redis), &[]).await;
     let room = unique_room("feed-gap");
     let sender = sending.create_room(&room, "sender").await;
-    let mut receiver = WsClient::connect(&receiving.base_url).await;
-    receiver
-        .ack(
-            "add:member",
-            "j",
-            json!({"roomId": room, "username": "receiver"}),
-        )
-        .await;
+    let mut receiver = WsClient::member_of(&receiving.base_url, &room, "receiver").await;
     // Cut every pub/sub connection, then publish at once: the event is published while the
     // receiving instance is not subscribed, and nothing follows it that could reveal the gap.
     // Only the resync after the feed reconnects can bring it. Then a burst, whose first events
@@ -152,6 +145,56 @@ async fn events_published_while_the_feed_is_down_are_filled_from_the_log() {
     assert_eq!(chat_ids(&mut receiver, sent.len()).await, sent);
 }
 
+/// The id and last command of every pub/sub connection, from `CLIENT LIST TYPE pubsub`.
+fn pubsub_clients(redis: &RedisServer) -> Vec<(String, String)> {
+    let field = |line: &str, name: &str| {
+        line.split(' ')
+            .find_map(|pair| pair.strip_prefix(name)?.strip_prefix('='))
+            .map(str::to_owned)
+            .unwrap_or_else(|| panic!("no {name} in CLIENT LIST line {line:?}"))
+    };
+    redis
+        .command(&["CLIENT", "LIST", "TYPE", "pubsub"])
+        .lines()
+        .map(|line| (field(line, "id"), field(line, "cmd")))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_keeps_its_connection_when_it_pings() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let room = unique_room("pinged");
+    let sender = app.create_room(&room, "sender").await;
+    let mut receiver = WsClient::member_of(&app.base_url, &room, "receiver").await;
+    let clients = pubsub_clients(&redis);
+    let [(feed, _)] = clients.as_slice() else {
+        panic!("one pub/sub connection expected: {clients:?}");
+    };
+    // The feed pings its idle connection every 5 s; a subscribed connection answers in a
+    // shape an ordinary one does not, which once read as a failure and cut the connection.
+    eventually("the feed's ping", Duration::from_secs(15), || async {
+        let clients = pubsub_clients(&redis);
+        assert!(
+            clients.iter().any(|(id, _)| id == feed),
+            "the feed's connection {feed} was dropped: {clients:?}"
+        );
+        clients
+            .iter()
+            .any(|(id, cmd)| id == feed && cmd == "ping")
+            .then_some(())
+    })
+    .await;
+    let posted = app.say(&room, &sender.token, "after the ping").await.id;
+    assert_eq!(chat_ids(&mut receiver, 1).await, vec![posted]);
+    assert_eq!(pubsub_clients(&redis)[0].0, *feed, "the feed reconnected");
+    let metrics = app.get("/metrics", None).await.text;
+    assert_eq!(
+        metric_sample(&metrics, "chat_feed_reconnects_total"),
+        Some(0.0)
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_listens_only_to_rooms_with_connections_here() {
     let redis = RedisServer::start();
@@ -162,13 +205,7 @@ async fn an_instance_listens_only_to_rooms_with_connections_here() {
     app.create_room(&quiet, "b").await;
     let channels = || redis.command_list(&["PUBSUB", "CHANNELS", "room:*"]);
     assert!(channels().is_empty(), "no connection yet: {:?}", channels());
-    let mut ws = WsClient::connect(&app.base_url).await;
-    ws.ack(
-        "add:member",
-        "j",
-        json!({"roomId": watched, "username": "w"}),
-    )
-    .await;
+    let ws = WsClient::member_of(&app.base_url, &watched, "w").await;
     assert_eq!(channels(), vec![format!("room:{{{watched}}}")]);
     ws.close().await;
     eventually(
@@ -199,14 +236,7 @@ async fn a_killed_instance_s_members_time_out_and_its_clients_resume_elsewhere()
             json!({"roomId": room, "username": "watcher"}),
         )
         .await;
-    let mut vanishing = WsClient::connect(&doomed.base_url).await;
-    vanishing
-        .ack(
-            "add:member",
-            "j",
-            json!({"roomId": room, "username": "vanishing"}),
-        )
-        .await;
+    let vanishing = WsClient::member_of(&doomed.base_url, &room, "vanishing").await;
     let mut returning = WsClient::connect(&doomed.base_url).await;
     let returning_ack = returning
         .ack(

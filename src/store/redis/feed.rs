@@ -159,8 +159,10 @@ pub(super) async fn run(
                     }
                 },
                 _ = ping.tick() => {
+                    // A subscribed RESP2 connection answers PING with `["pong", ""]`, not the
+                    // `PONG` status of an ordinary one: any answer in time means alive.
                     if !matches!(
-                        tokio::time::timeout(timeout, control.ping::<String>()).await,
+                        tokio::time::timeout(timeout, control.ping::<redis::Value>()).await,
                         Ok(Ok(_))
                     ) {
                         break;
@@ -169,6 +171,7 @@ pub(super) async fn run(
             }
         }
         metrics::gauge!("chat_feed_connected").set(0.0);
+        metrics::counter!("chat_feed_reconnects_total").increment(1);
         tracing::warn!("redis pub/sub connection lost; reconnecting");
     }
 }

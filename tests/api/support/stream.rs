@@ -52,6 +52,18 @@ impl WsClient {
         }
     }
 
+    /// Connects and joins `room` as `username` (`add:member`).
+    pub async fn member_of(base_url: &str, room: &str, username: &str) -> Self {
+        let mut ws = Self::connect(base_url).await;
+        ws.ack(
+            "add:member",
+            "j",
+            json!({"roomId": room, "username": username}),
+        )
+        .await;
+        ws
+    }
+
     /// Connects with a tiny socket receive buffer, so a client that stops reading backs the
     /// server up after a few frames instead of megabytes.
     pub async fn connect_small_buffer(base_url: &str) -> Self {
