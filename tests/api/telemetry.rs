@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio::task::JoinHandle;
 
 use crate::support::process::ServerProcess;
-use crate::support::stream::WsClient;
+use crate::support::stream::{SseClient, WsClient};
 use crate::support::{Backend, RedisServer, TestApp, eventually, metric_sample, unique_room};
 
 /// How long spans or log lines may take to show up.
@@ -268,12 +268,9 @@ struct Traffic {
     token: String,
 }
 
-async fn make_traffic(server: &ServerProcess) -> Traffic {
-    let client = http_client();
-    let room = unique_room("otlp");
-    let created: Value = client
-        .post(format!("{}/rooms", server.base_url))
-        .header("traceparent", traceparent())
+/// Creates `room` as alice with `request` (a `POST /rooms`); returns her token.
+async fn create_room(request: reqwest::RequestBuilder, room: &str) -> String {
+    let created: Value = request
         .json(&json!({"roomId": room, "username": "alice"}))
         .send()
         .await
@@ -281,10 +278,22 @@ async fn make_traffic(server: &ServerProcess) -> Traffic {
         .json()
         .await
         .expect("a JSON reply");
-    let token = created["token"]
+    created["token"]
         .as_str()
         .expect("the creator's token")
-        .to_owned();
+        .to_owned()
+}
+
+async fn make_traffic(server: &ServerProcess) -> Traffic {
+    let client = http_client();
+    let room = unique_room("otlp");
+    let token = create_room(
+        client
+            .post(format!("{}/rooms", server.base_url))
+            .header("traceparent", traceparent()),
+        &room,
+    )
+    .await;
     let mut ws = WsClient::connect(&server.base_url).await;
     ws.ack(
         "add:member",
@@ -478,6 +487,48 @@ async fn spans_reach_an_otlp_grpc_receiver_with_redis_client_spans() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_request_s_span_lasts_as_long_as_its_stream() {
+    let receiver = OtlpReceiver::http().await;
+    let server = ServerProcess::start(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", &receiver.endpoint),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ])
+    .await;
+    let client = http_client();
+    let room = unique_room("sse-span");
+    let token = &create_room(client.post(format!("{}/rooms", server.base_url)), &room).await;
+    let mut stream = SseClient::open(
+        client
+            .get(format!("{}/rooms/{room}/events", server.base_url))
+            .bearer_auth(token),
+    )
+    .await;
+    let posted = client
+        .post(format!("{}/rooms/{room}/messages", server.base_url))
+        .bearer_auth(token)
+        .json(&json!({"message": "while streaming"}))
+        .send()
+        .await
+        .expect("POST messages");
+    assert_eq!(posted.status(), 201);
+    let event = stream.event().await;
+    assert_eq!(event.event.as_deref(), Some("create:chat:success"));
+    let delivered_at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_nanos();
+    drop(stream);
+    let spans = receiver.spans_named(&["GET /rooms/{roomId}/events"]).await;
+    let span = &one_named(&spans, "GET /rooms/{roomId}/events").span;
+    // The span is not entered for each frame of the stream, but it still ends with it, not
+    // when the response's headers went out.
+    assert!(
+        u128::from(span.end_time_unix_nano) >= delivered_at,
+        "the stream's span ended before its event was delivered: {span:#?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batched_spans_are_flushed_when_the_server_stops() {
     let receiver = OtlpReceiver::http().await;
     // A batch delay far beyond the test: only the flush on shutdown can export the spans.
@@ -524,7 +575,7 @@ async fn json_logs_carry_the_callers_trace_for_cloud_logging() {
         ("LOG_FORMAT", "json"),
         ("GOOGLE_CLOUD_PROJECT", "chat-test-project"),
         // The request's own lines are DEBUG (Cloud Run writes a request log already).
-        ("RUST_LOG", "info,tower_http=debug"),
+        ("RUST_LOG", "info,chat_server::http=debug"),
     ])
     .await;
     let client = http_client();
