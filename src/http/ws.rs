@@ -529,12 +529,9 @@ impl Connection {
         // per event.
         let takes_run = may_take_run && self.may_post_as_held(&chat);
         let poster = self.poster(&chat).instrument(span.clone()).await;
-        let room = chat.room;
+        let (room, first) = to_post(chat);
         let mut references = vec![reference];
-        let mut messages = vec![NewMessage {
-            text: chat.message,
-            idempotency_key: chat.client_msg_id,
-        }];
+        let mut messages = vec![first];
         let mut after = None;
         while takes_run && messages.len() < POST_RUN {
             let Some(frame) = self.socket.recv().now_or_never() else {
@@ -547,10 +544,7 @@ impl Connection {
                     ..
                 }) if next.room == room && self.may_post_as_held(&next) => {
                     references.push(reference);
-                    messages.push(NewMessage {
-                        text: next.message,
-                        idempotency_key: next.client_msg_id,
-                    });
+                    messages.push(to_post(next).1);
                 }
                 Incoming::Nothing => {}
                 other => {
@@ -814,6 +808,15 @@ impl Connection {
             replay: replay.events,
         })
     }
+}
+
+/// A `create:chat`'s room, and the message to store there.
+fn to_post(chat: Chat) -> (RoomId, NewMessage) {
+    let message = NewMessage {
+        text: chat.message,
+        idempotency_key: chat.client_msg_id,
+    };
+    (chat.room, message)
 }
 
 /// Whether a post may go out under `held`: it claims no other name.

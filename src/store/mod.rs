@@ -156,6 +156,13 @@ pub struct NewMessage {
     pub idempotency_key: Option<ClientMsgId>,
 }
 
+impl NewMessage {
+    /// The idempotency key, or `""` for none.
+    pub fn idempotency_key_or_empty(&self) -> &str {
+        self.idempotency_key.as_ref().map_or("", |key| key.as_str())
+    }
+}
+
 /// Counts events appended to room logs, by event name (`create:chat:success`…). Each store
 /// calls it where an append is known to have happened: an idempotent replay appends nothing.
 pub(crate) fn count_appended(event: &'static str, count: u64) {

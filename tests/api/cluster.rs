@@ -51,28 +51,14 @@ async fn three_instances_deliver_one_order_to_everyone() {
         .await;
     members.push(creator);
     for n in 1..6 {
-        let mut ws = WsClient::connect(&instances[n % 3].base_url).await;
-        ws.ack(
-            "add:member",
-            "j",
-            json!({"roomId": room, "username": format!("m{n}")}),
-        )
-        .await;
-        members.push(ws);
+        members
+            .push(WsClient::member_of(&instances[n % 3].base_url, &room, &format!("m{n}")).await);
     }
     // Three senders, one per instance, interleave their bursts; each waits for its own acks.
     const PER_SENDER: usize = 30;
     let mut senders = Vec::new();
     for (n, instance) in instances.iter().enumerate() {
-        let mut sender = WsClient::connect(&instance.base_url).await;
-        sender
-            .ack(
-                "add:member",
-                "j",
-                json!({"roomId": room, "username": format!("sender{n}")}),
-            )
-            .await;
-        senders.push(sender);
+        senders.push(WsClient::member_of(&instance.base_url, &room, &format!("sender{n}")).await);
     }
     let bursts = senders.into_iter().enumerate().map(|(n, mut sender)| {
         let room = room.clone();
@@ -316,14 +302,7 @@ async fn a_redis_restart_loses_no_acknowledged_message() {
     let sender = first.create_room(&room, "sender").await;
     let mut receivers = Vec::new();
     for (n, app) in [&first, &second, &first, &second].iter().enumerate() {
-        let mut ws = WsClient::connect(&app.base_url).await;
-        ws.ack(
-            "add:member",
-            "j",
-            json!({"roomId": room, "username": format!("r{n}")}),
-        )
-        .await;
-        receivers.push(ws);
+        receivers.push(WsClient::member_of(&app.base_url, &room, &format!("r{n}")).await);
     }
 
     const TOTAL: usize = 40;

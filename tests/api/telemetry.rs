@@ -294,13 +294,8 @@ async fn make_traffic(server: &ServerProcess) -> Traffic {
         &room,
     )
     .await;
-    let mut ws = WsClient::connect(&server.base_url).await;
-    ws.ack(
-        "add:member",
-        "join",
-        json!({"roomId": room, "username": "bob"}),
-    )
-    .await;
+    // Bob's connection stays open until the traffic is made.
+    let _bob = WsClient::member_of(&server.base_url, &room, "bob").await;
     // The token in the query string, as EventSource clients send it: it must not reach a span.
     let history = client
         .get(format!(

@@ -610,10 +610,7 @@ impl Store for RedisStore {
                         "room:{{{}}}:idem:{}:{}",
                         batch.room,
                         batch.token_hash.as_str(),
-                        message
-                            .idempotency_key
-                            .as_ref()
-                            .map_or("", |key| key.as_str())
+                        message.idempotency_key_or_empty()
                     )
                 })
                 .collect();
@@ -623,12 +620,7 @@ impl Store for RedisStore {
             let mut args = vec![batch.token_hash.as_str(), &lease_ttl, &idempotency_ttl];
             for message in &batch.messages {
                 args.push(message.text.as_str());
-                args.push(
-                    message
-                        .idempotency_key
-                        .as_ref()
-                        .map_or("", |key| key.as_str()),
-                );
+                args.push(message.idempotency_key_or_empty());
             }
             let mut reply = self
                 .room_script("post", &POST, &batch.room, &slots, &args, false)
