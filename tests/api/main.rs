@@ -15,6 +15,8 @@
 //!   traffic, SIGTERM of the real binary.
 //! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
 //!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
+//! - [`bench`] (with the `bench` feature): `chat-bench`, the load generator, runs every
+//!   scenario and reports what it measured truthfully.
 //! - [`telemetry`]: spans exported to OTLP receivers the tests start (HTTP and gRPC), Cloud
 //!   Logging JSON lines with the caller's trace, and `/metrics` without ids in labels.
 //!
@@ -26,6 +28,8 @@ mod support;
 
 mod abuse;
 mod bad_input;
+#[cfg(feature = "bench")]
+mod bench;
 mod browser;
 mod cluster;
 mod concurrency;

@@ -102,6 +102,11 @@ impl ServerProcess {
         .await;
     }
 
+    /// The running process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("pid of a running server").id()
+    }
+
     /// SIGKILL: the instance dies without a chance to clean anything up.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -114,11 +119,7 @@ impl ServerProcess {
     /// and how long it took.
     pub async fn terminate(&mut self, limit: Duration) -> (ExitStatus, Duration) {
         let started = Instant::now();
-        let pid = self
-            .child
-            .as_ref()
-            .expect("terminate on a running server")
-            .id();
+        let pid = self.pid();
         let sent = Command::new("kill")
             .arg("-TERM")
             .arg(pid.to_string())

@@ -1,0 +1,231 @@
+//! `chat-bench`, the load generator BENCHMARKS.md is measured with, run against the real server
+//! binary on both stores: every scenario, small, and what its report must say (every message
+//! delivered once and in order, the server's CPU and memory read from `/proc`, one Redis round
+//! trip per post at most). Only with the `bench` feature, which builds the tool; `scripts/test`
+//! enables it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::RedisServer;
+use crate::support::process::ServerProcess;
+
+/// A run is a second of sending plus set-up and drain; this only stops a hung tool.
+const RUN_LIMIT: Duration = Duration::from_secs(90);
+
+/// The server as `scripts/bench` starts it: no rate limits, caps above what the runs open.
+const LOAD_TEST_VARS: [(&str, &str); 3] = [
+    ("RATE_LIMITS", "off"),
+    ("MAX_CONNECTIONS_PER_IP", "19900"),
+    ("RUST_LOG", "warn"),
+];
+
+/// Runs `chat-bench` against `server` and returns its JSON report (an array for `sweep`).
+async fn chat_bench(server: &ServerProcess, redis: bool, args: &[String]) -> Value {
+    let address = server
+        .base_url
+        .strip_prefix("http://")
+        .expect("the server's base URL is http://host:port")
+        .to_owned();
+    let json_path = report_path(&address, &args[0]);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-bench"));
+    command
+        .arg("--server")
+        .arg(&address)
+        .arg("--server-pid")
+        .arg(server.pid().to_string())
+        .arg("--json")
+        .arg(&json_path)
+        .args(args);
+    if redis {
+        command.arg("--redis");
+    }
+    run_to_report(command, &json_path, args).await
+}
+
+/// Runs `chat-bench startup`, which starts the server binary itself.
+async fn chat_bench_startup(redis_url: Option<&str>, runs: usize) -> Value {
+    let json_path = report_path("startup", "startup");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-bench"));
+    command
+        .arg("--json")
+        .arg(&json_path)
+        .arg("startup")
+        .arg("--binary")
+        .arg(env!("CARGO_BIN_EXE_chat-server"))
+        .arg("--runs")
+        .arg(runs.to_string());
+    if let Some(url) = redis_url {
+        command.arg("--redis-url").arg(url);
+    }
+    run_to_report(command, &json_path, &["startup".to_owned()]).await
+}
+
+fn report_path(address: &str, scenario: &str) -> PathBuf {
+    std::env::temp_dir().join(format!(
+        "chat-bench-test-{}-{}-{scenario}.json",
+        std::process::id(),
+        address.replace([':', '.'], "-"),
+    ))
+}
+
+async fn run_to_report(mut command: Command, json_path: &Path, args: &[String]) -> Value {
+    let child = command.output();
+    let output = tokio::time::timeout(RUN_LIMIT, tokio::task::spawn_blocking(move || child))
+        .await
+        .unwrap_or_else(|_| panic!("chat-bench {args:?} did not finish within {RUN_LIMIT:?}"))
+        .expect("the chat-bench task")
+        .expect("starting chat-bench");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "chat-bench {args:?} failed ({}): {stdout}{stderr}",
+        output.status
+    );
+    let text = std::fs::read_to_string(json_path).expect("chat-bench wrote its JSON report");
+    let _ = std::fs::remove_file(json_path);
+    serde_json::from_str(&text).unwrap_or_else(|err| panic!("the report is JSON ({err}): {text}"))
+}
+
+fn count(report: &Value, key: &str) -> u64 {
+    report[key]
+        .as_u64()
+        .unwrap_or_else(|| panic!("`{key}` is a count in {report}"))
+}
+
+fn figure(report: &Value, key: &str) -> f64 {
+    report[key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("`{key}` is a number in {report}"))
+}
+
+/// A fan-out, chat or SSE report: about `senders × rate × seconds` sent, each to every member
+/// of its room, all of it delivered once and in order, with latencies and the server's use.
+fn assert_lossless(report: &Value, members: u64, nominal_sent: u64, senders: u64) {
+    let sent = count(report, "sent");
+    assert!(
+        sent >= nominal_sent / 2 && sent <= nominal_sent + senders,
+        "sent {sent}, about {nominal_sent} expected: {report}"
+    );
+    assert_eq!(count(report, "send_failures"), 0, "{report}");
+    assert_eq!(count(report, "expected"), sent * members, "{report}");
+    assert_eq!(count(report, "delivered"), sent * members, "{report}");
+    assert_eq!(count(report, "lost"), 0, "{report}");
+    assert_eq!(count(report, "duplicates_or_reordered"), 0, "{report}");
+    assert!(figure(report, "deliveries_per_s") > 0.0, "{report}");
+    let latency = &report["latency_ms"];
+    let (p50, p99, max) = (
+        figure(latency, "p50"),
+        figure(latency, "p99"),
+        figure(latency, "max"),
+    );
+    assert!(
+        0.0 < p50 && p50 <= p99 && p99 <= max,
+        "latencies in order: {report}"
+    );
+    assert!(figure(report, "server_cpu_s") > 0.0, "{report}");
+    assert!(count(report, "server_rss_kib_after") > 0, "{report}");
+    assert!(figure(report, "bench_cpu_s") >= 0.0, "{report}");
+}
+
+/// The arguments of a one-second run of a load scenario (`fanout`, `chat`, `sse`, or `sweep`
+/// and its options): `rooms` × `members` at `rate` messages per second per sender.
+fn load(scenario: &[&str], rooms: u64, members: u64, rate: u64) -> Vec<String> {
+    let mut args: Vec<String> = scenario.iter().map(|arg| (*arg).to_owned()).collect();
+    for (flag, value) in [
+        ("--rooms", rooms),
+        ("--members", members),
+        ("--rate", rate),
+        ("--duration", 1),
+    ] {
+        args.push(flag.to_owned());
+        args.push(value.to_string());
+    }
+    args
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bench_runs_every_scenario_on_the_memory_store() {
+    let server = ServerProcess::start(&LOAD_TEST_VARS).await;
+
+    let fanout = chat_bench(&server, false, &load(&["fanout"], 2, 20, 20)).await;
+    assert_eq!(fanout["scenario"], "fanout");
+    assert_lossless(&fanout, 20, 2 * 20, 2);
+
+    let chat = chat_bench(&server, false, &load(&["chat"], 2, 5, 2)).await;
+    assert_eq!(chat["scenario"], "chat");
+    assert_lossless(&chat, 5, 2 * 5 * 2, 2 * 5);
+
+    // A room's REST sender is four connections sharing the rate.
+    let sse = chat_bench(&server, false, &load(&["sse"], 1, 10, 10)).await;
+    assert_eq!(sse["scenario"], "sse");
+    assert_lossless(&sse, 10, 10, 4);
+
+    let idle_args = ["idle", "--connections", "50", "--members", "10"].map(String::from);
+    let idle = chat_bench(&server, false, &idle_args).await;
+    assert_eq!(idle["scenario"], "idle");
+    assert_eq!(count(&idle, "connections"), 50, "{idle}");
+    assert!(count(&idle, "server_rss_kib_after") > 0, "{idle}");
+    assert!(idle["server_rss_kib_per_connection"].is_number(), "{idle}");
+
+    // Two steps, 10 then 20 msg/s, under a bound no small run misses: both clean.
+    let sweep_of = [
+        "sweep",
+        "--of",
+        "fanout",
+        "--factor",
+        "2",
+        "--max-steps",
+        "2",
+        "--max-p99-ms",
+        "10000",
+    ];
+    let sweep = chat_bench(&server, false, &load(&sweep_of, 1, 10, 10)).await;
+    let steps = sweep
+        .as_array()
+        .expect("a sweep reports each step and a summary");
+    assert_eq!(steps.len(), 3, "{sweep}");
+    for (step, rate) in steps[..2].iter().zip([10, 20]) {
+        assert_eq!(step["sweep_clean"], true, "{step}");
+        assert_lossless(step, 10, rate, 1);
+    }
+    assert_eq!(steps[2]["scenario"], "sweep");
+    assert_eq!(figure(&steps[2], "best_clean_rate"), 20.0, "{sweep}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bench_on_redis_counts_at_most_one_round_trip_per_post() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut vars = LOAD_TEST_VARS.to_vec();
+    vars.push(("REDIS_URL", &url));
+    let server = ServerProcess::start(&vars).await;
+
+    // (scenario, members, rate per sender, messages its second sends, senders)
+    for (scenario, members, rate, nominal_sent, senders) in
+        [("fanout", 10, 10, 10, 1), ("chat", 5, 2, 10, 5)]
+    {
+        let report = chat_bench(&server, true, &load(&[scenario], 1, members, rate)).await;
+        assert_lossless(&report, members, nominal_sent, senders);
+        let per_post = figure(&report, "redis_post_round_trips_per_message");
+        assert!(
+            per_post > 0.0 && per_post <= 1.0,
+            "Redis round trips per post: {per_post} in {report}"
+        );
+        assert!(count(&report, "redis_round_trips") > 0, "{report}");
+    }
+
+    let startup = chat_bench_startup(Some(&url), 3).await;
+    let (median, max) = (
+        figure(&startup, "startup_ms_median"),
+        figure(&startup, "startup_ms_max"),
+    );
+    assert!(
+        0.0 < median && median <= max,
+        "startup median {median} ms, max {max} ms"
+    );
+}
