@@ -4,14 +4,14 @@
 //! trip per post at most). Only with the `bench` feature, which builds the tool; `scripts/test`
 //! enables it.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use serde_json::Value;
 
 use crate::support::RedisServer;
-use crate::support::process::ServerProcess;
+use crate::support::process::{ServerProcess, run_with_limit};
 
 /// A run is a second of sending plus set-up and drain; this only stops a hung tool.
 const RUN_LIMIT: Duration = Duration::from_secs(90);
@@ -30,64 +30,52 @@ async fn chat_bench(server: &ServerProcess, redis: bool, args: &[String]) -> Val
         .strip_prefix("http://")
         .expect("the server's base URL is http://host:port")
         .to_owned();
-    let json_path = report_path(&address, &args[0]);
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-bench"));
-    command
-        .arg("--server")
-        .arg(&address)
-        .arg("--server-pid")
-        .arg(server.pid().to_string())
-        .arg("--json")
-        .arg(&json_path)
-        .args(args);
+    let mut all = vec![
+        "--server".to_owned(),
+        address,
+        "--server-pid".to_owned(),
+        server.pid().to_string(),
+    ];
     if redis {
-        command.arg("--redis");
+        all.push("--redis".to_owned());
     }
-    run_to_report(command, &json_path, args).await
+    all.extend_from_slice(args);
+    run_chat_bench(all).await
 }
 
 /// Runs `chat-bench startup`, which starts the server binary itself.
-async fn chat_bench_startup(redis_url: Option<&str>, runs: usize) -> Value {
-    let json_path = report_path("startup", "startup");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-bench"));
-    command
-        .arg("--json")
-        .arg(&json_path)
-        .arg("startup")
-        .arg("--binary")
-        .arg(env!("CARGO_BIN_EXE_chat-server"))
-        .arg("--runs")
-        .arg(runs.to_string());
-    if let Some(url) = redis_url {
-        command.arg("--redis-url").arg(url);
-    }
-    run_to_report(command, &json_path, &["startup".to_owned()]).await
+async fn chat_bench_startup(redis_url: &str, runs: usize) -> Value {
+    let args = [
+        "startup",
+        "--binary",
+        env!("CARGO_BIN_EXE_chat-server"),
+        "--redis-url",
+        redis_url,
+        "--runs",
+        &runs.to_string(),
+    ];
+    run_chat_bench(args.map(str::to_owned).to_vec()).await
 }
 
-fn report_path(address: &str, scenario: &str) -> PathBuf {
-    std::env::temp_dir().join(format!(
-        "chat-bench-test-{}-{}-{scenario}.json",
+/// Runs the tool to completion (or fails the test at `RUN_LIMIT`) and reads its JSON report.
+async fn run_chat_bench(args: Vec<String>) -> Value {
+    static RUNS: AtomicUsize = AtomicUsize::new(0);
+    let json_path = std::env::temp_dir().join(format!(
+        "chat-bench-test-{}-{}.json",
         std::process::id(),
-        address.replace([':', '.'], "-"),
-    ))
-}
-
-async fn run_to_report(mut command: Command, json_path: &Path, args: &[String]) -> Value {
-    let child = command.output();
-    let output = tokio::time::timeout(RUN_LIMIT, tokio::task::spawn_blocking(move || child))
+        RUNS.fetch_add(1, Ordering::Relaxed)
+    ));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_chat-bench"));
+    command.arg("--json").arg(&json_path).args(&args);
+    let (status, output) = tokio::task::spawn_blocking(move || run_with_limit(command, RUN_LIMIT))
         .await
-        .unwrap_or_else(|_| panic!("chat-bench {args:?} did not finish within {RUN_LIMIT:?}"))
-        .expect("the chat-bench task")
-        .expect("starting chat-bench");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
+        .expect("the chat-bench thread");
     assert!(
-        output.status.success(),
-        "chat-bench {args:?} failed ({}): {stdout}{stderr}",
-        output.status
+        status.success(),
+        "chat-bench {args:?} failed ({status}): {output}"
     );
-    let text = std::fs::read_to_string(json_path).expect("chat-bench wrote its JSON report");
-    let _ = std::fs::remove_file(json_path);
+    let text = std::fs::read_to_string(&json_path).expect("chat-bench wrote its JSON report");
+    let _ = std::fs::remove_file(&json_path);
     serde_json::from_str(&text).unwrap_or_else(|err| panic!("the report is JSON ({err}): {text}"))
 }
 
@@ -219,7 +207,7 @@ async fn chat_bench_on_redis_counts_at_most_one_round_trip_per_post() {
         assert!(count(&report, "redis_round_trips") > 0, "{report}");
     }
 
-    let startup = chat_bench_startup(Some(&url), 3).await;
+    let startup = chat_bench_startup(&url, 3).await;
     let (median, max) = (
         figure(&startup, "startup_ms_median"),
         figure(&startup, "startup_ms_max"),

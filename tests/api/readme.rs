@@ -6,7 +6,7 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::process::ServerProcess;
+use crate::support::process::{ServerProcess, run_with_limit};
 use crate::support::unique_room;
 
 const README: &str = include_str!("../../README.md");
@@ -26,33 +26,6 @@ fn shell_block_after(heading: &str) -> String {
         .expect("the block is closed")
         .0
         .to_owned()
-}
-
-/// Runs a child to completion with a time limit (polling its exit); returns its output.
-fn run_with_limit(mut command: Command, limit: Duration) -> (std::process::ExitStatus, String) {
-    let mut child = command
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting the command");
-    let started = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().expect("polling the command") {
-            let output = child.wait_with_output().expect("reading the output");
-            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-            text.push_str(&String::from_utf8_lossy(&output.stderr));
-            return (status, text);
-        }
-        if started.elapsed() > limit {
-            let _ = child.kill();
-            let output = child.wait_with_output().expect("reading the output");
-            panic!(
-                "command did not finish within {limit:?}; output: {}",
-                String::from_utf8_lossy(&output.stdout)
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Reads a running child's stdout until it contains `needle` (or 10 s pass), then ends the

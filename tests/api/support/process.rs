@@ -156,6 +156,33 @@ impl Drop for ServerProcess {
     }
 }
 
+/// Runs a child to completion with a time limit (polling its exit); returns its output.
+pub fn run_with_limit(mut command: Command, limit: Duration) -> (std::process::ExitStatus, String) {
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting the command");
+    let started = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().expect("polling the command") {
+            let output = child.wait_with_output().expect("reading the output");
+            let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+            text.push_str(&String::from_utf8_lossy(&output.stderr));
+            return (status, text);
+        }
+        if started.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().expect("reading the output");
+            panic!(
+                "command did not finish within {limit:?}; output: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
