@@ -30,6 +30,14 @@ Optional:
       --deploy-only      deploy TAG, already pushed, without building
       --allow-unauthenticated
                          make the service public (roles/run.invoker for allUsers)
+      --allowed-origins LIST
+                         comma-separated browser origins allowed to call the API, e.g.
+                         https://chat.example.com (ALLOWED_ORIGINS; the service's own
+                         origin is always allowed). Without it every origin is, and a
+                         public service gets a warning
+      --no-metrics-sidecar
+                         no Managed Service for Prometheus collector (as terraform's
+                         metrics_sidecar = false); /metrics stays internal either way
       --dry-run          print the commands and the rendered service.yaml, run nothing
   -h, --help             this text
 EOF
@@ -48,6 +56,8 @@ region="${REGION:-}"
 service="${SERVICE:-}"
 tag="${TAG:-}"
 redis_mode="${REDIS_MODE:-memorystore}"
+origins="${ALLOWED_ORIGINS:-}"
+metrics_sidecar=1
 builder="cloudbuild"
 build=1
 deploy=1
@@ -71,6 +81,8 @@ while [ "$#" -gt 0 ]; do
         --build-only) deploy=0; shift ;;
         --deploy-only) build=0; shift ;;
         --allow-unauthenticated) public=1; shift ;;
+        --allowed-origins) need_value "$@"; origins="$2"; shift 2 ;;
+        --no-metrics-sidecar) metrics_sidecar=0; shift ;;
         --dry-run) dry_run=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
@@ -95,6 +107,14 @@ case "$redis_mode" in
     memorystore | external) ;;
     *) die "--redis must be memorystore or external, not '$redis_mode'" ;;
 esac
+if [ -n "$origins" ]; then
+    # Origins exactly as browsers send them; the list lands in service.yaml as a quoted string.
+    IFS=',' read -r -a origin_list <<<"$origins,"
+    for origin in "${origin_list[@]}"; do
+        [[ "$origin" =~ ^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$ ]] ||
+            die "'$origin' in --allowed-origins is not an origin such as https://chat.example.com (scheme, host, optional port; no path, no spaces)"
+    done
+fi
 [ "$build" -eq 1 ] || [ "$deploy" -eq 1 ] || die "--build-only and --deploy-only exclude each other"
 if [ -z "$tag" ]; then
     [ "$build" -eq 1 ] || die "--deploy-only needs the --tag of an image already pushed"
@@ -110,6 +130,24 @@ fi
 [[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "'$tag' is not a valid image tag"
 
 image="$region-docker.pkg.dev/$project/$service/chat-server:$tag"
+
+# A public service without ALLOWED_ORIGINS answers every web site's CORS requests and
+# WebSocket upgrades. Said, not refused: the first deploy cannot know the service's URL yet,
+# and the bundled browser client is same-origin (always allowed), so there may be nothing to
+# list before the service exists. terraform/ refuses it instead (allowed_origins).
+warn_any_origin() {
+    if [ "$public" -eq 1 ] && [ -z "$origins" ]; then
+        cat >&2 <<'EOF'
+deploy.sh: WARNING ==========================================================================
+deploy.sh: WARNING: the service is public (--allow-unauthenticated) and ALLOWED_ORIGINS is
+deploy.sh: WARNING: empty: EVERY web site may call it from its visitors' browsers (CORS and
+deploy.sh: WARNING: WebSocket upgrades). Deploy again with
+deploy.sh: WARNING:   --allowed-origins https://your.site[,https://other.site]
+deploy.sh: WARNING: (the service's own origin, and so the bundled browser client, is always allowed).
+deploy.sh: WARNING ==========================================================================
+EOF
+    fi
+}
 
 # Runs a command, or only shows it with --dry-run.
 run() {
@@ -145,20 +183,27 @@ if [ "$deploy" -eq 0 ]; then
     exit 0
 fi
 
-# Render service.yaml: the placeholders, and without Memorystore no VPC, CA mount or
-# SSL_CERT_FILE (the lines marked "# memorystore"); comment lines are left out.
+# Render service.yaml: the placeholders, and the lines marked for an option kept only with it
+# (their marker removed): "# memorystore" (the VPC, CA mount and SSL_CERT_FILE),
+# "# metrics-sidecar" (the collector), "# allowed-origins" (ALLOWED_ORIGINS). Comment lines
+# are left out.
 rendered="$(mktemp "${TMPDIR:-/tmp}/chat-server-service.XXXXXX")"
 trap 'rm -f "$rendered"' EXIT
 while IFS= read -r line || [ -n "$line" ]; do
     [[ "$line" =~ ^[[:space:]]*# ]] && continue
-    if [[ "$line" == *" # memorystore" ]]; then
-        [ "$redis_mode" = "memorystore" ] || continue
-        line="${line% # memorystore}"
-    fi
+    case "$line" in
+        *" # memorystore") [ "$redis_mode" = "memorystore" ] || continue ;;
+        *" # metrics-sidecar") [ "$metrics_sidecar" -eq 1 ] || continue ;;
+        *" # allowed-origins") [ -n "$origins" ] || continue ;;
+    esac
+    line="${line% # memorystore}"
+    line="${line% # metrics-sidecar}"
+    line="${line% # allowed-origins}"
     line="${line//"\${PROJECT_ID}"/$project}"
     line="${line//"\${REGION}"/$region}"
     line="${line//"\${SERVICE}"/$service}"
     line="${line//"\${IMAGE}"/$image}"
+    line="${line//"\${ALLOWED_ORIGINS}"/$origins}"
     printf '%s\n' "$line"
 done <"$here/service.yaml" >"$rendered"
 if grep -nF "\${" "$rendered" >&2; then
@@ -169,6 +214,7 @@ if [ "$dry_run" -eq 1 ]; then
     printf -- '--- rendered service.yaml\n' >&2
     cat "$rendered"
 fi
+warn_any_origin
 run gcloud run services replace "$rendered" --project "$project" --region "$region" --quiet
 if [ "$public" -eq 1 ]; then
     run gcloud run services add-iam-policy-binding "$service" --project "$project" \
@@ -179,3 +225,5 @@ if [ "$dry_run" -eq 0 ]; then
         --format 'value(status.url)')"
     printf 'Deployed %s\n%s\n' "$image" "$url"
 fi
+# Again last, where it is seen.
+warn_any_origin

@@ -6,13 +6,15 @@
 #   Redis: Memorystore (AUTH + in-transit encryption, private IP, reached over Direct VPC
 #          egress from a subnet of its own network) or an existing external URL (redis_mode)
 #   Cloud Run service (only when image_tag is set; else cloudrun/deploy.sh deploys it from
-#   cloudrun/service.yaml, which carries the same settings)
+#   cloudrun/service.yaml, which carries the same settings), with the Managed Service for
+#   Prometheus collector as a sidecar (metrics_sidecar) that scrapes METRICS_PORT inside it
 #
 # Names all derive from var.service_name, and cloudrun/deploy.sh derives the same names from
 # its --service, so the two agree without passing each name around.
 #
 # The server's environment (README "Configuration"; checked by deploy/tests/test_consistency.py):
 # Env set here: REDIS_URL (from Secret Manager), SSL_CERT_FILE (Memorystore's CA), RUST_LOG, GOOGLE_CLOUD_PROJECT (log lines link their traces)
+# Env set here: METRICS_PORT (/metrics off the ingress port), ALLOWED_ORIGINS (var.allowed_origins, when not empty)
 # Left unset (Cloud Run sets them): PORT, K_SERVICE
 # Left unset (server defaults): HOST, REDIS_TIMEOUT_MS, MAX_MESSAGE_BYTES, HISTORY_LIMIT, MEMBER_TTL_SECS, ROOM_TTL_SECS
 # Left unset (server defaults): IDEMPOTENCY_TTL_SECS, SSE_KEEPALIVE_SECS, WS_MAX_LIFETIME_SECS, WS_PING_SECS
@@ -21,7 +23,6 @@
 # Left unset (rate limits, server defaults): RATE_LIMITS, RATE_MESSAGES_PER_SEC, RATE_MESSAGE_BURST, RATE_WS_EVENTS_PER_SEC
 # Left unset (rate limits, server defaults): RATE_WS_EVENT_BURST, RATE_REST_PER_SEC, RATE_REST_BURST, RATE_JOINS_PER_MIN, RATE_JOIN_BURST
 # Left unset (caps, server defaults): MAX_CONNECTIONS_PER_IP, MAX_ROOMS_PER_CONNECTION, MAX_MEMBERS_PER_ROOM, MAX_CONNECTIONS
-# Left unset (any origin, said in the log, until you list yours): ALLOWED_ORIGINS
 # Left unset (no trace export without a collector; the service name follows K_SERVICE): OTEL_EXPORTER_OTLP_ENDPOINT
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_SERVICE_NAME
@@ -36,8 +37,19 @@ locals {
 
   runtime_member = "serviceAccount:${google_service_account.run.email}"
 
-  # The container's port: Cloud Run passes it to the server as $PORT.
-  port = 8080
+  # The ingress container's port: Cloud Run sends requests there and passes it to the server
+  # as $PORT. Not Cloud Run's usual 8080: that one is metrics_port.
+  port = 8000
+  # METRICS_PORT: the server serves /metrics there and only there (the ingress port answers
+  # 404), and Cloud Run exposes only the ingress port, so the metrics never leave the instance.
+  # 8080 because the sidecar's default RunMonitoring config scrapes 0.0.0.0:8080/metrics every
+  # 30 s (DefaultRunMonitoringConfig in GoogleCloudPlatform/run-gmp-sidecar): no config of our
+  # own to store and mount.
+  metrics_port = 8080
+  # Google's Managed Service for Prometheus collector for Cloud Run, pinned (a new tag is a
+  # deliberate edit here and in cloudrun/service.yaml); /liveness on 13133 is its health check.
+  metrics_sidecar_image       = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar:1.2.0"
+  metrics_sidecar_health_port = 13133
   # Where the Memorystore CA secret is mounted; SSL_CERT_FILE points rustls at it.
   redis_ca_dir  = "/etc/redis-ca"
   redis_ca_file = "ca.pem"
@@ -51,6 +63,8 @@ locals {
       "secretmanager.googleapis.com",
     ],
     local.memorystore ? ["compute.googleapis.com", "redis.googleapis.com"] : [],
+    # Managed Service for Prometheus stores its series in Cloud Monitoring.
+    var.metrics_sidecar ? ["monitoring.googleapis.com"] : [],
   )
 
   # Memorystore's AUTH string is random URL-safe text; encoded all the same.
@@ -104,14 +118,25 @@ resource "google_artifact_registry_repository" "images" {
 # --- Identity -----------------------------------------------------------------------------------
 
 # The service's own identity, instead of the project's default compute account (Editor). It is
-# granted only secretAccessor on its two secrets below (and, when asked, the Cloud Trace agent
-# role); writing logs to Cloud Logging from stdout needs no role on Cloud Run.
+# granted only secretAccessor on its two secrets below, the metric writer role for the metrics
+# sidecar (on by default) and, when asked, the Cloud Trace agent role; writing logs to Cloud
+# Logging from stdout needs no role on Cloud Run.
 resource "google_service_account" "run" {
   account_id   = "${var.service_name}-run"
   display_name = "${var.service_name} (Cloud Run runtime)"
   description  = "Runtime identity of the ${var.service_name} Cloud Run service: reads its Redis secrets."
 
   depends_on = [google_project_service.apis]
+}
+
+# The metrics sidecar writes what it scrapes to Managed Service for Prometheus with the
+# service's identity.
+resource "google_project_iam_member" "metric_writer" {
+  count = var.metrics_sidecar ? 1 : 0
+
+  project = var.project_id
+  role    = "roles/monitoring.metricWriter"
+  member  = local.runtime_member
 }
 
 resource "google_project_iam_member" "trace_agent" {
@@ -351,6 +376,22 @@ resource "google_cloud_run_v2_service" "chat" {
         value = var.project_id
       }
 
+      # Set with or without the sidecar: /metrics is never public.
+      env {
+        name  = "METRICS_PORT"
+        value = local.metrics_port
+      }
+
+      # Left out when empty (any origin, said in the log): only a private service may do
+      # that (the precondition below).
+      dynamic "env" {
+        for_each = length(var.allowed_origins) > 0 ? [join(",", var.allowed_origins)] : []
+        content {
+          name  = "ALLOWED_ORIGINS"
+          value = env.value
+        }
+      }
+
       dynamic "env" {
         for_each = var.extra_env
         content {
@@ -391,6 +432,37 @@ resource "google_cloud_run_v2_service" "chat" {
       }
     }
 
+    # The Managed Service for Prometheus collector: scrapes /metrics on METRICS_PORT inside the
+    # instance and writes the series to Cloud Monitoring. No ports (only the ingress container
+    # has them); started once the server passes its startup probe, so its first scrape finds
+    # the server listening.
+    dynamic "containers" {
+      for_each = var.metrics_sidecar ? [1] : []
+      content {
+        name       = "collector"
+        image      = local.metrics_sidecar_image
+        depends_on = ["chat-server"]
+
+        resources {
+          # A whole vCPU: with CPU always allocated, Cloud Run takes no fraction of one.
+          limits = {
+            cpu    = "1"
+            memory = "256Mi"
+          }
+          cpu_idle = false
+        }
+
+        liveness_probe {
+          http_get {
+            path = "/liveness"
+            port = local.metrics_sidecar_health_port
+          }
+          period_seconds  = 30
+          timeout_seconds = 30
+        }
+      }
+    }
+
     dynamic "volumes" {
       for_each = local.memorystore ? [1] : []
       content {
@@ -412,9 +484,16 @@ resource "google_cloud_run_v2_service" "chat" {
       condition     = var.max_instances >= var.min_instances
       error_message = "max_instances must not be below min_instances."
     }
+    # A variable's validation may not read another variable before Terraform 1.9 (versions.tf
+    # allows 1.5), so the rule that ties the two lives here, checked at plan time.
+    precondition {
+      condition     = !var.allow_unauthenticated || length(var.allowed_origins) > 0
+      error_message = "allowed_origins is required when allow_unauthenticated is true: list the browser origins of your web client (e.g. [\"https://chat.example.com\"]; the service's own origin is always allowed). Left empty, every web site may call the public service from its visitors' browsers."
+    }
   }
 
   depends_on = [
+    google_project_iam_member.metric_writer,
     google_secret_manager_secret_iam_member.redis_url,
     google_secret_manager_secret_iam_member.redis_ca,
     google_secret_manager_secret_version.redis_url,

@@ -187,9 +187,38 @@ variable "extra_env" {
   default     = {}
 
   validation {
-    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "RUST_LOG", "GOOGLE_CLOUD_PROJECT"])) == 0
-    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT or RUST_LOG (use rust_log)."
+    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS"])) == 0
+    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins) or RUST_LOG (use rust_log)."
   }
+}
+
+variable "allowed_origins" {
+  description = <<-EOT
+    Browser origins (scheme://host[:port]) allowed to call the API: CORS and WebSocket upgrades,
+    the server's ALLOWED_ORIGINS (its own origin is always allowed, so the bundled browser client
+    needs nothing here). Required when allow_unauthenticated is true: left empty, every web site
+    may call the public service from its visitors' browsers.
+  EOT
+  type        = list(string)
+  default     = []
+
+  validation {
+    condition     = alltrue([for origin in var.allowed_origins : can(regex("^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$", origin))])
+    error_message = "allowed_origins must hold origins such as https://chat.example.com or http://localhost:3000: a scheme, a host and an optional port, without a path or a trailing slash."
+  }
+}
+
+variable "metrics_sidecar" {
+  description = <<-EOT
+    Run Google's Managed Service for Prometheus collector as a sidecar: it scrapes /metrics on
+    METRICS_PORT inside every instance every 30 s and writes the series to Cloud Monitoring
+    (query them with PromQL there). Costs money: the sidecar's own vCPU and 256 MiB on every
+    instance, and the samples ingested. Enables monitoring.googleapis.com and grants the runtime
+    service account roles/monitoring.metricWriter. With false, /metrics stays on METRICS_PORT,
+    reachable by no one.
+  EOT
+  type        = bool
+  default     = true
 }
 
 variable "allow_unauthenticated" {

@@ -27,6 +27,15 @@ TLS_LIBRARY_VARS = {"SSL_CERT_FILE"}
 # Cloud Run sets these itself and refuses them in a service's env.
 CLOUD_RUN_RESERVED = {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"}
 
+# The Managed Service for Prometheus sidecar for Cloud Run (GoogleCloudPlatform/run-gmp-sidecar),
+# given no RunMonitoring config of its own (a file mounted in SIDECAR_CONFIG_DIR), scrapes
+# 0.0.0.0:8080/metrics every 30 s (DefaultRunMonitoringConfig, confgenerator/config.go); it
+# answers its own liveness probe on 13133 (entrypoint.go).
+SIDECAR_IMAGE_REPOSITORY = "us-docker.pkg.dev/cloud-ops-agents-artifacts/cloud-run-gmp-sidecar/cloud-run-gmp-sidecar"
+SIDECAR_DEFAULT_SCRAPE_PORT = 8080
+SIDECAR_CONFIG_DIR = "/etc/rungmp"
+SIDECAR_HEALTH_PORT = 13133
+
 
 # --- The server -------------------------------------------------------------------------------
 
@@ -176,10 +185,19 @@ def service_yaml() -> dict[str, Any]:
     return yaml.safe_load(service_yaml_text())
 
 
+def knative_containers(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return doc["spec"]["template"]["spec"]["containers"]
+
+
 def knative_container(doc: dict[str, Any]) -> dict[str, Any]:
-    containers = doc["spec"]["template"]["spec"]["containers"]
-    assert len(containers) == 1, "service.yaml should run exactly one container"
-    return containers[0]
+    """The server: the ingress container, the only one with ports (Cloud Run allows one)."""
+    ingress = [container for container in knative_containers(doc) if container.get("ports")]
+    assert len(ingress) == 1, "service.yaml should have exactly one container with ports"
+    return ingress[0]
+
+
+def knative_sidecars(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [container for container in knative_containers(doc) if not container.get("ports")]
 
 
 # --- terraform/ -------------------------------------------------------------------------------
@@ -258,11 +276,43 @@ def _reference(kind: str, name: str) -> Any:
     return tf_value(tf_locals()[name])
 
 
+def hcl_dynamic(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The `dynamic "name"` blocks themselves (for_each and content)."""
+    return [
+        inner
+        for dynamic in body.get("dynamic", [])
+        for label, inner in dynamic.items()
+        if unquote(label) == name
+    ]
+
+
 def hcl_blocks(body: dict[str, Any], name: str) -> list[dict[str, Any]]:
     """Static blocks called `name` plus the `content` of `dynamic "name"` blocks."""
     found = list(body.get(name, []))
-    for dynamic in body.get("dynamic", []):
-        for label, inner in dynamic.items():
-            if unquote(label) == name:
-                found.extend(inner["content"])
+    for inner in hcl_dynamic(body, name):
+        found.extend(inner["content"])
     return found
+
+
+def tf_service() -> dict[str, Any]:
+    return tf_resources()["google_cloud_run_v2_service.chat"]
+
+
+def tf_containers() -> list[dict[str, Any]]:
+    return hcl_blocks(tf_service()["template"][0], "containers")
+
+
+def tf_ingress_container() -> dict[str, Any]:
+    """The server: the only container with ports, as in service.yaml."""
+    ingress = [container for container in tf_containers() if container.get("ports")]
+    assert len(ingress) == 1, "the Cloud Run service should have exactly one container with ports"
+    return ingress[0]
+
+
+def tf_sidecars() -> list[dict[str, Any]]:
+    return [container for container in tf_containers() if not container.get("ports")]
+
+
+def tf_env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """A container's env blocks (static and dynamic) by variable name."""
+    return {unquote(env["name"]): env for env in hcl_blocks(container, "env")}

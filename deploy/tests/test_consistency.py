@@ -5,7 +5,8 @@
 * terraform/main.tf, cloudrun/service.yaml and the README's deploy section each account for
   every one of them: set, or declared left unset with a reason ("Left unset (…): A, B"), and
   what they declare is what they do.
-* Ports, probe paths and time limits match the server's routes and defaults.
+* Ports, probe paths and time limits match the server's routes and defaults; /metrics is on
+  METRICS_PORT, off the ingress port, where the metrics sidecar scrapes it.
 * cloudrun/service.yaml and terraform's google_cloud_run_v2_service carry the same settings.
 
 Nothing is hard-coded about which variables exist: a variable added to the server or the README
@@ -14,6 +15,7 @@ shows up here as one the deployment has not accounted for.
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -121,21 +123,77 @@ def test_memorystore_ca_is_trusted_through_ssl_cert_file_in_both():
 # --- Ports, probes and time limits ------------------------------------------------------------
 
 
-def test_ports_agree_with_the_servers_default():
+def ingress_ports() -> tuple[int, int]:
+    """The ingress port of service.yaml and of Terraform's service."""
+    container = facts.knative_container(facts.service_yaml())
+    [yaml_port] = [p["containerPort"] for p in container["ports"]]
+    [tf_port] = [facts.tf_value(p["container_port"]) for p in facts.tf_ingress_container()["ports"]]
+    return yaml_port, tf_port
+
+
+def test_ports_agree_with_the_server_and_each_other():
+    # The image's own default (docker run, local runs); Cloud Run passes its ingress port as $PORT.
     port = facts.rust_default("port")
-    assert port == 8080, "Cloud Run sends to $PORT, 8080 by default; keep the server's default equal"
+    assert port == 8080
     dockerfile = read("Dockerfile")
     assert re.findall(r"^EXPOSE\s+(\d+)\s*$", dockerfile, re.MULTILINE) == [str(port)]
 
+    yaml_port, tf_port = ingress_ports()
+    assert yaml_port == tf_port
     container = facts.knative_container(facts.service_yaml())
-    assert [p["containerPort"] for p in container["ports"]] == [port]
     for probe in ("startupProbe", "livenessProbe"):
-        assert container[probe]["httpGet"]["port"] == port
-
-    tf_container = facts.tf_resources()["google_cloud_run_v2_service.chat"]["template"][0]["containers"][0]
-    assert facts.tf_value(tf_container["ports"][0]["container_port"]) == port
+        assert container[probe]["httpGet"]["port"] == yaml_port, f"{probe} must reach the server"
+    tf_container = facts.tf_ingress_container()
     for probe in ("startup_probe", "liveness_probe"):
-        assert facts.tf_value(tf_container[probe][0]["http_get"][0]["port"]) == port
+        assert facts.tf_value(tf_container[probe][0]["http_get"][0]["port"]) == tf_port
+
+
+def test_metrics_port_is_where_the_sidecar_scrapes_and_not_the_ingress_port():
+    yaml_env = {entry["name"]: entry for entry in facts.knative_container(facts.service_yaml())["env"]}
+    tf_env = facts.tf_env(facts.tf_ingress_container())
+    assert "METRICS_PORT" in yaml_env and "METRICS_PORT" in tf_env, "both deployments set METRICS_PORT"
+    yaml_port = int(yaml_env["METRICS_PORT"]["value"])
+    tf_port = int(facts.tf_value(tf_env["METRICS_PORT"]["value"]))
+    # The sidecar runs without a RunMonitoring config of its own (checked below), so it scrapes
+    # its default port: METRICS_PORT must be that one.
+    assert yaml_port == tf_port == facts.SIDECAR_DEFAULT_SCRAPE_PORT
+    # Cloud Run exposes only the ingress port: /metrics on another one stays inside the instance.
+    assert facts.SIDECAR_DEFAULT_SCRAPE_PORT not in ingress_ports()
+    assert "/metrics" in facts.routes()
+
+
+def test_metrics_sidecar_in_both_deployments():
+    doc = facts.service_yaml()
+    server = facts.knative_container(doc)
+    [sidecar] = facts.knative_sidecars(doc)
+    assert sidecar["name"] == "collector"
+    assert sidecar["image"].startswith(facts.SIDECAR_IMAGE_REPOSITORY + ":")
+    assert not sidecar.get("ports"), "only the ingress container may have ports"
+    mounts = [mount["mountPath"].rstrip("/") for mount in sidecar.get("volumeMounts", [])]
+    assert facts.SIDECAR_CONFIG_DIR not in mounts, "a RunMonitoring config would move the scrape target"
+    assert sidecar["livenessProbe"]["httpGet"]["port"] == facts.SIDECAR_HEALTH_PORT
+    # Started after the server is up, so its first scrape finds METRICS_PORT listening.
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert json.loads(annotations["run.googleapis.com/container-dependencies"]) == {"collector": [server["name"]]}
+
+    v = facts.tf_value
+    [tf_sidecar] = facts.tf_sidecars()
+    assert facts.unquote(tf_sidecar["name"]) == sidecar["name"]
+    assert v(tf_sidecar["image"]) == sidecar["image"], "both deployments run the same collector"
+    assert "volume_mounts" not in tf_sidecar
+    assert [facts.unquote(name) for name in tf_sidecar["depends_on"]] == [
+        facts.unquote(facts.tf_ingress_container()["name"])
+    ]
+    tf_limits = tf_sidecar["resources"][0]["limits"]
+    assert {key: v(value) for key, value in tf_limits.items()} == {
+        key: str(value) for key, value in sidecar["resources"]["limits"].items()
+    }
+    assert v(tf_sidecar["resources"][0]["cpu_idle"]) is False
+    tf_probe = tf_sidecar["liveness_probe"][0]
+    assert v(tf_probe["http_get"][0]["port"]) == sidecar["livenessProbe"]["httpGet"]["port"]
+    assert v(tf_probe["http_get"][0]["path"]) == sidecar["livenessProbe"]["httpGet"]["path"]
+    assert v(tf_probe["period_seconds"]) == sidecar["livenessProbe"]["periodSeconds"]
+    assert v(tf_probe["timeout_seconds"]) == sidecar["livenessProbe"]["timeoutSeconds"]
 
 
 def test_probe_paths_are_the_servers_routes():

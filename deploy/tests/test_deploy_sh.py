@@ -4,6 +4,7 @@ shellcheck (installed by scripts/test)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -95,6 +96,10 @@ def test_fails_clearly_when_something_is_missing(stubs, args, env, missing):
         (["--project", "Not_A_Project"], "is not a project id"),
         (["--deploy-only"], "--deploy-only needs the --tag"),
         (["--bogus"], "unknown argument"),
+        (["--allowed-origins", "https://chat.example.com/"], "is not an origin"),
+        (["--allowed-origins", "https://a.example.com, https://b.example.com"], "is not an origin"),
+        (["--allowed-origins", "https://a.example.com,"], "is not an origin"),
+        (["--allowed-origins", 'https://a.example.com"'], "is not an origin"),
     ],
 )
 def test_rejects_bad_input(stubs, args, message):
@@ -121,6 +126,7 @@ def test_builds_pushes_and_deploys_with_memorystore(stubs):
     assert "--project my-project-1 --region europe-west1" in log[1]
     assert not any("add-iam-policy-binding" in call for call in log), "private unless asked"
     assert result.stdout.strip().endswith("https://chat-server-abc123-ew.a.run.app")
+    assert "WARNING" not in result.stderr, "a private service may leave ALLOWED_ORIGINS unset"
 
     doc = rendered(stubs)
     assert doc["metadata"]["name"] == "chat"
@@ -151,7 +157,7 @@ def test_external_redis_drops_the_vpc_and_the_ca(stubs):
     assert "run.googleapis.com/vpc-access-egress" not in annotations
     container = facts.knative_container(doc)
     env = {entry["name"]: entry for entry in container["env"]}
-    assert set(env) == {"REDIS_URL", "RUST_LOG", "GOOGLE_CLOUD_PROJECT"}
+    assert set(env) == {"REDIS_URL", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT"}
     assert env["GOOGLE_CLOUD_PROJECT"]["value"] == "my-project-1"
     assert "volumeMounts" not in container and "volumes" not in doc["spec"]["template"]["spec"]
     assert any(
@@ -195,3 +201,56 @@ def test_default_tag_is_the_commit(stubs):
     commit = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=ROOT,
                             capture_output=True, text=True, check=True).stdout.strip()
     assert f"/chat-server:{commit}" in result.stdout
+
+
+def public_any_origin_warnings(stderr: str) -> int:
+    return stderr.count("WARNING: the service is public (--allow-unauthenticated) and ALLOWED_ORIGINS is")
+
+
+def test_public_service_without_origins_is_deployed_with_a_loud_warning(stubs):
+    env = {"PROJECT_ID": "my-project-1", "REGION": "europe-west1", "SERVICE": "chat-server"}
+    result = deploy(stubs, "--deploy-only", "--tag", "v3", "--allow-unauthenticated", env=env)
+    assert result.returncode == 0, result.stderr
+    # Before the deploy, and again last, under the URL.
+    assert public_any_origin_warnings(result.stderr) == 2, result.stderr
+    assert "EVERY web site may call it" in result.stderr
+    assert "--allowed-origins https://" in result.stderr, "say how to fix it"
+    assert result.stderr.rstrip().endswith("=" * 20)
+    env_names = {entry["name"] for entry in facts.knative_container(rendered(stubs))["env"]}
+    assert "ALLOWED_ORIGINS" not in env_names
+
+
+def test_allowed_origins_reach_the_server(stubs):
+    origins = "https://chat.example.com,http://localhost:3000"
+    env = {"PROJECT_ID": "my-project-1", "REGION": "europe-west1", "SERVICE": "chat-server"}
+    result = deploy(stubs, "--deploy-only", "--tag", "v3", "--allow-unauthenticated",
+                    "--allowed-origins", origins, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "WARNING" not in result.stderr
+    container = facts.knative_container(rendered(stubs))
+    assert {entry["name"]: entry.get("value") for entry in container["env"]}["ALLOWED_ORIGINS"] == origins
+    # ALLOWED_ORIGINS from the environment does the same.
+    result = deploy(stubs, "--deploy-only", "--tag", "v3", "--allow-unauthenticated",
+                    env={**env, "ALLOWED_ORIGINS": "https://chat.example.com"})
+    assert result.returncode == 0 and "WARNING" not in result.stderr, result.stderr
+
+
+def test_metrics_sidecar_by_default_and_dropped_on_request(stubs):
+    env = {"PROJECT_ID": "my-project-1", "REGION": "europe-west1", "SERVICE": "chat-server"}
+    result = deploy(stubs, "--deploy-only", "--tag", "v4", env=env)
+    assert result.returncode == 0, result.stderr
+    doc = rendered(stubs)
+    [sidecar] = facts.knative_sidecars(doc)
+    assert sidecar == facts.knative_sidecars(facts.service_yaml())[0]
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert json.loads(annotations["run.googleapis.com/container-dependencies"]) == {"collector": ["chat-server"]}
+    metrics_port = {e["name"]: e.get("value") for e in facts.knative_container(doc)["env"]}["METRICS_PORT"]
+    assert int(metrics_port) == facts.SIDECAR_DEFAULT_SCRAPE_PORT
+
+    result = deploy(stubs, "--deploy-only", "--tag", "v4", "--no-metrics-sidecar", env=env)
+    assert result.returncode == 0, result.stderr
+    doc = rendered(stubs)
+    assert facts.knative_sidecars(doc) == []
+    assert "run.googleapis.com/container-dependencies" not in doc["spec"]["template"]["metadata"]["annotations"]
+    # /metrics stays off the ingress port without a collector too.
+    assert {e["name"] for e in facts.knative_container(doc)["env"]} >= {"METRICS_PORT"}

@@ -1,10 +1,17 @@
 """terraform/, checked offline (providers cannot be downloaded here, so no `terraform init` or
 `validate`): every .tf file parses (python-hcl2), and the configuration has what the deployment
-needs. checkov runs separately in scripts/test."""
+needs. Where a terraform binary exists, `terraform console` over variables.tf alone (which needs
+no provider) evaluates the variables' validations and main.tf's preconditions as Terraform
+does. checkov runs separately in scripts/test."""
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import shutil
+import subprocess
+from collections.abc import Callable
 
 import hcl2
 import pytest
@@ -57,7 +64,7 @@ def resources() -> dict:
 def test_required_services_are_enabled():
     services = facts.tf_locals()["services"]
     text = str(services)
-    for api in ("run", "artifactregistry", "secretmanager", "cloudbuild", "iam", "compute", "redis"):
+    for api in ("run", "artifactregistry", "secretmanager", "cloudbuild", "iam", "compute", "redis", "monitoring"):
         assert f"{api}.googleapis.com" in text, f"{api}.googleapis.com is not enabled"
     assert "google_project_service.apis" in resources()
 
@@ -78,9 +85,11 @@ def test_runtime_identity_is_least_privilege():
                  "roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator"):
         assert role not in text, f"{role} is too broad for the runtime identity"
     project_grants = {k: v for k, v in resources().items() if k.startswith("google_project_iam_")}
-    assert set(project_grants) == {"google_project_iam_member.trace_agent"}
+    assert set(project_grants) == {"google_project_iam_member.trace_agent", "google_project_iam_member.metric_writer"}
     assert facts.tf_value(project_grants["google_project_iam_member.trace_agent"]["count"]) == \
         "${var.grant_cloud_trace_agent ? 1 : 0}"
+    assert facts.tf_value(project_grants["google_project_iam_member.metric_writer"]["count"]) == \
+        "${var.metrics_sidecar ? 1 : 0}"
     for name in ("redis_url", "redis_ca"):
         binding = resources()[f"google_secret_manager_secret_iam_member.{name}"]
         assert facts.tf_value(binding["role"]) == "roles/secretmanager.secretAccessor"
@@ -117,6 +126,131 @@ def test_public_access_only_when_asked():
     assert "var.allow_unauthenticated" in public["count"]
     assert facts.tf_value(facts.tf_variables()["allow_unauthenticated"]["default"]) is False
     assert read("terraform/main.tf").count('"allUsers"') == 1
+
+
+# --- The metrics sidecar ----------------------------------------------------------------------
+
+
+def test_metrics_sidecar_is_optional_on_by_default_and_may_write():
+    variable = facts.tf_variables()["metrics_sidecar"]
+    assert facts.tf_value(variable["default"]) is True
+    assert "money" in facts.tf_value(variable["description"]), "say what it costs"
+    [sidecar] = [
+        block for block in facts.hcl_dynamic(facts.tf_service()["template"][0], "containers")
+        if facts.unquote(block["content"][0]["name"]) == "collector"
+    ]
+    assert sidecar["for_each"] == "${var.metrics_sidecar ? [1] : []}"
+    # Managed Service for Prometheus writes to Cloud Monitoring, with the service's identity.
+    grant = resources()["google_project_iam_member.metric_writer"]
+    assert facts.tf_value(grant["role"]) == "roles/monitoring.metricWriter"
+    assert grant["member"] == "${local.runtime_member}"
+    assert 'var.metrics_sidecar ? ["monitoring.googleapis.com"] : []' in facts.tf_locals()["services"]
+    assert "${google_project_iam_member.metric_writer}" in facts.tf_service()["depends_on"]
+
+
+# --- ALLOWED_ORIGINS ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def console(tmp_path_factory) -> Callable[..., tuple[str, str]]:
+    """Evaluates an expression with `terraform console` over a copy of variables.tf, given
+    values for the variables: Terraform's own evaluation, validations included. Returns the
+    value printed and the errors (console exits with 0 either way), whitespace collapsed."""
+    terraform = shutil.which("terraform")
+    if not terraform:
+        pytest.skip("no terraform binary here (none is installable): the parsed checks still run")
+    directory = tmp_path_factory.mktemp("variables-only")
+    shutil.copy(ROOT / "terraform" / "variables.tf", directory)
+    (directory / "empty.tfrc").write_text("")
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
+           "TF_CLI_CONFIG_FILE": str(directory / "empty.tfrc")}
+    subprocess.run([terraform, "init", "-backend=false"], cwd=directory, env=env, check=True,
+                   capture_output=True, timeout=120)
+
+    def evaluate(expression: str, **variables) -> tuple[str, str]:
+        args = [terraform, "console", "-no-color", "-var", "project_id=my-project-1"]
+        for name, value in variables.items():
+            args += ["-var", f"{name}={json.dumps(value)}"]  # JSON lists and bools are HCL too
+        result = subprocess.run(args, input=expression + "\n", cwd=directory, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        return " ".join(result.stdout.split()), " ".join(result.stderr.split())
+
+    return evaluate
+
+
+def public_origins_precondition() -> dict:
+    lifecycle = facts.tf_service()["lifecycle"][0]
+    found = [
+        rule for rule in lifecycle["precondition"]
+        if "var.allow_unauthenticated" in rule["condition"] and "var.allowed_origins" in rule["condition"]
+    ]
+    assert len(found) == 1, "the service needs one precondition tying allowed_origins to allow_unauthenticated"
+    return found[0]
+
+
+def test_allowed_origins_required_when_public():
+    variable = facts.tf_variables()["allowed_origins"]
+    assert variable["default"] == [], "optional for a private service"
+    rule = public_origins_precondition()
+    assert "allowed_origins" in rule["error_message"] and "allow_unauthenticated" in rule["error_message"]
+    # Terraform < 1.9 refuses a validation that reads another variable: versions.tf allows 1.5.
+    assert facts.unquote(facts.tf("versions.tf")["terraform"][0]["required_version"]) == ">= 1.5"
+
+
+def test_allowed_origins_precondition_as_terraform_evaluates_it(console):
+    condition = public_origins_precondition()["condition"]
+    assert condition.startswith("${") and condition.endswith("}")
+    outcomes = {}
+    for public in (True, False):
+        for origins in ([], ["https://chat.example.com"]):
+            value, errors = console(condition[2:-1], allow_unauthenticated=public, allowed_origins=origins)
+            assert "Error" not in errors, errors
+            outcomes[(public, bool(origins))] = value
+    assert outcomes == {
+        (True, False): "false",  # public with every origin allowed: plan fails
+        (True, True): "true",
+        (False, False): "true",
+        (False, True): "true",
+    }
+
+
+@pytest.mark.parametrize(
+    "origins, valid",
+    [
+        (["https://chat.example.com"], True),
+        (["https://chat.example.com", "http://localhost:3000"], True),
+        (["https://chat.example.com/"], False),
+        (["https://chat.example.com/app"], False),
+        (["chat.example.com"], False),
+        (["https://a.example.com,https://b.example.com"], False),
+    ],
+)
+def test_allowed_origins_validation(console, origins, valid):
+    _, errors = console("var.allowed_origins", allowed_origins=origins)
+    if valid:
+        assert "Error" not in errors, errors
+    else:
+        assert "allowed_origins must hold origins" in errors, errors
+
+
+def test_allowed_origins_reach_the_server_only_when_set():
+    container = facts.tf_ingress_container()
+    [block] = [
+        block for block in facts.hcl_dynamic(container, "env")
+        if facts.unquote(block["content"][0]["name"]) == "ALLOWED_ORIGINS"
+    ]
+    assert block["for_each"] == '${length(var.allowed_origins) > 0 ? [join(",", var.allowed_origins)] : []}'
+    assert block["content"][0]["value"] == "${env.value}"
+    # extra_env may not set it behind the variable's back (nor METRICS_PORT behind the sidecar's).
+    extra = facts.tf_variables()["extra_env"]["validation"][0]["condition"]
+    assert '"ALLOWED_ORIGINS"' in extra and '"METRICS_PORT"' in extra
+
+
+def test_tfvars_example_is_public_with_origins():
+    example = hcl2.loads(read("terraform/terraform.tfvars.example"))
+    assert example["allow_unauthenticated"] is True
+    assert example["allowed_origins"], "the example's public service must list its origins"
 
 
 def test_deletion_protection_comes_from_a_documented_variable():
