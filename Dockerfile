@@ -9,7 +9,8 @@
 # but the binary; it runs as the image's unprivileged `nonroot` user (65532).
 #
 # Configuration is the environment only (README "Configuration"); the server listens on $PORT,
-# which Cloud Run sets (8080 unless told otherwise).
+# which Cloud Run sets: 8000 with cloudrun/ and terraform/, whose METRICS_PORT takes 8080 (where
+# the metrics sidecar scrapes). EXPOSE names the server's own default.
 #
 # Only Dockerfile syntax that the classic builder also understands is used (no heredocs, no
 # cache mounts), so `gcloud builds submit` and any `docker build` build it as it is.

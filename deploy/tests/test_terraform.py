@@ -80,7 +80,8 @@ def test_artifact_registry_repository_with_cleanup_policy():
 
 def test_runtime_identity_is_least_privilege():
     text = read("terraform/main.tf")
-    # No broad roles anywhere; the only project-level grant is the optional trace agent.
+    # No broad roles anywhere; the only project-level grants are the metrics sidecar's metric
+    # writer and the optional trace agent.
     for role in ("roles/owner", "roles/editor", "roles/viewer", "roles/secretmanager.admin",
                  "roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator"):
         assert role not in text, f"{role} is too broad for the runtime identity"
