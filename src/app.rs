@@ -17,10 +17,13 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::http::serve::{ServeSettings, serve};
-use crate::http::{AppState, Origins, Realtime, StreamSettings, router};
+use crate::http::{
+    AppState, HttpSettings, Origins, Realtime, StreamSettings, metrics_router, router,
+};
 use crate::hub::Hub;
 use crate::limits::Limits;
 use crate::presence::Presence;
+use crate::room_secrets::SecretHasher;
 use crate::rooms::Rooms;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -32,10 +35,14 @@ use crate::telemetry;
 pub enum BuildError {
     #[error("REDIS_URL is not a usable Redis URL")]
     RedisUrl,
+    #[error("cannot listen on METRICS_PORT: {0}")]
+    MetricsPort(std::io::Error),
 }
 
 pub struct App {
     listener: TcpListener,
+    /// `METRICS_PORT`'s listener, serving `/metrics` alone.
+    metrics_listener: Option<TcpListener>,
     state: AppState,
     stopping: CancellationToken,
     tasks: TaskTracker,
@@ -47,6 +54,14 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, BuildError> {
+        let metrics_listener = match config.metrics_port {
+            Some(port) => Some(
+                TcpListener::bind(SocketAddr::new(config.host, port))
+                    .await
+                    .map_err(BuildError::MetricsPort)?,
+            ),
+            None => None,
+        };
         let presence_refresh = config.presence_refresh();
         let settings = StoreSettings {
             history_limit: config.history_limit,
@@ -91,7 +106,12 @@ impl App {
         if config.rate_limits == crate::config::Switch::Off {
             tracing::warn!("RATE_LIMITS=off: no rate limits apply");
         }
-        let rooms = Rooms::new(store, config.max_message_bytes, limits.clone());
+        let rooms = Rooms::new(
+            store,
+            config.max_message_bytes,
+            limits.clone(),
+            SecretHasher::new(config.effective_secret_hash_concurrency()),
+        );
         // A quarter of the lease, so a lapsed member goes within 25% of MEMBER_TTL_SECS.
         let sweep_interval = Duration::from_millis((settings.member_ttl_ms / 4).clamp(50, 1000));
         tasks.spawn(sweep_leases(
@@ -121,9 +141,14 @@ impl App {
                 stopping: stopping.clone(),
                 tasks: tasks.clone(),
             }),
+            http: HttpSettings {
+                request_body_timeout: Duration::from_secs(config.request_body_timeout_secs),
+                metrics_on_main_port: metrics_listener.is_none(),
+            },
         };
         Ok(Self {
             listener,
+            metrics_listener,
             state,
             _stop_on_drop: stopping.clone().drop_guard(),
             stopping,
@@ -132,12 +157,20 @@ impl App {
             serve_settings: ServeSettings {
                 max_connections: config.max_connections,
                 header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
+                write_timeout: Duration::from_secs(config.write_timeout_secs),
             },
         })
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.listener.local_addr()
+    }
+
+    /// Where `/metrics` is served alone, when `METRICS_PORT` is set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
     }
 
     /// Serves until `shutdown` completes, then drains within the grace period.
@@ -147,6 +180,15 @@ impl App {
     ) -> std::io::Result<()> {
         let stopping = self.stopping.clone();
         let limits = self.state.limits.clone();
+        if let Some(listener) = self.metrics_listener {
+            let metrics = axum::serve(listener, metrics_router(self.state.clone()))
+                .with_graceful_shutdown(stopping.clone().cancelled_owned());
+            self.tasks.spawn(async move {
+                if let Err(err) = metrics.await {
+                    tracing::error!(error = %err, "the metrics listener failed");
+                }
+            });
+        }
         let app = router(self.state);
         let serve = serve(
             self.listener,

@@ -97,6 +97,29 @@ pub struct Config {
     /// A client must send its request headers within this long (slowloris).
     #[serde(default = "defaults::header_read_timeout_secs")]
     pub header_read_timeout_secs: u64,
+    /// A request's whole body must arrive within this long (408 otherwise).
+    #[serde(default = "defaults::request_body_timeout_secs")]
+    pub request_body_timeout_secs: u64,
+    /// A write to any client socket (HTTP, SSE, WebSocket) that cannot proceed for this long
+    /// ends the connection: a client that stops reading cannot pin its task.
+    #[serde(default = "defaults::write_timeout_secs")]
+    pub write_timeout_secs: u64,
+    /// Plain HTTP connections (or, behind trusted proxies, requests in flight) per client
+    /// address; never more than half of `MAX_CONNECTIONS`.
+    #[serde(default = "defaults::max_http_connections_per_ip")]
+    pub max_http_connections_per_ip: usize,
+    /// Room-secret hashes (argon2id, 19 MiB each) computed at once; unset: one per CPU.
+    #[serde(default)]
+    pub secret_hash_concurrency: Option<usize>,
+    /// Wrong room secrets per client address, per minute (also the burst).
+    #[serde(default = "defaults::rate_secret_failures_per_min")]
+    pub rate_secret_failures_per_min: u32,
+    /// Wrong room secrets per room, per minute (also the burst).
+    #[serde(default = "defaults::rate_room_secret_failures_per_min")]
+    pub rate_room_secret_failures_per_min: u32,
+    /// When set, `/metrics` is served on this port only (and answers 404 on `PORT`).
+    #[serde(default)]
+    pub metrics_port: Option<u16>,
     /// How many proxies in front of the server append to `X-Forwarded-For`; the client IP is
     /// the entry they did not write. Unset: 1 on Cloud Run (`K_SERVICE` set), else 0 (the
     /// peer address; `X-Forwarded-For` is ignored because anyone can write it).
@@ -254,6 +277,21 @@ mod defaults {
     pub fn header_read_timeout_secs() -> u64 {
         10
     }
+    pub fn request_body_timeout_secs() -> u64 {
+        15
+    }
+    pub fn write_timeout_secs() -> u64 {
+        10
+    }
+    pub fn max_http_connections_per_ip() -> usize {
+        32
+    }
+    pub fn rate_secret_failures_per_min() -> u32 {
+        10
+    }
+    pub fn rate_room_secret_failures_per_min() -> u32 {
+        30
+    }
 }
 
 /// What each variable expects, for the one-line error when it is malformed.
@@ -306,6 +344,22 @@ const EXPECTATIONS: &[(&str, &str)] = &[
         "HEADER_READ_TIMEOUT_SECS",
         "a whole number of seconds, at least 1",
     ),
+    (
+        "REQUEST_BODY_TIMEOUT_SECS",
+        "a whole number of seconds, at least 1",
+    ),
+    (
+        "WRITE_TIMEOUT_SECS",
+        "a whole number of seconds, at least 1",
+    ),
+    ("MAX_HTTP_CONNECTIONS_PER_IP", "a whole number, at least 1"),
+    ("SECRET_HASH_CONCURRENCY", "a whole number, at least 1"),
+    ("RATE_SECRET_FAILURES_PER_MIN", "a whole number, at least 1"),
+    (
+        "RATE_ROOM_SECRET_FAILURES_PER_MIN",
+        "a whole number, at least 1",
+    ),
+    ("METRICS_PORT", "a port number 1-65535, other than PORT"),
     (
         "TRUSTED_PROXY_HOPS",
         "a whole number of proxies (0 = use the peer address)",
@@ -426,10 +480,34 @@ impl Config {
             (self.max_members_per_room as u64, "MAX_MEMBERS_PER_ROOM"),
             (self.max_connections as u64, "MAX_CONNECTIONS"),
             (self.header_read_timeout_secs, "HEADER_READ_TIMEOUT_SECS"),
+            (self.request_body_timeout_secs, "REQUEST_BODY_TIMEOUT_SECS"),
+            (self.write_timeout_secs, "WRITE_TIMEOUT_SECS"),
+            (
+                self.max_http_connections_per_ip as u64,
+                "MAX_HTTP_CONNECTIONS_PER_IP",
+            ),
+            (
+                self.secret_hash_concurrency.map_or(1, |n| n as u64),
+                "SECRET_HASH_CONCURRENCY",
+            ),
+            (
+                u64::from(self.rate_secret_failures_per_min),
+                "RATE_SECRET_FAILURES_PER_MIN",
+            ),
+            (
+                u64::from(self.rate_room_secret_failures_per_min),
+                "RATE_ROOM_SECRET_FAILURES_PER_MIN",
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::of(variable));
             }
+        }
+        if self
+            .metrics_port
+            .is_some_and(|port| port == 0 || port == self.port)
+        {
+            return Err(ConfigError::of("METRICS_PORT"));
         }
         if let Some(url) = &self.redis_url
             && redis::Client::open(url.expose()).is_err()
@@ -487,6 +565,21 @@ impl Config {
     pub fn effective_trusted_proxy_hops(&self) -> usize {
         self.trusted_proxy_hops
             .unwrap_or(usize::from(self.k_service.is_some()))
+    }
+
+    /// Plain HTTP connections per client address: as configured, but at most half of the
+    /// instance's connections, so one address can never hold the whole instance.
+    pub fn effective_max_http_connections_per_ip(&self) -> usize {
+        self.max_http_connections_per_ip
+            .min(self.max_connections / 2)
+            .max(1)
+    }
+
+    /// Room-secret hashes computed at once: as configured, else one per CPU.
+    pub fn effective_secret_hash_concurrency(&self) -> usize {
+        self.secret_hash_concurrency.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+        })
     }
 
     /// The configured origins, if any.

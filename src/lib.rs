@@ -17,6 +17,7 @@
 //! - [`error`]: API.md's error codes and their one HTTP mapping.
 //! - [`store`]: the store contract and its two implementations.
 //! - [`rooms`]: the operations every transport calls.
+//! - [`room_secrets`]: argon2id hashing of room secrets, bounded in memory and concurrency.
 //! - [`hub`]: this instance's fan-out: per-room actors, replay then live, bounded queues.
 //! - [`presence`]: which members live connections hold; leases and online marks.
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
@@ -34,6 +35,7 @@ pub mod hub;
 pub mod limits;
 pub mod presence;
 pub mod protocol;
+pub mod room_secrets;
 pub mod rooms;
 pub mod store;
 pub mod telemetry;

@@ -10,14 +10,23 @@
 //!   Run's front end is one): then the entry of `X-Forwarded-For` the last trusted proxy
 //!   wrote. Entries further left are written by the client and cannot be trusted.
 //!
+//! - Wrong room secrets, per client address and per room: past the limit a join is refused
+//!   before its secret is hashed, so guessing costs the guesser time and the server nothing.
+//! - Plain HTTP connections per client address (at accept when the peer is the client,
+//!   per request in flight when trusted proxies name the client), at most half the instance.
+//!
+//! A client address is its IPv4 address, or its IPv6 /64: one subscriber usually holds a
+//! whole /64 and can pick any address in it, so per-address buckets would be free for the
+//! taking (IPv4-mapped IPv6 addresses count as the IPv4 address).
+//!
 //! `RATE_LIMITS=off` turns the rate limits off (for load tests); the caps stay.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::http::HeaderMap;
 use governor::clock::{Clock, DefaultClock};
@@ -56,14 +65,29 @@ pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> IpAddr {
         .unwrap_or(peer.ip())
 }
 
+/// The bucket a client address is counted in: the IPv4 address, or the IPv6 /64.
+pub fn client_bucket(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(Ipv6Addr::from_bits(v6.to_bits() & !u128::from(u64::MAX))),
+        },
+    }
+}
+
 pub struct Limits {
     enabled: bool,
     messages: DefaultKeyedRateLimiter<(RoomId, TokenHash)>,
     rest: DefaultKeyedRateLimiter<IpAddr>,
     joins: DefaultKeyedRateLimiter<IpAddr>,
     ws_events: Quota,
-    streams_per_ip: Mutex<HashMap<IpAddr, usize>>,
+    secret_failures_by_ip: Lockouts<IpAddr>,
+    secret_failures_by_room: Lockouts<RoomId>,
+    streams_per_ip: Counts,
     max_streams_per_ip: usize,
+    http_per_ip: Counts,
+    max_http_per_ip: usize,
     /// Upgraded WebSocket connections, which the accept loop no longer counts.
     websockets: AtomicUsize,
     pub max_rooms_per_connection: usize,
@@ -101,8 +125,12 @@ impl Limits {
             )),
             joins: DefaultKeyedRateLimiter::keyed(joins),
             ws_events: per_second(config.rate_ws_events_per_sec, config.rate_ws_event_burst),
-            streams_per_ip: Mutex::new(HashMap::new()),
+            secret_failures_by_ip: Lockouts::per_minute(config.rate_secret_failures_per_min),
+            secret_failures_by_room: Lockouts::per_minute(config.rate_room_secret_failures_per_min),
+            streams_per_ip: Counts::default(),
             max_streams_per_ip: config.max_connections_per_ip,
+            http_per_ip: Counts::default(),
+            max_http_per_ip: config.effective_max_http_connections_per_ip(),
             websockets: AtomicUsize::new(0),
             max_rooms_per_connection: config.max_rooms_per_connection,
             max_members_per_room: config.max_members_per_room,
@@ -129,12 +157,38 @@ impl Limits {
 
     /// One REST request from this client.
     pub fn check_rest(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.check_keyed(&self.rest, &ip)
+        self.check_keyed(&self.rest, &client_bucket(ip))
     }
 
     /// One room creation or join from this client.
     pub fn check_join(&self, ip: IpAddr) -> Result<(), ApiError> {
-        self.check_keyed(&self.joins, &ip)
+        self.check_keyed(&self.joins, &client_bucket(ip))
+    }
+
+    /// Whether this client may have a secret of this room checked: not while either has
+    /// given too many wrong secrets lately.
+    pub fn check_secret_attempt(&self, ip: IpAddr, room: &RoomId) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let locked = [
+            self.secret_failures_by_ip.locked_for(&client_bucket(ip)),
+            self.secret_failures_by_room.locked_for(room),
+        ];
+        match locked.into_iter().flatten().max() {
+            Some(wait) => {
+                metrics::counter!("chat_secret_checks_refused_total", "reason" => "wrong_secrets")
+                    .increment(1);
+                Err(rate_limited(wait))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A wrong secret from this client for this room.
+    pub fn record_wrong_secret(&self, ip: IpAddr, room: &RoomId) {
+        self.secret_failures_by_ip.strike(client_bucket(ip));
+        self.secret_failures_by_room.strike(room.clone());
     }
 
     /// The client-event limiter of one new WebSocket connection (`None` when limits are off).
@@ -151,18 +205,13 @@ impl Limits {
         ip: IpAddr,
         websocket: bool,
     ) -> Result<StreamSlot, ApiError> {
-        let mut streams = self
-            .streams_per_ip
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        let open = streams.entry(ip).or_insert(0);
-        if *open >= self.max_streams_per_ip {
+        let ip = client_bucket(ip);
+        if !self.streams_per_ip.try_add(ip, self.max_streams_per_ip) {
             metrics::counter!("chat_connections_refused_total", "reason" => "per_ip").increment(1);
             return Err(ApiError::RateLimited {
                 retry_after_secs: 5,
             });
         }
-        *open += 1;
         if websocket {
             self.websockets.fetch_add(1, Ordering::Relaxed);
         }
@@ -170,6 +219,23 @@ impl Limits {
             limits: self.clone(),
             ip,
             websocket,
+        })
+    }
+
+    /// Opens a plain HTTP connection (or request in flight) for this client, if it has fewer
+    /// than its cap; dropping the slot frees it.
+    pub fn open_http(self: &Arc<Self>, ip: IpAddr) -> Result<HttpSlot, ApiError> {
+        let ip = client_bucket(ip);
+        if !self.http_per_ip.try_add(ip, self.max_http_per_ip) {
+            metrics::counter!("chat_connections_refused_total", "reason" => "http_per_ip")
+                .increment(1);
+            return Err(ApiError::RateLimited {
+                retry_after_secs: 1,
+            });
+        }
+        Ok(HttpSlot {
+            limits: self.clone(),
+            ip,
         })
     }
 
@@ -186,6 +252,88 @@ impl Limits {
         self.messages.shrink_to_fit();
         self.rest.shrink_to_fit();
         self.joins.shrink_to_fit();
+        self.secret_failures_by_ip.forget_idle();
+        self.secret_failures_by_room.forget_idle();
+    }
+}
+
+/// Open things (streams, connections) per client bucket.
+#[derive(Default)]
+struct Counts(Mutex<HashMap<IpAddr, usize>>);
+
+impl Counts {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, usize>> {
+        self.0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Counts one more for `ip` unless it already has `cap`.
+    fn try_add(&self, ip: IpAddr, cap: usize) -> bool {
+        let mut counts = self.lock();
+        let open = counts.entry(ip).or_insert(0);
+        if *open >= cap {
+            return false;
+        }
+        *open += 1;
+        true
+    }
+
+    fn remove(&self, ip: IpAddr) {
+        let mut counts = self.lock();
+        if let Some(open) = counts.get_mut(&ip) {
+            *open -= 1;
+            if *open == 0 {
+                counts.remove(&ip);
+            }
+        }
+    }
+}
+
+/// Failures counted per key (governor's GCRA, `count` per minute); the failure that finds the
+/// quota spent locks the key until the quota would admit one again. The burst is one less
+/// than `count`, so that failure is the `count`-th (GCRA cannot be asked whether a cell is
+/// left without taking it). Only failures count, so members who know the secret are never
+/// slowed by their own joins.
+struct Lockouts<K: Clone + Eq + std::hash::Hash> {
+    failures: DefaultKeyedRateLimiter<K>,
+    locked_until: Mutex<HashMap<K, Instant>>,
+}
+
+impl<K: Clone + Eq + std::hash::Hash> Lockouts<K> {
+    fn per_minute(count: u32) -> Self {
+        let rate = NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN);
+        let burst = NonZeroU32::new(count.saturating_sub(1)).unwrap_or(NonZeroU32::MIN);
+        Self {
+            failures: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
+            locked_until: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<K, Instant>> {
+        self.locked_until
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// How long `key` stays locked, if it is.
+    fn locked_for(&self, key: &K) -> Option<Duration> {
+        let until = *self.lock().get(key)?;
+        until.checked_duration_since(Instant::now())
+    }
+
+    fn strike(&self, key: K) {
+        if let Err(not_until) = self.failures.check_key(&key) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            self.lock().insert(key, Instant::now() + wait);
+        }
+    }
+
+    fn forget_idle(&self) {
+        self.failures.retain_recent();
+        self.failures.shrink_to_fit();
+        let now = Instant::now();
+        self.lock().retain(|_, until| *until > now);
     }
 }
 
@@ -198,20 +346,22 @@ pub struct StreamSlot {
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
-        let mut streams = self
-            .limits
-            .streams_per_ip
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
-        if let Some(open) = streams.get_mut(&self.ip) {
-            *open -= 1;
-            if *open == 0 {
-                streams.remove(&self.ip);
-            }
-        }
+        self.limits.streams_per_ip.remove(self.ip);
         if self.websocket {
             self.limits.websockets.fetch_sub(1, Ordering::Relaxed);
         }
+    }
+}
+
+/// One plain HTTP connection (or request in flight) of a client; dropping it frees the slot.
+pub struct HttpSlot {
+    limits: Arc<Limits>,
+    ip: IpAddr,
+}
+
+impl Drop for HttpSlot {
+    fn drop(&mut self) {
+        self.limits.http_per_ip.remove(self.ip);
     }
 }
 
@@ -276,6 +426,19 @@ mod tests {
             client_ip(&headers(&["1.1.1.1", "2.2.2.2"]), peer, 1),
             "2.2.2.2".parse::<IpAddr>().unwrap()
         );
+    }
+
+    #[test]
+    fn ipv6_clients_share_their_64_and_mapped_ipv4_is_ipv4() {
+        let bucket = |raw: &str| client_bucket(raw.parse().unwrap());
+        assert_eq!(
+            bucket("2001:db8:1:2:aaaa::1"),
+            bucket("2001:db8:1:2:ffff:1:2:3")
+        );
+        assert_eq!(bucket("2001:db8:1:2::9"), bucket("2001:db8:1:2::"));
+        assert_ne!(bucket("2001:db8:1:2::1"), bucket("2001:db8:1:3::1"));
+        assert_eq!(bucket("::ffff:203.0.113.7"), bucket("203.0.113.7"));
+        assert_ne!(bucket("203.0.113.7"), bucket("203.0.113.8"));
     }
 
     #[test]

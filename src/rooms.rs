@@ -1,15 +1,12 @@
 //! The room operations every transport calls: create, join, leave, post, history, members.
 //!
 //! This is where the business rules meet the store: tokens are minted and hashed here, room
-//! secrets are hashed and checked here (argon2, on the blocking pool so it never stalls the
-//! reactor), and store outcomes become API.md's errors. Nothing here knows about HTTP,
-//! WebSocket or SSE.
+//! secrets are hashed and checked here (through [`SecretHasher`], bounded in memory and
+//! concurrency; wrong secrets are limited per client and per room), and store outcomes become
+//! API.md's errors. Nothing here knows about HTTP, WebSocket or SSE.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 
 use crate::domain::{
     ChatMessage, ClientMsgId, EventId, MemberToken, MessageText, RoomId, RoomSecret, TokenHash,
@@ -17,9 +14,10 @@ use crate::domain::{
 };
 use crate::error::ApiError;
 use crate::limits::Limits;
+use crate::room_secrets::SecretHasher;
 use crate::store::{
-    Authorized, CreateOutcome, HistoryPage, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
-    NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store,
+    Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store,
 };
 
 /// What a member gets back when it joins (or creates) a room.
@@ -40,14 +38,21 @@ pub struct Rooms {
     store: Arc<dyn Store>,
     max_message_bytes: usize,
     limits: Arc<Limits>,
+    secrets: SecretHasher,
 }
 
 impl Rooms {
-    pub fn new(store: Arc<dyn Store>, max_message_bytes: usize, limits: Arc<Limits>) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        max_message_bytes: usize,
+        limits: Arc<Limits>,
+        secrets: SecretHasher,
+    ) -> Self {
         Self {
             store,
             max_message_bytes,
             limits,
+            secrets,
         }
     }
 
@@ -69,7 +74,7 @@ impl Rooms {
     ) -> Result<Joined, ApiError> {
         self.limits.check_join(client)?;
         let secret_hash = match secret {
-            Some(secret) => Some(hash_secret(secret).await?),
+            Some(secret) => Some(self.secrets.hash(secret).await?),
             None => None,
         };
         let (token, member) = mint(&room, &username);
@@ -100,7 +105,11 @@ impl Rooms {
                 let Some(secret) = secret else {
                     return Err(ApiError::forbidden("this room needs its secret to join"));
                 };
-                verify_secret(secret, hash.clone()).await?;
+                self.limits.check_secret_attempt(client, &room)?;
+                if !self.secrets.verify(secret, hash.clone()).await? {
+                    self.limits.record_wrong_secret(client, &room);
+                    return Err(ApiError::forbidden("wrong room secret"));
+                }
                 Some(hash)
             }
         };
@@ -210,13 +219,13 @@ impl Rooms {
             .into_iter()
             .map(|verdict| {
                 verdict?;
-                stored
-                    .next()
-                    .and_then(|event| event.as_chat())
-                    .ok_or_else(|| {
-                        tracing::error!("the store answered a post with fewer or other events");
-                        ApiError::Unavailable
-                    })
+                match stored.next() {
+                    Some(Ok(event)) => event.as_chat().ok_or_else(store_answered_otherwise),
+                    Some(Err(KeyReused)) => Err(ApiError::invalid(
+                        "this idempotency key was used for another message, which is no longer kept",
+                    )),
+                    None => Err(store_answered_otherwise()),
+                }
             })
             .collect()
     }
@@ -264,6 +273,11 @@ impl Rooms {
     }
 }
 
+fn store_answered_otherwise() -> ApiError {
+    tracing::error!("the store answered a post with fewer or other events");
+    ApiError::Unavailable
+}
+
 /// A new member's token (for the client) and what the store keeps of it (the hash).
 fn mint(room: &RoomId, username: &Username) -> (MemberToken, NewMember) {
     let token = MemberToken::generate();
@@ -279,42 +293,5 @@ fn authorized<T>(answer: Authorized<T>) -> Result<T, ApiError> {
     match answer {
         Authorized::Member(value) => Ok(value),
         Authorized::Unauthorized => Err(ApiError::Unauthorized),
-    }
-}
-
-/// Hashes a room secret with argon2id (memory-hard: people choose secrets, so they must be
-/// expensive to guess offline). Runs on the blocking pool.
-async fn hash_secret(secret: RoomSecret) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default()
-            .hash_password(secret.expose().as_bytes(), &salt)
-            .map(|hash| hash.to_string())
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable)?
-    .map_err(|err| {
-        tracing::error!(error = %err, "hashing a room secret failed");
-        ApiError::Unavailable
-    })
-}
-
-/// Checks a secret against its stored hash; argon2's verification compares in constant time.
-async fn verify_secret(secret: RoomSecret, hash: String) -> Result<(), ApiError> {
-    let matches = tokio::task::spawn_blocking(move || {
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(secret.expose().as_bytes(), &parsed)
-                    .is_ok()
-            })
-            .unwrap_or(false)
-    })
-    .await
-    .map_err(|_| ApiError::Unavailable)?;
-    if matches {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden("wrong room secret"))
     }
 }

@@ -1,7 +1,10 @@
 //! The HTTP surface: every route in one [`router`] (the API and the embedded browser client),
-//! the shared [`AppState`], and the middleware every request passes (client identification,
-//! REST rate limit, CORS, metrics, tracing). Transports are thin adapters over
-//! [`crate::rooms::Rooms`].
+//! the shared [`AppState`], and the middleware every request passes (client identification
+//! and its cap of requests in flight behind proxies, the request body's deadline, REST rate
+//! limit, CORS, metrics, tracing). Transports are thin adapters over [`crate::rooms::Rooms`].
+//!
+//! `/metrics` never gets CORS headers (nothing in a browser needs it); with `METRICS_PORT` it
+//! is served only by [`metrics_router`] on that port, and the main port answers 404.
 
 pub mod client;
 pub mod extract;
@@ -19,6 +22,7 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Body;
+use axum::body::HttpBody;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
@@ -57,6 +61,15 @@ pub struct AppState {
     pub rooms: Rooms,
     pub metrics: PrometheusHandle,
     pub realtime: Arc<Realtime>,
+    pub http: HttpSettings,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    /// A request's whole body must arrive within this long.
+    pub request_body_timeout: Duration,
+    /// `/metrics` on the main port (false when `METRICS_PORT` serves it).
+    pub metrics_on_main_port: bool,
 }
 
 /// What the streaming transports share.
@@ -95,12 +108,11 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/rooms/{roomId}/events", get(sse::events))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));
-    Router::new()
+    let mut app = Router::new()
         .merge(rooms)
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::openapi_json))
         .route("/", get(client::index))
         .route("/client/{file}", get(client::file))
@@ -108,15 +120,31 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            record_request,
+            read_body_in_time,
         ))
-        .layer(state.origins.cors())
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            identify_client,
+            record_request,
         ))
-        .layer(middleware::from_fn(trace_request))
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(state.origins.cors());
+    if state.http.metrics_on_main_port {
+        // Added after the CORS layer, so it never answers with CORS headers.
+        app = app.route("/metrics", get(health::metrics));
+    }
+    app.layer(middleware::from_fn_with_state(
+        state.clone(),
+        identify_client,
+    ))
+    .layer(middleware::from_fn(trace_request))
+    .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+    .with_state(state)
+}
+
+/// `/metrics` alone, for its own port (`METRICS_PORT`); everything else is 404.
+pub fn metrics_router(state: AppState) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics))
+        .fallback(not_found)
         .with_state(state)
 }
 
@@ -140,6 +168,9 @@ fn with_status(error: ApiError, status: StatusCode) -> Response {
 }
 
 /// Decides the request's client IP once (see [`client_ip`]) for every limit that needs it.
+/// Behind trusted proxies, the peer is a proxy carrying many clients' requests, so the cap of
+/// plain HTTP connections per client (which the accept loop applies to direct peers) counts
+/// this client's requests in flight instead.
 async fn identify_client(
     State(state): State<AppState>,
     mut request: Request,
@@ -152,7 +183,58 @@ async fn identify_client(
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
     let ip = client_ip(request.headers(), peer, state.limits.trusted_proxy_hops);
     request.extensions_mut().insert(ClientIp(ip));
+    let _in_flight = if state.limits.trusted_proxy_hops > 0 {
+        match state.limits.open_http(ip) {
+            Ok(slot) => Some(slot),
+            Err(err) => return err.into_response(),
+        }
+    } else {
+        None
+    };
     next.run(request).await
+}
+
+/// Reads a request's body whole (bodies are at most [`MAX_BODY_BYTES`]) before the handler
+/// runs, within `REQUEST_BODY_TIMEOUT_SECS` from the end of its headers: a client that
+/// declares a body and trickles it (or never sends it) gets 408 and loses the connection,
+/// instead of holding it as long as it likes.
+async fn read_body_in_time(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if request.body().is_end_stream() {
+        return next.run(request).await;
+    }
+    let (parts, body) = request.into_parts();
+    let limit = state.http.request_body_timeout;
+    let read = http_body_util::Limited::new(body, MAX_BODY_BYTES).collect();
+    match tokio::time::timeout(limit, read).await {
+        Ok(Ok(body)) => {
+            next.run(Request::from_parts(parts, Body::from(body.to_bytes())))
+                .await
+        }
+        Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+            ApiError::PayloadTooLarge("request bodies are limited to 64 KiB".to_owned())
+                .into_response()
+        }
+        Ok(Err(_)) => ApiError::invalid("request body could not be read").into_response(),
+        Err(_) => {
+            metrics::counter!("chat_request_body_timeouts_total").increment(1);
+            let mut response = with_status(
+                ApiError::invalid(format!(
+                    "the request body did not arrive within {} s",
+                    limit.as_secs()
+                )),
+                StatusCode::REQUEST_TIMEOUT,
+            );
+            response.headers_mut().insert(
+                axum::http::header::CONNECTION,
+                axum::http::HeaderValue::from_static("close"),
+            );
+            response
+        }
+    }
 }
 
 /// REST requests per client IP.
@@ -202,7 +284,7 @@ impl Drop for SpanUntilBodyEnds {
 /// template (`GET /rooms/{roomId}/messages`), a child of the caller's span when the request
 /// carries trace context. The path only, never the query: `?token=` carries a member token.
 fn request_span(request: &Request) -> Span {
-    let method = request.method().as_str();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -245,8 +327,25 @@ fn record_response(response: &Response, latency: Duration, span: &Span) {
     }
 }
 
+/// The method as a metric label or span field: one of a fixed set, so a client inventing
+/// methods cannot create series (or span names) without bound.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 /// Counts requests and their latency by route template (never the raw path, which holds room
-/// ids and usernames), method and status.
+/// ids and usernames), method (a fixed set) and status. Every label is bounded: routes are
+/// the router's templates or `unmatched`, statuses are the ones the server sends.
 async fn record_request(State(_state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = request
@@ -254,10 +353,14 @@ async fn record_request(State(_state): State<AppState>, request: Request, next: 
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
+    let labels = [
+        ("route", route),
+        ("method", method.to_owned()),
+        ("status", status),
+    ];
     metrics::counter!("chat_http_requests_total", &labels).increment(1);
     metrics::histogram!("chat_http_request_duration_seconds", &labels)
         .record(started.elapsed().as_secs_f64());

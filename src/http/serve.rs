@@ -5,6 +5,12 @@
 //!   dropped instead of holding a connection forever;
 //! - a cap on open connections (`MAX_CONNECTIONS`): beyond it a new connection gets one 503
 //!   and is closed, so the platform's load balancer sends the client to another instance;
+//!   and, when the peer is the client itself (no trusted proxy), a cap per client address
+//!   (`MAX_HTTP_CONNECTIONS_PER_IP`, at most half the instance): beyond it, one 429;
+//! - a write timeout on every socket (`WRITE_TIMEOUT_SECS`): a write that cannot proceed for
+//!   that long fails and ends the connection, whatever is writing (a response, an SSE body,
+//!   a WebSocket after its upgrade, which keeps this socket), so a client that stops reading
+//!   frees its task, its slots and its presence instead of pinning them;
 //! - TCP_NODELAY on every connection: chat frames are small and latency matters.
 //!
 //! Shutdown stops accepting at once and lets connections in flight finish; the caller bounds
@@ -22,6 +28,7 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
@@ -31,6 +38,7 @@ use crate::limits::Limits;
 pub struct ServeSettings {
     pub max_connections: usize,
     pub header_read_timeout: Duration,
+    pub write_timeout: Duration,
 }
 
 /// Serves `router` on `listener` until `stopping` is cancelled, then waits for the
@@ -69,26 +77,42 @@ pub async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout);
-        let io = TokioIo::new(stream);
-        if full {
+        let mut stream = TimeoutWriter::new(stream);
+        stream.set_timeout(Some(settings.write_timeout));
+        let io = TokioIo::new(Box::pin(stream));
+        let slot = if full {
             metrics::counter!("chat_connections_refused_total", "reason" => "instance_full")
                 .increment(1);
-            let refuse = tower::service_fn(|_request| async {
-                let mut response = ApiError::Unavailable.into_response();
-                response.headers_mut().insert(
-                    axum::http::header::CONNECTION,
-                    axum::http::HeaderValue::from_static("close"),
-                );
-                Ok::<_, std::convert::Infallible>(response)
-            });
-            builder.keep_alive(false);
-            let connection = builder.serve_connection(io, TowerToHyperService::new(refuse));
-            tokio::spawn(async move {
-                // A refused client's errors are of no interest.
-                let _ = connection.await;
-            });
-            continue;
-        }
+            Err(ApiError::Unavailable)
+        } else if limits.trusted_proxy_hops == 0 {
+            limits.open_http(peer.ip()).map(Some)
+        } else {
+            Ok(None)
+        };
+        let slot = match slot {
+            Ok(slot) => slot,
+            Err(refusal) => {
+                let refuse = tower::service_fn(move |_request| {
+                    let refusal = refusal.clone();
+                    async move {
+                        let mut response = refusal.into_response();
+                        response.headers_mut().insert(
+                            axum::http::header::CONNECTION,
+                            axum::http::HeaderValue::from_static("close"),
+                        );
+                        Ok::<_, std::convert::Infallible>(response)
+                    }
+                });
+                builder.keep_alive(false);
+                let connection = builder.serve_connection(io, TowerToHyperService::new(refuse));
+                // Tracked like any connection, so shutdown waits for it too; a refused
+                // client's errors are of no interest.
+                connections.spawn(async move {
+                    let _ = connection.await;
+                });
+                continue;
+            }
+        };
         let service = router
             .clone()
             .map_request(move |mut request: axum::extract::Request<_>| {
@@ -118,6 +142,7 @@ pub async fn serve(
                 tracing::debug!(error = %err, "connection ended with an error");
             }
             open.fetch_sub(1, Ordering::Relaxed);
+            drop(slot);
         });
     }
     drop(listener);

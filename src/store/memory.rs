@@ -10,11 +10,12 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{
-    Authorized, CreateOutcome, FeedItem, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreFuture, StoreSettings,
+    Authorized, CreateOutcome, FeedItem, FeedSink, HistoryPage, JoinOutcome, KeyReused,
+    LeaveOutcome, LogRead, MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store,
+    StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
+    EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash, Username, now_ms,
 };
 
 pub struct MemoryStore {
@@ -43,10 +44,15 @@ struct Room {
     last_id: EventId,
     /// Set while the room has no members: when it will be deleted.
     empty_since_ms: Option<u64>,
-    /// (token hash, key) → (stored event id, when the key expires).
-    idempotency: HashMap<(TokenHash, String), (EventId, u64)>,
-    /// Idempotency replays must answer the original message even after it left the log.
-    idempotent_events: HashMap<EventId, RoomEvent>,
+    /// (token hash, key) → what the key keeps of its message.
+    idempotency: HashMap<(TokenHash, String), KeptKey>,
+}
+
+/// An idempotency key's memory: the message's id and text digest, not the message.
+struct KeptKey {
+    id: EventId,
+    digest: String,
+    expires_ms: u64,
 }
 
 impl Room {
@@ -59,7 +65,6 @@ impl Room {
             last_id: EventId::ZERO,
             empty_since_ms: None,
             idempotency: HashMap::new(),
-            idempotent_events: HashMap::new(),
         }
     }
 
@@ -90,6 +95,32 @@ impl Room {
         }
         appended.push(event.clone());
         event
+    }
+
+    /// The answer to a retry under a kept key: the message from the log, or, once it left the
+    /// log, the retry itself if its text is the one first sent.
+    fn replay(
+        &self,
+        room: &RoomId,
+        kept: &KeptKey,
+        username: &str,
+        text: &MessageText,
+    ) -> Result<RoomEvent, KeyReused> {
+        if let Ok(at) = self.log.binary_search_by_key(&kept.id, |event| event.id) {
+            return Ok(self.log[at].clone());
+        }
+        if super::text_digest(text.as_str()) != kept.digest {
+            return Err(KeyReused);
+        }
+        Ok(RoomEvent {
+            id: kept.id,
+            prev: EventId::ZERO,
+            room: room.clone(),
+            kind: EventKind::Chat {
+                username: username.to_owned(),
+                message: text.as_str().to_owned(),
+            },
+        })
     }
 
     fn add_member(&mut self, member: &NewMember, lease_deadline_ms: u64) {
@@ -325,13 +356,15 @@ impl Store for MemoryStore {
                     .as_ref()
                     .map(|key| (batch.token_hash.clone(), key.as_str().to_owned()));
                 if let Some(slot) = &idempotency
-                    && let Some((id, expires)) = room.idempotency.get(slot)
-                    && *expires > now
-                    && let Some(stored) = room.idempotent_events.get(id)
+                    && let Some(kept) = room.idempotency.get(slot)
+                    && kept.expires_ms > now
                 {
-                    posted.push(stored.clone());
+                    posted.push(room.replay(&batch.room, kept, &username, &message.text));
                     continue;
                 }
+                let digest = idempotency
+                    .is_some()
+                    .then(|| super::text_digest(message.text.as_str()));
                 let event = room.append(
                     &batch.room,
                     EventKind::Chat {
@@ -342,12 +375,15 @@ impl Store for MemoryStore {
                     limit,
                     appended,
                 );
-                if let Some(slot) = idempotency {
-                    room.idempotency
-                        .insert(slot, (event.id, now.saturating_add(idempotency_ttl_ms)));
-                    room.idempotent_events.insert(event.id, event.clone());
+                if let (Some(slot), Some(digest)) = (idempotency, digest) {
+                    let kept = KeptKey {
+                        id: event.id,
+                        digest,
+                        expires_ms: now.saturating_add(idempotency_ttl_ms),
+                    };
+                    room.idempotency.insert(slot, kept);
                 }
-                posted.push(event);
+                posted.push(Ok(event));
             }
             PostOutcome::Posted(posted)
         });
@@ -482,10 +518,7 @@ impl Store for MemoryStore {
                         timed_out += 1;
                     }
                 }
-                room.idempotency.retain(|_, (_, expires)| *expires > now);
-                let kept: std::collections::HashSet<EventId> =
-                    room.idempotency.values().map(|(id, _)| *id).collect();
-                room.idempotent_events.retain(|id, _| kept.contains(id));
+                room.idempotency.retain(|_, kept| kept.expires_ms > now);
             }
             timed_out
         });

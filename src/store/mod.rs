@@ -105,10 +105,24 @@ pub enum LeaveOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
-    /// The stored chat events, one per message in the order given: new, or the one stored
-    /// the first time under the same idempotency key.
-    Posted(Vec<RoomEvent>),
+    /// One answer per message, in the order given: the stored chat event (new, or the one
+    /// stored the first time under the same idempotency key), or a refused replay.
+    Posted(Vec<Result<RoomEvent, KeyReused>>),
     Unauthorized,
+}
+
+/// An idempotency key names a message that has left the log, and the retry's text is not the
+/// text first sent with that key: the stored message cannot be answered, and appending the
+/// new one would break the key's promise. Nothing is appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyReused;
+
+/// What an idempotency key keeps of its message: the event id, and a digest of the text (not
+/// a second copy of it) so that a retry arriving after the message left the log can still be
+/// answered with the very message, when its text is the one first sent.
+pub(crate) fn text_digest(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(&Sha256::digest(text.as_bytes())[..8])
 }
 
 /// Either the operation's answer, or: the token is not a current member's token in the room.
@@ -149,7 +163,7 @@ pub struct NewMessages {
     pub messages: Vec<NewMessage>,
 }
 
-/// One chat message and its idempotency key.
+/// One chat message and its idempotency key (with the digest its key keeps, when it has one).
 #[derive(Debug, Clone)]
 pub struct NewMessage {
     pub text: MessageText,

@@ -7,6 +7,8 @@
 //! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
 //! - [`faults`]: Redis going away and coming back (Redis only).
 //! - [`abuse`]: rate limits, caps, slowloris, origins, abusive crowds, no leaked secrets.
+//! - [`hardening`]: what one request or address must not cost: secret-check memory, metric
+//!   series, slow bodies, per-address connections, writers that never drain.
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
@@ -34,6 +36,7 @@ mod browser;
 mod cluster;
 mod concurrency;
 mod faults;
+mod hardening;
 mod readme;
 mod realtime;
 mod rest;

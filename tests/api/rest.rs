@@ -431,6 +431,12 @@ conformance! {
         assert_eq!(page, posted[0..2]);
         assert_eq!(next, None);
 
+        // Nothing comes before the smallest id: an empty page on both stores (Redis once
+        // refused the range and answered 503).
+        let (page, next) = app.history_page(&room, &alice.token, "before=0-0").await;
+        assert_eq!(page, []);
+        assert_eq!(next, None);
+
         // limit=1 and limit=200 are both in range.
         let (page, next) = app.history_page(&room, &alice.token, "limit=1").await;
         assert_eq!(page, posted[4..5]);

@@ -32,9 +32,9 @@ use tracing::{Instrument, Span};
 
 use super::memory::page_from_newest_first;
 use super::{
-    Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreError, StoreFuture,
-    StoreResult, StoreSettings,
+    Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome,
+    LogRead, MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreError,
+    StoreFuture, StoreResult, StoreSettings,
 };
 use crate::domain::{
     EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
@@ -498,14 +498,6 @@ pub(crate) fn event_kind(
     })
 }
 
-/// What `post.lua` stores under an idempotency key: the first reply.
-#[derive(serde::Deserialize)]
-struct StoredPost {
-    id: String,
-    u: String,
-    m: String,
-}
-
 impl Store for RedisStore {
     fn create_room(
         &self,
@@ -617,10 +609,19 @@ impl Store for RedisStore {
             let slots: Vec<&str> = slots.iter().map(String::as_str).collect();
             let idempotency_ttl = self.settings.idempotency_ttl_secs.max(1).to_string();
             let lease_ttl = self.lease_ttl();
+            let digests: Vec<String> = batch
+                .messages
+                .iter()
+                .map(|message| match message.idempotency_key {
+                    Some(_) => super::text_digest(message.text.as_str()),
+                    None => String::new(),
+                })
+                .collect();
             let mut args = vec![batch.token_hash.as_str(), &lease_ttl, &idempotency_ttl];
-            for message in &batch.messages {
+            for (message, digest) in batch.messages.iter().zip(&digests) {
                 args.push(message.text.as_str());
                 args.push(message.idempotency_key_or_empty());
+                args.push(digest);
             }
             let mut reply = self
                 .room_script("post", &POST, &batch.room, &slots, &args, false)
@@ -634,32 +635,30 @@ impl Store for RedisStore {
             let mut posted = Vec::with_capacity(batch.messages.len());
             let mut appended = 0;
             for (index, message) in batch.messages.into_iter().enumerate() {
-                let at = 1 + 2 * index;
-                let (id, username, text) = match text(reply.take(at)?)?.as_str() {
+                let at = 1 + 3 * index;
+                let text = match text(reply.take(at)?)?.as_str() {
                     "new" => {
                         appended += 1;
-                        let id = reply.event_id(at + 1)?;
-                        (id, username.clone(), message.text.into_string())
+                        message.text.into_string()
                     }
-                    "replayed" => {
-                        let stored: StoredPost = serde_json::from_str(&text(reply.take(at + 1)?)?)
-                            .map_err(|_| malformed("stored post"))?;
-                        let id = stored.id.parse().map_err(|_| malformed("stored post id"))?;
-                        (id, stored.u, stored.m)
+                    "replayed" => text(reply.take(at + 2)?)?,
+                    "key_reused" => {
+                        posted.push(Err(KeyReused));
+                        continue;
                     }
                     _ => return Err(malformed("post outcome")),
                 };
-                posted.push(RoomEvent {
-                    id,
+                posted.push(Ok(RoomEvent {
+                    id: reply.event_id(at + 1)?,
                     // The reply of a post is the message itself; its predecessor matters
                     // only to readers of the log and the feed, which get it from there.
                     prev: EventId::ZERO,
                     room: batch.room.clone(),
                     kind: EventKind::Chat {
-                        username,
+                        username: username.clone(),
                         message: text,
                     },
-                });
+                }));
             }
             super::count_appended("create:chat:success", appended);
             Ok(PostOutcome::Posted(posted))

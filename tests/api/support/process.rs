@@ -183,7 +183,8 @@ pub fn run_with_limit(mut command: Command, limit: Duration) -> (std::process::E
     }
 }
 
-fn free_port() -> u16 {
+/// A loopback port free at the time of asking.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
         .map(|addr| addr.port())

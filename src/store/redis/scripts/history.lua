@@ -5,6 +5,8 @@ refresh_lease(key, ARGV[4])
 local want = tonumber(ARGV[6])
 local found = {}
 local cursor = '+'
+-- Nothing comes before 0-0 (and Redis refuses the range '(0-0' as an invalid end id).
+if ARGV[5] == '0-0' then return {'ok', found} end
 if ARGV[5] ~= '' then cursor = '(' .. ARGV[5] end
 -- Membership events are interleaved with chat: scan back in batches until enough chat is found.
 while #found < want do

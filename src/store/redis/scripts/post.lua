@@ -1,25 +1,58 @@
 -- KEYS[7..]: one idempotency key slot per message (unused when the message has no key).
 -- ARGV: 3 token hash, 4 lease ttl ms, 5 idempotency ttl secs, then per message from 6 on:
--- the message and its idempotency key ('' = none).
--- Reply: {'unauthorized'}, or {'ok', display name, then per message 'new', id or
--- 'replayed', the stored post}.
+-- the message, its idempotency key ('' = none) and the digest of its text ('' = no key).
+-- A slot keeps '<event id> <digest>', not the message: the text is in the log already.
+-- Reply: {'unauthorized'}, or {'ok', display name, then per message three entries:
+-- 'new', id, '' | 'replayed', id, the stored text | 'key_reused', '', ''}.
 local key, display = member_of(ARGV[3])
 if not key then return {'unauthorized'} end
 refresh_lease(key, ARGV[4])
+
+-- The text of a chat event still in the log, or nil once trimmed.
+local function logged_text(id)
+  local entry = redis.call('XRANGE', log, id, id)[1]
+  if not entry then return nil end
+  local fields = entry[2]
+  for f = 1, #fields, 2 do
+    if fields[f] == 'm' then return fields[f + 1] end
+  end
+  return nil
+end
+
 local reply = {'ok', display}
-for i = 6, #ARGV, 2 do
-  local message, idempotency_key, slot = ARGV[i], ARGV[i + 1], KEYS[7 + (i - 6) / 2]
+local function answer(kind, id, text)
+  reply[#reply + 1] = kind
+  reply[#reply + 1] = id
+  reply[#reply + 1] = text
+end
+
+for i = 6, #ARGV, 3 do
+  local message, idempotency_key, digest = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local slot = KEYS[7 + (i - 6) / 3]
   local stored = idempotency_key ~= '' and redis.call('GET', slot)
   if stored then
-    reply[#reply + 1] = 'replayed'
-    reply[#reply + 1] = stored
+    local id, kept_digest = string.match(stored, '^(%S+) (%x+)$')
+    if not id then
+      -- Kept by an earlier version: the first reply itself, as JSON.
+      local first = cjson.decode(stored)
+      answer('replayed', first.id, first.m)
+    else
+      local text = logged_text(id)
+      if text then
+        answer('replayed', id, text)
+      elseif kept_digest == digest then
+        -- Left the log, but the retry is the very message: it answers for itself.
+        answer('replayed', id, message)
+      else
+        answer('key_reused', '', '')
+      end
+    end
   else
     local id = append('create:chat:success', display, message)
     if idempotency_key ~= '' then
-      redis.call('SET', slot, cjson.encode({id = id, u = display, m = message}), 'EX', ARGV[5])
+      redis.call('SET', slot, id .. ' ' .. digest, 'EX', ARGV[5])
     end
-    reply[#reply + 1] = 'new'
-    reply[#reply + 1] = id
+    answer('new', id, '')
   end
 end
 return reply
