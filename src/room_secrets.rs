@@ -166,6 +166,35 @@ fn verify_into(area: &mut Vec<Block>, secret: &[u8], phc: &str) -> bool {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_check_that_cannot_start_in_time_is_refused_as_busy() {
+        let hasher = SecretHasher::new(1);
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let busy = hasher.clone();
+        // The one permit, held by a hash that is still running.
+        let holder = tokio::spawn(async move { busy.run(move |_| held.recv()).await });
+        while hasher.permits.available_permits() > 0 {
+            tokio::task::yield_now().await;
+        }
+        let started = std::time::Instant::now();
+        let refused = hasher
+            .verify(RoomSecret::parse("secret".into()).unwrap(), "x".into())
+            .await;
+        assert_eq!(refused, Err(ApiError::Unavailable));
+        assert!(started.elapsed() >= QUEUE_WAIT, "{:?}", started.elapsed());
+        release.send(()).expect("the holder is waiting");
+        holder
+            .await
+            .expect("the holder ran")
+            .expect("it had a permit")
+            .expect("released");
+        // Free again: a check runs (and a malformed hash matches nothing).
+        let checked = hasher
+            .verify(RoomSecret::parse("secret".into()).unwrap(), "x".into())
+            .await;
+        assert_eq!(checked, Ok(false));
+    }
+
     #[test]
     fn a_hash_verifies_its_secret_only_and_reads_as_standard_argon2id() {
         let mut area = Vec::new();

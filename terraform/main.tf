@@ -23,6 +23,8 @@
 # Left unset (rate limits, server defaults): RATE_LIMITS, RATE_MESSAGES_PER_SEC, RATE_MESSAGE_BURST, RATE_WS_EVENTS_PER_SEC
 # Left unset (rate limits, server defaults): RATE_WS_EVENT_BURST, RATE_REST_PER_SEC, RATE_REST_BURST, RATE_JOINS_PER_MIN, RATE_JOIN_BURST
 # Left unset (caps, server defaults): MAX_CONNECTIONS_PER_IP, MAX_ROOMS_PER_CONNECTION, MAX_MEMBERS_PER_ROOM, MAX_CONNECTIONS
+# Left unset (hardening, server defaults): REQUEST_BODY_TIMEOUT_SECS, WRITE_TIMEOUT_SECS, MAX_HTTP_CONNECTIONS_PER_IP
+# Left unset (room secrets, server defaults: one hash per CPU): SECRET_HASH_CONCURRENCY, RATE_SECRET_FAILURES_PER_MIN, RATE_ROOM_SECRET_FAILURES_PER_MIN
 # Left unset (no trace export without a collector; the service name follows K_SERVICE): OTEL_EXPORTER_OTLP_ENDPOINT
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_SERVICE_NAME
