@@ -23,6 +23,8 @@ pub struct Upgrade<'a> {
     /// The local address to connect from (127.0.0.x), to look like another client.
     pub source: Option<std::net::Ipv4Addr>,
     pub origin: Option<&'a str>,
+    /// More request headers (`Host`, `X-Forwarded-Proto`), set over the client's own.
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 pub struct WsClient {
@@ -106,6 +108,13 @@ impl WsClient {
             request
                 .headers_mut()
                 .insert("origin", origin.parse().expect("an origin header"));
+        }
+        for (name, value) in upgrade.headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName =
+                name.parse().expect("a header name");
+            request
+                .headers_mut()
+                .insert(name, value.parse().expect("a header value"));
         }
         let handshake = tokio::time::timeout(
             READ_TIMEOUT,
