@@ -265,8 +265,13 @@ fn data_of<T: DeserializeOwned>(data: &str) -> Result<T, ApiError> {
             "invalid event data: invalid type: sequence, expected an object",
         ));
     }
-    serde_json::from_str(data)
-        .map_err(|err| ApiError::invalid(format!("invalid event data: {err}")))
+    serde_json::from_str(data).map_err(|err| {
+        // The position counts from the start of `data`, not of the frame: it would mislead.
+        let text = err.to_string();
+        let position = format!(" at line {} column {}", err.line(), err.column());
+        let reason = text.strip_suffix(&position).unwrap_or(&text);
+        ApiError::invalid(format!("invalid event data: {reason}"))
+    })
 }
 
 // Each validates its fields in the order the handlers always did, so the same frame gets the
@@ -397,6 +402,8 @@ mod tests {
         let array_data = decoded(r#"{"event":"add:member","ref":1,"data":["r","bob"]}"#);
         assert_eq!(array_data.reference, Some(Value::from(1)));
         assert_eq!(array_data.event.unwrap_err().code(), "invalid_request");
+        let spaced = decoded("{\"event\":\"add:member\",\"data\": \n [\"r\",\"bob\"]}");
+        assert_eq!(spaced.event.unwrap_err().code(), "invalid_request");
     }
 
     #[test]
@@ -416,6 +423,7 @@ mod tests {
                 err.to_string().contains("duplicate field"),
                 "{frame}: {err}"
             );
+            assert!(!err.to_string().contains(" at line "), "{err}");
         }
     }
 }
