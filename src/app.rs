@@ -102,7 +102,7 @@ impl App {
             Presence::new(store.clone(), presence_refresh, stopping.clone());
         tasks.spawn(refresher);
         let limits = Arc::new(Limits::new(&config));
-        let origins = Origins::new(config.origins());
+        let origins = Origins::new(config.origins(), config.effective_trusted_proxy_hops());
         if config.rate_limits == crate::config::Switch::Off {
             tracing::warn!("RATE_LIMITS=off: no rate limits apply");
         }

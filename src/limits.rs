@@ -46,23 +46,28 @@ pub fn client_ip(headers: &HeaderMap, peer: SocketAddr, hops: usize) -> IpAddr {
     if hops == 0 {
         return peer.ip();
     }
+    forwarded_entry(headers, "x-forwarded-for", hops)
+        .and_then(|entry| std::str::from_utf8(entry).ok())
+        .and_then(|entry| entry.parse().ok())
+        .unwrap_or(peer.ip())
+}
+
+/// What the outermost of `hops` (> 0) trusted proxies wrote in a comma-separated
+/// `X-Forwarded-*` header, each proxy appending one entry: the `hops`-th from the right.
+/// Entries further left are the client's own words; fewer entries than proxies, none.
+pub fn forwarded_entry<'h>(headers: &'h HeaderMap, name: &str, hops: usize) -> Option<&'h [u8]> {
     // Split the raw bytes: a value may hold bytes that are not visible ASCII (HTTP allows
-    // them), and dropping such a value whole would drop the address a trusted proxy appended
+    // them), and dropping such a value whole would drop the entry a trusted proxy appended
     // to it, letting a client choose to be counted as the proxy (found by fuzzing).
     let entries: Vec<&[u8]> = headers
-        .get_all("x-forwarded-for")
+        .get_all(name)
         .iter()
         .flat_map(|value| value.as_bytes().split(|&byte| byte == b','))
         .map(<[u8]>::trim_ascii)
         .filter(|entry| !entry.is_empty())
         .collect();
-    entries
-        .len()
-        .checked_sub(hops)
-        .and_then(|index| entries.get(index))
-        .and_then(|entry| std::str::from_utf8(entry).ok())
-        .and_then(|entry| entry.parse().ok())
-        .unwrap_or(peer.ip())
+    let index = entries.len().checked_sub(hops)?;
+    entries.get(index).copied()
 }
 
 /// The bucket a client address is counted in: the IPv4 address, or the IPv6 /64.

@@ -6,6 +6,11 @@
 //! so the connection (`http::ws`) only ever holds valid values and asks the store nothing
 //! about a frame that was malformed.
 //!
+//! A key given twice is refused (`invalid_request`), in the envelope and in `data` alike:
+//! serde's derived structs refuse a repeated field, so `data` is kept as raw JSON text until
+//! the event's struct reads it. Read through a `Value`, a repeated key would be taken
+//! last-wins, and the server would act on a value that a reader of the first one never saw.
+//!
 //! It is pure (no I/O, no state, no clock), which is what lets the fuzz target
 //! `ws_client_event` (`fuzz/`) call it on arbitrary bytes. What the fuzzer checks:
 //! - it never panics;
@@ -15,6 +20,7 @@
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::domain::{ClientMsgId, EventId, MemberToken, MessageText, RoomId, RoomSecret, Username};
 use crate::error::ApiError;
@@ -147,8 +153,9 @@ struct Envelope {
     event: String,
     #[serde(rename = "ref", default)]
     reference: Option<Value>,
+    /// Raw, so that its struct sees every key (see the module doc); `None` when absent.
     #[serde(default)]
-    data: Value,
+    data: Option<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -227,9 +234,10 @@ pub fn reference_of(text: &str) -> Option<Value> {
 
 fn event_of(
     name: EventName,
-    data: Value,
+    data: Option<Box<RawValue>>,
     max_message_bytes: usize,
 ) -> Result<ClientEvent, ApiError> {
+    let data = data.as_deref().map_or("null", RawValue::get);
     Ok(match name {
         EventName::CreateRoom => ClientEvent::CreateRoom(join(data_of(data)?)?),
         EventName::AddMember => ClientEvent::AddMember(join(data_of(data)?)?),
@@ -250,14 +258,20 @@ fn is_object(text: &str) -> bool {
         .starts_with('{')
 }
 
-fn data_of<T: DeserializeOwned>(data: Value) -> Result<T, ApiError> {
-    if let Value::Array(_) = data {
+fn data_of<T: DeserializeOwned>(data: &str) -> Result<T, ApiError> {
+    // serde reads a struct from an array too: only an object is event data.
+    if data.starts_with('[') {
         return Err(ApiError::invalid(
             "invalid event data: invalid type: sequence, expected an object",
         ));
     }
-    serde_json::from_value(data)
-        .map_err(|err| ApiError::invalid(format!("invalid event data: {err}")))
+    serde_json::from_str(data).map_err(|err| {
+        // The position counts from the start of `data`, not of the frame: it would mislead.
+        let text = err.to_string();
+        let position = format!(" at line {} column {}", err.line(), err.column());
+        let reason = text.strip_suffix(&position).unwrap_or(&text);
+        ApiError::invalid(format!("invalid event data: {reason}"))
+    })
 }
 
 // Each validates its fields in the order the handlers always did, so the same frame gets the
@@ -388,5 +402,28 @@ mod tests {
         let array_data = decoded(r#"{"event":"add:member","ref":1,"data":["r","bob"]}"#);
         assert_eq!(array_data.reference, Some(Value::from(1)));
         assert_eq!(array_data.event.unwrap_err().code(), "invalid_request");
+        let spaced = decoded("{\"event\":\"add:member\",\"data\": \n [\"r\",\"bob\"]}");
+        assert_eq!(spaced.event.unwrap_err().code(), "invalid_request");
+    }
+
+    #[test]
+    fn a_key_twice_in_data_is_refused_as_in_the_envelope() {
+        let in_envelope = decoded(r#"{"event":"resume","event":"add:member","ref":1}"#);
+        assert_eq!(in_envelope.name, EventName::Malformed);
+        for frame in [
+            r#"{"event":"add:member","ref":1,"data":{"roomId":"a","roomId":"b","username":"x"}}"#,
+            r#"{"event":"create:chat","ref":1,"data":{"roomId":"r","message":"a","message":"b"}}"#,
+            r#"{"event":"resume","ref":1,"data":{"roomId":"r","token":"t","token":"u"}}"#,
+        ] {
+            let out = decoded(frame);
+            assert_eq!(out.reference, Some(Value::from(1)), "{frame}");
+            let err = out.event.unwrap_err();
+            assert_eq!(err.code(), "invalid_request", "{frame}");
+            assert!(
+                err.to_string().contains("duplicate field"),
+                "{frame}: {err}"
+            );
+            assert!(!err.to_string().contains(" at line "), "{err}");
+        }
     }
 }

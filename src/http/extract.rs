@@ -105,9 +105,18 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
 pub fn bearer_from(headers: &HeaderMap) -> Option<TokenHash> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty())
-        .then(|| MemberToken::presented(token).hash())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| presented_token(token))
+        .flatten()
+}
+
+/// The hash of a token as presented in the `Authorization` header or `?token=`: white space
+/// around it is dropped (one rule for both, so a token that works in one works in the other),
+/// and nothing left is no token.
+pub fn presented_token(raw: &str) -> Option<TokenHash> {
+    let token = raw.trim();
+    (!token.is_empty()).then(|| MemberToken::presented(token).hash())
 }
 
 /// The client's IP address, as the `identify_client` middleware decided it.

@@ -18,10 +18,10 @@ use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::extract::{ApiPath, ApiQuery, bearer_from};
+use super::extract::{ApiPath, ApiQuery, bearer_from, presented_token};
 use super::openapi;
 use super::rest::RoomPath;
-use crate::domain::{EventId, MemberToken, RoomId, Username};
+use crate::domain::{EventId, RoomId, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Inbox, Subscription, mailbox};
 use crate::limits::{ClientIp, StreamSlot};
@@ -101,13 +101,7 @@ pub async fn events(
 ) -> Result<Response, ApiError> {
     let room = RoomId::parse(&room)?;
     let token_hash = bearer_from(&headers)
-        .or_else(|| {
-            query
-                .token
-                .as_deref()
-                .filter(|token| !token.is_empty())
-                .map(|token| MemberToken::presented(token).hash())
-        })
+        .or_else(|| query.token.as_deref().and_then(presented_token))
         .ok_or(ApiError::Unauthorized)?;
     // An empty id is no id. Both are checked when both are given (schemathesis found an
     // invalid `lastEventId` accepted next to a header); the header, EventSource's, wins.

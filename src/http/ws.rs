@@ -9,6 +9,10 @@
 //! connection sees its own join event and everything after it exactly once. Chat posts that
 //! are already waiting in the socket behind one another go to the store as one step (one
 //! round trip, stored in order) and their acks in one write.
+//!
+//! A frame RFC 6455 forbids a client to send ends the connection with a close frame that
+//! says why (7.4.1), not a dropped socket: 1002 for a protocol violation (e.g. an unmasked
+//! frame), 1007 for a text frame that is not UTF-8, 1009 for one over 64 KiB.
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -41,6 +45,8 @@ const WRITE_BATCH: usize = 64;
 /// How many chat posts, already waiting in the socket, one store step takes at most.
 const POST_RUN: usize = 32;
 
+const CLOSE_PROTOCOL: u16 = 1002;
+const CLOSE_NOT_UTF8: u16 = 1007;
 const CLOSE_POLICY: u16 = 1008;
 const CLOSE_TOO_BIG: u16 = 1009;
 const CLOSE_RESTART: u16 = 1012;
@@ -386,16 +392,7 @@ impl Connection {
         self.last_heard = Instant::now();
         let text = match frame {
             None | Some(Ok(Message::Close(_))) => return Incoming::End(End::Gone),
-            Some(Err(err)) => {
-                return Incoming::End(
-                    match err.into_inner().downcast_ref::<tungstenite::Error>() {
-                        Some(tungstenite::Error::Capacity(_)) => {
-                            End::Close(CLOSE_TOO_BIG, "frame larger than 64 KiB")
-                        }
-                        _ => End::Gone,
-                    },
-                );
-            }
+            Some(Err(err)) => return Incoming::End(read_failed(err)),
             Some(Ok(Message::Text(text))) => text,
             Some(Ok(Message::Binary(_))) => {
                 return Incoming::Refused(
@@ -843,6 +840,22 @@ fn finish_event(
     let histogram = metrics::histogram!("chat_ws_event_duration_seconds", "event" => label);
     for _ in 0..events {
         histogram.record(took);
+    }
+}
+
+/// How a connection whose read failed ends: with the close code RFC 6455 (7.4.1) gives a
+/// frame the client should not have sent, or silently when the peer is gone. tungstenite
+/// leaves the connection open for writing after such a frame, so the close frame goes out.
+fn read_failed(err: axum::Error) -> End {
+    use tungstenite::error::{Error, ProtocolError};
+    match err.into_inner().downcast_ref::<Error>() {
+        Some(Error::Capacity(_)) => End::Close(CLOSE_TOO_BIG, "frame larger than 64 KiB"),
+        Some(Error::Utf8(_)) => End::Close(CLOSE_NOT_UTF8, "text frame is not valid UTF-8"),
+        // The peer vanished mid-frame: nobody to tell.
+        Some(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) | None => End::Gone,
+        // An unmasked frame, a reserved bit or opcode, a fragmented control frame, …
+        Some(Error::Protocol(_)) => End::Close(CLOSE_PROTOCOL, "WebSocket protocol error"),
+        Some(_) => End::Gone,
     }
 }
 

@@ -179,6 +179,64 @@ conformance! {
     }
 }
 
+/// The server's own origin is the scheme the client used (`http` when reached directly, the
+/// trusted proxy's `X-Forwarded-Proto` behind one), the `Host` and its port, all three exact.
+/// A `Host` is whatever the client's URL named, so a scheme it cannot match matters: a page
+/// at `https://evil.example` never passes as this server's own by sending `Host: evil.example`.
+/// Store-independent: one store is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_own_origin_is_the_scheme_host_and_port_the_client_used() {
+    let listed = ("ALLOWED_ORIGINS", "https://good.example");
+    let direct = TestApp::spawn(Backend::Memory, &[listed]).await;
+    let proxied = TestApp::spawn(Backend::Memory, &[listed, ("TRUSTED_PROXY_HOPS", "1")]).await;
+    // (Origin, Host, X-Forwarded-Proto, allowed), reached directly and through one proxy.
+    let direct_cases = [
+        ("https://evil.example", "evil.example", None, false),
+        ("http://chat.example", "chat.example:80", None, true),
+        ("http://chat.example:8080", "chat.example", None, false),
+        // Without a trusted proxy, X-Forwarded-Proto is the client's own word.
+        ("https://chat.example", "chat.example", Some("https"), false),
+    ];
+    let proxied_cases = [
+        ("https://chat.example", "chat.example", Some("https"), true),
+        (
+            "https://chat.example",
+            "chat.example:443",
+            Some("https"),
+            true,
+        ),
+        ("http://chat.example", "chat.example", Some("https"), false),
+        // The client wrote the first entry; the proxy appended the scheme it received.
+        (
+            "https://chat.example",
+            "chat.example",
+            Some("https, http"),
+            false,
+        ),
+        // A proxy that does not say which scheme leaves the own origin unknown.
+        ("https://chat.example", "chat.example", None, false),
+    ];
+    let servers = [(&direct, &direct_cases[..]), (&proxied, &proxied_cases[..])];
+    for (app, &(origin, host, proto, allowed)) in servers
+        .into_iter()
+        .flat_map(|(app, cases)| cases.iter().map(move |case| (app, case)))
+    {
+        let mut headers = vec![("host", host)];
+        headers.extend(proto.map(|proto| ("x-forwarded-proto", proto)));
+        let upgrade = Upgrade {
+            origin: Some(origin),
+            headers: &headers,
+            ..Upgrade::default()
+        };
+        let status = WsClient::try_connect(&app.base_url, upgrade).await.err();
+        let expected = if allowed { None } else { Some(403) };
+        assert_eq!(
+            status, expected,
+            "Origin {origin}, Host {host}, X-Forwarded-Proto {proto:?}"
+        );
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_caps_per_client_and_per_instance() {
     let app = TestApp::spawn(

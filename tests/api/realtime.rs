@@ -8,7 +8,7 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
-use crate::support::stream::{SseClient, WsClient, WsEnd};
+use crate::support::stream::{SseClient, WsClient, WsEnd, client_frame};
 use crate::support::{Backend, TestApp, metric_sample, unique_room};
 
 /// Creates `room` on a new WebSocket as `username`; returns the client (past its ack and the
@@ -638,4 +638,82 @@ async fn shutdown_closes_streams_with_1012() {
     drop(app);
     assert_eq!(ws.closed().await, WsEnd::Closed(Some(1012)));
     sse.ended().await;
+}
+
+/// A key twice in `data` is refused like a key twice in the envelope, not read last-wins
+/// (which would act on a value a reader of the first key never saw). Decoding is the same on
+/// both stores: one is enough.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_refuses_duplicate_keys_in_data() {
+    let app = TestApp::spawn(Backend::Memory, &[]).await;
+    let room = unique_room("ws-dup");
+    let decoy = unique_room("ws-dup-decoy");
+    let (mut alice, _) = ws_create(&app, &room, "alice").await;
+    let frames = [
+        (
+            "create:room",
+            format!(r#"{{"roomId":"{decoy}","roomId":"{room}-2","username":"alice"}}"#),
+            "roomId",
+        ),
+        (
+            "create:chat",
+            format!(r#"{{"roomId":"{room}","message":"shown","message":"stored"}}"#),
+            "message",
+        ),
+    ];
+    for (event, data, key) in frames {
+        let frame = format!(r#"{{"event":"{event}","ref":"dup","data":{data}}}"#);
+        alice.send_raw(WsMessage::text(frame)).await;
+        let reply = alice.recv().await;
+        assert_eq!(reply["ref"], "dup", "{reply}");
+        assert_eq!(reply["event"], "error", "{event} with {key} twice: {reply}");
+        assert_eq!(reply["data"]["code"], "invalid_request", "{reply}");
+        let message = reply["data"]["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains(&format!("duplicate field `{key}`")),
+            "{message}"
+        );
+    }
+    // Nothing was done: neither room exists, no message was stored, the connection is open.
+    app.create_room(&decoy, "bob").await;
+    app.create_room(&format!("{room}-2"), "bob").await;
+    alice
+        .ack(
+            "create:chat",
+            "after",
+            json!({"roomId": room, "message": "after"}),
+        )
+        .await;
+    assert_eq!(alice.event().await["data"]["message"], "after");
+}
+
+/// RFC 6455 7.4.1: a text frame that is not UTF-8 closes with 1007, a protocol violation (an
+/// unmasked client frame, a reserved bit set) with 1002; both with a close frame, not a
+/// dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_protocol_violations_close_with_their_code() {
+    let app = TestApp::spawn(Backend::Memory, &[]).await;
+    let key = Some([0x37, 0xfa, 0x21, 0x3d]);
+    let cases = [
+        (
+            "an unmasked text frame",
+            client_frame(0x81, b"{}", None),
+            1002,
+        ),
+        (
+            "a text frame that is not UTF-8",
+            client_frame(0x81, &[0x7b, 0xff, 0x7d], key),
+            1007,
+        ),
+        (
+            "a frame with RSV1 set",
+            client_frame(0xc1, b"{}", key),
+            1002,
+        ),
+    ];
+    for (what, frame, code) in cases {
+        let mut ws = WsClient::connect(&app.base_url).await;
+        ws.send_bytes(&frame).await;
+        assert_eq!(ws.closed().await, WsEnd::Closed(Some(code)), "{what}");
+    }
 }

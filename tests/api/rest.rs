@@ -573,7 +573,15 @@ conformance! {
         // A Bearer token, and `?token=` for EventSource. Only the head is read: the stream
         // stays open, and dropping the response closes it.
         let with_query = format!("{path}?token={}", alice.token);
-        for (path, token) in [(&path, Some(alice.token.as_str())), (&with_query, None)] {
+        // Surrounding white space is trimmed from both alike (`Bearer  <token> `).
+        let padded_query = format!("{path}?token=%20{}%09", alice.token);
+        let padded = format!(" {} ", alice.token);
+        for (path, token) in [
+            (&path, Some(alice.token.as_str())),
+            (&with_query, None),
+            (&path, Some(padded.as_str())),
+            (&padded_query, None),
+        ] {
             let response = app
                 .request(reqwest::Method::GET, path, token)
                 .send()

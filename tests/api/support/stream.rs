@@ -23,6 +23,8 @@ pub struct Upgrade<'a> {
     /// The local address to connect from (127.0.0.x), to look like another client.
     pub source: Option<std::net::Ipv4Addr>,
     pub origin: Option<&'a str>,
+    /// More request headers (`Host`, `X-Forwarded-Proto`), set over the client's own.
+    pub headers: &'a [(&'a str, &'a str)],
 }
 
 pub struct WsClient {
@@ -107,6 +109,13 @@ impl WsClient {
                 .headers_mut()
                 .insert("origin", origin.parse().expect("an origin header"));
         }
+        for (name, value) in upgrade.headers {
+            let name: tokio_tungstenite::tungstenite::http::HeaderName =
+                name.parse().expect("a header name");
+            request
+                .headers_mut()
+                .insert(name, value.parse().expect("a header value"));
+        }
         let handshake = tokio::time::timeout(
             READ_TIMEOUT,
             tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)),
@@ -138,6 +147,16 @@ impl WsClient {
     pub async fn send(&mut self, event: &str, reference: &str, data: Value) {
         let frame = json!({"event": event, "ref": reference, "data": data});
         self.send_raw(Message::text(frame.to_string())).await;
+    }
+
+    /// Writes bytes straight to the TCP stream, past tungstenite: for frames it would never
+    /// send (unmasked, not UTF-8). See [`client_frame`].
+    pub async fn send_bytes(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        let MaybeTlsStream::Plain(stream) = self.socket.get_mut() else {
+            panic!("test connections are plain TCP");
+        };
+        stream.write_all(bytes).await.expect("writing raw bytes");
     }
 
     /// Sends several `{"event", "ref", "data"}` frames in one socket write, so the server finds
@@ -293,6 +312,25 @@ impl WsClient {
     pub fn into_inner(self) -> WebSocketStream<MaybeTlsStream<TcpStream>> {
         self.socket
     }
+}
+
+/// A client frame as bytes on the wire (RFC 6455, 5.2): `first_byte` holds FIN, RSV and the
+/// opcode (`0x81`: a final text frame); `mask` is the masking key, `None` for an unmasked
+/// frame, which clients must never send. Payloads up to 125 bytes (one length byte).
+pub fn client_frame(first_byte: u8, payload: &[u8], mask: Option<[u8; 4]>) -> Vec<u8> {
+    let length = u8::try_from(payload.len())
+        .ok()
+        .filter(|length| *length <= 125)
+        .expect("a payload of at most 125 bytes");
+    let mut frame = vec![first_byte, length | if mask.is_some() { 0x80 } else { 0 }];
+    match mask {
+        Some(key) => {
+            frame.extend(key);
+            frame.extend(payload.iter().zip(key.iter().cycle()).map(|(b, k)| b ^ k));
+        }
+        None => frame.extend(payload),
+    }
+    frame
 }
 
 /// One Server-Sent Event.
