@@ -137,6 +137,7 @@ impl App {
                     ping_every: Duration::from_secs(config.ws_ping_secs),
                     max_lifetime: Duration::from_secs(config.ws_max_lifetime_secs),
                     sse_keepalive: Duration::from_secs(config.sse_keepalive_secs),
+                    sse_ticket_ttl: Duration::from_secs(config.sse_ticket_ttl_secs),
                 },
                 stopping: stopping.clone(),
                 tasks: tasks.clone(),

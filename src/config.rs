@@ -41,6 +41,10 @@ pub struct Config {
     /// SSE keepalive comment interval.
     #[serde(default = "defaults::sse_keepalive_secs")]
     pub sse_keepalive_secs: u64,
+    /// How long a stream ticket (`POST /rooms/{roomId}/events/ticket`) stays redeemable: long
+    /// enough to open an EventSource, short because it rides in a URL that logs may keep.
+    #[serde(default = "defaults::sse_ticket_ttl_secs")]
+    pub sse_ticket_ttl_secs: u64,
     /// WebSocket and SSE connections are closed (1012 / end of stream) after this long, under
     /// Cloud Run's 60-minute request limit, so clients reconnect and resume on their terms.
     #[serde(default = "defaults::ws_max_lifetime_secs")]
@@ -220,6 +224,9 @@ mod defaults {
     pub fn sse_keepalive_secs() -> u64 {
         15
     }
+    pub fn sse_ticket_ttl_secs() -> u64 {
+        30
+    }
     pub fn ws_max_lifetime_secs() -> u64 {
         3300
     }
@@ -316,6 +323,7 @@ const EXPECTATIONS: &[(&str, &str)] = &[
         "SSE_KEEPALIVE_SECS",
         "a whole number of seconds, at least 1",
     ),
+    ("SSE_TICKET_TTL_SECS", "a whole number of seconds, 1-600"),
     (
         "WS_MAX_LIFETIME_SECS",
         "a whole number of seconds, at least 1",
@@ -449,6 +457,9 @@ impl Config {
         }
         if self.idempotency_ttl_secs == 0 {
             return Err(ConfigError::of("IDEMPOTENCY_TTL_SECS"));
+        }
+        if !(1..=600).contains(&self.sse_ticket_ttl_secs) {
+            return Err(ConfigError::of("SSE_TICKET_TTL_SECS"));
         }
         if self.fanout_coalesce_ms > 1000 {
             return Err(ConfigError::of("FANOUT_COALESCE_MS"));
@@ -638,6 +649,10 @@ mod tests {
         assert_eq!(err.variable, "LOG_FORMAT");
         let err = Config::from_vars(vars(&[("HISTORY_LIMIT", "0")])).unwrap_err();
         assert_eq!(err.variable, "HISTORY_LIMIT");
+        for ttl in ["0", "601"] {
+            let err = Config::from_vars(vars(&[("SSE_TICKET_TTL_SECS", ttl)])).unwrap_err();
+            assert_eq!(err.variable, "SSE_TICKET_TTL_SECS");
+        }
     }
 
     #[test]

@@ -218,6 +218,33 @@ impl fmt::Debug for MemberToken {
     }
 }
 
+/// A stream ticket: a short-lived, single-use stand-in for a member token in an SSE URL, so
+/// the token itself stays out of request logs that record full URLs. The same kind of secret
+/// as a member token (256 random bits, only its hash stored), so it reuses that type's
+/// generation and hashing rather than repeating them.
+#[derive(Clone, Debug)]
+pub struct StreamTicket(MemberToken);
+
+impl StreamTicket {
+    pub fn generate() -> Self {
+        Self(MemberToken::generate())
+    }
+
+    /// Wraps a ticket presented by a client; a wrong one hashes to a value no ticket has.
+    pub fn presented(raw: &str) -> Self {
+        Self(MemberToken::presented(raw))
+    }
+
+    pub fn hash(&self) -> TokenHash {
+        self.0.hash()
+    }
+
+    /// The ticket itself, for the one reply that hands it out.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+}
+
 /// SHA-256 of a member token, hex encoded: what the store keeps and looks tokens up by. A
 /// fast hash is right here because tokens carry 256 bits of entropy (no dictionary to
 /// attack), unlike room secrets, which people choose and which get argon2.

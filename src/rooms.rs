@@ -7,10 +7,11 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::domain::{
-    ChatMessage, ClientMsgId, EventId, MemberToken, MessageText, RoomId, RoomSecret, TokenHash,
-    Username,
+    ChatMessage, ClientMsgId, EventId, MemberToken, MessageText, RoomId, RoomSecret, StreamTicket,
+    TokenHash, Username,
 };
 use crate::error::ApiError;
 use crate::limits::Limits;
@@ -260,6 +261,35 @@ impl Rooms {
         token_hash: &TokenHash,
     ) -> Result<Username, ApiError> {
         authorized(self.store.authenticate(room, token_hash).await?)
+    }
+
+    /// Issues a single-use stream ticket, valid for `ttl`, for the member whose token this is
+    /// (refreshing its lease): an SSE URL carries it instead of the token.
+    #[tracing::instrument(name = "rooms.issue_ticket", skip_all, fields(chat.room = %room))]
+    pub async fn issue_ticket(
+        &self,
+        room: &RoomId,
+        token_hash: &TokenHash,
+        ttl: Duration,
+    ) -> Result<StreamTicket, ApiError> {
+        let ticket = StreamTicket::generate();
+        let answer = self
+            .store
+            .issue_ticket(room, token_hash, &ticket.hash(), ttl.as_secs())
+            .await?;
+        authorized(answer).map(|()| ticket)
+    }
+
+    /// Spends a stream ticket of this room (refreshing its member's lease) and names its
+    /// member. Spent, expired, unknown, another room's or a departed member's: all the same
+    /// 401, so a probe learns nothing.
+    #[tracing::instrument(name = "rooms.redeem_ticket", skip_all, fields(chat.room = %room))]
+    pub async fn redeem_ticket(
+        &self,
+        room: &RoomId,
+        ticket: &StreamTicket,
+    ) -> Result<Username, ApiError> {
+        authorized(self.store.redeem_ticket(room, &ticket.hash()).await?)
     }
 
     /// Events after `after`, for a member already authorized.

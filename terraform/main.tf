@@ -17,7 +17,7 @@
 # Env set here: METRICS_PORT (/metrics off the ingress port), ALLOWED_ORIGINS (var.allowed_origins, when not empty)
 # Left unset (Cloud Run sets them): PORT, K_SERVICE
 # Left unset (server defaults): HOST, REDIS_TIMEOUT_MS, MAX_MESSAGE_BYTES, HISTORY_LIMIT, MEMBER_TTL_SECS, ROOM_TTL_SECS
-# Left unset (server defaults): IDEMPOTENCY_TTL_SECS, SSE_KEEPALIVE_SECS, WS_MAX_LIFETIME_SECS, WS_PING_SECS
+# Left unset (server defaults): IDEMPOTENCY_TTL_SECS, SSE_KEEPALIVE_SECS, SSE_TICKET_TTL_SECS, WS_MAX_LIFETIME_SECS, WS_PING_SECS
 # Left unset (server defaults): CLIENT_QUEUE_LEN, FANOUT_COALESCE_MS, SHUTDOWN_GRACE_SECS, HEADER_READ_TIMEOUT_SECS
 # Left unset (server defaults, right on Cloud Run once K_SERVICE is set): LOG_FORMAT, TRUSTED_PROXY_HOPS
 # Left unset (rate limits, server defaults): RATE_LIMITS, RATE_MESSAGES_PER_SEC, RATE_MESSAGE_BURST, RATE_WS_EVENTS_PER_SEC

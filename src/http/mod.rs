@@ -89,6 +89,8 @@ pub struct StreamSettings {
     pub ping_every: Duration,
     pub max_lifetime: Duration,
     pub sse_keepalive: Duration,
+    /// How long a stream ticket stays redeemable.
+    pub sse_ticket_ttl: Duration,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -107,6 +109,7 @@ pub fn router(state: AppState) -> Router {
             post(rest::post_message).get(rest::history),
         )
         .route("/rooms/{roomId}/events", get(sse::events))
+        .route("/rooms/{roomId}/events/ticket", post(sse::issue_ticket))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));
     let mut app = Router::new()
         .merge(rooms)

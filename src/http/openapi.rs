@@ -30,6 +30,7 @@ use super::{health, rest, sse};
         rest::history,
         rest::members,
         sse::events,
+        sse::issue_ticket,
         health::healthz,
         health::readyz,
         health::metrics,
@@ -45,7 +46,8 @@ use super::{health, rest, sse};
 pub struct ApiDoc;
 
 /// Declares the member token: `Authorization: Bearer <token>`, or `?token=` where the
-/// endpoint allows it (the event stream, for EventSource).
+/// endpoint allows it (the event stream, for EventSource), and the stream ticket that can
+/// stand in for `?token=` there.
 struct MemberTokenScheme;
 
 impl Modify for MemberTokenScheme {
@@ -60,6 +62,14 @@ impl Modify for MemberTokenScheme {
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
                 "token",
                 "the member token as a query parameter, for EventSource (which cannot set headers)",
+            ))),
+        );
+        components.add_security_scheme(
+            "stream_ticket",
+            SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
+                "ticket",
+                "a single-use stream ticket from POST /rooms/{roomId}/events/ticket, in place of \
+                 ?token= (request logs record URLs); not together with a token",
             ))),
         );
     }

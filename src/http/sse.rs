@@ -1,27 +1,35 @@
 //! Server-Sent Events (`GET /rooms/{roomId}/events`): one room's events as
 //! `text/event-stream`, for clients where WebSocket upgrades are blocked. Sending uses REST.
 //!
+//! EventSource cannot set headers, so a browser authenticates in the URL, which request logs
+//! (Cloud Run's among them) record whole. Rather than the member token, the URL can carry a
+//! stream ticket from `POST /rooms/{roomId}/events/ticket` (Bearer token): single use, valid
+//! for `SSE_TICKET_TTL_SECS` in its room for its member, kept in the store so any instance can
+//! redeem it. A request presenting a ticket and a token is refused (400) rather than have one
+//! silently win: which one authorized the stream must not depend on a precedence rule.
+//!
 //! The stream is the same subscription a WebSocket makes: `Last-Event-ID` (what EventSource
 //! sends on reconnect) or `?lastEventId=` replays the log after that id, then the stream goes
 //! live. Frames are the hub's shared SSE encoding, written in batches. The stream ends (and
 //! EventSource reconnects and resumes) at the lifetime limit, on shutdown, when the client
 //! falls too far behind, and after the member's own removal.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
 use futures_util::stream;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use utoipa::openapi::schema::{Object, ObjectBuilder, Type};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::extract::{ApiPath, ApiQuery, bearer_from, presented_token};
+use super::extract::{ApiPath, ApiQuery, BearerToken, bearer_from, presented_token};
 use super::openapi;
 use super::rest::RoomPath;
-use crate::domain::{EventId, RoomId, Username};
+use crate::domain::{EventId, RoomId, StreamTicket, TokenHash, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::{Inbox, Subscription, mailbox};
 use crate::limits::{ClientIp, StreamSlot};
@@ -41,6 +49,11 @@ pub struct EventsQuery {
     #[serde(default)]
     #[param(ignore)]
     pub token: Option<String>,
+    /// A stream ticket, in place of the member token. Documented as the security scheme
+    /// `stream_ticket`.
+    #[serde(default)]
+    #[param(ignore)]
+    pub ticket: Option<String>,
     /// Replay the events after this id first (as the `Last-Event-ID` header does).
     #[serde(default, rename = "lastEventId")]
     #[param(rename = "lastEventId", schema_with = openapi::resume_after)]
@@ -75,6 +88,52 @@ fn stream_event_name() -> Object {
         .build()
 }
 
+/// `POST /rooms/{roomId}/events/ticket`.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TicketResponse {
+    /// Open the event stream once with `?ticket=<this>` instead of `?token=`.
+    pub ticket: String,
+    /// How long the ticket can be redeemed (`SSE_TICKET_TTL_SECS`).
+    #[schema(minimum = 1)]
+    pub expires_in_secs: u64,
+}
+
+/// Get a single-use ticket for opening the event stream, so the member token stays out of the
+/// stream's URL (and of request logs that record URLs).
+#[utoipa::path(
+    post, path = "/rooms/{roomId}/events/ticket", tag = "rooms",
+    params(RoomPath),
+    security(("member_token" = [])),
+    responses(
+        (status = 201, body = TicketResponse, description = "a ticket for one GET /rooms/{roomId}/events?ticket=, valid for expiresInSecs"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
+    )
+)]
+pub async fn issue_ticket(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath(room): ApiPath<String>,
+) -> Result<(StatusCode, Json<TicketResponse>), ApiError> {
+    let room = RoomId::parse(&room)?;
+    let ttl = state.realtime.settings.sse_ticket_ttl;
+    let ticket = state.rooms.issue_ticket(&room, &token, ttl).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(TicketResponse {
+            ticket: ticket.expose().to_owned(),
+            expires_in_secs: ttl.as_secs(),
+        }),
+    ))
+}
+
+/// How a stream request proves membership.
+enum Credential {
+    Token(TokenHash),
+    Ticket(StreamTicket),
+}
+
 /// Stream a room's events (Server-Sent Events).
 #[utoipa::path(
     get, path = "/rooms/{roomId}/events", tag = "rooms",
@@ -84,12 +143,12 @@ fn stream_event_name() -> Object {
             description = "replay the events after this id (EventSource sends it on reconnect); it wins over lastEventId"),
         EventsQuery,
     ),
-    security(("member_token" = []), ("member_token_query" = [])),
+    security(("member_token" = []), ("member_token_query" = []), ("stream_ticket" = [])),
     responses(
         (status = 200, content_type = "text/event-stream", body = StreamEvent,
             description = "the event stream; the schema is that of each event"),
-        (status = 400, body = ErrorBody, description = "invalid_request"),
-        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
+        (status = 400, body = ErrorBody, description = "invalid_request (among others: a ticket and a token both given)"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token or ticket, not a member's token in this room, or a ticket spent, expired, of another room or of a member who left"),
     )
 )]
 pub async fn events(
@@ -100,9 +159,23 @@ pub async fn events(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let room = RoomId::parse(&room)?;
-    let token_hash = bearer_from(&headers)
-        .or_else(|| query.token.as_deref().and_then(presented_token))
-        .ok_or(ApiError::Unauthorized)?;
+    let token_hash =
+        bearer_from(&headers).or_else(|| query.token.as_deref().and_then(presented_token));
+    let ticket = query
+        .ticket
+        .as_deref()
+        .filter(|ticket| !ticket.is_empty())
+        .map(StreamTicket::presented);
+    let credential = match (token_hash, ticket) {
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid(
+                "give a stream ticket or a member token, not both",
+            ));
+        }
+        (Some(token_hash), None) => Credential::Token(token_hash),
+        (None, Some(ticket)) => Credential::Ticket(ticket),
+        (None, None) => return Err(ApiError::Unauthorized),
+    };
     // An empty id is no id. Both are checked when both are given (schemathesis found an
     // invalid `lastEventId` accepted next to a header); the header, EventSource's, wins.
     let resume_after = |raw: &str| {
@@ -129,7 +202,11 @@ pub async fn events(
         ));
     }
     let slot = state.limits.open_stream(client, false)?;
-    let username = state.rooms.authenticate(&room, &token_hash).await?;
+    // A ticket is spent only here, once nothing else can refuse the request.
+    let username = match credential {
+        Credential::Token(token_hash) => state.rooms.authenticate(&room, &token_hash).await?,
+        Credential::Ticket(ticket) => state.rooms.redeem_ticket(&room, &ticket).await?,
+    };
     let realtime = &state.realtime;
     let (mailbox, inbox) = mailbox(realtime.settings.client_queue_len, &realtime.stopping);
     let (subscription, replay) = realtime.hub.subscribe(&room, after, &mailbox).await?;

@@ -46,6 +46,10 @@ struct Room {
     empty_since_ms: Option<u64>,
     /// (token hash, key) → what the key keeps of its message.
     idempotency: HashMap<(TokenHash, String), KeptKey>,
+    /// Stream ticket hash → (the member's token hash, when the ticket expires). Spent tickets
+    /// are removed at once, expired ones by the sweep; a REST rate limit and the short
+    /// lifetime bound how many one client can keep here.
+    tickets: HashMap<TokenHash, (TokenHash, u64)>,
 }
 
 /// An idempotency key's memory: the message's id and text digest, not the message.
@@ -65,6 +69,7 @@ impl Room {
             last_id: EventId::ZERO,
             empty_since_ms: None,
             idempotency: HashMap::new(),
+            tickets: HashMap::new(),
         }
     }
 
@@ -408,6 +413,54 @@ impl Store for MemoryStore {
         ready(outcome)
     }
 
+    fn issue_ticket<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+        ticket_hash: &'a TokenHash,
+        ttl_secs: u64,
+    ) -> StoreFuture<'a, Authorized<()>> {
+        let outcome = self.with_rooms(|rooms, now, _| {
+            let deadline = self.lease_deadline(now);
+            let Some(room) = self.live_room(rooms, room_id, now) else {
+                return Authorized::Unauthorized;
+            };
+            if room.touch(token_hash, deadline).is_none() {
+                return Authorized::Unauthorized;
+            }
+            let expires = now.saturating_add(ttl_secs.saturating_mul(1000));
+            room.tickets
+                .insert(ticket_hash.clone(), (token_hash.clone(), expires));
+            Authorized::Member(())
+        });
+        ready(outcome)
+    }
+
+    fn redeem_ticket<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        ticket_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>> {
+        let outcome = self.with_rooms(|rooms, now, _| {
+            let deadline = self.lease_deadline(now);
+            let Some(room) = self.live_room(rooms, room_id, now) else {
+                return Authorized::Unauthorized;
+            };
+            match room.tickets.remove(ticket_hash) {
+                Some((token_hash, expires)) if expires > now => {
+                    match room.touch(&token_hash, deadline) {
+                        Some(record) => {
+                            Authorized::Member(Username::from_stored(record.display.clone()))
+                        }
+                        None => Authorized::Unauthorized,
+                    }
+                }
+                _ => Authorized::Unauthorized,
+            }
+        });
+        ready(outcome)
+    }
+
     fn history<'a>(
         &'a self,
         room_id: &'a RoomId,
@@ -519,6 +572,7 @@ impl Store for MemoryStore {
                     }
                 }
                 room.idempotency.retain(|_, kept| kept.expires_ms > now);
+                room.tickets.retain(|_, (_, expires)| *expires > now);
             }
             timed_out
         });

@@ -18,6 +18,7 @@
 //!   removes members whose lease lapsed, appending `remove:member:success` with reason
 //!   `timeout`. Any instance may sweep: expiry depends only on the store's data.
 //! - **Expiry.** A room that has had no members for `ROOM_TTL_SECS` disappears with its log.
+//!   Stream tickets lapse after the lifetime they were issued with, whether spent or not.
 
 pub mod memory;
 pub mod redis;
@@ -223,6 +224,26 @@ pub trait Store: Send + Sync + 'static {
         &'a self,
         room: &'a RoomId,
         token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>>;
+
+    /// Stores a stream ticket (by its hash) for the member whose token this is, valid in this
+    /// room for `ttl_secs`, and refreshes the member's lease, as one step.
+    fn issue_ticket<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        ticket_hash: &'a TokenHash,
+        ttl_secs: u64,
+    ) -> StoreFuture<'a, Authorized<()>>;
+
+    /// Spends a stream ticket: deletes it, and answers the member it was issued for (refreshing
+    /// its lease) when it was issued in `room`, has not expired and that member is still in
+    /// the room, all as one step, so a ticket is redeemed at most once on any instance.
+    /// Every other case is `Unauthorized`, with nothing to tell them apart.
+    fn redeem_ticket<'a>(
+        &'a self,
+        room: &'a RoomId,
+        ticket_hash: &'a TokenHash,
     ) -> StoreFuture<'a, Authorized<Username>>;
 
     /// Up to `limit` chat messages before `before` (or the newest), oldest first.

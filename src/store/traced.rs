@@ -10,7 +10,7 @@
 //! presence release runs in a task of its own; each would start a one-span trace.
 //!
 //! Span fields hold the room id (not a secret: it is in every URL) and never a token, a token
-//! hash, a secret or a message.
+//! hash, a stream ticket, a secret or a message.
 
 use std::sync::Arc;
 
@@ -111,6 +111,29 @@ impl Store for TracedStore {
     ) -> StoreFuture<'a, Authorized<Username>> {
         let span = self.span("store.authenticate", Some(room));
         traced(span, || self.inner.authenticate(room, token_hash))
+    }
+
+    fn issue_ticket<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        ticket_hash: &'a TokenHash,
+        ttl_secs: u64,
+    ) -> StoreFuture<'a, Authorized<()>> {
+        let span = self.span("store.issue_ticket", Some(room));
+        traced(span, || {
+            self.inner
+                .issue_ticket(room, token_hash, ticket_hash, ttl_secs)
+        })
+    }
+
+    fn redeem_ticket<'a>(
+        &'a self,
+        room: &'a RoomId,
+        ticket_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>> {
+        let span = self.span("store.redeem_ticket", Some(room));
+        traced(span, || self.inner.redeem_ticket(room, ticket_hash))
     }
 
     fn history<'a>(

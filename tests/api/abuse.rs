@@ -510,7 +510,8 @@ async fn no_secret_appears_in_anything_the_server_emits() {
     let mut tokens = Vec::new();
 
     // A full session: REST create (with a secret), join, a wrong secret, posts, history,
-    // members, SSE with ?token=, WebSocket resume, errors, leave.
+    // members, SSE with ?token= and with a stream ticket (then spent), WebSocket resume,
+    // errors, leave.
     let created: serde_json::Value = client
         .post(format!("{base}/rooms"))
         .json(&json!({"roomId": room, "username": "alice", "secret": room_secret}))
@@ -571,6 +572,26 @@ async fn no_secret_appears_in_anything_the_server_emits() {
     )))
     .await;
     emitted.push_str(&sse.event().await.data);
+    // A ticket is a secret like a token: checked below with the tokens, and its hash too.
+    let issued: serde_json::Value = client
+        .post(format!("{base}/rooms/{room}/events/ticket"))
+        .bearer_auth(&alice)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ticket = issued["ticket"].as_str().unwrap().to_owned();
+    tokens.push(ticket.clone());
+    let events_by_ticket = format!("{base}/rooms/{room}/events?ticket={ticket}");
+    let mut by_ticket = crate::support::stream::SseClient::open(
+        client.get(format!("{events_by_ticket}&lastEventId=0-0")),
+    )
+    .await;
+    emitted.push_str(&by_ticket.event().await.data);
+    drop(by_ticket);
+    emitted.push_str(&client.get(&events_by_ticket).body_text().await);
     let mut ws = WsClient::connect(base).await;
     let resumed = ws
         .ack(

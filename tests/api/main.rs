@@ -12,6 +12,8 @@
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
+//! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
+//!   redemption on another instance.
 //! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
@@ -41,3 +43,4 @@ mod readme;
 mod realtime;
 mod rest;
 mod telemetry;
+mod tickets;

@@ -255,6 +255,12 @@ const scenarios = {
     const bob = (await openBrowser('bob')).page;
     await alice.goto(env('CHAT_URL_A'));
     await bob.goto(`${env('CHAT_URL_B')}/?transport=sse`);
+    // Request logs keep URLs: the EventSource URL must carry a stream ticket, not the token.
+    const streamUrls = [];
+    bob.on('request', (request) => {
+      const url = new URL(request.url());
+      if (request.method() === 'GET' && url.pathname.endsWith('/events')) streamUrls.push(url);
+    });
     await createRoom(alice, { room, username: 'alice' });
     await joinRoom(bob, { room, username: 'bob' });
     assert.equal(await alice.textContent('#transport'), 'websocket');
@@ -276,6 +282,12 @@ const scenarios = {
     for (const [page, name] of [[alice, 'alice'], [bob, 'bob']]) {
       const own = seenByAlice.filter((message) => message.author === name).map((m) => m.text);
       assert.deepEqual(own, lines.filter(([p]) => p === page).map(([, text]) => text));
+    }
+
+    assert.ok(streamUrls.length > 0, 'bob opened an event stream');
+    for (const url of streamUrls) {
+      assert.ok(url.searchParams.get('ticket'), 'the event stream URL has a ticket');
+      assert.equal(url.searchParams.get('token'), null, 'the event stream URL has no member token');
     }
 
     await waitForMembers(alice, ['alice=true', 'bob=true'], 'alice sees both online');

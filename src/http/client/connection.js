@@ -7,7 +7,8 @@
 //   never misses an event; the page drops ids it has already seen, so none shows twice.
 // - A failed EventSource is replaced rather than left to its built-in reconnect: that one
 //   gives up for good on an HTTP error, cannot tell a revoked token from a dead server, and
-//   retries at a fixed delay with no backoff.
+//   retries at a fixed delay with no backoff. Each EventSource is opened with a fresh
+//   single-use stream ticket (`?ticket=`), never the member token: request logs keep URLs.
 // - When a link fails, one authenticated REST request (the member list) tells the cases
 //   apart: 401 means the membership is gone (stop), no answer means the server or network is
 //   down (back off and retry the same transport), and an answer means HTTP gets through. A
@@ -174,11 +175,22 @@ class EventSourceLink {
     this.closed = false;
   }
 
-  open() {
+  async open() {
     const connection = this.connection;
-    const source = new EventSource(api.eventsUrl(connection.session, connection.lastEventId()));
-    this.source = source;
+    // Fetching the ticket is part of opening: it counts against the same deadline.
     this.openTimer = setTimeout(() => this.fail({ timedOut: true }), OPEN_TIMEOUT_MS);
+    let ticket;
+    try {
+      ({ ticket } = await api.streamTicket(connection.session));
+    } catch {
+      // The probe that follows a failure tells a gone membership from a server that is down.
+      this.fail({});
+      return;
+    }
+    if (this.closed) return;
+    const source = new EventSource(
+      api.eventsUrl(connection.session, ticket, connection.lastEventId()));
+    this.source = source;
     source.onopen = () => {
       clearTimeout(this.openTimer);
       this.ready = true;
@@ -208,7 +220,8 @@ class EventSourceLink {
     if (this.closed) return false;
     this.closed = true;
     clearTimeout(this.openTimer);
-    this.source.close();
+    // Absent while the ticket is being fetched.
+    this.source?.close();
     return true;
   }
 

@@ -4,7 +4,8 @@
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
 //! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream trimmed to
 //! `HISTORY_LIMIT`) and `:online`, plus `room:{id}:idem:<token hash>:<key>` strings for
-//! idempotent sends. Event ids come from `XADD *` and timestamps from Redis's clock, so every
+//! idempotent sends and `room:{id}:ticket:<ticket hash>` strings (the member's token hash,
+//! with the ticket's lifetime as their TTL) for stream tickets. Event ids come from `XADD *` and timestamps from Redis's clock, so every
 //! instance agrees on them.
 //!
 //! Member expiry must not depend on the instance that held a member, so leases live in Redis
@@ -64,6 +65,8 @@ static AUTHENTICATE: LazyLock<Script> = room_script!("authenticate.lua");
 static HISTORY: LazyLock<Script> = room_script!("history.lua");
 static MEMBERS: LazyLock<Script> = room_script!("members.lua");
 static SWEEP_ROOM: LazyLock<Script> = room_script!("sweep_room.lua");
+static ISSUE_TICKET: LazyLock<Script> = room_script!("issue_ticket.lua");
+static REDEEM_TICKET: LazyLock<Script> = room_script!("redeem_ticket.lua");
 static HOLD: LazyLock<Script> = room_script!("hold.lua");
 static RELEASE: LazyLock<Script> = room_script!("release.lua");
 static LEASE_INDEX_UPDATE: LazyLock<Script> =
@@ -344,6 +347,12 @@ impl RedisStore {
             .await?;
         Ok(())
     }
+}
+
+/// Where a stream ticket of `room` is kept: under the room's hash tag, so the scripts that
+/// issue and redeem it touch one slot with the room's members.
+fn ticket_key(room: &RoomId, ticket_hash: &TokenHash) -> String {
+    format!("room:{{{room}}}:ticket:{}", ticket_hash.as_str())
 }
 
 /// A client span for one Redis exchange, inside the store operation's span. None outside a
@@ -680,6 +689,55 @@ impl Store for RedisStore {
                 "ok" => Ok(Authorized::Member(Username::from_stored(reply.string(0)?))),
                 "unauthorized" => Ok(Authorized::Unauthorized),
                 _ => Err(malformed("authenticate status")),
+            }
+        })
+    }
+
+    fn issue_ticket<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        ticket_hash: &'a TokenHash,
+        ttl_secs: u64,
+    ) -> StoreFuture<'a, Authorized<()>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let ttl = ttl_secs.max(1).to_string();
+            let key = ticket_key(room, ticket_hash);
+            let args = [token_hash.as_str(), &lease_ttl, &ttl];
+            let reply = self
+                .room_script("issue_ticket", &ISSUE_TICKET, room, &[&key], &args, false)
+                .await?;
+            match reply.status.as_str() {
+                "ok" => Ok(Authorized::Member(())),
+                "unauthorized" => Ok(Authorized::Unauthorized),
+                _ => Err(malformed("issue_ticket status")),
+            }
+        })
+    }
+
+    fn redeem_ticket<'a>(
+        &'a self,
+        room: &'a RoomId,
+        ticket_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<Username>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let key = ticket_key(room, ticket_hash);
+            let reply = self
+                .room_script(
+                    "redeem_ticket",
+                    &REDEEM_TICKET,
+                    room,
+                    &[&key],
+                    &[&lease_ttl],
+                    false,
+                )
+                .await?;
+            match reply.status.as_str() {
+                "ok" => Ok(Authorized::Member(Username::from_stored(reply.string(0)?))),
+                "unauthorized" => Ok(Authorized::Unauthorized),
+                _ => Err(malformed("redeem_ticket status")),
             }
         })
     }

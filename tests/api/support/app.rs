@@ -72,6 +72,20 @@ pub struct Reply {
 }
 
 impl Reply {
+    /// Reads a whole reply.
+    async fn read(response: reqwest::Response) -> Self {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let text = response.text().await.expect("reading the reply body");
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Self {
+            status,
+            headers,
+            text,
+            body,
+        }
+    }
+
     /// Asserts the status and returns the JSON body.
     #[track_caller]
     pub fn expect(&self, status: u16) -> &Value {
@@ -203,15 +217,22 @@ impl TestApp {
     /// Sends a request and reads the whole reply.
     pub async fn send(&self, request: RequestBuilder) -> Reply {
         let response = request.send().await.expect("the request reached the app");
-        let status = response.status();
-        let headers = response.headers().clone();
-        let text = response.text().await.expect("reading the reply body");
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply::read(response).await
+    }
+
+    /// Sends a request whose success is an endless stream (SSE): a 200 is answered with its
+    /// status and headers and an empty body (the stream is dropped); anything else is read
+    /// whole.
+    pub async fn send_for_stream(&self, request: RequestBuilder) -> Reply {
+        let response = request.send().await.expect("the request reached the app");
+        if response.status() != StatusCode::OK {
+            return Reply::read(response).await;
+        }
         Reply {
-            status,
-            headers,
-            text,
-            body,
+            status: response.status(),
+            headers: response.headers().clone(),
+            text: String::new(),
+            body: Value::Null,
         }
     }
 
