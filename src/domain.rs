@@ -167,13 +167,7 @@ fn hidden_char(name: &str) -> Option<char> {
                     && after.is_some_and(|a| a == CANCEL_TAG || is_tag_spec(a))
             }
             CANCEL_TAG => before.is_some_and(is_tag_spec),
-            _ => !matches!(
-                c.general_category(),
-                GeneralCategory::Control
-                    | GeneralCategory::Format
-                    | GeneralCategory::LineSeparator
-                    | GeneralCategory::ParagraphSeparator
-            ),
+            _ => !is_hidden(c),
         };
         (!allowed).then_some(c)
     })
@@ -185,6 +179,18 @@ const BLACK_FLAG: char = '\u{1F3F4}';
 const TAG_SPEC_FIRST: char = '\u{E0020}';
 const TAG_SPEC_LAST: char = '\u{E007E}';
 const CANCEL_TAG: char = '\u{E007F}';
+
+/// Control, format, line and paragraph separator characters: refused in a name except where
+/// `hidden_char` allows an emoji sequence's ZWJ or tags.
+pub(crate) fn is_hidden(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+    )
+}
 
 /// Characters that show nothing yet are letters or symbols, so neither white space nor marks:
 /// the Hangul fillers and the blank braille pattern.
@@ -204,7 +210,7 @@ fn is_tag_spec(c: char) -> bool {
 /// selectors among them), fillers, and Default_Ignorable_Code_Point characters, which UTS #39
 /// drops from skeletons for that reason (the skeleton of one such character is empty). A
 /// name made only of these is refused.
-fn is_invisible(c: char) -> bool {
+pub(crate) fn is_invisible(c: char) -> bool {
     c.is_whitespace()
         || c.general_category_group() == GeneralCategoryGroup::Mark
         || FILLERS.contains(&c)
