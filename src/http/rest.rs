@@ -23,8 +23,8 @@ pub struct CreateRoomRequest {
     /// 1-64 characters of `A-Z a-z 0-9 . _ -`.
     #[schema(schema_with = openapi::room_id)]
     pub room_id: String,
-    /// 1-32 characters after trimming white space, no control characters; unique in the room
-    /// (case- and width-insensitive).
+    /// 1-32 characters after trimming white space, no control or format characters, not only
+    /// invisible ones; unique in the room (case-, width- and look-alike-insensitive).
     #[schema(schema_with = openapi::username)]
     pub username: String,
     /// Optional, 1-128 characters: joining then needs it.
@@ -36,8 +36,8 @@ pub struct CreateRoomRequest {
 /// `POST /rooms/{roomId}/members`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct JoinRequest {
-    /// 1-32 characters after trimming white space, no control characters; unique in the room
-    /// (case- and width-insensitive).
+    /// 1-32 characters after trimming white space, no control or format characters, not only
+    /// invisible ones; unique in the room (case-, width- and look-alike-insensitive).
     #[schema(schema_with = openapi::username)]
     pub username: String,
     /// The room's secret, if it has one (ignored by an open room).

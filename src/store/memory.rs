@@ -6,7 +6,7 @@
 //! scripts are. Ids follow Redis's stream rule (`ms-seq`, never going back even if the clock
 //! does) so both stores hand out ids of the same shape and order.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{
@@ -28,6 +28,9 @@ pub struct MemoryStore {
 
 struct MemberRecord {
     display: String,
+    /// The name's identity keys (see `Username::identity_keys`), released from
+    /// `Room::names` when the member goes.
+    identity_keys: Vec<String>,
     token_hash: TokenHash,
     lease_deadline_ms: u64,
     /// Online while a connection of this process holds the member and refreshes this.
@@ -36,8 +39,10 @@ struct MemberRecord {
 
 struct Room {
     secret_hash: Option<String>,
-    /// Keyed by the username's uniqueness key.
+    /// Keyed by the username's member key.
     members: HashMap<String, MemberRecord>,
+    /// Every identity key held by a member: what makes a look-alike of a member's name taken.
+    names: HashSet<String>,
     /// Token hash → username key.
     tokens: HashMap<TokenHash, String>,
     log: VecDeque<RoomEvent>,
@@ -64,6 +69,7 @@ impl Room {
         Self {
             secret_hash,
             members: HashMap::new(),
+            names: HashSet::new(),
             tokens: HashMap::new(),
             log: VecDeque::new(),
             last_id: EventId::ZERO,
@@ -128,13 +134,25 @@ impl Room {
         })
     }
 
-    fn add_member(&mut self, member: &NewMember, lease_deadline_ms: u64) {
+    /// Whether a member holds one of the name's identity keys.
+    fn name_taken(&self, identity_keys: &[String]) -> bool {
+        identity_keys.iter().any(|key| self.names.contains(key))
+    }
+
+    fn add_member(
+        &mut self,
+        member: &NewMember,
+        identity_keys: Vec<String>,
+        lease_deadline_ms: u64,
+    ) {
         let key = member.username.key().to_owned();
         self.tokens.insert(member.token_hash.clone(), key.clone());
+        self.names.extend(identity_keys.iter().cloned());
         self.members.insert(
             key,
             MemberRecord {
                 display: member.username.as_str().to_owned(),
+                identity_keys,
                 token_hash: member.token_hash.clone(),
                 lease_deadline_ms,
                 online_until_ms: 0,
@@ -146,6 +164,9 @@ impl Room {
     fn remove_member(&mut self, key: &str, now: u64) -> Option<MemberRecord> {
         let record = self.members.remove(key)?;
         self.tokens.remove(&record.token_hash);
+        for identity_key in &record.identity_keys {
+            self.names.remove(identity_key);
+        }
         if self.members.is_empty() {
             self.empty_since_ms = Some(now);
         }
@@ -231,12 +252,13 @@ impl Store for MemoryStore {
         member: NewMember,
         secret_hash: Option<String>,
     ) -> StoreFuture<'_, CreateOutcome> {
+        let identity_keys = member.username.identity_keys();
         let outcome = self.with_rooms(|rooms, now, appended| {
             if self.live_room(rooms, &member.room, now).is_some() {
                 return CreateOutcome::RoomExists;
             }
             let mut room = Room::new(secret_hash);
-            room.add_member(&member, self.lease_deadline(now));
+            room.add_member(&member, identity_keys, self.lease_deadline(now));
             let username = member.username.as_str().to_owned();
             let limit = self.settings.history_limit;
             room.append(
@@ -278,6 +300,8 @@ impl Store for MemoryStore {
         member: NewMember,
         expected_secret_hash: Option<String>,
     ) -> StoreFuture<'_, JoinOutcome> {
+        // Skeletons are computed before taking the lock that every room shares.
+        let identity_keys = member.username.identity_keys();
         let outcome = self.with_rooms(|rooms, now, appended| {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
@@ -287,13 +311,13 @@ impl Store for MemoryStore {
             if room.secret_hash != expected_secret_hash {
                 return JoinOutcome::AccessChanged;
             }
-            if room.members.contains_key(member.username.key()) {
+            if room.name_taken(&identity_keys) {
                 return JoinOutcome::UsernameTaken;
             }
             if room.members.len() >= self.settings.max_members_per_room {
                 return JoinOutcome::RoomFull;
             }
-            room.add_member(&member, deadline);
+            room.add_member(&member, identity_keys, deadline);
             let username = member.username.as_str().to_owned();
             let event = room.append(
                 &member.room,

@@ -230,6 +230,18 @@ fn cases(room: &str, spare: &str) -> Vec<Case> {
         create("create: username with a C1 control")
             .json(create_body(&spare_q, &quoted("ali\u{9b}ce")))
             .expect(400, "invalid_request"),
+        create("create: username with a zero-width space")
+            .json(create_body(&spare_q, &quoted("a\u{200B}lice")))
+            .expect(400, "invalid_request"),
+        create("create: username with a right-to-left override")
+            .json(create_body(&spare_q, &quoted("\u{202E}nimda")))
+            .expect(400, "invalid_request"),
+        create("create: username of a Hangul filler")
+            .json(create_body(&spare_q, &quoted("\u{3164}")))
+            .expect(400, "invalid_request"),
+        create("create: username of combining marks only")
+            .json(create_body(&spare_q, &quoted("\u{301}\u{308}")))
+            .expect(400, "invalid_request"),
         // ---- secrets ---------------------------------------------------------------------
         create("create: empty secret")
             .json(format!(
@@ -251,6 +263,9 @@ fn cases(room: &str, spare: &str) -> Vec<Case> {
             .expect(400, "invalid_request"),
         join("join: username of 33 characters")
             .json(format!(r#"{{"username": {}}}"#, quoted(&"u".repeat(33))))
+            .expect(400, "invalid_request"),
+        join("join: username with a zero-width joiner between letters")
+            .json(format!(r#"{{"username": {}}}"#, quoted("a\u{200D}lice")))
             .expect(400, "invalid_request"),
         join("join: empty secret")
             .json(r#"{"username": "carol", "secret": ""}"#)

@@ -7,7 +7,8 @@ use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Joined, Message, TestApp, assert_rfc3339_millis_utc, event_id, eventually, unique_room,
+    Backend, Joined, Message, RedisServer, TestApp, assert_rfc3339_millis_utc, event_id,
+    eventually, unique_room,
 };
 
 /// The names that must all count as one username (API.md: NFKC, lowercased, trimmed).
@@ -146,6 +147,49 @@ conformance! {
             app.member_list(&room, &alice.token).await,
             members(&["Alice", "Alicea"])
         );
+    }
+
+    async fn look_alike_and_invisible_usernames_are_refused(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("look-alike");
+        let alice = app.create_room(&room, "alice").await;
+        // UTS #39 skeletons: a Cyrillic а or А is alice, as case and width already were.
+        for look_alike in ["\u{430}lice", "\u{410}lice", "ALICE"] {
+            let reply = app.join(&room, look_alike, None).await;
+            reply.expect_error(409, "username_taken");
+        }
+        // A zero-width space, a right-to-left override ("admin" on screen), a Hangul filler.
+        for hidden in ["a\u{200B}lice", "\u{202E}nimda", "\u{3164}"] {
+            app.join(&room, hidden, None).await.expect_error(400, "invalid_request");
+        }
+        // ß is not ss; every script and emoji sequences are names.
+        let family = "👨\u{200D}👩\u{200D}👧";
+        for name in ["straße", "strasse", "Zoë", "李雷", "José María", family] {
+            assert_eq!(app.join_room(&room, name).await.username, name);
+        }
+        assert_eq!(
+            app.member_list(&room, &alice.token).await,
+            members(&["alice", "straße", "strasse", "Zoë", "李雷", "José María", family])
+        );
+        // Once alice has left, nothing of hers holds the look-alike.
+        app.leave(&room, "alice", Some(&alice.token)).await.expect(204);
+        app.join_room(&room, "\u{430}lice").await;
+        app.join(&room, "alice", None).await.expect_error(409, "username_taken");
+    }
+
+    async fn a_timed_out_members_look_alikes_are_free_again(backend: Backend) {
+        let app = TestApp::spawn(backend, &[("MEMBER_TTL_SECS", "1")]).await;
+        let room = unique_room("look-alike-timeout");
+        let bob = app.create_room(&room, "bob").await;
+        app.join_room(&room, "alice").await;
+        app.join(&room, "\u{430}lice", None).await.expect_error(409, "username_taken");
+        // Bob keeps asking (which refreshes his lease); alice is silent.
+        eventually("alice to time out", Duration::from_secs(10), || async {
+            let list = app.member_list(&room, &bob.token).await;
+            (list == members(&["bob"])).then_some(())
+        })
+        .await;
+        app.join_room(&room, "\u{430}lice").await;
     }
 
     async fn usernames_are_trimmed_and_stored_trimmed(backend: Backend) {
@@ -681,4 +725,47 @@ conformance! {
             }
         }
     }
+}
+
+/// Members stored before the look-alike rule have no entries in the room's `names` hash (the
+/// test deletes them to make alice one): their member key still holds their exact name and
+/// whatever skeleton equals it, and they leave cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_members_from_before_the_names_index_keep_their_name() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let room = unique_room("legacy-names");
+    let names = format!("room:{{{room}}}:names");
+    let alice = app.create_room(&room, "alice").await;
+    assert_eq!(
+        redis.command(&["DEL", &names]),
+        "1",
+        "the create indexed alice"
+    );
+
+    app.join(&room, "ALICE", None)
+        .await
+        .expect_error(409, "username_taken");
+    app.join(&room, "\u{430}lice", None)
+        .await
+        .expect_error(409, "username_taken");
+    let bob = app.join_room(&room, "bob").await;
+    assert_eq!(
+        redis.command(&["HLEN", &names]),
+        "1",
+        "bob's one identity key"
+    );
+
+    app.leave(&room, "alice", Some(&alice.token))
+        .await
+        .expect(204);
+    app.join_room(&room, "\u{430}lice").await;
+    app.leave(&room, "bob", Some(&bob.token)).await.expect(204);
+    let mut held = redis.command_list(&["HKEYS", &names]);
+    held.sort();
+    assert_eq!(
+        held,
+        ["alice", "\u{430}lice"].map(String::from),
+        "bob's key is gone; the Cyrillic name and its skeleton are held"
+    );
 }

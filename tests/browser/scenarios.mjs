@@ -466,6 +466,10 @@ const scenarios = {
     await fillJoinForm(trent, { room, username: '<I>MALLORY</I>', secret: 'open sesame' });
     await trent.click('#join');
     await expectStatus(trent, SENTENCES.username_taken, 'joining with a taken name');
+    // A look-alike (Cyrillic а) is the same name too.
+    await fillJoinForm(trent, { room, username: '<i>m\u0430llory</i>', secret: 'open sesame' });
+    await trent.click('#join');
+    await expectStatus(trent, SENTENCES.username_taken, 'joining with a look-alike name');
     await joinRoom(trent, { room, username: 'trent', secret: 'open sesame' });
 
     const markup = '<img src=x onerror=alert(1)>';
@@ -477,6 +481,17 @@ const scenarios = {
       assert.equal(await page.locator('#members i').count(), 0, 'the name is not markup');
     }
     await waitForMembers(trent, [`${name}=true`, 'trent=true'], 'the name is shown as text');
+    // Every name is isolated, so a right-to-left name cannot reorder what is around it.
+    const isolated = await trent.evaluate(() => ({
+      members: [...document.querySelectorAll('#members .name')].map((node) => node.localName),
+      authors: [...document.querySelectorAll('#messages .author')].map((node) => node.localName),
+      status: document.getElementById('status').textContent,
+    }));
+    assert.deepEqual(isolated.members, ['bdi', 'bdi'], 'member names are <bdi>');
+    assert.ok(isolated.authors.length > 0 && isolated.authors.every((tag) => tag === 'bdi'),
+      `authors are <bdi>: ${JSON.stringify(isolated.authors)}`);
+    assert.ok(isolated.status.includes('as \u2068trent\u2069.'),
+      `the status isolates the name: ${JSON.stringify(isolated.status)}`);
 
     const tooLong = 'x'.repeat(5000);
     await say(mallory, tooLong);

@@ -8,7 +8,9 @@
 // SSE, or the reply to our own post).
 //
 // Everything from the server or the user is put into the page with `textContent`, never as
-// HTML, so a message or a name can only ever show up as text.
+// HTML, so a message or a name can only ever show up as text. Every username is also
+// isolated from the text around it (a `<bdi>` element, or U+2068/U+2069 inside a sentence),
+// so a right-to-left name cannot reorder the time, "(you)" or the rest of the sentence.
 
 import * as api from './api.js';
 import { Connection } from './connection.js';
@@ -107,6 +109,12 @@ function sameName(a, b) {
 
 // ---- rendering -------------------------------------------------------------------------
 
+/** A name inside a sentence of plain text: first-strong isolate … pop directional isolate,
+ * what `<bdi>` does for an element. */
+function isolated(name) {
+  return `\u2068${name}\u2069`;
+}
+
 function setStatus(text, { state, kind = 'info' } = {}) {
   ui.status.textContent = text;
   ui.status.dataset.kind = kind;
@@ -128,7 +136,7 @@ function renderMessage({ id, username, message, ts }) {
   if (sameName(username, session.username)) item.classList.add('mine');
   const meta = document.createElement('div');
   meta.className = 'meta';
-  const author = document.createElement('span');
+  const author = document.createElement('bdi');
   author.className = 'author';
   author.textContent = username;
   const time = document.createElement('time');
@@ -169,7 +177,7 @@ function renderMembers(members) {
     item.dataset.online = member.online ? 'true' : 'false';
     item.dataset.username = member.username;
     item.title = member.online ? 'online' : 'offline';
-    const name = document.createElement('span');
+    const name = document.createElement('bdi');
     name.className = 'name';
     name.textContent = member.username;
     item.append(name);
@@ -252,7 +260,8 @@ const connectionEvents = {
     const via = connection?.fellBack
       ? ' WebSocket does not get through on this network, so this page uses SSE.'
       : '';
-    setStatus(`Connected to ${session.roomId} as ${session.username}.${via}`, { state: 'ready' });
+    setStatus(`Connected to ${session.roomId} as ${isolated(session.username)}.${via}`,
+      { state: 'ready' });
     if (!complete) connectionEvents.gap();
     if (!historyLoaded) loadHistory();
     refreshMembers();

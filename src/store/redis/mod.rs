@@ -3,7 +3,8 @@
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
 //! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream trimmed to
-//! `HISTORY_LIMIT`) and `:online`, plus `room:{id}:idem:<token hash>:<key>` strings for
+//! `HISTORY_LIMIT`), `:online` and `:names` (the identity keys that make look-alikes of
+//! members' names taken), plus `room:{id}:idem:<token hash>:<key>` strings for
 //! idempotent sends and `room:{id}:ticket:<ticket hash>` strings (the member's token hash,
 //! with the ticket's lifetime as their TTL) for stream tickets. Event ids come from `XADD *` and timestamps from Redis's clock, so every
 //! instance agrees on them.
@@ -74,7 +75,7 @@ static LEASE_INDEX_UPDATE: LazyLock<Script> =
 
 /// The keys of one room, in the order every room script expects them.
 pub(crate) struct RoomKeys {
-    keys: [String; 6],
+    keys: [String; 7],
     channel: String,
 }
 
@@ -89,6 +90,7 @@ impl RoomKeys {
                 key("leases"),
                 key("log"),
                 key("online"),
+                key("names"),
             ],
             channel: feed::channel_of(room),
         }
@@ -277,14 +279,17 @@ impl RedisStore {
         secret_hash: Option<&str>,
     ) -> StoreResult<Reply> {
         let max_members = self.settings.max_members_per_room.to_string();
-        let args = [
+        let lease_ttl = self.lease_ttl();
+        let identity_keys = member.username.identity_keys();
+        let mut args = vec![
             member.username.key(),
             member.username.as_str(),
             member.token_hash.as_str(),
-            &self.lease_ttl(),
+            &lease_ttl,
             secret_hash.unwrap_or(""),
             &max_members,
         ];
+        args.extend(identity_keys.iter().map(String::as_str));
         self.room_script(what, script, &member.room, &[], &args, true)
             .await
     }

@@ -1,4 +1,4 @@
--- KEYS[7..]: one idempotency key slot per message (unused when the message has no key).
+-- KEYS[first_own_key..]: one idempotency key slot per message (unused when the message has no key).
 -- ARGV: 3 token hash, 4 lease ttl ms, 5 idempotency ttl secs, then per message from 6 on:
 -- the message, its idempotency key ('' = none) and the digest of its text ('' = no key).
 -- A slot keeps '<event id> <digest>', not the message: the text is in the log already.
@@ -28,7 +28,7 @@ end
 
 for i = 6, #ARGV, 3 do
   local message, idempotency_key, digest = ARGV[i], ARGV[i + 1], ARGV[i + 2]
-  local slot = KEYS[7 + (i - 6) / 3]
+  local slot = KEYS[first_own_key + (i - 6) / 3]
   local stored = idempotency_key ~= '' and redis.call('GET', slot)
   if stored then
     local id, kept_digest = string.match(stored, '^(%S+) (%x+)$')

@@ -7,8 +7,15 @@
 --   4 room:{id}:leases   zset: username key -> lease deadline (ms, Redis clock)
 --   5 room:{id}:log      stream: the room's events
 --   6 room:{id}:online   zset: <username key>\31<instance> -> presence deadline (ms)
+--   7 room:{id}:names    hash: identity key -> the holder's identity keys, \31-separated, its
+--                        username key first (see Username::identity_keys: a look-alike of a
+--                        member's name holds one of them). Members added before this hash
+--                        existed have no entries; their username key in `members` still counts.
+-- A script's own keys, if any, follow from KEYS[first_own_key] on.
 -- ARGV[1] is always the pub/sub channel of the room, ARGV[2] the history limit.
-local meta, members, tokens, leases, log, online = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local meta, members, tokens, leases, log, online, names = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local room_key_count = 7
+local first_own_key = room_key_count + 1
 local channel, history_limit = ARGV[1], ARGV[2]
 
 local function now_ms()
@@ -38,12 +45,29 @@ local function member_of(token_hash)
   return key, string.sub(record, 66)
 end
 
-local function add_member(key, display, token_hash, lease_deadline)
+-- Whether a member holds one of these identity keys. Members from before the names hash are
+-- found by their username key alone.
+local function name_taken(identity_keys)
+  for _, identity_key in ipairs(identity_keys) do
+    if redis.call('HEXISTS', names, identity_key) == 1
+        or redis.call('HEXISTS', members, identity_key) == 1 then
+      return true
+    end
+  end
+  return false
+end
+
+-- identity_keys: the name's, its username key first.
+local function add_member(key, display, token_hash, lease_deadline, identity_keys)
   redis.call('HSET', members, key, token_hash .. ':' .. display)
   redis.call('HSET', tokens, token_hash, key)
   redis.call('ZADD', leases, lease_deadline, key)
+  local held = table.concat(identity_keys, '\31')
+  for _, identity_key in ipairs(identity_keys) do
+    redis.call('HSET', names, identity_key, held)
+  end
   -- A room with members never expires.
-  for i = 1, 6 do redis.call('PERSIST', KEYS[i]) end
+  for i = 1, room_key_count do redis.call('PERSIST', KEYS[i]) end
 end
 
 -- Removes a member; when the room becomes empty, its keys start their ROOM_TTL countdown.
@@ -54,8 +78,14 @@ local function remove_member(key, room_ttl_secs)
   redis.call('HDEL', tokens, string.sub(record, 1, 64))
   redis.call('ZREM', leases, key)
   redis.call('ZREMRANGEBYLEX', online, '[' .. key .. '\31', '[' .. key .. '\31\255')
+  local held = redis.call('HGET', names, key)
+  if held then
+    for identity_key in string.gmatch(held, '[^\31]+') do
+      redis.call('HDEL', names, identity_key)
+    end
+  end
   if redis.call('HLEN', members) == 0 and tonumber(room_ttl_secs) > 0 then
-    for i = 1, 6 do redis.call('EXPIRE', KEYS[i], room_ttl_secs) end
+    for i = 1, room_key_count do redis.call('EXPIRE', KEYS[i], room_ttl_secs) end
   end
   return string.sub(record, 66)
 end
