@@ -1,15 +1,11 @@
-//! `ApiError`: exactly API.md's error codes, with one mapping to HTTP statuses and one body
-//! shape (`{"error": {"code", "message"}}`).
+//! `ApiError`: exactly API.md's error codes, and the one body shape every transport sends
+//! (`{"code", "message"}`, inside `{"error": …}` for REST).
 //!
 //! Messages are written for the client and never carry an internal cause: store failures are
-//! logged where they happen and reach the client only as `unavailable`.
+//! logged where they happen and reach the client only as `unavailable`. This is the core's
+//! error: it knows nothing of HTTP; `http::error` maps each code to its status.
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-
-use crate::store::StoreError;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -63,17 +59,12 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
+    /// The seconds a client should wait before retrying, for the errors that have them.
+    pub fn retry_after_secs(&self) -> Option<u64> {
         match self {
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::RoomNotFound | ApiError::NotMember => StatusCode::NOT_FOUND,
-            ApiError::RoomExists | ApiError::UsernameTaken => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::RateLimited { retry_after_secs } => Some((*retry_after_secs).max(1)),
+            ApiError::Unavailable => Some(1),
+            _ => None,
         }
     }
 
@@ -82,14 +73,6 @@ impl ApiError {
         ErrorDetail {
             code: self.code(),
             message: self.to_string(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(err: StoreError) -> Self {
-        match err {
-            StoreError::Unavailable => ApiError::Unavailable,
         }
     }
 }
@@ -108,22 +91,4 @@ pub struct ErrorDetail {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let retry_after = match self {
-            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
-            ApiError::Unavailable => Some(1),
-            _ => None,
-        };
-        let mut response = (status, Json(ErrorBody { error: self.body() })).into_response();
-        if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
 }

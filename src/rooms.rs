@@ -18,7 +18,7 @@ use crate::limits::Limits;
 use crate::room_secrets::SecretHasher;
 use crate::store::{
     Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store,
+    MemberInfo, NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store, StoreError,
 };
 
 /// What a member gets back when it joins (or creates) a room.
@@ -300,6 +300,15 @@ impl Rooms {
         limit: usize,
     ) -> Result<LogRead, ApiError> {
         Ok(self.store.read_log(room, after, limit).await?)
+    }
+}
+
+/// The store could not be asked: the client may retry (nothing was half-written).
+impl From<StoreError> for ApiError {
+    fn from(err: StoreError) -> Self {
+        match err {
+            StoreError::Unavailable => ApiError::Unavailable,
+        }
     }
 }
 

@@ -6,7 +6,9 @@
 //! `/metrics` never gets CORS headers (nothing in a browser needs it); with `METRICS_PORT` it
 //! is served only by [`metrics_router`] on that port, and the main port answers 404.
 
+pub mod api_doc;
 pub mod client;
+pub mod error;
 pub mod extract;
 pub mod health;
 pub mod openapi;
@@ -116,7 +118,7 @@ pub fn router(state: AppState) -> Router {
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/openapi.json", get(openapi::openapi_json))
+        .route("/openapi.json", get(api_doc::openapi_json))
         .route("/", get(client::index))
         .route("/client/{file}", get(client::file))
         .fallback(not_found)
