@@ -17,7 +17,7 @@ use super::pace::Pace;
 use super::{Command, HubInner, Replay, Subscriber};
 use crate::domain::{EventId, RoomEvent, RoomId};
 use crate::error::ApiError;
-use crate::store::{FeedItem, Store};
+use crate::store::{FeedItem, Store, StoreError};
 
 /// How many log entries one catch-up read asks for.
 const LOG_BATCH: usize = 500;
@@ -263,43 +263,54 @@ impl RoomActor {
         after: Option<EventId>,
         reply: oneshot::Sender<Result<Replay, ApiError>>,
     ) {
-        let mut replay = Replay {
-            events: Vec::new(),
-            complete: true,
-        };
-        if let Some(after) = after
-            && after < self.last
-        {
-            let mut cursor = after;
-            let mut first = true;
-            while cursor < self.last {
-                match self.store.read_log(&self.room, cursor, LOG_BATCH).await {
-                    Ok(read) => {
-                        if first {
-                            replay.complete = read.complete;
-                            first = false;
-                        }
-                        let Some(newest) = read.events.last() else {
-                            break;
-                        };
-                        cursor = newest.id;
-                        replay.events.extend(
-                            read.events
-                                .into_iter()
-                                .filter(|event| event.id <= self.last)
-                                .map(|event| Arc::new(Frame::new(event))),
-                        );
-                    }
-                    Err(err) => {
-                        let _caller_may_be_gone = reply.send(Err(err.into()));
-                        return;
-                    }
+        let replay = match after {
+            None => Replay {
+                events: Vec::new(),
+                complete: true,
+            },
+            Some(after) => match self.replay(after).await {
+                Ok(replay) => replay,
+                Err(err) => {
+                    let _caller_may_be_gone = reply.send(Err(err.into()));
+                    return;
                 }
-            }
-        }
-        subscriber.after = after.map_or(self.last, |after| after.max(self.last));
+            },
+        };
+        // A subscriber whose id the log still holds has every event up to it. One whose id the
+        // log lost gets every event after what this room delivered, even ids below its own:
+        // leaving those out would be the silent gap this replay just reported.
+        subscriber.after = match after {
+            Some(after) if replay.complete => after.max(self.last),
+            _ => self.last,
+        };
         if reply.send(Ok(replay)).is_ok() {
             self.subscribers.push(subscriber);
         }
+    }
+
+    /// The logged events after `after`, up to `last`. The log is read even when `after` is at
+    /// or past `last`: only the log can tell whether it still reaches `after` (if not, it lost
+    /// events whoever holds that id had seen, and the replay is not complete).
+    async fn replay(&self, after: EventId) -> Result<Replay, StoreError> {
+        // Past `last`, one entry is enough to tell.
+        let limit = if after < self.last { LOG_BATCH } else { 1 };
+        let mut read = self.store.read_log(&self.room, after, limit).await?;
+        let mut replay = Replay {
+            events: Vec::new(),
+            complete: read.complete,
+        };
+        while let Some(cursor) = read.events.last().map(|newest| newest.id) {
+            replay.events.extend(
+                read.events
+                    .into_iter()
+                    .filter(|event| event.id <= self.last)
+                    .map(|event| Arc::new(Frame::new(event))),
+            );
+            if cursor >= self.last {
+                break;
+            }
+            read = self.store.read_log(&self.room, cursor, LOG_BATCH).await?;
+        }
+        Ok(replay)
     }
 }
