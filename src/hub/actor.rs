@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{Batch, Frame};
+use super::mailbox::Closed;
 use super::pace::Pace;
 use super::{Command, HubInner, Replay, Subscriber};
 use crate::domain::{EventId, RoomEvent, RoomId};
@@ -189,7 +190,7 @@ impl RoomActor {
             match read {
                 Ok(read) => {
                     if !read.complete {
-                        tracing::warn!(room = %self.room, "log trimmed past the last delivered event");
+                        self.close_for_gap();
                     }
                     let count = read.events.len();
                     for event in read.events {
@@ -211,6 +212,22 @@ impl RoomActor {
                 }
             }
         }
+    }
+
+    /// The log no longer holds what followed `last` (trimmed past it, or lost): the events the
+    /// feed missed cannot be delivered. Every subscriber is closed so that it resumes and is
+    /// told (API.md: no silent gap); the events held for them go with them.
+    fn close_for_gap(&mut self) {
+        tracing::warn!(
+            room = %self.room,
+            subscribers = self.subscribers.len(),
+            "the log lost events after the last delivered one; closing the room's connections"
+        );
+        metrics::counter!("chat_gap_disconnects_total").increment(self.subscribers.len() as u64);
+        for subscriber in self.subscribers.drain(..) {
+            subscriber.mailbox.close(Closed::Gap);
+        }
+        self.pending.clear();
     }
 
     /// Takes the next event in log order; the run loop pushes it (see [`Pace`]).

@@ -26,6 +26,18 @@ struct QueueState {
     events: usize,
     mailboxes: usize,
     inbox_dropped: bool,
+    /// Why a room closed the queue; the first reason stays.
+    closed_because: Option<Closed>,
+}
+
+/// Why a room closed a connection's queue (a stopping server closes it without one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Closed {
+    /// The client did not keep up: its queue overflowed.
+    Slow,
+    /// The room's log lost events after the last one delivered here, which can no longer be
+    /// delivered: the client must resume to be told.
+    Gap,
 }
 
 impl Queue {
@@ -44,8 +56,9 @@ pub struct Mailbox {
     closed: CancellationToken,
 }
 
-/// The receiving side: the connection reads batches here and ends when `closed` fires (its
-/// queue overflowed, or the server is stopping: `closed` is a child of the stopping token).
+/// The receiving side: the connection reads batches here and ends when `closed` fires (a room
+/// closed it, see [`Closed`], or the server is stopping: `closed` is a child of the stopping
+/// token).
 pub struct Inbox {
     queue: Arc<Queue>,
     pub closed: CancellationToken,
@@ -60,6 +73,7 @@ pub fn mailbox(capacity: usize, stopping: &CancellationToken) -> (Mailbox, Inbox
             events: 0,
             mailboxes: 1,
             inbox_dropped: false,
+            closed_because: None,
         }),
         ready: tokio::sync::Notify::new(),
     });
@@ -110,6 +124,7 @@ impl Mailbox {
             }
             let count = batch.len();
             if state.events > 0 && state.events + count > self.capacity {
+                state.closed_because.get_or_insert(Closed::Slow);
                 drop(state);
                 metrics::counter!("chat_slow_client_disconnects_total").increment(1);
                 self.closed.cancel();
@@ -123,7 +138,21 @@ impl Mailbox {
     }
 }
 
+impl Mailbox {
+    /// Closes the connection's queue for `reason`: `closed` fires and the connection ends.
+    pub(super) fn close(&self, reason: Closed) {
+        self.queue.lock().closed_because.get_or_insert(reason);
+        self.closed.cancel();
+    }
+}
+
 impl Inbox {
+    /// Why a room closed this queue; `None` while it is open or when only a stopping server
+    /// closed it.
+    pub fn closed_because(&self) -> Option<Closed> {
+        self.queue.lock().closed_because
+    }
+
     /// The next batch, waiting for one. `None` only once every mailbox is dropped.
     pub async fn recv(&mut self) -> Option<Batch> {
         loop {
@@ -199,6 +228,7 @@ mod tests {
             "6 events wait, the queue holds 4"
         );
         assert!(inbox.closed.is_cancelled());
+        assert_eq!(inbox.closed_because(), Some(Closed::Slow));
         assert_eq!(inbox.recv().await.map(|batch| batch.len()), Some(6));
         assert!(inbox.try_recv().is_none());
     }
@@ -210,5 +240,18 @@ mod tests {
         assert!(mailbox.push(batch_of(2)));
         stopping.cancel();
         assert!(inbox.closed.is_cancelled());
+        assert_eq!(inbox.closed_because(), None);
+    }
+
+    #[tokio::test]
+    async fn a_mailbox_closed_for_a_gap_says_so_and_keeps_its_first_reason() {
+        let stopping = CancellationToken::new();
+        let (mailbox, inbox) = mailbox(1, &stopping);
+        assert_eq!(inbox.closed_because(), None);
+        mailbox.close(Closed::Gap);
+        assert!(inbox.closed.is_cancelled());
+        assert!(mailbox.push(batch_of(1)), "an empty queue takes a batch");
+        assert!(!mailbox.push(batch_of(1)));
+        assert_eq!(inbox.closed_because(), Some(Closed::Gap));
     }
 }

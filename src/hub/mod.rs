@@ -21,6 +21,10 @@
 //! - **Slow consumers.** A full queue means the client does not keep up: its inbox is
 //!   `closed` (the connection closes with 1013 and the client resumes) and the
 //!   room moves on. Nothing blocks the room, nothing is dropped silently.
+//! - **No silent gap.** When the log no longer holds what followed `last` (it was trimmed
+//!   past it, or lost), the events the feed missed cannot be delivered: every subscriber's
+//!   inbox is closed with [`Closed::Gap`] (WebSocket 1012, SSE ends), so the client resumes
+//!   and its resume reports the gap.
 //! - **Lifetimes.** An actor exits when its last subscriber leaves, unsubscribing the feed,
 //!   so an instance listens only to rooms that have connections here.
 
@@ -39,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use frame::{Batch, Frame};
-pub use mailbox::{Inbox, Mailbox, mailbox};
+pub use mailbox::{Closed, Inbox, Mailbox, mailbox};
 
 use crate::domain::{EventId, EventKind, RoomId, Username};
 use crate::error::ApiError;
