@@ -290,7 +290,8 @@ impl EventStream {
         let closed = self.inbox.closed.clone();
         tokio::select! {
             biased;
-            // Shutdown, or the client fell too far behind: the stream ends, the client resumes.
+            // Shutdown, the client fell too far behind, or its room's log lost events: the
+            // stream ends, the client resumes (and is told of a gap).
             () = closed.cancelled() => None,
             () = &mut self.lifetime => None,
             batch = self.inbox.recv() => {

@@ -31,7 +31,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use super::AppState;
 use crate::domain::{EventId, RoomId, TokenHash, Username};
 use crate::error::ApiError;
-use crate::hub::{Batch, Frame, Inbox, Mailbox, Subscription, mailbox};
+use crate::hub::{Batch, Closed, Frame, Inbox, Mailbox, Subscription, mailbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::presence::Hold;
 use crate::protocol::{self, Chat, ClientEvent, Decoded, Join, Remove, Resume};
@@ -332,10 +332,13 @@ impl Connection {
         }
     }
 
-    /// Why the inbox closed: the server is stopping, or the client fell too far behind.
+    /// Why the inbox closed: the server is stopping, the room's log lost events this client
+    /// had not received yet, or the client fell too far behind.
     fn closed(&self) -> End {
         if self.state.realtime.stopping.is_cancelled() {
             End::Close(CLOSE_RESTART, RESTARTING)
+        } else if self.inbox.closed_because() == Some(Closed::Gap) {
+            End::Close(CLOSE_RESTART, "events were lost; resume to be told")
         } else {
             End::Close(CLOSE_SLOW, TOO_SLOW)
         }

@@ -550,10 +550,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, LogRead> {
         let read = self.with_rooms(|rooms, now, _| {
             let Some(room) = self.live_room(rooms, room_id, now) else {
-                return LogRead {
-                    events: Vec::new(),
-                    complete: true,
-                };
+                return LogRead::after(after, Vec::new(), None);
             };
             let events: Vec<RoomEvent> = room
                 .log
@@ -562,8 +559,7 @@ impl Store for MemoryStore {
                 .take(limit)
                 .cloned()
                 .collect();
-            let complete = events.first().is_none_or(|first| first.prev <= after);
-            LogRead { events, complete }
+            LogRead::after(after, events, room.log.back().map(|newest| newest.id))
         });
         ready(read)
     }

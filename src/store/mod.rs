@@ -151,8 +151,23 @@ pub struct MemberInfo {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRead {
     pub events: Vec<RoomEvent>,
-    /// False when events after the given id were already trimmed from the log.
+    /// False when the log no longer holds everything after the given id: events after it were
+    /// trimmed, or the id is newer than anything the log holds (the log lost events whoever
+    /// holds that id had seen).
     pub complete: bool,
+}
+
+impl LogRead {
+    /// The read of `events` (in log order) after `after`, from a log whose newest event is
+    /// `newest` (`None`: the log is empty or the room is gone). Both stores answer through
+    /// this, so they cannot disagree on what a gap is.
+    pub fn after(after: EventId, events: Vec<RoomEvent>, newest: Option<EventId>) -> Self {
+        let complete = match events.first() {
+            Some(first) => first.prev <= after,
+            None => after == EventId::ZERO || newest.is_some_and(|newest| newest >= after),
+        };
+        Self { events, complete }
+    }
 }
 
 /// Chat messages from one member to one room, to append in the order given.

@@ -178,6 +178,10 @@ fn describe_metrics() {
         "chat_slow_client_disconnects_total",
         "connections closed because their queue overflowed"
     );
+    describe_counter!(
+        "chat_gap_disconnects_total",
+        "connections closed (1012 / end of stream) because their room's log lost events they had not received yet; they resume and are told"
+    );
     describe_gauge!(
         "chat_feed_connected",
         "1 while the Redis pub/sub feed is connected, else 0 (Redis store only)"
@@ -217,6 +221,7 @@ fn describe_metrics() {
         "chat_events_delivered_total",
         "chat_fanout_pushes_total",
         "chat_slow_client_disconnects_total",
+        "chat_gap_disconnects_total",
         "chat_feed_gaps_total",
         "chat_feed_reconnects_total",
     ] {

@@ -249,14 +249,8 @@ async fn a_killed_instance_s_members_time_out_and_its_clients_resume_elsewhere()
             .await;
         missed.push(ack["id"].clone());
     }
-    let mut back = WsClient::connect(&survivor.base_url).await;
-    let resumed = back
-        .ack(
-            "resume",
-            "r",
-            json!({"roomId": room, "token": token, "lastEventId": last_seen}),
-        )
-        .await;
+    let (mut back, resumed) =
+        WsClient::resumed(&survivor.base_url, &room, &token, &last_seen).await;
     assert_eq!(resumed["complete"], true);
     let replayed = resumed["replayed"].as_u64().unwrap() as usize;
     let mut replay = Vec::new();

@@ -12,6 +12,8 @@
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
+//! - [`gaps`]: no silent gap: a resume after an id the log lost is told `complete: false`
+//!   (SSE: `resume:gap`); a live connection whose room's log was lost is closed to resume.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
 //!   redemption on another instance.
 //! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
@@ -38,6 +40,7 @@ mod browser;
 mod cluster;
 mod concurrency;
 mod faults;
+mod gaps;
 mod hardening;
 mod readme;
 mod realtime;

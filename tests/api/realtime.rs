@@ -600,14 +600,7 @@ conformance! {
             resume_after = event["id"].as_str().expect("an event id").to_owned();
         }
         drop(bob);
-        let mut bob = WsClient::connect(&app.base_url).await;
-        let resumed = bob
-            .ack(
-                "resume",
-                "r",
-                json!({"roomId": room, "token": bob_token, "lastEventId": resume_after}),
-            )
-            .await;
+        let (mut bob, resumed) = WsClient::resumed(&app.base_url, &room, &bob_token, &resume_after).await;
         assert_eq!(resumed["complete"], true);
         // Replayed, then live: every later message once, in order, across the seam.
         for n in 100..MESSAGES {

@@ -826,24 +826,36 @@ impl Store for RedisStore {
         Box::pin(async move {
             let keys = RoomKeys::new(room);
             let mut connection = self.connection.clone();
-            let value: Value = self
+            // The newest entry too, in the same round trip: when nothing follows `after`, only
+            // it tells a quiet room from a log that lost `after`.
+            let (entries, newest): (Value, Value) = self
                 .run(
                     "read_log",
-                    redis::cmd("XRANGE")
+                    redis::pipe()
+                        .cmd("XRANGE")
                         .arg(keys.log())
                         .arg(format!("({after}"))
                         .arg("+")
                         .arg("COUNT")
                         .arg(limit)
+                        .cmd("XREVRANGE")
+                        .arg(keys.log())
+                        .arg("+")
+                        .arg("-")
+                        .arg("COUNT")
+                        .arg(1)
                         .query_async(&mut connection),
                 )
                 .await?;
-            let events = array(value)?
+            let events = array(entries)?
                 .into_iter()
                 .map(|entry| stream_entry(room, entry))
                 .collect::<StoreResult<Vec<_>>>()?;
-            let complete = events.first().is_none_or(|first| first.prev <= after);
-            Ok(LogRead { events, complete })
+            let newest = match array(newest)?.into_iter().next() {
+                Some(entry) => Some(stream_entry(room, entry)?.id),
+                None => None,
+            };
+            Ok(LogRead::after(after, events, newest))
         })
     }
 

@@ -66,6 +66,25 @@ impl WsClient {
         ws
     }
 
+    /// Connects and resumes `token`'s membership of `room` after `last_event_id`; returns the
+    /// client past its ack, and the ack's data.
+    pub async fn resumed(
+        base_url: &str,
+        room: &str,
+        token: &str,
+        last_event_id: &str,
+    ) -> (Self, Json) {
+        let mut ws = Self::connect(base_url).await;
+        let ack = ws
+            .ack(
+                "resume",
+                "r",
+                json!({"roomId": room, "token": token, "lastEventId": last_event_id}),
+            )
+            .await;
+        (ws, ack)
+    }
+
     /// Connects with a tiny socket receive buffer, so a client that stops reading backs the
     /// server up after a few frames instead of megabytes.
     pub async fn connect_small_buffer(base_url: &str) -> Self {

@@ -1,0 +1,333 @@
+//! The room actor: one task per room with local subscribers, which puts the room's events in
+//! log order without gaps or duplicates and pushes them to every subscriber's mailbox.
+//!
+//! Why a task per room: ordering, gap filling and subscription all need "the last event this
+//! instance delivered for the room" (`last`), and an actor owns that without a lock held across
+//! the awaits that reading the log needs.
+
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::frame::{Batch, Frame};
+use super::mailbox::Closed;
+use super::pace::Pace;
+use super::{Command, HubInner, Replay, Subscriber};
+use crate::domain::{EventId, RoomEvent, RoomId};
+use crate::error::ApiError;
+use crate::store::{FeedItem, Store, StoreError};
+
+/// How many log entries one catch-up read asks for.
+const LOG_BATCH: usize = 500;
+
+pub(super) struct RoomActor {
+    room: RoomId,
+    hub: Weak<HubInner>,
+    store: Arc<dyn Store>,
+    inbox: mpsc::UnboundedReceiver<Command>,
+    subscribers: Vec<Subscriber>,
+    /// The last event delivered here, in log order.
+    last: EventId,
+    /// Events up to `last` not yet pushed to the subscribers (held while the room is busy).
+    pending: Vec<Arc<Frame>>,
+    pace: Pace,
+    stopping: CancellationToken,
+}
+
+impl RoomActor {
+    pub(super) fn new(
+        room: RoomId,
+        hub: Weak<HubInner>,
+        store: Arc<dyn Store>,
+        inbox: mpsc::UnboundedReceiver<Command>,
+        coalesce: Duration,
+        stopping: CancellationToken,
+    ) -> Self {
+        Self {
+            room,
+            hub,
+            store,
+            inbox,
+            subscribers: Vec::new(),
+            last: EventId::ZERO,
+            pending: Vec::new(),
+            pace: Pace::new(coalesce),
+            stopping,
+        }
+    }
+
+    pub(super) async fn run(mut self) {
+        if !self.start().await {
+            return;
+        }
+        // Armed while pending events wait for their push time.
+        let push_timer = tokio::time::sleep(Duration::ZERO);
+        tokio::pin!(push_timer);
+        let mut push_armed = false;
+        loop {
+            enum Next {
+                Command(Option<Command>),
+                Push,
+            }
+            let next = tokio::select! {
+                biased;
+                () = self.stopping.cancelled() => return,
+                command = self.inbox.recv() => Next::Command(command),
+                () = &mut push_timer, if push_armed => Next::Push,
+            };
+            match next {
+                Next::Command(None) => return,
+                Next::Command(Some(Command::Feed(FeedItem::Event(event)))) => {
+                    self.on_event(event).await;
+                }
+                Next::Command(Some(Command::Feed(FeedItem::Resync))) => self.catch_up(None).await,
+                Next::Command(Some(Command::Subscribe {
+                    subscriber,
+                    after,
+                    reply,
+                })) => self.on_subscribe(subscriber, after, reply).await,
+                Next::Command(Some(Command::Unsubscribe(id))) => {
+                    self.subscribers.retain(|s| s.id != id);
+                }
+                Next::Push => {}
+            }
+            if !self.pending.is_empty() {
+                let now = Instant::now();
+                match self.pace.push_at(self.pending.len(), now) {
+                    None => {
+                        self.push(now);
+                        push_armed = false;
+                    }
+                    Some(at) if !push_armed => {
+                        push_timer.as_mut().reset(at);
+                        push_armed = true;
+                    }
+                    Some(_) => {}
+                }
+            } else {
+                push_armed = false;
+            }
+            if self.subscribers.is_empty() && self.retire() {
+                return;
+            }
+        }
+    }
+
+    /// Makes the feed live for this room, then reads where its log stands: every event after
+    /// that arrives through the feed. Retries until the store answers.
+    async fn start(&mut self) -> bool {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let attempt = async {
+                self.store.subscribe_feed(&self.room).await?;
+                self.store.last_event_id(&self.room).await
+            };
+            let outcome = tokio::select! {
+                () = self.stopping.cancelled() => return false,
+                outcome = attempt => outcome,
+            };
+            match outcome {
+                Ok(last) => {
+                    self.last = last;
+                    return true;
+                }
+                Err(_) => {
+                    tokio::select! {
+                        () = self.stopping.cancelled() => return false,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// Leaves the hub if nothing is waiting in the inbox; the check and the removal happen
+    /// under the hub's lock, so no command can slip in between.
+    fn retire(&mut self) -> bool {
+        let Some(hub) = self.hub.upgrade() else {
+            return true;
+        };
+        let mut rooms = hub.lock_rooms();
+        if !self.inbox.is_empty() {
+            return false;
+        }
+        rooms.remove(&self.room);
+        // Under the lock, so a successor actor's subscription comes after this.
+        self.store.unsubscribe_feed(&self.room);
+        metrics::gauge!("chat_hub_rooms").set(rooms.len() as f64);
+        true
+    }
+
+    async fn on_event(&mut self, event: RoomEvent) {
+        if event.id <= self.last {
+            return;
+        }
+        if event.prev != self.last {
+            // The feed skipped something: the log has it, this event included.
+            metrics::counter!("chat_feed_gaps_total").increment(1);
+            self.catch_up(Some(event.id)).await;
+            if self.last >= event.id {
+                return;
+            }
+            tracing::warn!(room = %self.room, "event missing from the log after a gap");
+        }
+        self.deliver(event);
+    }
+
+    /// Delivers everything the log holds after `last` (up to `until`, when given). Retries
+    /// while the store is unreachable: delivery must not skip.
+    async fn catch_up(&mut self, until: Option<EventId>) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let read = tokio::select! {
+                () = self.stopping.cancelled() => return,
+                read = self.store.read_log(&self.room, self.last, LOG_BATCH) => read,
+            };
+            match read {
+                Ok(read) => {
+                    if !read.complete {
+                        self.close_for_gap();
+                    }
+                    let count = read.events.len();
+                    for event in read.events {
+                        if event.id > self.last {
+                            self.deliver(event);
+                        }
+                    }
+                    let reached = until.is_some_and(|until| self.last >= until);
+                    if count < LOG_BATCH || reached {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    tokio::select! {
+                        () = self.stopping.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+
+    /// The log no longer holds what followed `last` (trimmed past it, or lost): the events the
+    /// feed missed cannot be delivered. Every subscriber is closed so that it resumes and is
+    /// told (API.md: no silent gap); the events held for them go with them.
+    fn close_for_gap(&mut self) {
+        tracing::warn!(
+            room = %self.room,
+            subscribers = self.subscribers.len(),
+            "the log lost events after the last delivered one; closing the room's connections"
+        );
+        metrics::counter!("chat_gap_disconnects_total").increment(self.subscribers.len() as u64);
+        for subscriber in self.subscribers.drain(..) {
+            subscriber.mailbox.close(Closed::Gap);
+        }
+        self.pending.clear();
+    }
+
+    /// Takes the next event in log order; the run loop pushes it (see [`Pace`]).
+    fn deliver(&mut self, event: RoomEvent) {
+        self.last = event.id;
+        if self.subscribers.is_empty() {
+            return;
+        }
+        self.pace.count(Instant::now());
+        self.pending.push(Arc::new(Frame::new(event)));
+    }
+
+    /// Pushes the pending events to every subscriber, as one batch each.
+    fn push(&mut self, now: Instant) {
+        self.pace.last_push = now;
+        let batch: Batch = std::mem::take(&mut self.pending).into();
+        let (Some(first), Some(newest)) = (batch.first(), batch.last()) else {
+            return;
+        };
+        let (first, newest) = (first.event.id, newest.event.id);
+        let (mut delivered, mut pushes) = (0u64, 0u64);
+        self.subscribers.retain(|subscriber| {
+            // A subscriber has the events up to `after` from its replay.
+            let share = if newest <= subscriber.after {
+                return true;
+            } else if first > subscriber.after {
+                batch.clone()
+            } else {
+                batch
+                    .iter()
+                    .filter(|frame| frame.event.id > subscriber.after)
+                    .cloned()
+                    .collect()
+            };
+            let count = share.len() as u64;
+            let kept = subscriber.mailbox.push(share);
+            if kept {
+                delivered += count;
+                pushes += 1;
+            }
+            kept
+        });
+        metrics::counter!("chat_events_delivered_total").increment(delivered);
+        metrics::counter!("chat_fanout_pushes_total").increment(pushes);
+    }
+
+    async fn on_subscribe(
+        &mut self,
+        mut subscriber: Subscriber,
+        after: Option<EventId>,
+        reply: oneshot::Sender<Result<Replay, ApiError>>,
+    ) {
+        let replay = match after {
+            None => Replay {
+                events: Vec::new(),
+                complete: true,
+            },
+            Some(after) => match self.replay(after).await {
+                Ok(replay) => replay,
+                Err(err) => {
+                    let _caller_may_be_gone = reply.send(Err(err.into()));
+                    return;
+                }
+            },
+        };
+        // A subscriber whose id the log still holds has every event up to it. One whose id the
+        // log lost gets every event after what this room delivered, even ids below its own:
+        // leaving those out would be the silent gap this replay just reported.
+        subscriber.after = match after {
+            Some(after) if replay.complete => after.max(self.last),
+            _ => self.last,
+        };
+        if reply.send(Ok(replay)).is_ok() {
+            self.subscribers.push(subscriber);
+        }
+    }
+
+    /// The logged events after `after`, up to `last`. The log is read even when `after` is at
+    /// or past `last`: only the log can tell whether it still reaches `after` (if not, it lost
+    /// events whoever holds that id had seen, and the replay is not complete).
+    async fn replay(&self, after: EventId) -> Result<Replay, StoreError> {
+        // Past `last`, one entry is enough to tell.
+        let limit = if after < self.last { LOG_BATCH } else { 1 };
+        let mut read = self.store.read_log(&self.room, after, limit).await?;
+        let mut replay = Replay {
+            events: Vec::new(),
+            complete: read.complete,
+        };
+        while let Some(cursor) = read.events.last().map(|newest| newest.id) {
+            replay.events.extend(
+                read.events
+                    .into_iter()
+                    .filter(|event| event.id <= self.last)
+                    .map(|event| Arc::new(Frame::new(event))),
+            );
+            if cursor >= self.last {
+                break;
+            }
+            read = self.store.read_log(&self.room, cursor, LOG_BATCH).await?;
+        }
+        Ok(replay)
+    }
+}
