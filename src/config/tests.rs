@@ -113,26 +113,28 @@ fn every_variables_bad_value_names_that_variable() {
 
 #[test]
 fn numbers_say_what_they_count_and_ranges_their_bounds() {
-    assert_eq!(
-        error_of("SSE_TICKET_TTL_SECS", "601").expected,
-        "a whole number of seconds, 1-600"
-    );
-    assert_eq!(
-        error_of("MAX_MESSAGE_BYTES", "0").expected,
-        "a whole number of bytes, 1-65536"
-    );
-    assert_eq!(
-        error_of("FANOUT_COALESCE_MS", "1001").expected,
-        "a whole number of milliseconds, 0-1000"
-    );
-    assert_eq!(
-        error_of("REDIS_TIMEOUT_MS", "0").expected,
-        "a whole number of milliseconds, at least 1"
-    );
-    assert_eq!(
-        error_of("HISTORY_LIMIT", "0").expected,
-        "a whole number, at least 1"
-    );
+    for (variable, value, expected) in [
+        (
+            "SSE_TICKET_TTL_SECS",
+            "601",
+            "a whole number of seconds, 1-600",
+        ),
+        ("MAX_MESSAGE_BYTES", "0", "a whole number of bytes, 1-65536"),
+        (
+            "FANOUT_COALESCE_MS",
+            "1001",
+            "a whole number of milliseconds, 0-1000",
+        ),
+        (
+            "REDIS_TIMEOUT_MS",
+            "0",
+            "a whole number of milliseconds, at least 1",
+        ),
+        ("HISTORY_LIMIT", "0", "a whole number, at least 1"),
+        ("ROOM_TTL_SECS", "-1", "a whole number of seconds"),
+    ] {
+        assert_eq!(error_of(variable, value).expected, expected, "{variable}");
+    }
 }
 
 #[test]

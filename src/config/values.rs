@@ -27,20 +27,24 @@ impl<T: Expects> Expects for Option<T> {
     }
 }
 
-/// The only 16-bit settings are ports; `PORT` 0 asks the system for a free one.
-impl Expects for u16 {
-    fn expects(_unit: &str) -> String {
-        "a port number 0-65535".to_owned()
-    }
+/// A type that expects the same words whatever its unit.
+macro_rules! expects {
+    ($type:ty, $text:literal) => {
+        impl Expects for $type {
+            fn expects(_unit: &str) -> String {
+                $text.to_owned()
+            }
+        }
+    };
 }
 
-/// The only 16-bit settings are ports; a port to serve on besides `PORT` must be a real one.
-impl Expects for NonZeroU16 {
-    fn expects(_unit: &str) -> String {
-        "a port number 1-65535".to_owned()
-    }
-}
+// The only 16-bit settings are ports; `PORT` 0 asks the system for a free one.
+expects!(u16, "a port number 0-65535");
 
+// The only 16-bit settings are ports; a port to serve on besides `PORT` must be a real one.
+expects!(NonZeroU16, "a port number 1-65535");
+
+/// Numbers, said with what they count.
 macro_rules! whole_numbers {
     ($($any:ty),* ; $($nonzero:ty),*) => {
         $(impl Expects for $any {
@@ -57,18 +61,10 @@ macro_rules! whole_numbers {
 }
 whole_numbers!(u32, u64, usize; NonZeroU32, NonZeroU64, NonZeroUsize);
 
-impl Expects for IpAddr {
-    fn expects(_unit: &str) -> String {
-        "an IP address such as 0.0.0.0 or ::".to_owned()
-    }
-}
+expects!(IpAddr, "an IP address such as 0.0.0.0 or ::");
 
-/// Free text (names set by the platform): any value is accepted.
-impl Expects for String {
-    fn expects(_unit: &str) -> String {
-        "any text".to_owned()
-    }
-}
+// Free text (names set by the platform): any value is accepted.
+expects!(String, "any text");
 
 /// A whole number from `MIN` to `MAX`, for settings where a range matters beyond "not zero".
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -111,11 +107,7 @@ pub enum Switch {
     Off,
 }
 
-impl Expects for Switch {
-    fn expects(_unit: &str) -> String {
-        "on or off".to_owned()
-    }
-}
+expects!(Switch, "on or off");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -124,11 +116,7 @@ pub enum LogFormat {
     Json,
 }
 
-impl Expects for LogFormat {
-    fn expects(_unit: &str) -> String {
-        "text or json".to_owned()
-    }
-}
+expects!(LogFormat, "text or json");
 
 /// The OTLP transports built in. `http/json` is not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -139,11 +127,7 @@ pub enum OtlpProtocol {
     HttpProtobuf,
 }
 
-impl Expects for OtlpProtocol {
-    fn expects(_unit: &str) -> String {
-        "grpc or http/protobuf".to_owned()
-    }
-}
+expects!(OtlpProtocol, "grpc or http/protobuf");
 
 /// A Redis URL the client accepts. It may hold a password, so `Debug` shows only that one is
 /// set.
@@ -173,11 +157,7 @@ impl<'de> Deserialize<'de> for RedisUrl {
     }
 }
 
-impl Expects for RedisUrl {
-    fn expects(_unit: &str) -> String {
-        "a redis:// or rediss:// URL".to_owned()
-    }
-}
+expects!(RedisUrl, "a redis:// or rediss:// URL");
 
 /// Origins allowed for CORS and WebSocket upgrades, written comma-separated; kept trimmed and
 /// without a trailing `/`, the form a browser's `Origin` header has.
@@ -210,11 +190,10 @@ impl<'de> Deserialize<'de> for AllowedOrigins {
     }
 }
 
-impl Expects for AllowedOrigins {
-    fn expects(_unit: &str) -> String {
-        "comma-separated origins such as https://chat.example.com".to_owned()
-    }
-}
+expects!(
+    AllowedOrigins,
+    "comma-separated origins such as https://chat.example.com"
+);
 
 /// `http://host[:port][/path]`: what the exporters can reach without TLS. The OpenTelemetry
 /// SDK reads the variable itself; parsing it here stops the server at start on a value that
@@ -242,8 +221,7 @@ impl<'de> Deserialize<'de> for OtlpEndpoint {
     }
 }
 
-impl Expects for OtlpEndpoint {
-    fn expects(_unit: &str) -> String {
-        "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)".to_owned()
-    }
-}
+expects!(
+    OtlpEndpoint,
+    "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)"
+);
