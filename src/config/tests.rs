@@ -1,5 +1,6 @@
 //! The configuration against its promises: every variable's bad value is refused under its
-//! own name without being echoed, and the defaults are the README's.
+//! own name without being echoed, and the defaults are those README and docs/PROTOCOL.md
+//! state.
 
 use std::collections::BTreeSet;
 use std::num::NonZeroU16;
@@ -148,21 +149,30 @@ fn metrics_port_must_differ_from_port() {
     assert_eq!(config.listen.metrics_port, NonZeroU16::new(9090));
 }
 
-/// The README's configuration table: each row's variables with its default cell, split into
-/// one default per variable when the cell is only literal values (`` `5` / `100` ``).
-fn readme_defaults() -> Vec<(String, Option<String>)> {
-    let readme = include_str!("../../README.md");
-    let start = readme
+/// The documents that state every variable's default in a "## Configuration" table.
+const DOCUMENTS: &[(&str, &str)] = &[
+    ("README.md", include_str!("../../README.md")),
+    ("docs/PROTOCOL.md", include_str!("../../docs/PROTOCOL.md")),
+];
+
+/// A document's configuration table: each row's variables (`` `A` / `B` `` or `` `A`, `B` ``)
+/// with their default, when the default cell is only literal values, one per variable
+/// (`` `5` / `100` ``); `None` when it is prose (unset, computed).
+fn documented_defaults(document: &str) -> Vec<(String, Option<String>)> {
+    let start = document
         .find("\n## Configuration\n")
-        .expect("README has a Configuration section");
-    let section = &readme[start + 1..];
+        .expect("a Configuration section");
+    let section = &document[start + 1..];
     let section = &section[..section[3..]
         .find("\n## ")
         .map_or(section.len(), |end| end + 3)];
     let mut rows = Vec::new();
     for line in section.lines().filter(|line| line.starts_with("| `")) {
         let cells: Vec<&str> = line.split('|').map(str::trim).collect();
-        let names: Vec<&str> = cells[1].split(" / ").map(|n| n.trim_matches('`')).collect();
+        let names: Vec<&str> = cells[1]
+            .split([',', '/'])
+            .map(|name| name.trim().trim_matches('`'))
+            .collect();
         let literals: Option<Vec<&str>> = cells[2]
             .split(" / ")
             .map(|value| {
@@ -172,70 +182,69 @@ fn readme_defaults() -> Vec<(String, Option<String>)> {
                     .filter(|value| !value.contains('`'))
             })
             .collect();
-        match literals {
-            Some(values) if values.len() == names.len() => rows.extend(
-                names
-                    .iter()
-                    .zip(values)
-                    .map(|(name, value)| ((*name).to_owned(), Some(value.to_owned()))),
-            ),
-            _ => rows.extend(names.iter().map(|name| ((*name).to_owned(), None))),
+        let literals = literals.filter(|values| values.len() == names.len());
+        for (index, name) in names.iter().enumerate() {
+            let default = literals.as_ref().map(|values| values[index].to_owned());
+            rows.push(((*name).to_owned(), default));
         }
     }
     rows
 }
 
+/// Variables whose default is unset or computed, which the tables say in words.
+const COMPUTED_DEFAULTS: &[&str] = &[
+    "METRICS_PORT",
+    "REDIS_URL",
+    "SECRET_HASH_CONCURRENCY",
+    "TRUSTED_PROXY_HOPS",
+    "ALLOWED_ORIGINS",
+    "LOG_FORMAT",
+    "K_SERVICE",
+    "GOOGLE_CLOUD_PROJECT",
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+];
+
 #[test]
-fn defaults_equal_the_readme_table() {
+fn defaults_equal_the_documented_tables() {
     assert_eq!(Config::from_vars(vars(&[])).unwrap(), Config::default());
-    let readme = readme_defaults();
-    let documented: BTreeSet<&str> = readme.iter().map(|(name, _)| name.as_str()).collect();
-    for variable in Config::variables() {
-        assert!(
-            documented.contains(variable.as_str()),
-            "README's table lacks {variable}"
-        );
-    }
     let ours: BTreeSet<String> = Config::variables().into_iter().collect();
-    let mut literal = 0;
-    for (variable, default) in readme.iter().filter(|(name, _)| ours.contains(name)) {
-        let Some(default) = default else { continue };
-        // Setting a variable to its documented default must change nothing.
-        let config = Config::from_vars(vars(&[(variable, default)]))
-            .unwrap_or_else(|err| panic!("README's default of {variable}: {err}"));
-        assert_eq!(
-            config,
-            Config::default(),
-            "{variable}: README's default {default} is not the default"
+    for (document, text) in DOCUMENTS {
+        let rows = documented_defaults(text);
+        let documented: BTreeSet<&str> = rows.iter().map(|(name, _)| name.as_str()).collect();
+        for variable in &ours {
+            assert!(
+                documented.contains(variable.as_str()),
+                "{document}'s table lacks {variable}"
+            );
+        }
+        let mut literal = 0;
+        for (variable, default) in rows.iter().filter(|(name, _)| ours.contains(name)) {
+            let Some(default) = default else {
+                assert!(
+                    COMPUTED_DEFAULTS.contains(&variable.as_str()),
+                    "{document}: {variable}'s default is not one literal value"
+                );
+                continue;
+            };
+            // Setting a variable to its documented default must change nothing.
+            let config = Config::from_vars(vars(&[(variable, default)]))
+                .unwrap_or_else(|err| panic!("{document}'s default of {variable}: {err}"));
+            assert_eq!(
+                config,
+                Config::default(),
+                "{variable}: {document}'s default {default} is not the default"
+            );
+            literal += 1;
+        }
+        assert!(
+            literal >= 30,
+            "only {literal} literal defaults in {document}"
         );
-        literal += 1;
     }
-    assert!(
-        literal >= 30,
-        "only {literal} literal defaults found in README"
-    );
-    // The rest are unset or computed; README says how, and so does the code.
-    let computed: BTreeSet<&str> = readme
-        .iter()
-        .filter(|(name, default)| default.is_none() && ours.contains(name))
-        .map(|(name, _)| name.as_str())
-        .collect();
-    assert_eq!(
-        computed,
-        BTreeSet::from([
-            "METRICS_PORT",
-            "REDIS_URL",
-            "SECRET_HASH_CONCURRENCY",
-            "TRUSTED_PROXY_HOPS",
-            "ALLOWED_ORIGINS",
-            "LOG_FORMAT",
-            "K_SERVICE",
-            "GOOGLE_CLOUD_PROJECT",
-            "OTEL_EXPORTER_OTLP_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
-            "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
-        ])
-    );
+    // The rest, as the tables say them in words.
     let config = Config::default();
     assert_eq!(config.listen.metrics_port, None);
     assert_eq!(config.redis.redis_url, None);
@@ -250,6 +259,10 @@ fn defaults_equal_the_readme_table() {
     assert_eq!(config.telemetry.k_service, None);
     assert_eq!(config.telemetry.google_cloud_project, None);
     assert!(!config.telemetry.otlp_export_enabled());
+    assert_eq!(
+        config.telemetry.otel_exporter_otlp_protocol,
+        OtlpProtocol::HttpProtobuf
+    );
     assert_eq!(config.telemetry.otel_exporter_otlp_traces_protocol, None);
 }
 
