@@ -83,7 +83,9 @@ def declared_sections() -> dict[str, set[str]]:
 def config_fields() -> set[str]:
     """Every variable `Config` reads: the fields of its sections."""
     sections = declared_sections()
-    return {field for section in config_sections().values() for field in sections.get(section, set())}
+    return {
+        field for section in config_sections().values() for field in sections.get(section, set())
+    }
 
 
 @lru_cache

@@ -125,7 +125,10 @@ macro_rules! sections {
             /// Every variable the configuration reads, upper case, section by section.
             pub fn variables() -> Vec<String> {
                 let mut names = Vec::new();
-                $( names.extend(<$section as Section>::FIELDS.iter().map(|f| f.to_ascii_uppercase())); )*
+                $(
+                    let fields = <$section as Section>::FIELDS.iter();
+                    names.extend(fields.map(|field| field.to_ascii_uppercase()));
+                )*
                 names
             }
         }
