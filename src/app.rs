@@ -54,29 +54,29 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, BuildError> {
-        let metrics_listener = match config.metrics_port {
+        let metrics_listener = match config.listen.metrics_port {
             Some(port) => Some(
-                TcpListener::bind(SocketAddr::new(config.host, port))
+                TcpListener::bind(SocketAddr::new(config.listen.host, port.get()))
                     .await
                     .map_err(BuildError::MetricsPort)?,
             ),
             None => None,
         };
-        let presence_refresh = config.presence_refresh();
+        let presence_refresh = config.rooms.presence_refresh();
         let settings = StoreSettings {
-            history_limit: config.history_limit,
-            member_ttl_ms: config.member_ttl_secs.saturating_mul(1000),
-            room_ttl_secs: config.room_ttl_secs,
-            idempotency_ttl_secs: config.idempotency_ttl_secs,
+            history_limit: config.rooms.history_limit.get(),
+            member_ttl_ms: config.rooms.member_ttl_secs.get().saturating_mul(1000),
+            room_ttl_secs: config.rooms.room_ttl_secs,
+            idempotency_ttl_secs: config.rooms.idempotency_ttl_secs.get(),
             // Three refreshes may be missed before a member shows offline.
             online_ttl_ms: u64::try_from(presence_refresh.as_millis() * 3).unwrap_or(u64::MAX),
-            max_members_per_room: config.max_members_per_room,
+            max_members_per_room: config.rooms.max_members_per_room.get(),
         };
-        let (store, kind): (Arc<dyn Store>, _) = match &config.redis_url {
+        let (store, kind): (Arc<dyn Store>, _) = match &config.redis.redis_url {
             Some(url) => {
                 let client = redis::Client::open(url.expose()).map_err(|_| BuildError::RedisUrl)?;
                 tracing::info!("store: Redis (REDIS_URL is set)");
-                let store = RedisStore::new(client, settings, config.redis_timeout())
+                let store = RedisStore::new(client, settings, config.redis.timeout())
                     .map_err(|_| BuildError::RedisUrl)?;
                 (Arc::new(store), "redis")
             }
@@ -93,7 +93,7 @@ impl App {
         let tasks = TaskTracker::new();
         let hub = Hub::new(
             store.clone(),
-            Duration::from_millis(config.fanout_coalesce_ms),
+            Duration::from_millis(config.streams.fanout_coalesce_ms.get()),
             tasks.clone(),
             stopping.clone(),
         );
@@ -102,15 +102,19 @@ impl App {
             Presence::new(store.clone(), presence_refresh, stopping.clone());
         tasks.spawn(refresher);
         let limits = Arc::new(Limits::new(&config));
-        let origins = Origins::new(config.origins(), config.effective_trusted_proxy_hops());
-        if config.rate_limits == crate::config::Switch::Off {
+        let origins = Origins::new(
+            config.hardening.origins(),
+            config.effective_trusted_proxy_hops(),
+        );
+        if config.limits.rate_limits == crate::config::Switch::Off {
             tracing::warn!("RATE_LIMITS=off: no rate limits apply");
         }
         let rooms = Rooms::new(
             store,
-            config.max_message_bytes,
+            // At most 65536 (its type's bound), so it fits any usize.
+            config.rooms.max_message_bytes.get() as usize,
             limits.clone(),
-            SecretHasher::new(config.effective_secret_hash_concurrency()),
+            SecretHasher::new(config.hardening.effective_secret_hash_concurrency()),
         );
         // A quarter of the lease, so a lapsed member goes within 25% of MEMBER_TTL_SECS.
         let sweep_interval = Duration::from_millis((settings.member_ttl_ms / 4).clamp(50, 1000));
@@ -133,17 +137,19 @@ impl App {
                 hub,
                 presence,
                 settings: StreamSettings {
-                    client_queue_len: config.client_queue_len,
-                    ping_every: Duration::from_secs(config.ws_ping_secs),
-                    max_lifetime: Duration::from_secs(config.ws_max_lifetime_secs),
-                    sse_keepalive: Duration::from_secs(config.sse_keepalive_secs),
-                    sse_ticket_ttl: Duration::from_secs(config.sse_ticket_ttl_secs),
+                    client_queue_len: config.streams.client_queue_len.get(),
+                    ping_every: Duration::from_secs(config.streams.ws_ping_secs.get()),
+                    max_lifetime: Duration::from_secs(config.streams.ws_max_lifetime_secs.get()),
+                    sse_keepalive: Duration::from_secs(config.streams.sse_keepalive_secs.get()),
+                    sse_ticket_ttl: Duration::from_secs(config.streams.sse_ticket_ttl_secs.get()),
                 },
                 stopping: stopping.clone(),
                 tasks: tasks.clone(),
             }),
             http: HttpSettings {
-                request_body_timeout: Duration::from_secs(config.request_body_timeout_secs),
+                request_body_timeout: Duration::from_secs(
+                    config.hardening.request_body_timeout_secs.get(),
+                ),
                 metrics_on_main_port: metrics_listener.is_none(),
             },
         };
@@ -154,11 +160,13 @@ impl App {
             _stop_on_drop: stopping.clone().drop_guard(),
             stopping,
             tasks,
-            grace: Duration::from_secs(config.shutdown_grace_secs),
+            grace: Duration::from_secs(config.listen.shutdown_grace_secs),
             serve_settings: ServeSettings {
-                max_connections: config.max_connections,
-                header_read_timeout: Duration::from_secs(config.header_read_timeout_secs),
-                write_timeout: Duration::from_secs(config.write_timeout_secs),
+                max_connections: config.hardening.max_connections.get(),
+                header_read_timeout: Duration::from_secs(
+                    config.hardening.header_read_timeout_secs.get(),
+                ),
+                write_timeout: Duration::from_secs(config.hardening.write_timeout_secs.get()),
             },
         })
     }

@@ -12,7 +12,7 @@
 //!               └──── feed ────┘                    feed: events appended anywhere → this hub
 //! ```
 //!
-//! - [`config`]: the environment, parsed once.
+//! - [`config`]: the environment, parsed once into typed sections.
 //! - [`domain`]: validated values (room ids, usernames, tokens, event ids, events).
 //! - [`error`]: API.md's error codes and their one HTTP mapping.
 //! - [`store`]: the store contract and its two implementations.

@@ -100,9 +100,8 @@ pub struct Limits {
     pub trusted_proxy_hops: usize,
 }
 
-fn per_second(rate: u32, burst: u32) -> Quota {
-    Quota::per_second(NonZeroU32::new(rate).unwrap_or(NonZeroU32::MIN))
-        .allow_burst(NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN))
+fn per_second(rate: NonZeroU32, burst: NonZeroU32) -> Quota {
+    Quota::per_second(rate).allow_burst(burst)
 }
 
 fn rate_limited(wait: Duration) -> ApiError {
@@ -114,31 +113,30 @@ fn rate_limited(wait: Duration) -> ApiError {
 
 impl Limits {
     pub fn new(config: &Config) -> Self {
-        let joins = Quota::per_minute(
-            NonZeroU32::new(config.rate_joins_per_min).unwrap_or(NonZeroU32::MIN),
-        )
-        .allow_burst(NonZeroU32::new(config.rate_join_burst).unwrap_or(NonZeroU32::MIN));
+        let limits = &config.limits;
+        let joins =
+            Quota::per_minute(limits.rate_joins_per_min).allow_burst(limits.rate_join_burst);
         Self {
-            enabled: config.rate_limits == Switch::On,
+            enabled: limits.rate_limits == Switch::On,
             messages: DefaultKeyedRateLimiter::keyed(per_second(
-                config.rate_messages_per_sec,
-                config.rate_message_burst,
+                limits.rate_messages_per_sec,
+                limits.rate_message_burst,
             )),
             rest: DefaultKeyedRateLimiter::keyed(per_second(
-                config.rate_rest_per_sec,
-                config.rate_rest_burst,
+                limits.rate_rest_per_sec,
+                limits.rate_rest_burst,
             )),
             joins: DefaultKeyedRateLimiter::keyed(joins),
-            ws_events: per_second(config.rate_ws_events_per_sec, config.rate_ws_event_burst),
-            secret_failures_by_ip: Lockouts::per_minute(config.rate_secret_failures_per_min),
-            secret_failures_by_room: Lockouts::per_minute(config.rate_room_secret_failures_per_min),
+            ws_events: per_second(limits.rate_ws_events_per_sec, limits.rate_ws_event_burst),
+            secret_failures_by_ip: Lockouts::per_minute(limits.rate_secret_failures_per_min),
+            secret_failures_by_room: Lockouts::per_minute(limits.rate_room_secret_failures_per_min),
             streams_per_ip: Counts::default(),
-            max_streams_per_ip: config.max_connections_per_ip,
+            max_streams_per_ip: limits.max_connections_per_ip.get(),
             http_per_ip: Counts::default(),
-            max_http_per_ip: config.effective_max_http_connections_per_ip(),
+            max_http_per_ip: config.hardening.effective_max_http_connections_per_ip(),
             websockets: AtomicUsize::new(0),
-            max_rooms_per_connection: config.max_rooms_per_connection,
-            max_members_per_room: config.max_members_per_room,
+            max_rooms_per_connection: limits.max_rooms_per_connection.get(),
+            max_members_per_room: config.rooms.max_members_per_room.get(),
             trusted_proxy_hops: config.effective_trusted_proxy_hops(),
         }
     }
@@ -200,7 +198,10 @@ impl Limits {
     pub fn ws_event_limiter(&self) -> Option<WsEventLimiter> {
         self.enabled.then(|| WsEventLimiter {
             events: DefaultDirectRateLimiter::direct(self.ws_events),
-            refusals: DefaultDirectRateLimiter::direct(per_second(1, 50)),
+            refusals: DefaultDirectRateLimiter::direct(per_second(
+                NonZeroU32::MIN,
+                const { NonZeroU32::new(50).expect("50 is not zero") },
+            )),
         })
     }
 
@@ -306,9 +307,8 @@ struct Lockouts<K: Clone + Eq + std::hash::Hash> {
 }
 
 impl<K: Clone + Eq + std::hash::Hash> Lockouts<K> {
-    fn per_minute(count: u32) -> Self {
-        let rate = NonZeroU32::new(count).unwrap_or(NonZeroU32::MIN);
-        let burst = NonZeroU32::new(count.saturating_sub(1)).unwrap_or(NonZeroU32::MIN);
+    fn per_minute(rate: NonZeroU32) -> Self {
+        let burst = NonZeroU32::new(rate.get() - 1).unwrap_or(NonZeroU32::MIN);
         Self {
             failures: DefaultKeyedRateLimiter::keyed(Quota::per_minute(rate).allow_burst(burst)),
             locked_until: Mutex::new(HashMap::new()),

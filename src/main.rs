@@ -23,7 +23,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> ExitCode {
-    let addr = SocketAddr::new(config.host, config.port);
+    let addr = SocketAddr::new(config.listen.host, config.listen.port);
     let listener = match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
         Err(err) => {

@@ -16,8 +16,8 @@ from conftest import ROOT, markdown_section, read
 
 ENV_NAME = re.compile(r"^[A-Z][A-Z0-9_]*$")
 
-# Read by the server but declared nowhere in config.rs: the log filter of tracing-subscriber's
-# EnvFilter (telemetry.rs).
+# Read by the server but declared nowhere in src/config/: the log filter of tracing-subscriber's
+# EnvFilter (telemetry/mod.rs).
 ALWAYS_READ = {"RUST_LOG"}
 
 # Set by the deployment without being the server's own setting: read by rustls-native-certs (the
@@ -45,26 +45,47 @@ def rust_sources() -> dict[Path, str]:
 
 
 @lru_cache
-def config_rs() -> str:
-    return read("src/config.rs")
+def config_sources() -> str:
+    """src/config/: the `Config` of sections and one file per section."""
+    files = sorted((ROOT / "src" / "config").glob("*.rs"))
+    assert files, "src/config/ has no Rust files"
+    return "\n".join(path.read_text(encoding="utf-8") for path in files)
+
+
+def macro_bodies(name: str) -> list[str]:
+    """The bodies of `name! { … }` invocations in src/config/ (they close on a line of `}`)."""
+    return re.findall(rf"^{name}! \{{\n(.*?)^\}}", config_sources(), re.DOTALL | re.MULTILINE)
 
 
 @lru_cache
-def expectations() -> set[str]:
-    """Names in config.rs's EXPECTATIONS table (the variables it validates)."""
-    block = re.search(r"const EXPECTATIONS[^=]*=\s*&\[(.*?)\];", config_rs(), re.DOTALL)
-    assert block, "src/config.rs has no EXPECTATIONS table"
-    names = set(re.findall(r'\(\s*"([A-Z][A-Z0-9_]*)"\s*,', block.group(1)))
-    assert names, "EXPECTATIONS is empty"
-    return names
+def config_sections() -> dict[str, str]:
+    """The sections `Config` is made of (`sections!`), as {field: section struct}."""
+    [body] = macro_bodies("sections")
+    sections = dict(re.findall(r"^\s*(\w+): (\w+),", body, re.MULTILINE))
+    assert sections, "`sections!` in src/config/mod.rs declares no sections"
+    return sections
+
+
+@lru_cache
+def declared_sections() -> dict[str, set[str]]:
+    """Every `section!` struct with its fields as envy reads them (upper case)."""
+    found: dict[str, set[str]] = {}
+    for body in macro_bodies("section"):
+        name = re.search(r"pub struct (\w+)", body)
+        assert name, f"a `section!` without a struct: {body[:80]}"
+        fields = re.findall(r"^\s*pub (\w+):", body, re.MULTILINE)
+        found[name.group(1)] = {field.upper() for field in fields}
+    assert found, "src/config/ declares no `section!`"
+    return found
 
 
 @lru_cache
 def config_fields() -> set[str]:
-    """Fields of `struct Config` as envy reads them (upper case)."""
-    block = re.search(r"pub struct Config\s*\{(.*?)\n\}", config_rs(), re.DOTALL)
-    assert block, "src/config.rs has no `pub struct Config`"
-    return {name.upper() for name in re.findall(r"^\s*pub (\w+):", block.group(1), re.MULTILINE)}
+    """Every variable `Config` reads: the fields of its sections."""
+    sections = declared_sections()
+    return {
+        field for section in config_sections().values() for field in sections.get(section, set())
+    }
 
 
 @lru_cache
@@ -79,7 +100,7 @@ def explicit_env_reads() -> set[str]:
 
 @lru_cache
 def server_reads() -> set[str]:
-    return expectations() | config_fields() | explicit_env_reads() | ALWAYS_READ
+    return config_fields() | explicit_env_reads() | ALWAYS_READ
 
 
 @lru_cache
@@ -98,10 +119,11 @@ def cargo_dependencies() -> set[str]:
     return set(re.findall(r"^([A-Za-z0-9_-]+)\s*=", section.group(1), re.MULTILINE))
 
 
-def rust_default(function: str) -> int:
-    """The value returned by `defaults::<function>()` in config.rs."""
-    match = re.search(rf"fn {function}\(\)\s*->\s*\w+\s*\{{\s*([0-9_]+)\s*\}}", config_rs())
-    assert match, f"config.rs has no literal default `fn {function}()`"
+def rust_default(field: str) -> int:
+    """The literal default written beside a config field: `pub field: T = 8080,`, or inside a
+    constructor (`nonzero!(3300)`, `Bounded::new(30)`)."""
+    match = re.search(rf"\bpub {field}: [^=\n]+= (?:[\w:]+!?\()?([0-9_]+)\)?,", config_sources())
+    assert match, f"src/config/ has no literal default for `{field}`"
     return int(match.group(1).replace("_", ""))
 
 

@@ -1,7 +1,7 @@
 """The deployment agrees with the server.
 
-* The variables the server reads (config.rs's EXPECTATIONS and `Config`, explicit env reads in
-  src/, RUST_LOG) and the README's Configuration table are the same list.
+* The variables the server reads (the fields of `Config`'s sections in src/config/, explicit
+  env reads in src/, RUST_LOG) and the README's Configuration table are the same list.
 * terraform/main.tf, cloudrun/service.yaml and the README's deploy section each account for
   every one of them: set, or declared left unset with a reason ("Left unset (…): A, B"), and
   what they declare is what they do.
@@ -27,9 +27,14 @@ from conftest import markdown_section, read
 # --- The server's variables vs the README -----------------------------------------------------
 
 
-def test_config_rs_expectations_are_config_fields():
-    missing = facts.expectations() - facts.config_fields()
-    assert not missing, f"EXPECTATIONS names variables that Config does not have: {sorted(missing)}"
+def test_every_config_section_is_read():
+    declared = set(facts.declared_sections())
+    read = set(facts.config_sections().values())
+    assert declared == read, (
+        f"sections declared but not in Config: {sorted(declared - read)}; "
+        f"in Config but not declared with section!: {sorted(read - declared)}"
+    )
+    assert len(facts.config_fields()) >= 40, "the sections' fields were not found"
 
 
 def test_every_variable_the_server_reads_is_in_the_readme_table():

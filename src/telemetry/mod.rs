@@ -42,7 +42,7 @@ pub fn init(config: &Config) -> Telemetry {
         LogFormat::Text => tracing_subscriber::fmt::layer().boxed(),
         LogFormat::Json => tracing_subscriber::fmt::layer()
             .event_format(logs::CloudLogging::new(
-                config.google_cloud_project.as_deref(),
+                config.telemetry.google_cloud_project.as_deref(),
             ))
             .boxed(),
     }

@@ -45,7 +45,7 @@ pub(super) enum Export {
 pub(super) fn pipeline(config: &Config) -> Pipeline {
     let mut builder = SdkTracerProvider::builder().with_resource(resource(config));
     let mut export = Export::Off;
-    if config.otlp_export_enabled() {
+    if config.telemetry.otlp_export_enabled() {
         // The protocol comes from OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL (default http/protobuf),
         // the endpoint, headers and timeout from the other OTLP variables.
         match opentelemetry_otlp::SpanExporter::builder().build() {
@@ -77,6 +77,7 @@ fn resource(config: &Config) -> Resource {
         .with_attribute(KeyValue::new("service.version", env!("CARGO_PKG_VERSION")));
     if !named {
         let name = config
+            .telemetry
             .k_service
             .clone()
             .unwrap_or_else(|| "chat-server".to_owned());

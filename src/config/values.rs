@@ -1,0 +1,227 @@
+//! The types configuration values are read into, each refusing a bad value on its own, and
+//! [`Expects`]: what each type accepts, in the words of the one-line error. Deriving the
+//! expectation from the field's type is what keeps the message from drifting away from what
+//! the parser actually accepts.
+//!
+//! A value is never echoed in an error (`REDIS_URL` may hold a password): every `Deserialize`
+//! here fails with a message that names no input, and `config` replaces it with the
+//! expectation anyway.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::num::{NonZeroU16, NonZeroU32, NonZeroU64, NonZeroUsize};
+
+use serde::Deserialize;
+use serde::de::{Deserializer, Error as _};
+
+/// What a type accepts, phrased to follow "`VARIABLE` must be".
+pub trait Expects {
+    /// `unit` is `" of seconds"`, `" of milliseconds"`, `" of bytes"` or empty, taken from the
+    /// variable's name so that numbers say what they count.
+    fn expects(unit: &str) -> String;
+}
+
+impl<T: Expects> Expects for Option<T> {
+    fn expects(unit: &str) -> String {
+        T::expects(unit)
+    }
+}
+
+/// A type that expects the same words whatever its unit.
+macro_rules! expects {
+    ($type:ty, $text:literal) => {
+        impl Expects for $type {
+            fn expects(_unit: &str) -> String {
+                $text.to_owned()
+            }
+        }
+    };
+}
+
+// The only 16-bit settings are ports; `PORT` 0 asks the system for a free one.
+expects!(u16, "a port number 0-65535");
+
+// The only 16-bit settings are ports; a port to serve on besides `PORT` must be a real one.
+expects!(NonZeroU16, "a port number 1-65535");
+
+/// Numbers, said with what they count.
+macro_rules! whole_numbers {
+    ($($any:ty),* ; $($nonzero:ty),*) => {
+        $(impl Expects for $any {
+            fn expects(unit: &str) -> String {
+                format!("a whole number{unit}")
+            }
+        })*
+        $(impl Expects for $nonzero {
+            fn expects(unit: &str) -> String {
+                format!("a whole number{unit}, at least 1")
+            }
+        })*
+    };
+}
+whole_numbers!(u32, u64, usize; NonZeroU32, NonZeroU64, NonZeroUsize);
+
+expects!(IpAddr, "an IP address such as 0.0.0.0 or ::");
+
+// Free text (names set by the platform): any value is accepted.
+expects!(String, "any text");
+
+/// A whole number from `MIN` to `MAX`, for settings where a range matters beyond "not zero".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounded<const MIN: u64, const MAX: u64>(u64);
+
+impl<const MIN: u64, const MAX: u64> Bounded<MIN, MAX> {
+    /// For defaults, evaluated at compile time: a default out of range does not build.
+    pub const fn new(value: u64) -> Self {
+        assert!(MIN <= value && value <= MAX, "a default out of its range");
+        Self(value)
+    }
+
+    pub const fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl<'de, const MIN: u64, const MAX: u64> Deserialize<'de> for Bounded<MIN, MAX> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = u64::deserialize(deserializer)?;
+        if (MIN..=MAX).contains(&value) {
+            Ok(Self(value))
+        } else {
+            Err(D::Error::custom("out of range"))
+        }
+    }
+}
+
+impl<const MIN: u64, const MAX: u64> Expects for Bounded<MIN, MAX> {
+    fn expects(unit: &str) -> String {
+        format!("a whole number{unit}, {MIN}-{MAX}")
+    }
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Switch {
+    On,
+    Off,
+}
+
+expects!(Switch, "on or off");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+expects!(LogFormat, "text or json");
+
+/// The OTLP transports built in. `http/json` is not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum OtlpProtocol {
+    #[serde(rename = "grpc")]
+    Grpc,
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+}
+
+expects!(OtlpProtocol, "grpc or http/protobuf");
+
+/// A Redis URL the client accepts. It may hold a password, so `Debug` shows only that one is
+/// set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisUrl(String);
+
+impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for RedisUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(deserializer)?;
+        // The client's own parser decides, so nothing accepted here fails at connect time.
+        match redis::Client::open(url.as_str()) {
+            Ok(_) => Ok(Self(url)),
+            Err(_) => Err(D::Error::custom("not a Redis URL")),
+        }
+    }
+}
+
+expects!(RedisUrl, "a redis:// or rediss:// URL");
+
+/// Origins allowed for CORS and WebSocket upgrades, written comma-separated; kept trimmed and
+/// without a trailing `/`, the form a browser's `Origin` header has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AllowedOrigins(Vec<String>);
+
+impl AllowedOrigins {
+    pub fn to_vec(&self) -> Vec<String> {
+        self.0.clone()
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowedOrigins {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let list = String::deserialize(deserializer)?;
+        let origins = list
+            .split(',')
+            .map(str::trim)
+            .filter(|origin| !origin.is_empty())
+            .map(|origin| {
+                // An origin is compared with a header value, so it must be able to be one.
+                let valid =
+                    axum::http::HeaderValue::from_str(origin).is_ok() && origin.contains("://");
+                valid
+                    .then(|| origin.trim_end_matches('/').to_owned())
+                    .ok_or_else(|| D::Error::custom("not an origin"))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self(origins))
+    }
+}
+
+expects!(
+    AllowedOrigins,
+    "comma-separated origins such as https://chat.example.com"
+);
+
+/// `http://host[:port][/path]`: what the exporters can reach without TLS. The OpenTelemetry
+/// SDK reads the variable itself; parsing it here stops the server at start on a value that
+/// would lose every span quietly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OtlpEndpoint(String);
+
+impl OtlpEndpoint {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for OtlpEndpoint {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        let plain_http = value
+            .parse::<axum::http::Uri>()
+            .is_ok_and(|uri| uri.scheme_str() == Some("http") && uri.host().is_some());
+        if plain_http {
+            Ok(Self(value))
+        } else {
+            Err(D::Error::custom("not an http:// URL"))
+        }
+    }
+}
+
+expects!(
+    OtlpEndpoint,
+    "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)"
+);
