@@ -25,6 +25,7 @@ use crate::limits::Limits;
 use crate::presence::Presence;
 use crate::room_secrets::SecretHasher;
 use crate::rooms::Rooms;
+use crate::session;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::traced::TracedStore;
@@ -124,16 +125,22 @@ impl App {
             telemetry::metrics_handle(),
             stopping.clone(),
         ));
+        let sessions = Arc::new(session::Core {
+            rooms: rooms.clone(),
+            hub,
+            presence,
+            max_rooms: limits.max_rooms_per_connection,
+            queue_len: config.client_queue_len,
+            stopping: stopping.clone(),
+        });
         let state = AppState {
             limits,
             origins: Arc::new(origins),
             rooms,
             metrics: telemetry::metrics_handle(),
             realtime: Arc::new(Realtime {
-                hub,
-                presence,
+                sessions,
                 settings: StreamSettings {
-                    client_queue_len: config.client_queue_len,
                     ping_every: Duration::from_secs(config.ws_ping_secs),
                     max_lifetime: Duration::from_secs(config.ws_max_lifetime_secs),
                     sse_keepalive: Duration::from_secs(config.sse_keepalive_secs),
