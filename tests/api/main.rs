@@ -12,6 +12,8 @@
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
+//! - [`session`]: the session core's membership rules on the WebSocket: a held room created
+//!   again, a room lost and created anew by someone else.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
 //!   redemption on another instance.
 //! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
@@ -42,5 +44,6 @@ mod hardening;
 mod readme;
 mod realtime;
 mod rest;
+mod session;
 mod telemetry;
 mod tickets;
