@@ -30,7 +30,7 @@ use crate::error::ApiError;
 use crate::hub::{Batch, Inbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::protocol::{self, Chat, ClientEvent, Decoded};
-use crate::session::{Close, JoinedResponse, LeftResponse, Resumed, Session};
+use crate::session::{Answer, Close, Session};
 use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
@@ -112,13 +112,6 @@ enum Incoming {
     /// Nothing to answer (pings and pongs).
     Nothing,
     End(End),
-}
-
-/// What a handled client event answers; `resume` also sends the replayed frames after it.
-enum Outcome {
-    Joined(JoinedResponse),
-    Left(LeftResponse),
-    Resumed(Resumed),
 }
 
 impl Connection {
@@ -367,52 +360,16 @@ impl Connection {
                     .post_chat(reference, chat, may_take_run, &span, started)
                     .await;
             }
-            Ok(ClientEvent::CreateRoom(join)) => self
-                .session
-                .join(join, true)
-                .instrument(span.clone())
-                .await
-                .map(Outcome::Joined),
-            Ok(ClientEvent::AddMember(join)) => self
-                .session
-                .join(join, false)
-                .instrument(span.clone())
-                .await
-                .map(Outcome::Joined),
-            Ok(ClientEvent::RemoveMember(remove)) => self
-                .session
-                .leave(remove)
-                .instrument(span.clone())
-                .await
-                .map(Outcome::Left),
-            Ok(ClientEvent::Resume(resume)) => self
-                .session
-                .resume(resume)
-                .instrument(span.clone())
-                .await
-                .map(Outcome::Resumed),
+            Ok(event) => self.session.handle(event).instrument(span.clone()).await,
             Err(err) => Err(err),
         };
         finish_event(&span, label, started, outcome.as_ref().err(), 1);
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
+        let Answer { reply, follow } = match outcome {
+            Ok(answer) => answer,
             Err(err) => return self.reply_error(reference, err).await.map(|()| None),
         };
-        let replay = match outcome {
-            Outcome::Joined(joined) => {
-                self.feed_reply(reference.as_ref(), Ok(joined)).await?;
-                Vec::new()
-            }
-            Outcome::Left(left) => {
-                self.feed_reply(reference.as_ref(), Ok(left)).await?;
-                Vec::new()
-            }
-            Outcome::Resumed(Resumed { reply, replay }) => {
-                self.feed_reply(reference.as_ref(), Ok(reply)).await?;
-                replay
-            }
-        };
-        for frame in replay {
+        self.feed_reply(reference.as_ref(), Ok(reply)).await?;
+        for frame in follow {
             if self.session.admit(&frame) {
                 self.socket
                     .feed(Message::Text(frame.ws_text()))

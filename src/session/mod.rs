@@ -20,7 +20,7 @@ mod reply;
 mod run;
 
 pub use close::Close;
-pub use reply::{JoinedResponse, LeftResponse, ResumedResponse};
+pub use reply::{JoinedResponse, LeftResponse, Reply, ResumedResponse};
 pub use run::{POST_RUN, PostRun};
 
 use std::net::IpAddr;
@@ -32,7 +32,7 @@ use crate::domain::{EventId, RoomId, TokenHash, Username};
 use crate::error::ApiError;
 use crate::hub::{Frame, Hub, Inbox, Mailbox, mailbox};
 use crate::presence::Presence;
-use crate::protocol::{Join, Remove, Resume};
+use crate::protocol::{ClientEvent, Join, Remove, Resume};
 use crate::rooms::Rooms;
 use held::{Held, Holdings};
 
@@ -65,6 +65,13 @@ pub struct Session {
 pub struct Resumed {
     pub reply: ResumedResponse,
     pub replay: Vec<Arc<Frame>>,
+}
+
+/// What a client event is answered with: the reply, then the frames that follow it (a
+/// resume's replay, each through [`Session::admit`]).
+pub struct Answer {
+    pub reply: Reply,
+    pub follow: Vec<Arc<Frame>>,
 }
 
 impl Session {
@@ -106,6 +113,32 @@ impl Session {
     /// transport waits on a client that may never read its close.
     pub fn end(&mut self) {
         self.held.clear();
+    }
+
+    /// Handles one client event. A chat post goes alone here; a transport that can see posts
+    /// waiting behind it batches them with [`Session::start_run`] instead.
+    pub async fn handle(&mut self, event: ClientEvent) -> Result<Answer, ApiError> {
+        let reply = match event {
+            ClientEvent::CreateRoom(join) => Reply::Joined(self.join(join, true).await?),
+            ClientEvent::AddMember(join) => Reply::Joined(self.join(join, false).await?),
+            ClientEvent::RemoveMember(remove) => Reply::Left(self.leave(remove).await?),
+            ClientEvent::Resume(resume) => {
+                let Resumed { reply, replay } = self.resume(resume).await?;
+                return Ok(Answer {
+                    reply: Reply::Resumed(reply),
+                    follow: replay,
+                });
+            }
+            ClientEvent::CreateChat(chat) => {
+                let run = self.start_run(chat, false).await;
+                let answer = self.post_run(run).await.pop();
+                Reply::Posted(answer.expect("a run of one post is answered once")?)
+            }
+        };
+        Ok(Answer {
+            reply,
+            follow: Vec::new(),
+        })
     }
 
     /// `create:room` (`create`) or `add:member`: the member joins, and this session holds it.

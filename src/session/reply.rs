@@ -9,7 +9,7 @@
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use crate::domain::EventId;
+use crate::domain::{ChatMessage, EventId};
 use crate::rooms::Joined;
 
 /// A member's entry into a room (create or join): keep `token`, it is shown only once.
@@ -56,4 +56,14 @@ pub struct ResumedResponse {
     pub username: String,
     pub replayed: usize,
     pub complete: bool,
+}
+
+/// The reply to one client event, as the transport writes it (the data alone: untagged).
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Reply {
+    Joined(JoinedResponse),
+    Left(LeftResponse),
+    Resumed(ResumedResponse),
+    Posted(ChatMessage),
 }
