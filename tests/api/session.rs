@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use serde_json::json;
 
-use crate::support::stream::{WsClient, WsEnd};
+use crate::support::stream::{SseClient, WsClient, WsEnd};
 use crate::support::{Backend, RedisServer, TestApp, unique_room};
 
 conformance! {
@@ -74,7 +74,7 @@ conformance! {
 
 /// A connection stops receiving a room whose membership no longer exists: here Redis loses
 /// everything (FLUSHALL) and someone else creates a room under the same id. The new room's
-/// events are not the old member's. (The memory store cannot lose a room a connection holds:
+/// events are not the old member's, on the WebSocket or on its SSE stream (which ends). (The memory store cannot lose a room a connection holds:
 /// it deletes a room only after `ROOM_TTL_SECS` without members, and a held membership is a
 /// member whose lease its connection keeps.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +82,14 @@ async fn a_room_lost_and_created_anew_is_not_streamed_to_its_old_members() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(Backend::Redis(&redis), &[]).await;
     let room = unique_room("lost");
-    let (mut alice, _) = WsClient::creator_of(&app.base_url, &room, "alice").await;
+    let (mut alice, ack) = WsClient::creator_of(&app.base_url, &room, "alice").await;
+    let token = ack["token"].as_str().expect("a token");
+    let mut alice_sse = SseClient::open(
+        app.client
+            .get(format!("{}/rooms/{room}/events", app.base_url))
+            .bearer_auth(token),
+    )
+    .await;
     alice
         .ack(
             "create:chat",
@@ -91,6 +98,7 @@ async fn a_room_lost_and_created_anew_is_not_streamed_to_its_old_members() {
         )
         .await;
     assert_eq!(alice.event().await["data"]["message"], "before");
+    assert_eq!(alice_sse.event().await.json()["message"], "before");
 
     redis.command(&["FLUSHALL"]);
     // Bob's connection is on the same instance: the room's events reach him and alice in one
@@ -115,4 +123,6 @@ async fn a_room_lost_and_created_anew_is_not_streamed_to_its_old_members() {
         ),
         Err(end) => assert_eq!(end, WsEnd::Closed(Some(1012)), "alice's connection ended"),
     }
+    // Her event stream of the room ends, without an event of the new room.
+    alice_sse.ended().await;
 }
