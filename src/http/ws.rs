@@ -188,7 +188,7 @@ impl Connection {
                 biased;
                 () = &mut closed => return self.closed(),
                 batch = self.inbox.recv() => {
-                    // Cannot be None: this connection holds a sender (its mailbox).
+                    // Cannot be None: the session holds a sender (its mailbox).
                     let Some(batch) = batch else { return End::Gone };
                     // A client that stops reading blocks the write: give up on it when its
                     // queue overflows meanwhile, or on shutdown. Boxed: one small allocation
