@@ -25,6 +25,7 @@ use crate::limits::Limits;
 use crate::presence::Presence;
 use crate::room_secrets::SecretHasher;
 use crate::rooms::Rooms;
+use crate::session;
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::traced::TracedStore;
@@ -128,16 +129,22 @@ impl App {
             telemetry::metrics_handle(),
             stopping.clone(),
         ));
+        let sessions = Arc::new(session::Core {
+            rooms: rooms.clone(),
+            hub,
+            presence,
+            max_rooms: limits.max_rooms_per_connection,
+            queue_len: config.streams.client_queue_len.get(),
+            stopping: stopping.clone(),
+        });
         let state = AppState {
             limits,
             origins: Arc::new(origins),
             rooms,
             metrics: telemetry::metrics_handle(),
             realtime: Arc::new(Realtime {
-                hub,
-                presence,
+                sessions,
                 settings: StreamSettings {
-                    client_queue_len: config.streams.client_queue_len.get(),
                     ping_every: Duration::from_secs(config.streams.ws_ping_secs.get()),
                     max_lifetime: Duration::from_secs(config.streams.ws_max_lifetime_secs.get()),
                     sse_keepalive: Duration::from_secs(config.streams.sse_keepalive_secs.get()),

@@ -3,8 +3,11 @@
 //! ```text
 //!  browser / curl / EventSource / WebSocket client
 //!         │            │              │
-//!      http::rest    http::sse      http::ws        transports: parse, authorize, adapt
-//!         └────────────┼──────────────┘
+//!      http::rest    http::sse      http::ws        transports: frame I/O only
+//!         │            └──────┬───────┘
+//!         │                session                  a connection's memberships: admit, resume,
+//!         │                   │                     end, runs of posts, replies, close reasons
+//!         └───────────────────┤
 //!                    rooms                          every business rule, transport-free
 //!               ┌──────┴───────┐
 //!            store            hub                   store: the room log + membership (atomic)
@@ -17,6 +20,8 @@
 //! - [`error`]: API.md's error codes and their one HTTP mapping.
 //! - [`store`]: the store contract and its two implementations.
 //! - [`rooms`]: the operations every transport calls.
+//! - [`session`]: a connection's memberships and their rules, shared by every streaming
+//!   transport; typed replies and close reasons.
 //! - [`room_secrets`]: argon2id hashing of room secrets, bounded in memory and concurrency.
 //! - [`hub`]: this instance's fan-out: per-room actors, replay then live, bounded queues.
 //! - [`presence`]: which members live connections hold; leases and online marks.
@@ -37,6 +42,7 @@ pub mod presence;
 pub mod protocol;
 pub mod room_secrets;
 pub mod rooms;
+pub mod session;
 pub mod store;
 pub mod telemetry;
 

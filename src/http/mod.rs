@@ -46,9 +46,7 @@ use std::net::SocketAddr;
 use axum::extract::ConnectInfo;
 
 use crate::error::ApiError;
-use crate::hub::Hub;
 use crate::limits::{ClientIp, Limits, client_ip};
-use crate::presence::Presence;
 use crate::rooms::Rooms;
 use crate::telemetry;
 
@@ -76,8 +74,8 @@ pub struct HttpSettings {
 
 /// What the streaming transports share.
 pub struct Realtime {
-    pub hub: Hub,
-    pub presence: Presence,
+    /// What every connection's session shares (the hub, presence, the room operations).
+    pub sessions: Arc<crate::session::Core>,
     pub settings: StreamSettings,
     /// Cancelled on shutdown: every stream closes (WebSocket 1012, SSE end of stream).
     pub stopping: CancellationToken,
@@ -87,7 +85,6 @@ pub struct Realtime {
 
 #[derive(Debug, Clone)]
 pub struct StreamSettings {
-    pub client_queue_len: usize,
     pub ping_every: Duration,
     pub max_lifetime: Duration,
     pub sse_keepalive: Duration,

@@ -14,7 +14,7 @@ use super::openapi;
 use crate::domain::{ChatMessage, ClientMsgId, EventId, RoomId, RoomSecret, Username};
 use crate::error::{ApiError, ErrorBody};
 use crate::limits::ClientIp;
-use crate::rooms::Joined;
+pub use crate::session::JoinedResponse;
 
 /// `POST /rooms`.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -52,30 +52,6 @@ pub struct PostMessageRequest {
     /// Not blank; at most `MAX_MESSAGE_BYTES` bytes of UTF-8 (default 4096; more is 413).
     #[schema(schema_with = openapi::message)]
     pub message: String,
-}
-
-/// A member's entry into a room: keep `token`, it is shown only once.
-#[derive(Debug, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct JoinedResponse {
-    pub room_id: String,
-    pub username: String,
-    /// The member token: present it as `Authorization: Bearer <token>`.
-    pub token: String,
-    /// The id of the last event the join appended: stream from here to miss nothing.
-    #[schema(value_type = String, example = "1732560000000-1")]
-    pub last_event_id: EventId,
-}
-
-impl From<Joined> for JoinedResponse {
-    fn from(joined: Joined) -> Self {
-        Self {
-            room_id: joined.room.to_string(),
-            username: joined.username.into_string(),
-            token: joined.token.expose().to_owned(),
-            last_event_id: joined.last_event_id,
-        }
-    }
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -8,9 +8,9 @@
 //! redeem it. A request presenting a ticket and a token is refused (400) rather than have one
 //! silently win: which one authorized the stream must not depend on a precedence rule.
 //!
-//! The stream is the same subscription a WebSocket makes: `Last-Event-ID` (what EventSource
-//! sends on reconnect) or `?lastEventId=` replays the log after that id, then the stream goes
-//! live. Frames are the hub's shared SSE encoding, written in batches. The stream ends (and
+//! The stream is a session holding one membership, attached as a WebSocket `resume` attaches
+//! it: `Last-Event-ID` (what EventSource sends on reconnect) or `?lastEventId=` replays the log
+//! after that id, then the stream goes live; the session decides which frames belong to it. Frames are the hub's shared SSE encoding, written in batches. The stream ends (and
 //! EventSource reconnects and resumes) at the lifetime limit, on shutdown, when the client
 //! falls too far behind, and after the member's own removal.
 
@@ -29,11 +29,11 @@ use super::AppState;
 use super::extract::{ApiPath, ApiQuery, BearerToken, bearer_from, presented_token};
 use super::openapi;
 use super::rest::RoomPath;
-use crate::domain::{EventId, RoomId, StreamTicket, TokenHash, Username};
+use crate::domain::{EventId, RoomId, StreamTicket, TokenHash};
 use crate::error::{ApiError, ErrorBody};
-use crate::hub::{Inbox, Subscription, mailbox};
+use crate::hub::Inbox;
 use crate::limits::{ClientIp, StreamSlot};
-use crate::presence::Hold;
+use crate::session::Session;
 use crate::telemetry;
 
 /// Tells EventSource how long to wait before reconnecting.
@@ -203,40 +203,39 @@ pub async fn events(
     }
     let slot = state.limits.open_stream(client, false)?;
     // A ticket is spent only here, once nothing else can refuse the request.
-    let username = match credential {
-        Credential::Token(token_hash) => state.rooms.authenticate(&room, &token_hash).await?,
-        Credential::Ticket(ticket) => state.rooms.redeem_ticket(&room, &ticket).await?,
+    let (username, token_hash) = match credential {
+        Credential::Token(token_hash) => (
+            state.rooms.authenticate(&room, &token_hash).await?,
+            Some(token_hash),
+        ),
+        Credential::Ticket(ticket) => (state.rooms.redeem_ticket(&room, &ticket).await?, None),
     };
     let realtime = &state.realtime;
-    let (mailbox, inbox) = mailbox(realtime.settings.client_queue_len, &realtime.stopping);
-    let (subscription, replay) = realtime.hub.subscribe(&room, after, &mailbox).await?;
-    let hold = realtime.presence.hold(&room, username.key()).await;
+    let (mut session, inbox) = Session::open(realtime.sessions.clone(), client);
+    let resumed = session
+        .attach(room.clone(), username, token_hash, after)
+        .await?;
 
     let mut opening = BytesMut::new();
     opening.extend_from_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
-    if !replay.complete {
+    if !resumed.reply.complete {
         let gap = serde_json::json!({"roomId": room.as_str(), "complete": false});
         opening.extend_from_slice(format!("event: resume:gap\ndata: {gap}\n\n").as_bytes());
     }
-    let mut ended = false;
-    let joined_at = replay.joined_at(&username);
-    for frame in &replay.events {
-        opening.extend_from_slice(&frame.sse_bytes());
-        ended |= frame.event.id >= joined_at && frame.removes(&username);
+    for frame in &resumed.replay {
+        if session.admit(frame) {
+            opening.extend_from_slice(&frame.sse_bytes());
+        }
     }
-    drop(mailbox);
 
     let mut keepalive = tokio::time::interval(realtime.settings.sse_keepalive);
     keepalive.reset();
     let stream_state = EventStream {
         pending: Some(opening.freeze()),
-        ended,
         inbox,
-        username,
+        session,
         keepalive,
         lifetime: Box::pin(tokio::time::sleep(realtime.settings.max_lifetime)),
-        _subscription: subscription,
-        _presence: hold,
         _slot: slot,
         delivery: telemetry::DeliveryLatency::new("sse"),
     };
@@ -266,14 +265,12 @@ pub async fn events(
 struct EventStream {
     /// Written before anything else (the opening, then nothing).
     pending: Option<Bytes>,
-    /// The member was removed: the stream ends after what is pending.
-    ended: bool,
     inbox: Inbox,
-    username: Username,
+    /// The stream's one membership; when it ends (the member's removal), the stream ends
+    /// after what is pending.
+    session: Session,
     keepalive: tokio::time::Interval,
     lifetime: std::pin::Pin<Box<tokio::time::Sleep>>,
-    _subscription: Subscription,
-    _presence: Hold,
     /// This stream's place under its client's stream cap.
     _slot: StreamSlot,
     delivery: telemetry::DeliveryLatency,
@@ -284,7 +281,7 @@ impl EventStream {
         if let Some(pending) = self.pending.take() {
             return Some(pending);
         }
-        if self.ended {
+        if self.session.holds_nothing() {
             return None;
         }
         let closed = self.inbox.closed.clone();
@@ -301,11 +298,13 @@ impl EventStream {
                 let mut oldest = None;
                 'batches: while let Some(batch) = next.take() {
                     for frame in batch.iter() {
+                        if !self.session.admit(frame) {
+                            continue;
+                        }
                         chunk.extend_from_slice(&frame.sse_bytes());
                         oldest.get_or_insert(frame.event.id);
                         taken += 1;
-                        if frame.removes(&self.username) {
-                            self.ended = true;
+                        if self.session.holds_nothing() {
                             break 'batches;
                         }
                     }

@@ -1,21 +1,18 @@
-//! The WebSocket transport (`GET /ws`): API.md's client events in, one `ack` or `error` per
-//! client event, and the room events of every room the connection joined or resumed.
+//! The WebSocket transport (`GET /ws`): frame I/O over a [`Session`]. API.md's client events
+//! in, one `ack` or `error` per client event, and the room frames the session admits.
 //!
-//! One task per connection runs a loop over: the client's frames, the connection's inbox
+//! One task per connection runs a loop over: the client's frames, the session's inbox
 //! (frames from the hub), pings, the lifetime limit and shutdown. Client events are handled
 //! one at a time and their reply is written before the loop reads the inbox again, which is
-//! what guarantees that an `ack` precedes every broadcast its event caused. Subscriptions are
-//! made *before* the join they belong to, and frames older than the join are skipped, so the
-//! connection sees its own join event and everything after it exactly once. Chat posts that
-//! are already waiting in the socket behind one another go to the store as one step (one
-//! round trip, stored in order) and their acks in one write.
+//! what guarantees that an `ack` precedes every broadcast its event caused. What a membership
+//! is (joins, resumes, leaves, which frames belong to it, runs of posts) is the session's;
+//! this module decodes, writes, and times the connection.
 //!
 //! A frame RFC 6455 forbids a client to send ends the connection with a close frame that
 //! says why (7.4.1), not a dropped socket: 1002 for a protocol violation (e.g. an unmasked
 //! frame), 1007 for a text frame that is not UTF-8, 1009 for one over 64 KiB.
 
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::State;
@@ -24,35 +21,22 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use futures_util::{FutureExt, SinkExt};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tracing::{Instrument, Span};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use super::AppState;
-use crate::domain::{EventId, RoomId, TokenHash, Username};
 use crate::error::ApiError;
-use crate::hub::{Batch, Closed, Frame, Inbox, Mailbox, Subscription, mailbox};
+use crate::hub::{Batch, Inbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
-use crate::presence::Hold;
-use crate::protocol::{self, Chat, ClientEvent, Decoded, Join, Remove, Resume};
-use crate::store::NewMessage;
+use crate::protocol::{self, Chat, ClientEvent, Decoded};
+use crate::session::{Answer, Close, Session};
 use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
 const MAX_FRAME_BYTES: usize = 64 * 1024;
 /// How many queued frames one socket write takes, at most about.
 const WRITE_BATCH: usize = 64;
-/// How many chat posts, already waiting in the socket, one store step takes at most.
-const POST_RUN: usize = 32;
-
-const CLOSE_PROTOCOL: u16 = 1002;
-const CLOSE_NOT_UTF8: u16 = 1007;
-const CLOSE_POLICY: u16 = 1008;
-const CLOSE_TOO_BIG: u16 = 1009;
-const CLOSE_RESTART: u16 = 1012;
-const CLOSE_SLOW: u16 = 1013;
-const RESTARTING: &str = "server restarting, reconnect and resume";
-const TOO_SLOW: &str = "too slow, reconnect and resume";
 
 pub async fn upgrade(
     State(state): State<AppState>,
@@ -88,80 +72,15 @@ pub async fn upgrade(
         })
 }
 
-/// One membership this connection holds.
-struct Held {
-    username: Username,
-    token_hash: TokenHash,
-    /// Frames of this room before this id predate the membership and are skipped.
-    from: EventId,
-    /// Removals of this name before this id ended an earlier membership (resumed replays
-    /// reach back past a leave and a new join).
-    joined_at: EventId,
-    /// Set when the member left on this connection: forward up to its removal, then drop.
-    leaving_at: Option<EventId>,
-    _presence: Option<Hold>,
-    _subscription: Subscription,
-}
-
-/// The memberships of one connection: a handful at most (`MAX_ROOMS_PER_CONNECTION`), looked
-/// up for every frame written, so a short list beats hashing the room id.
-#[derive(Default)]
-struct Holdings(Vec<(RoomId, Held)>);
-
-impl Holdings {
-    fn get(&self, room: &RoomId) -> Option<&Held> {
-        self.0
-            .iter()
-            .find(|(id, _)| id == room)
-            .map(|(_, held)| held)
-    }
-
-    fn get_mut(&mut self, room: &RoomId) -> Option<&mut Held> {
-        self.0
-            .iter_mut()
-            .find(|(id, _)| id == room)
-            .map(|(_, held)| held)
-    }
-
-    fn contains_key(&self, room: &RoomId) -> bool {
-        self.get(room).is_some()
-    }
-
-    fn insert(&mut self, room: RoomId, held: Held) {
-        match self.get_mut(&room) {
-            Some(existing) => *existing = held,
-            None => {
-                // Most connections hold one room: no room for three more per connection.
-                self.0.reserve_exact(1);
-                self.0.push((room, held));
-            }
-        }
-    }
-
-    fn remove(&mut self, room: &RoomId) {
-        self.0.retain(|(id, _)| id != room);
-    }
-
-    fn len(&self) -> usize {
-        self.0.len()
-    }
-
-    fn clear(&mut self) {
-        self.0.clear();
-    }
-}
-
 struct Connection {
     socket: WebSocket,
     state: AppState,
-    client: IpAddr,
     /// This connection's place under its client's connection cap.
     _slot: StreamSlot,
     /// Client events per connection (`None` when rate limits are off).
     events: Option<WsEventLimiter>,
-    mailbox: Mailbox,
+    session: Session,
     inbox: Inbox,
-    held: Holdings,
     last_heard: Instant,
     /// The span of the upgrade request, linked from every client event's span: a connection
     /// lives up to an hour, too long to keep its events in the request's trace.
@@ -173,7 +92,7 @@ struct Connection {
 enum End {
     /// The peer closed or vanished: nothing more to send.
     Gone,
-    Close(u16, &'static str),
+    Close(Close),
 }
 
 /// The direct reply to a client event: `{"event": "ack"|"error", "ref"?, "data"}`.
@@ -195,21 +114,6 @@ enum Incoming {
     End(End),
 }
 
-/// What a handled client event sends: the reply, then (for `resume`) the replayed frames.
-struct Outcome {
-    ack: Value,
-    replay: Vec<Arc<Frame>>,
-}
-
-impl Outcome {
-    fn ack(ack: Value) -> Self {
-        Self {
-            ack,
-            replay: Vec::new(),
-        }
-    }
-}
-
 impl Connection {
     fn new(
         socket: WebSocket,
@@ -218,21 +122,16 @@ impl Connection {
         slot: StreamSlot,
         upgraded_in: SpanContext,
     ) -> Self {
-        let (mailbox, inbox) = mailbox(
-            state.realtime.settings.client_queue_len,
-            &state.realtime.stopping,
-        );
+        let (session, inbox) = Session::open(state.realtime.sessions.clone(), client);
         metrics::gauge!("chat_open_connections", "transport" => "websocket").increment(1.0);
         let events = state.limits.ws_event_limiter();
         Self {
             socket,
-            client,
             _slot: slot,
             events,
             state,
-            mailbox,
+            session,
             inbox,
-            held: Holdings::default(),
             last_heard: Instant::now(),
             upgraded_in,
             delivery: telemetry::DeliveryLatency::new("websocket"),
@@ -251,11 +150,11 @@ impl Connection {
             let end = self.serve().await;
             // Let go of the rooms first: a client that does not read may hold up the close
             // frame.
-            self.held.clear();
-            if let End::Close(code, reason) = end {
+            self.session.end();
+            if let End::Close(close) = end {
                 let close = Message::Close(Some(CloseFrame {
-                    code,
-                    reason: Utf8Bytes::from_static(reason),
+                    code: close.code(),
+                    reason: Utf8Bytes::from_static(close.reason()),
                 }));
                 // A client that does not read may never take the close frame: bounded.
                 let grace = if self.state.realtime.stopping.is_cancelled() {
@@ -289,7 +188,7 @@ impl Connection {
                 biased;
                 () = &mut closed => return self.closed(),
                 batch = self.inbox.recv() => {
-                    // Cannot be None: this connection holds a sender (its mailbox).
+                    // Cannot be None: the session holds a sender (its mailbox).
                     let Some(batch) = batch else { return End::Gone };
                     // A client that stops reading blocks the write: give up on it when its
                     // queue overflows meanwhile, or on shutdown. Boxed: one small allocation
@@ -318,7 +217,7 @@ impl Connection {
                 () = &mut timer => {
                     let now = tokio::time::Instant::now();
                     if now >= lifetime_ends {
-                        return End::Close(CLOSE_RESTART, "connection lifetime reached, reconnect and resume");
+                        return End::Close(Close::LifetimeReached);
                     }
                     if self.last_heard.elapsed() > settings.ping_every * 2 {
                         return End::Gone;
@@ -332,16 +231,8 @@ impl Connection {
         }
     }
 
-    /// Why the inbox closed: the server is stopping, the room's log lost events this client
-    /// had not received yet, or the client fell too far behind.
     fn closed(&self) -> End {
-        if self.state.realtime.stopping.is_cancelled() {
-            End::Close(CLOSE_RESTART, RESTARTING)
-        } else if self.inbox.closed_because() == Some(Closed::Gap) {
-            End::Close(CLOSE_RESTART, "events were lost; resume to be told")
-        } else {
-            End::Close(CLOSE_SLOW, TOO_SLOW)
-        }
+        End::Close(self.session.why_closed(&self.inbox))
     }
 
     /// Writes `first` and whatever else is queued (up to about `WRITE_BATCH` frames) with one
@@ -352,8 +243,13 @@ impl Connection {
         let mut oldest = None;
         while let Some(batch) = next.take() {
             for frame in batch.iter() {
-                if let Some(text) = self.admit(frame) {
-                    if self.socket.feed(Message::Text(text)).await.is_err() {
+                if self.session.admit(frame) {
+                    if self
+                        .socket
+                        .feed(Message::Text(frame.ws_text()))
+                        .await
+                        .is_err()
+                    {
                         return Some(End::Gone);
                     }
                     oldest.get_or_insert(frame.event.id);
@@ -371,23 +267,6 @@ impl Connection {
             self.delivery.record_write(oldest);
         }
         None
-    }
-
-    /// Whether a frame is for a membership this connection holds (returning its text), and
-    /// the bookkeeping when it ends one.
-    fn admit(&mut self, frame: &Frame) -> Option<Utf8Bytes> {
-        let event = &frame.event;
-        let held = self.held.get(&event.room)?;
-        if event.id < held.from {
-            return None;
-        }
-        let ends_membership = held.leaving_at.is_some_and(|at| event.id >= at)
-            || (event.id >= held.joined_at && frame.removes(&held.username));
-        let text = frame.ws_text();
-        if ends_membership {
-            self.held.remove(&event.room);
-        }
-        Some(text)
     }
 
     /// Reads one frame from the client: past the event limit and decoded.
@@ -408,7 +287,7 @@ impl Connection {
         match self.events.as_ref().map(WsEventLimiter::check) {
             None | Some(Ok(())) => {}
             Some(Err(Refused::Hammering)) => {
-                return Incoming::End(End::Close(CLOSE_POLICY, "too many events, slow down"));
+                return Incoming::End(End::Close(Close::Hammering));
             }
             Some(Err(Refused::Limited(limited))) => {
                 return Incoming::Refused(protocol::reference_of(text.as_str()), limited);
@@ -416,7 +295,7 @@ impl Connection {
         }
         Incoming::Event(protocol::decode(
             text.as_str(),
-            self.state.rooms.max_message_bytes(),
+            self.session.core().rooms.max_message_bytes(),
         ))
     }
 
@@ -481,29 +360,19 @@ impl Connection {
                     .post_chat(reference, chat, may_take_run, &span, started)
                     .await;
             }
-            Ok(ClientEvent::CreateRoom(join)) => {
-                self.join(join, true).instrument(span.clone()).await
-            }
-            Ok(ClientEvent::AddMember(join)) => {
-                self.join(join, false).instrument(span.clone()).await
-            }
-            Ok(ClientEvent::RemoveMember(remove)) => {
-                self.remove(remove).instrument(span.clone()).await
-            }
-            Ok(ClientEvent::Resume(resume)) => self.resume(resume).instrument(span.clone()).await,
+            Ok(event) => self.session.handle(event).instrument(span.clone()).await,
             Err(err) => Err(err),
         };
         finish_event(&span, label, started, outcome.as_ref().err(), 1);
-        let outcome = match outcome {
-            Ok(outcome) => outcome,
+        let Answer { reply, follow } = match outcome {
+            Ok(answer) => answer,
             Err(err) => return self.reply_error(reference, err).await.map(|()| None),
         };
-        self.feed_reply(reference.as_ref(), Ok(&outcome.ack))
-            .await?;
-        for frame in outcome.replay {
-            if let Some(text) = self.admit(&frame) {
+        self.feed_reply(reference.as_ref(), Ok(reply)).await?;
+        for frame in follow {
+            if self.session.admit(&frame) {
                 self.socket
-                    .feed(Message::Text(text))
+                    .feed(Message::Text(frame.ws_text()))
                     .await
                     .map_err(|_| End::Gone)?;
             }
@@ -512,11 +381,9 @@ impl Connection {
         Ok(None)
     }
 
-    /// `create:chat`, and the chat posts to the same membership already waiting in the
-    /// socket behind it (up to `POST_RUN`): stored in one step, in order, and acked with one
-    /// write. A sender that outpaces the store's round trip gets one round trip per run
-    /// instead of a growing queue; one step per run keeps its messages in the order sent
-    /// even when the step is retried. Answers the frame that ended the run, if any.
+    /// `create:chat`, and the chat posts already waiting in the socket behind it that the
+    /// session lets join its run (see `session::PostRun`): stored in one step and acked with
+    /// one write. Answers the frame that ended the run, if any.
     async fn post_chat(
         &mut self,
         reference: Option<Value>,
@@ -525,15 +392,14 @@ impl Connection {
         span: &Span,
         started: Instant,
     ) -> Result<Option<Incoming>, End> {
-        // Only posts under a held membership form a run: a token in the event is checked
-        // per event.
-        let takes_run = may_take_run && self.may_post_as_held(&chat);
-        let poster = self.poster(&chat).instrument(span.clone()).await;
-        let (room, first) = to_post(chat);
+        let mut run = self
+            .session
+            .start_run(chat, may_take_run)
+            .instrument(span.clone())
+            .await;
         let mut references = vec![reference];
-        let mut messages = vec![first];
         let mut after = None;
-        while takes_run && messages.len() < POST_RUN {
+        while run.wants_more() {
             let Some(frame) = self.socket.recv().now_or_never() else {
                 break;
             };
@@ -542,9 +408,9 @@ impl Connection {
                     reference,
                     event: Ok(ClientEvent::CreateChat(next)),
                     ..
-                }) if next.room == room && self.may_post_as_held(&next) => {
+                }) if self.session.run_takes(&run, &next) => {
                     references.push(reference);
-                    messages.push(to_post(next).1);
+                    run.push(next);
                 }
                 Incoming::Nothing => {}
                 other => {
@@ -553,19 +419,8 @@ impl Connection {
                 }
             }
         }
-        span.record("chat.messages", messages.len());
-        let answers = match poster {
-            Ok(token_hash) => self
-                .state
-                .rooms
-                .post_in_order(room, token_hash, messages)
-                .instrument(span.clone())
-                .await
-                .into_iter()
-                .map(|answer| answer.map_err(not_member))
-                .collect(),
-            Err(err) => vec![Err(err)],
-        };
+        span.record("chat.messages", run.len());
+        let answers = self.session.post_run(run).instrument(span.clone()).await;
         let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
         finish_event(span, "create:chat", started, first_refusal, answers.len());
         for (reference, answer) in references.iter().zip(answers) {
@@ -573,50 +428,6 @@ impl Connection {
         }
         self.socket.flush().await.map_err(|_| End::Gone)?;
         Ok(after)
-    }
-
-    /// Who posts a `create:chat` (its token hash): the membership this connection holds in
-    /// the room, or the member whose token the event carries. (`&mut`: a shared borrow of
-    /// the connection is not `Send`, its socket not being `Sync`.)
-    async fn poster(&mut self, chat: &Chat) -> Result<TokenHash, ApiError> {
-        if let Some(held) = self.holding_to_post(&chat.room) {
-            if !posts_as(held, chat) {
-                return Err(ApiError::forbidden(
-                    "username is not the name this connection holds in the room",
-                ));
-            }
-            return Ok(held.token_hash.clone());
-        }
-        let token_hash = chat
-            .token
-            .as_ref()
-            .map(|token| token.hash())
-            .ok_or(ApiError::NotMember)?;
-        if let Some(claimed) = &chat.username {
-            let member = self
-                .state
-                .rooms
-                .authenticate(&chat.room, &token_hash)
-                .await
-                .map_err(not_member)?;
-            if member.key() != claimed.key() {
-                return Err(ApiError::forbidden("username is not the token's member"));
-            }
-        }
-        Ok(token_hash)
-    }
-
-    /// The membership a post to `room` goes out under, if this connection holds one that is
-    /// not leaving.
-    fn holding_to_post(&self, room: &RoomId) -> Option<&Held> {
-        self.held.get(room).filter(|held| held.leaving_at.is_none())
-    }
-
-    /// Whether a post may go out under the membership this connection holds in its room: it
-    /// holds one, and the post claims no other name.
-    fn may_post_as_held(&self, chat: &Chat) -> bool {
-        self.holding_to_post(&chat.room)
-            .is_some_and(|held| posts_as(held, chat))
     }
 
     async fn reply_error(&mut self, reference: Option<Value>, err: ApiError) -> Result<(), End> {
@@ -650,180 +461,6 @@ impl Connection {
             .await
             .map_err(|_| End::Gone)
     }
-
-    fn ensure_not_held(&self, room: &RoomId) -> Result<(), ApiError> {
-        if self.held.contains_key(room) {
-            return Err(ApiError::invalid(
-                "this connection already holds a membership in this room",
-            ));
-        }
-        self.ensure_room_for_one_more()
-    }
-
-    fn ensure_room_for_one_more(&self) -> Result<(), ApiError> {
-        if self.held.len() >= self.state.limits.max_rooms_per_connection {
-            return Err(ApiError::forbidden(
-                "this connection holds the most rooms it may; use another connection",
-            ));
-        }
-        Ok(())
-    }
-
-    async fn join(&mut self, join: Join, create: bool) -> Result<Outcome, ApiError> {
-        let Join {
-            room,
-            username,
-            secret,
-        } = join;
-        // A room this connection holds exists, so creating it again is `room_exists`.
-        if create {
-            self.ensure_room_for_one_more()?;
-        } else {
-            self.ensure_not_held(&room)?;
-        }
-        // Subscribe first (live), so the join event and everything after it arrive here.
-        let (subscription, _) = self
-            .state
-            .realtime
-            .hub
-            .subscribe(&room, None, &self.mailbox)
-            .await?;
-        let rooms = &self.state.rooms;
-        let joined = if create {
-            rooms
-                .create_room(self.client, room.clone(), username, secret)
-                .await?
-        } else {
-            rooms
-                .join(self.client, room.clone(), username, secret)
-                .await?
-        };
-        // A new room's events are all this member's to see; in an existing room, from its join.
-        let from = if create {
-            EventId::ZERO
-        } else {
-            joined.last_event_id
-        };
-        let presence = self
-            .state
-            .realtime
-            .presence
-            .hold(&room, joined.username.key())
-            .await;
-        self.held.insert(
-            room.clone(),
-            Held {
-                username: joined.username.clone(),
-                token_hash: joined.token.hash(),
-                from,
-                joined_at: from,
-                leaving_at: None,
-                _presence: Some(presence),
-                _subscription: subscription,
-            },
-        );
-        Ok(Outcome::ack(json!({
-            "roomId": room.as_str(),
-            "username": joined.username.as_str(),
-            "token": joined.token.expose(),
-            "lastEventId": joined.last_event_id,
-        })))
-    }
-
-    async fn remove(&mut self, remove: Remove) -> Result<Outcome, ApiError> {
-        let Remove {
-            room,
-            username: target,
-            token,
-        } = remove;
-        let token_hash = match self
-            .held
-            .get(&room)
-            .filter(|held| held.leaving_at.is_none())
-        {
-            Some(held) => held.token_hash.clone(),
-            None => token.map(|token| token.hash()).ok_or(ApiError::NotMember)?,
-        };
-        let left_at = self
-            .state
-            .rooms
-            .leave(&room, &token_hash, &target)
-            .await
-            .map_err(not_member)?;
-        if let Some(held) = self.held.get_mut(&room)
-            && held.token_hash == token_hash
-        {
-            held.leaving_at = Some(left_at);
-            held._presence = None;
-        }
-        Ok(Outcome::ack(json!({
-            "roomId": room.as_str(),
-            "username": target.as_str(),
-            "lastEventId": left_at,
-        })))
-    }
-
-    async fn resume(&mut self, resume: Resume) -> Result<Outcome, ApiError> {
-        let Resume {
-            room,
-            token,
-            last_event_id: after,
-        } = resume;
-        self.ensure_not_held(&room)?;
-        let token_hash = token.hash();
-        let username = self.state.rooms.authenticate(&room, &token_hash).await?;
-        let (subscription, replay) = self
-            .state
-            .realtime
-            .hub
-            .subscribe(&room, after, &self.mailbox)
-            .await?;
-        let presence = self
-            .state
-            .realtime
-            .presence
-            .hold(&room, username.key())
-            .await;
-        let replayed = replay.events.len();
-        let joined_at = replay.joined_at(&username);
-        self.held.insert(
-            room.clone(),
-            Held {
-                username: username.clone(),
-                token_hash,
-                from: EventId::ZERO,
-                joined_at,
-                leaving_at: None,
-                _presence: Some(presence),
-                _subscription: subscription,
-            },
-        );
-        Ok(Outcome {
-            ack: json!({
-                "roomId": room.as_str(),
-                "username": username.as_str(),
-                "replayed": replayed,
-                "complete": replay.complete,
-            }),
-            replay: replay.events,
-        })
-    }
-}
-
-/// A `create:chat`'s room, and the message to store there.
-fn to_post(chat: Chat) -> (RoomId, NewMessage) {
-    let message = NewMessage {
-        text: chat.message,
-        idempotency_key: chat.client_msg_id,
-    };
-    (chat.room, message)
-}
-
-/// Whether a post may go out under `held`: it claims no other name.
-fn posts_as(held: &Held, chat: &Chat) -> bool {
-    chat.username
-        .as_ref()
-        .is_none_or(|claimed| claimed.key() == held.username.key())
 }
 
 /// Ends a client event's span with its outcome (the first refusal, for a run of posts) and
@@ -852,20 +489,12 @@ fn finish_event(
 fn read_failed(err: axum::Error) -> End {
     use tungstenite::error::{Error, ProtocolError};
     match err.into_inner().downcast_ref::<Error>() {
-        Some(Error::Capacity(_)) => End::Close(CLOSE_TOO_BIG, "frame larger than 64 KiB"),
-        Some(Error::Utf8(_)) => End::Close(CLOSE_NOT_UTF8, "text frame is not valid UTF-8"),
+        Some(Error::Capacity(_)) => End::Close(Close::TooBig),
+        Some(Error::Utf8(_)) => End::Close(Close::NotUtf8),
         // The peer vanished mid-frame: nobody to tell.
         Some(Error::Protocol(ProtocolError::ResetWithoutClosingHandshake)) | None => End::Gone,
         // An unmasked frame, a reserved bit or opcode, a fragmented control frame, …
-        Some(Error::Protocol(_)) => End::Close(CLOSE_PROTOCOL, "WebSocket protocol error"),
+        Some(Error::Protocol(_)) => End::Close(Close::Protocol),
         Some(_) => End::Gone,
-    }
-}
-
-/// On WebSocket, an action for a room without a valid membership is `not_member`.
-fn not_member(err: ApiError) -> ApiError {
-    match err {
-        ApiError::Unauthorized => ApiError::NotMember,
-        other => other,
     }
 }

@@ -14,6 +14,8 @@
 //!   clients, lifetimes, shutdown.
 //! - [`gaps`]: no silent gap: a resume after an id the log lost is told `complete: false`
 //!   (SSE: `resume:gap`); a live connection whose room's log was lost is closed to resume.
+//! - [`session`]: the session core's membership rules on the WebSocket: a held room created
+//!   again, a room lost and created anew by someone else.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
 //!   redemption on another instance.
 //! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
@@ -45,5 +47,6 @@ mod hardening;
 mod readme;
 mod realtime;
 mod rest;
+mod session;
 mod telemetry;
 mod tickets;

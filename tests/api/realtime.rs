@@ -14,17 +14,7 @@ use crate::support::{Backend, TestApp, metric_sample, unique_room};
 /// Creates `room` on a new WebSocket as `username`; returns the client (past its ack and the
 /// two creation events) and the ack data.
 async fn ws_create(app: &TestApp, room: &str, username: &str) -> (WsClient, Value) {
-    let mut ws = WsClient::connect(&app.base_url).await;
-    let ack = ws
-        .ack(
-            "create:room",
-            "create",
-            json!({"roomId": room, "username": username}),
-        )
-        .await;
-    assert_eq!(ws.event().await["event"], "create:room:success");
-    assert_eq!(ws.event().await["event"], "add:member:success");
-    (ws, ack)
+    WsClient::creator_of(&app.base_url, room, username).await
 }
 
 /// Joins `room` on a new WebSocket; returns the client past its ack and own join event.

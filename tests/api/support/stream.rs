@@ -85,6 +85,22 @@ impl WsClient {
         (ws, ack)
     }
 
+    /// Connects and creates `room` as `username`; returns the client (past its ack and the
+    /// two creation events) and the ack data.
+    pub async fn creator_of(base_url: &str, room: &str, username: &str) -> (Self, Value) {
+        let mut ws = Self::connect(base_url).await;
+        let ack = ws
+            .ack(
+                "create:room",
+                "create",
+                json!({"roomId": room, "username": username}),
+            )
+            .await;
+        assert_eq!(ws.event().await["event"], "create:room:success");
+        assert_eq!(ws.event().await["event"], "add:member:success");
+        (ws, ack)
+    }
+
     /// Connects with a tiny socket receive buffer, so a client that stops reading backs the
     /// server up after a few frames instead of megabytes.
     pub async fn connect_small_buffer(base_url: &str) -> Self {
