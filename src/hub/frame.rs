@@ -4,10 +4,15 @@
 //! Why here and not in each transport: serializing per connection would be the fan-out's
 //! dominant cost; one lazily made encoding per transport, shared through an `Arc`, keeps a
 //! delivery to a copy of a pointer.
+//!
+//! The WebSocket text is kept in the transport's own text type (axum's `Utf8Bytes` today),
+//! which this module does not name: the slot is type-erased and the transport says the type
+//! when it asks, so a delivery costs a type check and a reference count, not a UTF-8
+//! validation or a copy, and the hub stays free of the web framework.
 
+use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::ws::Utf8Bytes;
 use bytes::Bytes;
 
 use crate::domain::{EventId, EventKind, RoomEvent, Username};
@@ -20,7 +25,8 @@ pub struct Frame {
     /// For a removal, the removed member's username key: normalized once here, not by each
     /// of the room's connections.
     removed_key: Option<String>,
-    ws: OnceLock<Utf8Bytes>,
+    /// The WebSocket text, in the type the WebSocket transport asks for.
+    ws: OnceLock<Box<dyn Any + Send + Sync>>,
     sse: OnceLock<Bytes>,
 }
 
@@ -45,8 +51,13 @@ impl Frame {
         self.removed_key.as_deref() == Some(member.key())
     }
 
-    /// `{"event": …, "id": …, "data": {…}}`.
-    pub fn ws_text(&self) -> Utf8Bytes {
+    /// `{"event": …, "id": …, "data": {…}}`, as the WebSocket transport's text type `T`
+    /// (made once, by the first connection that asks). There is one WebSocket transport, so
+    /// every caller asks for the same `T`.
+    pub fn ws_text<T>(&self) -> T
+    where
+        T: From<String> + Clone + Send + Sync + 'static,
+    {
         self.ws
             .get_or_init(|| {
                 #[derive(serde::Serialize)]
@@ -61,8 +72,10 @@ impl Frame {
                     data: self.event.data(),
                 })
                 .expect("an event of strings serializes to JSON");
-                Utf8Bytes::from(text)
+                Box::new(T::from(text))
             })
+            .downcast_ref::<T>()
+            .expect("the one WebSocket transport asks for one text type")
             .clone()
     }
 
