@@ -535,6 +535,67 @@ async fn a_client_that_never_reads_is_disconnected_by_the_write_timeout() {
     writer.abort();
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_stream_that_is_never_read_is_dropped_by_the_write_timeout() {
+    let app = TestApp::spawn(
+        Backend::Memory,
+        &[
+            ("WRITE_TIMEOUT_SECS", "1"),
+            ("RATE_LIMITS", "off"),
+            ("MAX_CONNECTIONS_PER_IP", "1"),
+            ("WS_MAX_LIFETIME_SECS", "600"),
+            ("MAX_MESSAGE_BYTES", "60000"),
+        ],
+    )
+    .await;
+    let room = unique_room("sse-stuck");
+    let alice = app.create_room(&room, "alice").await;
+    let source = Ipv4Addr::new(127, 0, 0, 8);
+    let open_stream = |small_buffer: bool| {
+        let (url, room, token) = (app.base_url.clone(), room.clone(), alice.token.clone());
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("a socket");
+            if small_buffer {
+                socket.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+            }
+            socket
+                .bind(std::net::SocketAddr::new(IpAddr::V4(source), 0))
+                .expect("binding the source address");
+            let addr = url.trim_start_matches("http://").parse().expect("ip:port");
+            let mut stream = socket.connect(addr).await.expect("connect");
+            let request = format!(
+                "GET /rooms/{room}/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\r\n"
+            );
+            stream.write_all(request.as_bytes()).await.expect("write");
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head).await.expect("a status line");
+            (stream, String::from_utf8_lossy(&head).into_owned())
+        }
+    };
+    // A stream whose client reads nothing after the status line.
+    let (_stuck, status) = open_stream(true).await;
+    assert_eq!(status, "HTTP/1.1 200", "the stuck stream opens");
+    // Big messages (18 MB, more than the kernel buffers between the two) back its socket up:
+    // the server's writes to it cannot proceed.
+    let payload = "x".repeat(60_000);
+    for _ in 0..300 {
+        app.say(&room, &alice.token, &payload).await;
+    }
+    // Its slot (one stream per address) comes free once the server gave up on it.
+    eventually(
+        "the stuck stream to be dropped",
+        Duration::from_secs(30),
+        || {
+            let attempt = open_stream(false);
+            async move {
+                let (_stream, status) = attempt.await;
+                (status == "HTTP/1.1 200").then_some(())
+            }
+        },
+    )
+    .await;
+}
+
 conformance! {
     async fn an_idempotency_key_keeps_the_id_not_the_message(backend: Backend) {
         let app = TestApp::spawn(backend, &[("HISTORY_LIMIT", "3")]).await;
