@@ -31,7 +31,7 @@ pub fn error(err: &ApiError, expected: &[&str]) {
         .map(|(_, status)| *status);
     assert_eq!(
         status,
-        Some(err.status().as_u16()),
+        Some(chat_server::http::error::status_of(err).as_u16()),
         "code {code} is not API.md's or has the wrong status"
     );
     assert!(

@@ -12,8 +12,10 @@ section! {
         pub max_connections: NonZeroUsize = nonzero!(10_000),
         /// Plain HTTP connections (or, behind trusted proxies, requests in flight) per client
         /// address; never more than half of `MAX_CONNECTIONS` (see
-        /// `Config::effective_max_http_connections_per_ip`).
-        pub max_http_connections_per_ip: NonZeroUsize = nonzero!(32),
+        /// `Config::effective_max_http_connections_per_ip`). 256 leaves room for an office of
+        /// browsers behind one NAT address (each keeps a few keep-alive connections) while
+        /// one address holds at most 2.5% of a default instance.
+        pub max_http_connections_per_ip: NonZeroUsize = nonzero!(256),
         /// A client must send its request headers within this long (slowloris).
         pub header_read_timeout_secs: NonZeroU64 = nonzero!(10),
         /// A request's whole body must arrive within this long (408 otherwise).

@@ -17,9 +17,10 @@ use crate::support::process::{ServerProcess, run_with_limit};
 const RUN_LIMIT: Duration = Duration::from_secs(90);
 
 /// The server as `scripts/bench` starts it: no rate limits, caps above what the runs open.
-const LOAD_TEST_VARS: [(&str, &str); 3] = [
+const LOAD_TEST_VARS: [(&str, &str); 4] = [
     ("RATE_LIMITS", "off"),
     ("MAX_CONNECTIONS_PER_IP", "19900"),
+    ("MAX_HTTP_CONNECTIONS_PER_IP", "19900"),
     ("RUST_LOG", "warn"),
 ];
 
