@@ -1,45 +1,57 @@
 #!/usr/bin/env bash
 # Build chat-server's image, push it to the project's Artifact Registry repository, and deploy
-# it to Cloud Run from cloudrun/service.yaml (`gcloud run services replace`).
+# it to Cloud Run.
 #
-# Needs the project, region and service name, from flags or the environment; the rest of the
-# names (repository, service account, secrets, network) derive from the service name exactly as
-# terraform/ names them, so `terraform apply` first, then this. Run with --help for the flags.
+# terraform/ is the one source of the service's settings (terraform.tfvars): this script reads
+# them from `terraform output deploy_settings`, so `terraform apply` first, then this. Who owns
+# the service follows terraform's image_tag:
+#   unset (default)  this script does: it renders cloudrun/service.yaml from those settings and
+#                    runs `gcloud run services replace`;
+#   set              Terraform does: this script builds and pushes, then runs
+#                    `terraform apply -var image_tag=TAG`.
+# The names (repository, service account, secrets, network) derive from the service name
+# exactly as terraform/ names them. Run with --help for the flags.
 #
 # Nothing secret passes through here: REDIS_URL stays in Secret Manager and reaches the service
 # by reference.
 set -euo pipefail
+# Replacement text is taken literally (bash 5.2 would otherwise expand '&' in ${x//a/b}).
+shopt -u patsub_replacement 2>/dev/null || true
 
 usage() {
     cat <<'EOF'
 Usage: cloudrun/deploy.sh [options]
 
 Builds the image (Cloud Build, or the local docker with --docker), pushes it to
-REGION-docker.pkg.dev/PROJECT/SERVICE/chat-server:TAG and deploys cloudrun/service.yaml.
+REGION-docker.pkg.dev/PROJECT/SERVICE/chat-server:TAG and deploys it with the settings of
+terraform/ (`terraform output deploy_settings`): scaling, resources, public access
+(allow_unauthenticated), allowed_origins, metrics_sidecar, extra_env, the Redis mode. Change
+them in terraform/terraform.tfvars and `terraform apply`, then run this again.
 
-Required (flag or environment variable):
-  -p, --project ID       Google Cloud project id              (PROJECT_ID, or GOOGLE_CLOUD_PROJECT)
-  -r, --region REGION    region, e.g. europe-west1            (REGION)
-  -s, --service NAME     service name, as in terraform        (SERVICE)
+With terraform's image_tag unset this script owns the service (cloudrun/service.yaml,
+`gcloud run services replace`); with image_tag set Terraform does, and this script runs
+`terraform apply -var image_tag=TAG` after the push.
 
-Optional:
+Options:
   -t, --tag TAG          image tag (TAG; default: the git commit, else a timestamp)
-      --redis MODE       memorystore (default) or external    (REDIS_MODE)
-      --docker           build and push with the local docker instead of Cloud Build
-      --build-only       build and push, do not deploy (for a Terraform-managed service)
+      --docker           build (for linux/amd64) and push with the local docker instead of
+                         Cloud Build
+      --build-only       build and push, do not deploy
       --deploy-only      deploy TAG, already pushed, without building
-      --allow-unauthenticated
-                         make the service public (roles/run.invoker for allUsers)
-      --allowed-origins LIST
-                         comma-separated browser origins allowed to call the API, e.g.
-                         https://chat.example.com (ALLOWED_ORIGINS; the service's own
-                         origin is always allowed). Without it every origin is, and a
-                         public service gets a warning
-      --no-metrics-sidecar
-                         no Managed Service for Prometheus collector (as terraform's
-                         metrics_sidecar = false); /metrics stays internal either way
+      --terraform-dir DIR
+                         where `terraform apply` ran (TF_DIR; default: terraform/ here)
       --dry-run          print the commands and the rendered service.yaml, run nothing
   -h, --help             this text
+
+Checks, refused when they disagree with terraform's settings:
+  -p, --project ID       (PROJECT_ID, or GOOGLE_CLOUD_PROJECT)
+  -r, --region REGION    (REGION)
+  -s, --service NAME     (SERVICE)
+      --redis MODE       memorystore or external (REDIS_MODE)
+
+The identity running this needs roles/run.admin, roles/artifactregistry.writer,
+roles/cloudbuild.builds.editor (not with --docker) and roles/iam.serviceAccountUser on the
+service's runtime service account (README "Deploy to Google Cloud").
 EOF
 }
 
@@ -55,19 +67,22 @@ project="${PROJECT_ID:-${GOOGLE_CLOUD_PROJECT:-}}"
 region="${REGION:-}"
 service="${SERVICE:-}"
 tag="${TAG:-}"
-redis_mode="${REDIS_MODE:-memorystore}"
-origins="${ALLOWED_ORIGINS:-}"
-metrics_sidecar=1
+redis_mode="${REDIS_MODE:-}"
+tf_dir="${TF_DIR:-$root/terraform}"
 builder="cloudbuild"
 build=1
 deploy=1
-public=0
 dry_run=0
 
 need_value() {
     if [ "$#" -lt 2 ] || [ -z "$2" ]; then
         die "$1 needs a value (see --help)"
     fi
+}
+
+# Settings that were flags once: terraform.tfvars is their one source.
+moved() {
+    die "$1 is gone: set $2 in terraform/terraform.tfvars and run terraform apply (one source for every setting; see --help)"
 }
 
 while [ "$#" -gt 0 ]; do
@@ -80,44 +95,74 @@ while [ "$#" -gt 0 ]; do
         --docker) builder="docker"; shift ;;
         --build-only) deploy=0; shift ;;
         --deploy-only) build=0; shift ;;
-        --allow-unauthenticated) public=1; shift ;;
-        --allowed-origins) need_value "$@"; origins="$2"; shift 2 ;;
-        --no-metrics-sidecar) metrics_sidecar=0; shift ;;
+        --terraform-dir) need_value "$@"; tf_dir="$2"; shift 2 ;;
+        --allow-unauthenticated) moved "$1" "allow_unauthenticated = true" ;;
+        --allowed-origins) moved "$1" "allowed_origins" ;;
+        --no-metrics-sidecar) moved "$1" "metrics_sidecar = false" ;;
         --dry-run) dry_run=1; shift ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
 
-missing=()
-[ -n "$project" ] || missing+=("the project (--project or PROJECT_ID)")
-[ -n "$region" ] || missing+=("the region (--region or REGION)")
-[ -n "$service" ] || missing+=("the service name (--service or SERVICE)")
-if [ "${#missing[@]}" -gt 0 ]; then
-    for what in "${missing[@]}"; do
-        printf 'deploy.sh: missing %s\n' "$what" >&2
-    done
-    die "nothing was built or deployed (see --help)"
+case "$redis_mode" in
+    "" | memorystore | external) ;;
+    *) die "--redis must be memorystore or external, not '$redis_mode'" ;;
+esac
+[ "$build" -eq 1 ] || [ "$deploy" -eq 1 ] || die "--build-only and --deploy-only exclude each other"
+[ -n "$tag" ] || [ "$build" -eq 1 ] || die "--deploy-only needs the --tag of an image already pushed"
+
+# --- The settings, from terraform -------------------------------------------------------------
+
+command -v terraform >/dev/null 2>&1 ||
+    die "needs the terraform command: the service's settings come from terraform/ (README step 2)"
+if ! settings="$(terraform -chdir="$tf_dir" output -raw deploy_settings)"; then
+    die "no deploy_settings from terraform in $tf_dir: run terraform apply there first (README step 2), or pass --terraform-dir"
 fi
+declare -A setting=()
+extra_env=()
+while IFS= read -r line; do
+    [ -n "$line" ] || continue
+    key="${line%%=*}"
+    value="${line#*=}"
+    if [ "$key" = "env" ]; then
+        extra_env+=("$value")
+    else
+        setting["$key"]="$value"
+    fi
+done <<<"$settings"
+for key in owner project_id region service_name redis_mode min_instances max_instances \
+    concurrency cpu memory rust_log allowed_origins public metrics_sidecar; do
+    [ -n "${setting[$key]+set}" ] ||
+        die "terraform's deploy_settings has no $key: terraform apply with this checkout's terraform/ first"
+done
+
+# What the flags and the environment say must be what terraform says.
+agree() {
+    if [ -n "$2" ] && [ "$2" != "$3" ]; then
+        die "$1 '$2' disagrees with terraform's $4 = \"$3\" (in $tf_dir): change terraform.tfvars and terraform apply, or drop $1"
+    fi
+}
+agree "--project" "$project" "${setting[project_id]}" "project_id"
+agree "--region" "$region" "${setting[region]}" "region"
+agree "--service" "$service" "${setting[service_name]}" "service_name"
+agree "--redis" "$redis_mode" "${setting[redis_mode]}" "redis_mode"
+project="${setting[project_id]}"
+region="${setting[region]}"
+service="${setting[service_name]}"
+redis_mode="${setting[redis_mode]}"
+owner="${setting[owner]}"
+
 [[ "$project" =~ ^[a-z][a-z0-9-]{4,28}[a-z0-9]$ ]] || die "'$project' is not a project id"
 [[ "$region" =~ ^[a-z]+-[a-z]+[0-9]+$ ]] || die "'$region' is not a region"
 [[ "$service" =~ ^[a-z][a-z0-9-]{0,24}[a-z0-9]$ ]] ||
     die "'$service' is not a service name (2-26 lowercase letters, digits, hyphens)"
-case "$redis_mode" in
-    memorystore | external) ;;
-    *) die "--redis must be memorystore or external, not '$redis_mode'" ;;
+case "$owner" in
+    deploy.sh | terraform) ;;
+    *) die "terraform's deploy_settings names no owner of the service ('$owner')" ;;
 esac
-if [ -n "$origins" ]; then
-    # Origins exactly as browsers send them; the list lands in service.yaml as a quoted string.
-    IFS=',' read -r -a origin_list <<<"$origins,"
-    for origin in "${origin_list[@]}"; do
-        [[ "$origin" =~ ^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$ ]] ||
-            die "'$origin' in --allowed-origins is not an origin such as https://chat.example.com (scheme, host, optional port; no path, no spaces)"
-    done
-fi
-[ "$build" -eq 1 ] || [ "$deploy" -eq 1 ] || die "--build-only and --deploy-only exclude each other"
+
 if [ -z "$tag" ]; then
-    [ "$build" -eq 1 ] || die "--deploy-only needs the --tag of an image already pushed"
     if git -C "$root" rev-parse --short=12 HEAD >/dev/null 2>&1; then
         tag="$(git -C "$root" rev-parse --short=12 HEAD)"
         if [ -n "$(git -C "$root" status --porcelain --untracked-files=no 2>/dev/null)" ]; then
@@ -130,24 +175,6 @@ fi
 [[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "'$tag' is not a valid image tag"
 
 image="$region-docker.pkg.dev/$project/$service/chat-server:$tag"
-
-# A public service without ALLOWED_ORIGINS answers every web site's CORS requests and
-# WebSocket upgrades. Said, not refused: the first deploy cannot know the service's URL yet,
-# and the bundled browser client is same-origin (always allowed), so there may be nothing to
-# list before the service exists. terraform/ refuses it instead (allowed_origins).
-warn_any_origin() {
-    if [ "$public" -eq 1 ] && [ -z "$origins" ]; then
-        cat >&2 <<'EOF'
-deploy.sh: WARNING ==========================================================================
-deploy.sh: WARNING: the service is public (--allow-unauthenticated) and ALLOWED_ORIGINS is
-deploy.sh: WARNING: empty: EVERY web site may call it from its visitors' browsers (CORS and
-deploy.sh: WARNING: WebSocket upgrades). Deploy again with
-deploy.sh: WARNING:   --allowed-origins https://your.site[,https://other.site]
-deploy.sh: WARNING: (the service's own origin, and so the bundled browser client, is always allowed).
-deploy.sh: WARNING ==========================================================================
-EOF
-    fi
-}
 
 # Runs a command, or only shows it with --dry-run.
 run() {
@@ -164,16 +191,24 @@ if [ "$dry_run" -eq 0 ]; then
     command -v gcloud >/dev/null 2>&1 || die "needs the gcloud command (Google Cloud SDK)"
 fi
 
+# --- Build and push ---------------------------------------------------------------------------
+
 if [ "$build" -eq 1 ]; then
     printf 'Building %s\n' "$image" >&2
     if [ "$builder" = "docker" ]; then
         run gcloud auth configure-docker "$region-docker.pkg.dev" --quiet
-        run docker build --tag "$image" "$root"
+        # Cloud Run runs linux/amd64 images: on an ARM machine docker would build arm64.
+        run docker build --platform linux/amd64 --tag "$image" "$root"
         run docker push "$image"
     else
         # A release build with LTO takes minutes: more time and cores than Cloud Build's
-        # 10-minute default on its 2-vCPU default machine.
-        run gcloud builds submit "$root" --project "$project" --region "$region" \
+        # 10-minute default on its 2-vCPU default machine. Cloud Build starts with no layer
+        # cache; with the builds/use_kaniko property, a `--tag` build runs Kaniko, which keeps
+        # each layer in the repository (IMAGE/cache) for builds/kaniko_cache_ttl hours: the
+        # dependency layer (the Dockerfile's step 1) is reused until Cargo.toml or Cargo.lock
+        # changes.
+        run env CLOUDSDK_BUILDS_USE_KANIKO=True CLOUDSDK_BUILDS_KANIKO_CACHE_TTL=168 \
+            gcloud builds submit "$root" --project "$project" --region "$region" \
             --tag "$image" --timeout 40m --machine-type e2-highcpu-8
     fi
 fi
@@ -183,27 +218,55 @@ if [ "$deploy" -eq 0 ]; then
     exit 0
 fi
 
+# --- Deploy -----------------------------------------------------------------------------------
+
+if [ "$owner" = "terraform" ]; then
+    # Terraform owns the service (image_tag set): it deploys the image, with its settings.
+    run terraform -chdir="$tf_dir" apply -var "image_tag=$tag"
+    if [ "$dry_run" -eq 0 ]; then
+        url="$(terraform -chdir="$tf_dir" output -raw service_url)"
+        printf 'Deployed %s\n%s\n' "$image" "$url"
+    fi
+    printf 'deploy.sh: set image_tag = "%s" in terraform.tfvars as well, or a plain terraform apply rolls the service back to the tag written there\n' "$tag" >&2
+    exit 0
+fi
+
 # Render service.yaml: the placeholders, and the lines marked for an option kept only with it
-# (their marker removed): "# memorystore" (the VPC, CA mount and SSL_CERT_FILE),
-# "# metrics-sidecar" (the collector), "# allowed-origins" (ALLOWED_ORIGINS). Comment lines
-# are left out.
+# (their marker removed): "# memorystore" (the VPC, CA mount, SSL_CERT_FILE, REDIS_TLS_VERIFY),
+# "# metrics-sidecar" (the collector), "# allowed-origins" (ALLOWED_ORIGINS), "# public" (no
+# invoker IAM check); extra_env's entries go where "# extra-env" is. Other comment lines are
+# left out. The string settings arrive JSON-quoted, so they are YAML scalars as they are.
 rendered="$(mktemp "${TMPDIR:-/tmp}/chat-server-service.XXXXXX")"
 trap 'rm -f "$rendered"' EXIT
 while IFS= read -r line || [ -n "$line" ]; do
+    if [[ "$line" =~ ^([[:space:]]*)#[[:space:]]extra-env$ ]]; then
+        for entry in ${extra_env[@]+"${extra_env[@]}"}; do
+            printf '%s- %s\n' "${BASH_REMATCH[1]}" "$entry"
+        done
+        continue
+    fi
     [[ "$line" =~ ^[[:space:]]*# ]] && continue
     case "$line" in
         *" # memorystore") [ "$redis_mode" = "memorystore" ] || continue ;;
-        *" # metrics-sidecar") [ "$metrics_sidecar" -eq 1 ] || continue ;;
-        *" # allowed-origins") [ -n "$origins" ] || continue ;;
+        *" # metrics-sidecar") [ "${setting[metrics_sidecar]}" = "true" ] || continue ;;
+        *" # allowed-origins") [ "${setting[allowed_origins]}" != '""' ] || continue ;;
+        *" # public") [ "${setting[public]}" = "true" ] || continue ;;
     esac
     line="${line% # memorystore}"
     line="${line% # metrics-sidecar}"
     line="${line% # allowed-origins}"
+    line="${line% # public}"
     line="${line//"\${PROJECT_ID}"/$project}"
     line="${line//"\${REGION}"/$region}"
     line="${line//"\${SERVICE}"/$service}"
     line="${line//"\${IMAGE}"/$image}"
-    line="${line//"\${ALLOWED_ORIGINS}"/$origins}"
+    line="${line//"\${MIN_INSTANCES}"/${setting[min_instances]}}"
+    line="${line//"\${MAX_INSTANCES}"/${setting[max_instances]}}"
+    line="${line//"\${CONCURRENCY}"/${setting[concurrency]}}"
+    line="${line//"\${CPU}"/${setting[cpu]}}"
+    line="${line//"\${MEMORY}"/${setting[memory]}}"
+    line="${line//"\${RUST_LOG}"/${setting[rust_log]}}"
+    line="${line//"\${ALLOWED_ORIGINS}"/${setting[allowed_origins]}}"
     printf '%s\n' "$line"
 done <"$here/service.yaml" >"$rendered"
 if grep -nF "\${" "$rendered" >&2; then
@@ -214,16 +277,9 @@ if [ "$dry_run" -eq 1 ]; then
     printf -- '--- rendered service.yaml\n' >&2
     cat "$rendered"
 fi
-warn_any_origin
 run gcloud run services replace "$rendered" --project "$project" --region "$region" --quiet
-if [ "$public" -eq 1 ]; then
-    run gcloud run services add-iam-policy-binding "$service" --project "$project" \
-        --region "$region" --member allUsers --role roles/run.invoker --quiet
-fi
 if [ "$dry_run" -eq 0 ]; then
     url="$(gcloud run services describe "$service" --project "$project" --region "$region" \
         --format 'value(status.url)')"
     printf 'Deployed %s\n%s\n' "$image" "$url"
 fi
-# Again last, where it is seen.
-warn_any_origin

@@ -5,15 +5,19 @@
 #   Secret Manager: REDIS_URL (and, with Memorystore, the instance's server CA)
 #   Redis: Memorystore (AUTH + in-transit encryption, private IP, reached over Direct VPC
 #          egress from a subnet of its own network) or an existing external URL (redis_mode)
-#   Cloud Run service (only when image_tag is set; else cloudrun/deploy.sh deploys it from
-#   cloudrun/service.yaml, which carries the same settings), with the Managed Service for
-#   Prometheus collector as a sidecar (metrics_sidecar) that scrapes METRICS_PORT inside it
+#   Cloud Run service, with the Managed Service for Prometheus collector as a sidecar
+#   (metrics_sidecar) that scrapes METRICS_PORT inside it. One owner, one source of settings:
+#   the service's settings are this directory's variables either way. With image_tag null (the
+#   default) cloudrun/deploy.sh owns the service and renders cloudrun/service.yaml from the
+#   output deploy_settings; with image_tag set Terraform owns it (this resource), and deploy.sh
+#   builds, pushes and runs `terraform apply -var image_tag=...` (README "Deploy to Google Cloud")
 #
 # Names all derive from var.service_name, and cloudrun/deploy.sh derives the same names from
 # its --service, so the two agree without passing each name around.
 #
 # The server's environment (README "Configuration"; checked by deploy/tests/test_consistency.py):
 # Env set here: REDIS_URL (from Secret Manager), SSL_CERT_FILE (Memorystore's CA), RUST_LOG, GOOGLE_CLOUD_PROJECT (log lines link their traces)
+# Env set here: REDIS_TLS_VERIFY (chain with Memorystore: its certificate names its IP only in the CN)
 # Env set here: METRICS_PORT (/metrics off the ingress port), ALLOWED_ORIGINS (var.allowed_origins, when not empty)
 # Left unset (Cloud Run sets them): PORT, K_SERVICE
 # Left unset (server defaults): HOST, REDIS_TIMEOUT_MS, MAX_MESSAGE_BYTES, HISTORY_LIMIT, MEMBER_TTL_SECS, ROOM_TTL_SECS
@@ -55,6 +59,8 @@ locals {
   # Where the Memorystore CA secret is mounted; SSL_CERT_FILE points rustls at it.
   redis_ca_dir  = "/etc/redis-ca"
   redis_ca_file = "ca.pem"
+  # REDIS_TLS_VERIFY with Memorystore (see the env block below).
+  redis_tls_verify = "chain"
 
   services = concat(
     [
@@ -147,6 +153,22 @@ resource "google_project_iam_member" "trace_agent" {
   project = var.project_id
   role    = "roles/cloudtrace.agent"
   member  = local.runtime_member
+}
+
+# Cloud Build runs `gcloud builds submit` (cloudrun/deploy.sh) as the project's default build
+# service account: in newer projects that is the Compute Engine default service account, which
+# may hold no role at all (the build then fails on permissions). Given its email
+# (`gcloud builds get-default-service-account`), Terraform grants it the builder role: write
+# images to Artifact Registry, logs, the staged source.
+resource "google_project_iam_member" "cloud_build_builder" {
+  #checkov:skip=CKV_GCP_49:Opt-in (null by default) and only to the build service account the user names: roles/cloudbuild.builds.builder is the role Google itself gives the legacy Cloud Build account, which newer projects' default build account lacks; builds fail without it.
+  count = var.cloud_build_service_account == null ? 0 : 1
+
+  project = var.project_id
+  role    = "roles/cloudbuild.builds.builder"
+  member  = "serviceAccount:${var.cloud_build_service_account}"
+
+  depends_on = [google_project_service.apis]
 }
 
 # --- Secrets ------------------------------------------------------------------------------------
@@ -298,6 +320,9 @@ resource "google_cloud_run_v2_service" "chat" {
   location            = var.region
   ingress             = "INGRESS_TRAFFIC_ALL"
   deletion_protection = var.deletion_protection
+  # Public without an allUsers binding (which domain-restricted sharing refuses): Cloud Run
+  # skips its invoker IAM check (run.googleapis.com/invoker-iam-disabled in service.yaml).
+  invoker_iam_disabled = var.allow_unauthenticated
 
   template {
     service_account = google_service_account.run.email
@@ -366,6 +391,17 @@ resource "google_cloud_run_v2_service" "chat" {
         }
       }
 
+      # Memorystore's server certificate names the instance's IP only in its CN (no
+      # subjectAltName), which a hostname check refuses: check the chain against its CA
+      # (SSL_CERT_FILE) and not the name.
+      dynamic "env" {
+        for_each = local.memorystore ? [1] : []
+        content {
+          name  = "REDIS_TLS_VERIFY"
+          value = local.redis_tls_verify
+        }
+      }
+
       env {
         name  = "RUST_LOG"
         value = var.rust_log
@@ -402,15 +438,17 @@ resource "google_cloud_run_v2_service" "chat" {
         }
       }
 
-      # Ready when the store answers; up to 60 s for a first Redis connection.
+      # Ready when the store answers. Direct VPC egress can take a minute or more to connect a
+      # new instance, so the window is Cloud Run's longest for a startup probe:
+      # failure_threshold x period_seconds = 24 x 10 s = 240 s (timeout below the period).
       startup_probe {
         http_get {
           path = "/readyz"
           port = local.port
         }
-        period_seconds    = 2
-        timeout_seconds   = 2
-        failure_threshold = 30
+        period_seconds    = 10
+        timeout_seconds   = 5
+        failure_threshold = 24
       }
 
       # Restarted only when the process stops serving (not when Redis is away: /healthz does
@@ -501,14 +539,4 @@ resource "google_cloud_run_v2_service" "chat" {
     google_secret_manager_secret_version.redis_url,
     google_secret_manager_secret_version.redis_ca,
   ]
-}
-
-resource "google_cloud_run_v2_service_iam_member" "public" {
-  count = local.manage_service && var.allow_unauthenticated ? 1 : 0
-
-  project  = var.project_id
-  location = google_cloud_run_v2_service.chat[0].location
-  name     = google_cloud_run_v2_service.chat[0].name
-  role     = "roles/run.invoker"
-  member   = "allUsers"
 }

@@ -34,7 +34,7 @@ output "service_name" {
 }
 
 output "redis_mode" {
-  description = "memorystore or external, for cloudrun/deploy.sh --redis."
+  description = "memorystore or external (cloudrun/deploy.sh refuses a --redis that disagrees)."
   value       = var.redis_mode
 }
 
@@ -51,4 +51,46 @@ output "redis_url_secret" {
 output "redis_host" {
   description = "Private address and TLS port of the Memorystore instance (null with an external Redis)."
   value       = local.memorystore ? "${google_redis_instance.chat[0].host}:${google_redis_instance.chat[0].port}" : null
+}
+
+output "service_owner" {
+  description = "Who owns the Cloud Run service: \"deploy.sh\" (image_tag null; cloudrun/deploy.sh deploys cloudrun/service.yaml) or \"terraform\" (image_tag set; cloudrun/deploy.sh runs terraform apply -var image_tag=TAG)."
+  value       = local.manage_service ? "terraform" : "deploy.sh"
+}
+
+# Every setting of the service, from this directory's variables only, as lines of KEY=VALUE
+# (strings JSON-quoted, so they are YAML scalars as they are; one `env=` line per extra_env
+# entry). cloudrun/deploy.sh renders cloudrun/service.yaml from it, so terraform.tfvars is the
+# one place where the service's settings live, whichever path owns the service.
+output "deploy_settings" {
+  description = "The service's settings for cloudrun/deploy.sh (KEY=VALUE lines): scaling, concurrency, resources, RUST_LOG, ALLOWED_ORIGINS, public access, the metrics sidecar, the Redis mode, extra_env."
+  value = join("\n", concat(
+    [
+      "owner=${var.image_tag == null ? "deploy.sh" : "terraform"}",
+      "project_id=${var.project_id}",
+      "region=${var.region}",
+      "service_name=${var.service_name}",
+      "redis_mode=${var.redis_mode}",
+      "min_instances=${var.min_instances}",
+      "max_instances=${var.max_instances}",
+      "concurrency=${var.concurrency}",
+      "cpu=${jsonencode(var.cpu)}",
+      "memory=${jsonencode(var.memory)}",
+      "rust_log=${jsonencode(var.rust_log)}",
+      "allowed_origins=${jsonencode(join(",", var.allowed_origins))}",
+      "public=${var.allow_unauthenticated}",
+      "metrics_sidecar=${var.metrics_sidecar}",
+    ],
+    [for name, value in var.extra_env : "env=${jsonencode({ name = name, value = value })}"],
+  ))
+
+  # The service's own precondition only runs when Terraform owns it; this one runs for both.
+  precondition {
+    condition     = var.max_instances >= var.min_instances
+    error_message = "max_instances must not be below min_instances."
+  }
+  precondition {
+    condition     = !var.allow_unauthenticated || length(var.allowed_origins) > 0
+    error_message = "allowed_origins is required when allow_unauthenticated is true: list the browser origins of your web client (e.g. [\"https://chat.example.com\"]; the service's own origin is always allowed). Left empty, every web site may call the public service from its visitors' browsers."
+  }
 }

@@ -35,10 +35,12 @@ variable "service_name" {
 
 variable "image_tag" {
   description = <<-EOT
-    Tag of the chat-server image in this project's repository (what cloudrun/deploy.sh --build-only
-    pushed). null: Terraform creates everything but the Cloud Run service, which
-    cloudrun/deploy.sh then deploys from cloudrun/service.yaml. Set it only if Terraform is to own
-    the service; one owner per service.
+    Who owns the Cloud Run service. null (the default): cloudrun/deploy.sh does, rendering
+    cloudrun/service.yaml from this directory's settings (output deploy_settings), and Terraform
+    creates everything but the service. A tag of the chat-server image in this project's
+    repository: Terraform owns the service and runs that image (cloudrun/deploy.sh then builds,
+    pushes and runs `terraform apply -var image_tag=TAG`). Moving from one to the other needs
+    `terraform import` (README "Deploy to Google Cloud"); one owner per service.
   EOT
   type        = string
   default     = null
@@ -182,13 +184,13 @@ variable "rust_log" {
 }
 
 variable "extra_env" {
-  description = "More environment variables for the server (README \"Configuration\"), e.g. { ALLOWED_ORIGINS = \"https://chat.example.com\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT and RUST_LOG (set here)."
+  description = "More environment variables for the server (README \"Configuration\"), e.g. { ALLOWED_ORIGINS = \"https://chat.example.com\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, GOOGLE_CLOUD_PROJECT and RUST_LOG (set here)."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS"])) == 0
-    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins) or RUST_LOG (use rust_log)."
+    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "REDIS_TLS_VERIFY", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS"])) == 0
+    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins) or RUST_LOG (use rust_log)."
   }
 }
 
@@ -222,9 +224,20 @@ variable "metrics_sidecar" {
 }
 
 variable "allow_unauthenticated" {
-  description = "Grant roles/run.invoker to allUsers, making the service public (browsers and curl without a Google identity). Off by default."
+  description = "Make the service public (browsers and curl without a Google identity) by turning off Cloud Run's invoker IAM check (invoker_iam_disabled), not with an allUsers binding, which organisations with domain-restricted sharing refuse. Off by default."
   type        = bool
   default     = false
+}
+
+variable "cloud_build_service_account" {
+  description = "Email of the service account Cloud Build runs builds as (`gcloud builds get-default-service-account`); when set, Terraform grants it roles/cloudbuild.builds.builder, which newer projects' default build account lacks. null: grant nothing."
+  type        = string
+  default     = null
+
+  validation {
+    condition     = var.cloud_build_service_account == null || can(regex("^[a-z0-9-]+@[a-z0-9.-]+\\.gserviceaccount\\.com$", coalesce(var.cloud_build_service_account, "x@x.gserviceaccount.com")))
+    error_message = "cloud_build_service_account must be a service account email such as 123456789012-compute@developer.gserviceaccount.com, or null."
+  }
 }
 
 variable "deletion_protection" {

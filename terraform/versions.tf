@@ -4,6 +4,9 @@
 # Provider v6 note: google_cloud_run_v2_service has `deletion_protection`, true by default
 # since v6.0; while it is true, `terraform destroy` (or any change that replaces the service)
 # fails. main.tf sets it from var.deletion_protection (see variables.tf).
+#
+# 6.8 at least: google_cloud_run_v2_service's `invoker_iam_disabled` (public access without an
+# allUsers binding) came with provider 6.8.0.
 
 terraform {
   required_version = ">= 1.5"
@@ -11,7 +14,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 6.0"
+      version = "~> 6.8"
     }
   }
 }

@@ -51,3 +51,40 @@ def markdown_section(text: str, heading: str) -> str:
 @pytest.fixture(scope="session")
 def root() -> Path:
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def tf_eval(tmp_path_factory):
+    """Evaluates an expression over terraform/variables.tf with `terraform console` (no provider
+    needed), given values for the variables, and returns its value decoded from JSON: what
+    Terraform itself computes, e.g. the output deploy_settings that cloudrun/deploy.sh reads."""
+    import json
+    import os
+    import shutil
+    import subprocess
+
+    terraform = shutil.which("terraform")
+    if not terraform:
+        pytest.skip("no terraform binary here: the checks that need Terraform's evaluation skip")
+    directory = tmp_path_factory.mktemp("tf-eval")
+    shutil.copy(ROOT / "terraform" / "variables.tf", directory)
+    (directory / "empty.tfrc").write_text("")
+    env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
+           "TF_CLI_CONFIG_FILE": str(directory / "empty.tfrc")}
+    subprocess.run([terraform, "init", "-backend=false"], cwd=directory, env=env, check=True,
+                   capture_output=True, timeout=120)
+
+    def evaluate(expression: str, **variables):
+        args = [terraform, "console", "-no-color"]
+        variables.setdefault("project_id", "my-project-1")
+        for name, value in variables.items():
+            # A string variable takes its value as it is; lists, maps, numbers and bools as HCL
+            # (which their JSON is).
+            text = value if isinstance(value, str) else json.dumps(value)
+            args += ["-var", f"{name}={text}"]
+        result = subprocess.run(args, input=f"jsonencode({expression})\n", cwd=directory, env=env,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and "Error" not in result.stderr, result.stderr
+        return json.loads(json.loads(result.stdout))
+
+    return evaluate

@@ -338,3 +338,14 @@ def tf_sidecars() -> list[dict[str, Any]]:
 def tf_env(container: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """A container's env blocks (static and dynamic) by variable name."""
     return {unquote(env["name"]): env for env in hcl_blocks(container, "env")}
+
+
+def tf_outputs() -> dict[str, dict[str, Any]]:
+    return tf_blocks(tf("outputs.tf"), "output")
+
+
+def tf_output_expression(name: str) -> str:
+    """An output's value as a Terraform expression (for `terraform console`)."""
+    value = tf_outputs()[name]["value"]
+    assert value.startswith("${") and value.endswith("}"), value
+    return value[2:-1]

@@ -238,10 +238,27 @@ def test_service_yaml_and_terraform_carry_the_same_settings():
     resources = tf_container["resources"][0]
     v = facts.tf_value
 
-    assert int(annotations["autoscaling.knative.dev/minScale"]) >= 1
-    assert int(annotations["autoscaling.knative.dev/minScale"]) == v(template["scaling"][0]["min_instance_count"])
-    assert int(annotations["autoscaling.knative.dev/maxScale"]) == v(template["scaling"][0]["max_instance_count"])
-    assert spec["containerConcurrency"] == v(template["max_instance_request_concurrency"])
+    # What terraform.tfvars decides reaches service.yaml through the output deploy_settings
+    # (cloudrun/deploy.sh fills the placeholder from the KEY= line) and the Terraform-owned
+    # service through the same variable: one source either way.
+    settings = facts.tf_output_expression("deploy_settings")
+    for yaml_value, key, variable, tf_value in (
+        (annotations["autoscaling.knative.dev/minScale"], "min_instances", "min_instances",
+         template["scaling"][0]["min_instance_count"]),
+        (annotations["autoscaling.knative.dev/maxScale"], "max_instances", "max_instances",
+         template["scaling"][0]["max_instance_count"]),
+        (spec["containerConcurrency"], "concurrency", "concurrency", template["max_instance_request_concurrency"]),
+        (container["resources"]["limits"]["cpu"], "cpu", "cpu", resources["limits"]["cpu"]),
+        (container["resources"]["limits"]["memory"], "memory", "memory", resources["limits"]["memory"]),
+    ):
+        assert yaml_value == "${" + key.upper() + "}", f"service.yaml must take {key} from terraform"
+        assert f'"{key}=${{var.{variable}}}"' in settings or f'"{key}=${{jsonencode(var.{variable})}}"' in settings
+        assert tf_value == f"${{var.{variable}}}"
+    yaml_env = {entry["name"]: entry for entry in container["env"]}
+    assert yaml_env["RUST_LOG"]["value"] == "${RUST_LOG}"
+    assert '"rust_log=${jsonencode(var.rust_log)}"' in settings
+    assert facts.tf_env(tf_container)["RUST_LOG"]["value"] == "${var.rust_log}"
+
     assert annotations["run.googleapis.com/cpu-throttling"] == "false"
     assert v(resources["cpu_idle"]) is False
     assert annotations["run.googleapis.com/startup-cpu-boost"] == "true"
@@ -250,9 +267,6 @@ def test_service_yaml_and_terraform_carry_the_same_settings():
     assert v(template["session_affinity"]) is True
     assert annotations["run.googleapis.com/execution-environment"] == "gen2"
     assert v(template["execution_environment"]) == "EXECUTION_ENVIRONMENT_GEN2"
-    limits = container["resources"]["limits"]
-    assert str(limits["cpu"]) == v(resources["limits"]["cpu"])
-    assert limits["memory"] == v(resources["limits"]["memory"])
 
     for yaml_probe, tf_probe in (("startupProbe", "startup_probe"), ("livenessProbe", "liveness_probe")):
         probe = container[yaml_probe]
@@ -275,7 +289,6 @@ def test_service_yaml_and_terraform_carry_the_same_settings():
     assert v(facts.tf_resources()["google_secret_manager_secret.redis_ca"]["secret_id"]) == f"{service_name}-redis-ca"
     volume = spec["volumes"][0]["secret"]
     assert volume["secretName"] == "${SERVICE}-redis-ca"
-    assert v(yaml_env["RUST_LOG"]["value"]) == v(facts.tf_variables()["rust_log"]["default"])
     tf_env = {facts.unquote(env["name"]): env for env in facts.hcl_blocks(tf_container, "env")}
     assert yaml_env["GOOGLE_CLOUD_PROJECT"]["value"] == "${PROJECT_ID}"
     assert tf_env["GOOGLE_CLOUD_PROJECT"]["value"] == "${var.project_id}"
@@ -289,3 +302,47 @@ def test_service_yaml_and_terraform_carry_the_same_settings():
     network = facts.tf_resources()["google_compute_network.chat"]
     assert v(network["name"]) == service_name
     assert v(facts.tf_resources()["google_compute_subnetwork.chat"]["name"]) == service_name
+
+
+# --- Issue 16 -----------------------------------------------------------------------------------
+
+
+def test_startup_probe_allows_several_minutes_in_both():
+    """Issue 16, item 2: Direct VPC egress can take a minute or more to connect a new instance;
+    the probes allowed 60 s. Cloud Run's startup window (failureThreshold x periodSeconds) is at
+    most 240 s, and a probe's timeout must be below its period."""
+    probe = facts.knative_container(facts.service_yaml())["startupProbe"]
+    window = probe["failureThreshold"] * probe["periodSeconds"]
+    assert 180 <= window <= 240, f"service.yaml's startup window is {window} s"
+    assert probe["timeoutSeconds"] < probe["periodSeconds"] <= 240
+    tf_probe = facts.tf_ingress_container()["startup_probe"][0]
+    v = facts.tf_value
+    assert v(tf_probe["failure_threshold"]) * v(tf_probe["period_seconds"]) == window
+    assert v(tf_probe["timeout_seconds"]) == probe["timeoutSeconds"]
+
+
+def test_memorystore_tls_is_verified_by_chain_in_both():
+    """Issue 16, item 1 (deploy side): Memorystore's certificate names its IP in the CN only,
+    so both deployments set REDIS_TLS_VERIFY=chain, with Memorystore only."""
+    yaml_text = facts.service_yaml_text()
+    assert re.search(r"- name: REDIS_TLS_VERIFY # memorystore\n\s+value: chain # memorystore\n", yaml_text)
+    [block] = [
+        block for block in facts.hcl_dynamic(facts.tf_ingress_container(), "env")
+        if facts.unquote(block["content"][0]["name"]) == "REDIS_TLS_VERIFY"
+    ]
+    assert block["for_each"] == "${local.memorystore ? [1] : []}"
+    assert facts.tf_value(block["content"][0]["value"]) == "chain"
+    assert '"REDIS_TLS_VERIFY"' in facts.tf_variables()["extra_env"]["validation"][0]["condition"]
+
+
+def test_public_access_is_the_same_switch_in_both():
+    """Issue 16, item 4: no allUsers binding anywhere; the invoker IAM check is off when
+    allow_unauthenticated is true, in the YAML (annotation) as in Terraform."""
+    yaml_text = facts.service_yaml_text()
+    assert re.search(r'^  annotations:\n(?:    .*\n)*?    run.googleapis.com/invoker-iam-disabled: "true" # public$',
+                     yaml_text, re.MULTILINE), "the service's own metadata.annotations, marked # public"
+    assert facts.tf_service()["invoker_iam_disabled"] == "${var.allow_unauthenticated}"
+    assert '"public=${var.allow_unauthenticated}"' in facts.tf_output_expression("deploy_settings")
+    for text in (read("terraform/main.tf"), yaml_text, read("cloudrun/deploy.sh")):
+        assert '"allUsers"' not in text and "--member allUsers" not in text
+        assert "add-iam-policy-binding" not in text

@@ -17,7 +17,7 @@ import hcl2
 import pytest
 
 import facts
-from conftest import ROOT, read
+from conftest import ROOT, markdown_section, read
 
 
 @pytest.mark.parametrize("path", facts.tf_files(), ids=lambda p: p.name)
@@ -37,7 +37,10 @@ def test_google_provider_pinned_to_one_major_version():
     providers = terraform["required_providers"][0]
     google = providers["google"]
     assert facts.unquote(google["source"]) == "hashicorp/google"
-    assert re.fullmatch(r"~> 6\.\d+", facts.unquote(google["version"])), google["version"]
+    match = re.fullmatch(r"~> 6\.(\d+)", facts.unquote(google["version"]))
+    assert match, google["version"]
+    # google_cloud_run_v2_service's invoker_iam_disabled came with provider 6.8.0.
+    assert int(match.group(1)) >= 8, "invoker_iam_disabled needs the google provider 6.8 or later"
 
 
 def test_variables_have_descriptions_and_validation():
@@ -86,7 +89,10 @@ def test_runtime_identity_is_least_privilege():
                  "roles/iam.serviceAccountUser", "roles/iam.serviceAccountTokenCreator"):
         assert role not in text, f"{role} is too broad for the runtime identity"
     project_grants = {k: v for k, v in resources().items() if k.startswith("google_project_iam_")}
-    assert set(project_grants) == {"google_project_iam_member.trace_agent", "google_project_iam_member.metric_writer"}
+    # (cloud_build_builder goes to the build service account, not to the runtime identity.)
+    assert set(project_grants) == {"google_project_iam_member.trace_agent", "google_project_iam_member.metric_writer",
+                                   "google_project_iam_member.cloud_build_builder"}
+    assert "runtime_member" not in str(project_grants["google_project_iam_member.cloud_build_builder"])
     assert facts.tf_value(project_grants["google_project_iam_member.trace_agent"]["count"]) == \
         "${var.grant_cloud_trace_agent ? 1 : 0}"
     assert facts.tf_value(project_grants["google_project_iam_member.metric_writer"]["count"]) == \
@@ -121,12 +127,77 @@ def test_redis_mode_chooses_memorystore_or_an_external_url():
 
 
 def test_public_access_only_when_asked():
-    public = resources()["google_cloud_run_v2_service_iam_member.public"]
-    assert facts.tf_value(public["member"]) == "allUsers"
-    assert facts.tf_value(public["role"]) == "roles/run.invoker"
-    assert "var.allow_unauthenticated" in public["count"]
+    """Issue 16, item 4: invoker_iam_disabled, not an allUsers binding (which organisations
+    with domain-restricted sharing refuse)."""
+    assert facts.tf_service()["invoker_iam_disabled"] == "${var.allow_unauthenticated}"
     assert facts.tf_value(facts.tf_variables()["allow_unauthenticated"]["default"]) is False
-    assert read("terraform/main.tf").count('"allUsers"') == 1
+    assert not [name for name in resources() if "_iam_" in name and "run_v2_service" in name]
+    assert '"allUsers"' not in read("terraform/main.tf")
+
+
+def test_the_cloud_build_service_account_may_get_its_builder_role():
+    """Issue 16, item 7: newer projects build as the Compute Engine default service account,
+    which may hold no role; named, Terraform grants it the builder role."""
+    grant = resources()["google_project_iam_member.cloud_build_builder"]
+    assert facts.tf_value(grant["role"]) == "roles/cloudbuild.builds.builder"
+    assert facts.unquote(grant["member"]) == "serviceAccount:${var.cloud_build_service_account}"
+    assert facts.unquote(grant["count"]) == "${var.cloud_build_service_account == null ? 0 : 1}"
+    assert facts.tf_variables()["cloud_build_service_account"]["default"] is None
+
+
+def test_cloud_build_service_account_validation(tf_eval):
+    assert tf_eval("var.cloud_build_service_account", cloud_build_service_account="123456789012-compute@developer.gserviceaccount.com")
+    assert tf_eval("var.cloud_build_service_account == null") is True
+
+
+def test_one_owner_for_the_service():
+    """Issue 16, item 3: image_tag decides who owns the service, and the outputs say so to
+    cloudrun/deploy.sh, which reads every setting from deploy_settings."""
+    outputs = facts.tf_outputs()
+    assert outputs["service_owner"]["value"] == '${local.manage_service ? "terraform" : "deploy.sh"}'
+    assert facts.tf_locals()["manage_service"] == "${var.image_tag != null}"
+    settings = facts.tf_output_expression("deploy_settings")
+    assert '"owner=${var.image_tag == null ? \"deploy.sh\" : \"terraform\"}"' in settings or \
+        "owner=${var.image_tag == null ?" in settings
+    # Every variable that shapes the Cloud Run service reaches deploy.sh's service too.
+    for variable in ("project_id", "region", "service_name", "redis_mode", "min_instances", "max_instances",
+                     "concurrency", "cpu", "memory", "rust_log", "allowed_origins", "allow_unauthenticated",
+                     "metrics_sidecar", "extra_env"):
+        assert f"var.{variable}" in settings, f"deploy_settings lacks var.{variable}"
+
+
+def test_deploy_settings_as_terraform_computes_them(tf_eval):
+    expression = facts.tf_output_expression("deploy_settings")
+    lines = tf_eval(expression).splitlines()
+    assert "owner=deploy.sh" in lines and "redis_mode=memorystore" in lines and "public=false" in lines
+    lines = tf_eval(expression, image_tag="v3", extra_env={"HISTORY_LIMIT": "5000"}).splitlines()
+    assert "owner=terraform" in lines
+    assert 'env={"name":"HISTORY_LIMIT","value":"5000"}' in lines
+
+
+def test_deploy_settings_refuse_a_public_service_without_origins():
+    """The service's precondition checks only a Terraform-owned service; the output that
+    deploy.sh reads carries the same rule, so a deploy.sh-owned service is held to it too."""
+    rules = facts.tf_outputs()["deploy_settings"]["precondition"]
+    assert any(rule["condition"] == public_origins_precondition()["condition"] for rule in rules)
+
+
+def test_teardown_succeeds_on_a_second_destroy():
+    """Issue 16, item 8: Cloud Run keeps a Direct VPC egress subnet's addresses for 1-2 hours
+    after the service stops using it, so the first destroy stops at the subnet; the README says
+    so, and says to run it again. Nothing else may be left that a second destroy would trip on:
+    the only resources in the subnet's way are Cloud Run's, and a deploy.sh-owned service must
+    be deleted first (Terraform does not know it)."""
+    section = markdown_section(read("README.md"), "Deploy to Google Cloud")
+    teardown = section[section.index("**Tear it down.**"):]
+    assert "1-2 hours" in teardown or "1–2 hours" in teardown
+    assert teardown.count("terraform destroy") >= 2
+    assert "gcloud run services delete" in teardown
+    assert "deletion_protection=false" in teardown
+    # Nothing stops the network from going once the subnet has: no peering or address of ours
+    # remains in it (Memorystore's DIRECT_PEERING goes with the instance).
+    names = set(resources())
+    assert not {name for name in names if name.startswith(("google_compute_global_address", "google_service_networking"))}
 
 
 # --- The metrics sidecar ----------------------------------------------------------------------
