@@ -13,7 +13,10 @@
 # the metrics sidecar scrapes). EXPOSE names the server's own default.
 #
 # Only Dockerfile syntax that the classic builder also understands is used (no heredocs, no
-# cache mounts), so `gcloud builds submit` and any `docker build` build it as it is.
+# cache mounts), so Cloud Build's Kaniko (cloudrun/deploy.sh), the classic builder and BuildKit
+# all build it as it is. Cloud Build has no layer cache of its own: Kaniko keeps the layers in
+# the image repository, so step 1 below is reused there too until the manifest or lockfile
+# changes (README "What a build costs").
 #
 #checkov:skip=CKV_DOCKER_2:No HEALTHCHECK: the runtime image has no shell or client to run one, and Cloud Run ignores it; its startup probe (/readyz) and liveness probe (/healthz) are set in cloudrun/service.yaml and terraform/main.tf.
 

@@ -40,6 +40,8 @@ Options:
       --deploy-only      deploy TAG, already pushed, without building
       --terraform-dir DIR
                          where `terraform apply` ran (TF_DIR; default: terraform/ here)
+      --delete           delete the service this script owns (before terraform destroy:
+                         the subnet stays in use while it exists)
       --dry-run          print the commands and the rendered service.yaml, run nothing
   -h, --help             this text
 
@@ -60,6 +62,14 @@ die() {
     exit 2
 }
 
+# Runs a command, or only shows it with --dry-run.
+run() {
+    printf '+ %s\n' "$*" >&2
+    if [ "$dry_run" -eq 0 ]; then
+        "$@"
+    fi
+}
+
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 
@@ -72,6 +82,7 @@ tf_dir="${TF_DIR:-$root/terraform}"
 builder="cloudbuild"
 build=1
 deploy=1
+delete=0
 dry_run=0
 
 need_value() {
@@ -96,6 +107,7 @@ while [ "$#" -gt 0 ]; do
         --build-only) deploy=0; shift ;;
         --deploy-only) build=0; shift ;;
         --terraform-dir) need_value "$@"; tf_dir="$2"; shift 2 ;;
+        --delete) delete=1; shift ;;
         --allow-unauthenticated) moved "$1" "allow_unauthenticated = true" ;;
         --allowed-origins) moved "$1" "allowed_origins" ;;
         --no-metrics-sidecar) moved "$1" "metrics_sidecar = false" ;;
@@ -111,6 +123,9 @@ case "$redis_mode" in
 esac
 [ "$build" -eq 1 ] || [ "$deploy" -eq 1 ] || die "--build-only and --deploy-only exclude each other"
 [ -n "$tag" ] || [ "$build" -eq 1 ] || die "--deploy-only needs the --tag of an image already pushed"
+if [ "$delete" -eq 1 ] && { [ "$build" -eq 0 ] || [ "$deploy" -eq 0 ] || [ -n "$tag" ] || [ "$builder" = "docker" ]; }; then
+    die "--delete takes no build or deploy options"
+fi
 
 # --- The settings, from terraform -------------------------------------------------------------
 
@@ -162,6 +177,23 @@ case "$owner" in
     *) die "terraform's deploy_settings names no owner of the service ('$owner')" ;;
 esac
 
+# Run it before `terraform destroy` when this script owns the service: Terraform does not know
+# the service, and the subnet cannot be deleted while a service uses it.
+if [ "$delete" -eq 1 ]; then
+    [ "$owner" = "deploy.sh" ] ||
+        die "Terraform owns the service (image_tag is set): terraform apply -var deletion_protection=false, then terraform destroy"
+    if [ "$dry_run" -eq 0 ]; then
+        command -v gcloud >/dev/null 2>&1 || die "needs the gcloud command (Google Cloud SDK)"
+    fi
+    run gcloud run services delete "$service" --project "$project" --region "$region" --quiet
+    cat >&2 <<EOF
+deploy.sh: deleted $service. Cloud Run releases its Direct VPC egress addresses in the subnet
+deploy.sh: 1-2 hours later: until then terraform destroy stops at the subnet ("being used by");
+deploy.sh: everything else is gone by then, and a second terraform destroy removes the rest.
+EOF
+    exit 0
+fi
+
 if [ -z "$tag" ]; then
     if git -C "$root" rev-parse --short=12 HEAD >/dev/null 2>&1; then
         tag="$(git -C "$root" rev-parse --short=12 HEAD)"
@@ -175,14 +207,6 @@ fi
 [[ "$tag" =~ ^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$ ]] || die "'$tag' is not a valid image tag"
 
 image="$region-docker.pkg.dev/$project/$service/chat-server:$tag"
-
-# Runs a command, or only shows it with --dry-run.
-run() {
-    printf '+ %s\n' "$*" >&2
-    if [ "$dry_run" -eq 0 ]; then
-        "$@"
-    fi
-}
 
 if [ "$dry_run" -eq 0 ]; then
     if [ "$builder" = "docker" ] && [ "$build" -eq 1 ]; then

@@ -158,7 +158,7 @@ resource "google_project_iam_member" "trace_agent" {
 # Cloud Build runs `gcloud builds submit` (cloudrun/deploy.sh) as the project's default build
 # service account: in newer projects that is the Compute Engine default service account, which
 # may hold no role at all (the build then fails on permissions). Given its email
-# (`gcloud builds get-default-service-account`), Terraform grants it the builder role: write
+# (var.cloud_build_service_account), Terraform grants it the builder role: write
 # images to Artifact Registry, logs, the staged source.
 resource "google_project_iam_member" "cloud_build_builder" {
   #checkov:skip=CKV_GCP_49:Opt-in (null by default) and only to the build service account the user names: roles/cloudbuild.builds.builder is the role Google itself gives the legacy Cloud Build account, which newer projects' default build account lacks; builds fail without it.

@@ -230,7 +230,7 @@ variable "allow_unauthenticated" {
 }
 
 variable "cloud_build_service_account" {
-  description = "Email of the service account Cloud Build runs builds as (`gcloud builds get-default-service-account`); when set, Terraform grants it roles/cloudbuild.builds.builder, which newer projects' default build account lacks. null: grant nothing."
+  description = "Email of the service account Cloud Build runs builds as (`gcloud builds get-default-service-account --format 'value(serviceAccountEmail.basename())'`); when set, Terraform grants it roles/cloudbuild.builds.builder, which newer projects' default build account lacks. null: grant nothing."
   type        = string
   default     = null
 

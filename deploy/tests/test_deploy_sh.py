@@ -321,3 +321,18 @@ def test_metrics_sidecar_by_default(stubs, applied):
     metrics_port = {e["name"]: e.get("value") for e in facts.knative_container(doc)["env"]}["METRICS_PORT"]
     assert int(metrics_port) == facts.SIDECAR_DEFAULT_SCRAPE_PORT
     assert "ALLOWED_ORIGINS" not in env_of(doc), "any origin for a private service without allowed_origins"
+
+
+def test_delete_before_terraform_destroy(stubs, applied):
+    """Issue 16, item 8: a deploy.sh-owned service keeps the subnet in use (Terraform does not
+    know it), and Cloud Run releases the subnet's addresses 1-2 hours after the service goes:
+    --delete deletes it and says that the first terraform destroy stops at the subnet."""
+    result = deploy(stubs, "--delete")
+    assert result.returncode == 0, result.stderr
+    assert calls(stubs) == ["gcloud run services delete chat-server --project my-project-1 --region europe-west1 --quiet"]
+    assert "1-2 hours" in result.stderr and "second terraform destroy" in result.stderr
+    applied(image_tag="v1")
+    (stubs / "calls.log").unlink()
+    result = deploy(stubs, "--delete")
+    assert result.returncode == 2 and "Terraform owns the service" in result.stderr
+    assert calls(stubs) == []

@@ -192,7 +192,7 @@ def test_teardown_succeeds_on_a_second_destroy():
     teardown = section[section.index("**Tear it down.**"):]
     assert "1-2 hours" in teardown or "1–2 hours" in teardown
     assert teardown.count("terraform destroy") >= 2
-    assert "gcloud run services delete" in teardown
+    assert "cloudrun/deploy.sh --delete" in teardown and "gcloud run services delete" in teardown
     assert "deletion_protection=false" in teardown
     # Nothing stops the network from going once the subnet has: no peering or address of ours
     # remains in it (Memorystore's DIRECT_PEERING goes with the instance).
@@ -355,3 +355,15 @@ def test_every_checkov_skip_gives_its_reason():
             assert re.fullmatch(r"CKV2?_[A-Z]+_\d+", check), f"{path.name}:{number}: {check}"
             assert len(reason) >= 40, f"{path.name}:{number}: skipping {check} needs a real reason"
     assert found, "no checkov skips found: if none are needed any more, drop this test"
+
+
+def test_readme_names_what_the_deploying_identity_needs():
+    """Issue 16, item 7: the roles the identity running deploy.sh needs are written down, in
+    the README and in deploy.sh --help."""
+    section = markdown_section(read("README.md"), "Deploy to Google Cloud")
+    usage = read("cloudrun/deploy.sh")
+    for role in ("roles/run.admin", "roles/artifactregistry.writer", "roles/cloudbuild.builds.editor",
+                 "roles/iam.serviceAccountUser"):
+        assert role in section, f"README's deploy section does not name {role}"
+        assert role in usage, f"deploy.sh --help does not name {role}"
+    assert "cloud_build_service_account" in section and "roles/cloudbuild.builds.builder" in section
