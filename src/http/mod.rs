@@ -16,6 +16,7 @@ pub mod origins;
 pub mod rest;
 pub mod serve;
 pub mod sse;
+pub mod write_timeout;
 pub mod ws;
 
 pub use origins::Origins;

@@ -28,10 +28,10 @@ use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio_io_timeout::TimeoutWriter;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
+use super::write_timeout::WriteTimeout;
 use crate::error::ApiError;
 use crate::limits::Limits;
 
@@ -77,9 +77,7 @@ pub async fn serve(
         builder
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout);
-        let mut stream = TimeoutWriter::new(stream);
-        stream.set_timeout(Some(settings.write_timeout));
-        let io = TokioIo::new(Box::pin(stream));
+        let io = TokioIo::new(WriteTimeout::new(stream, settings.write_timeout));
         let slot = if full {
             metrics::counter!("chat_connections_refused_total", "reason" => "instance_full")
                 .increment(1);
