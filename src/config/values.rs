@@ -134,12 +134,6 @@ expects!(OtlpProtocol, "grpc or http/protobuf");
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
 
-impl RedisUrl {
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
 impl fmt::Debug for RedisUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("RedisUrl(<redacted>)")
@@ -147,6 +141,10 @@ impl fmt::Debug for RedisUrl {
 }
 
 impl RedisUrl {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
     /// The URL as the client reads it. `#insecure` (no certificate check at all, live in the
     /// redis build `REDIS_TLS_VERIFY=chain` needs) is refused: no setting skips the chain.
     pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
