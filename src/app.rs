@@ -73,9 +73,9 @@ impl App {
             online_ttl_ms: u64::try_from(presence_refresh.as_millis() * 3).unwrap_or(u64::MAX),
             max_members_per_room: config.rooms.max_members_per_room.get(),
         };
-        let (store, kind): (Arc<dyn Store>, _) = match &config.redis.redis_url {
-            Some(url) => {
-                let client = redis::Client::open(url.expose()).map_err(|_| BuildError::RedisUrl)?;
+        let (store, kind): (Arc<dyn Store>, _) = match config.redis.client() {
+            Some(client) => {
+                let client = client.map_err(|_| BuildError::RedisUrl)?;
                 tracing::info!("store: Redis (REDIS_URL is set)");
                 let store = RedisStore::new(client, settings, config.redis.timeout())
                     .map_err(|_| BuildError::RedisUrl)?;

@@ -7,7 +7,11 @@
   (`env -i`, then PORT, K_SERVICE as Cloud Run sets them, and the deployment's variables);
 * it starts, /healthz and /readyz answer 200 — with the in-memory store, with a password
   protected redis-server, and with a TLS redis-server whose certificate comes from a private
-  CA trusted through SSL_CERT_FILE, as Memorystore's is;
+  CA trusted through SSL_CERT_FILE, as Memorystore's is: a certificate naming 127.0.0.1 in an
+  IP subjectAltName (checked in full, the default), and one naming it only in its CN, as
+  Memorystore's does (REDIS_TLS_VERIFY=chain);
+* a certificate it must not accept (another CA's; a CN-only one under the default check) keeps
+  /readyz at 503, and the log says the certificate check failed;
 * SIGTERM with an SSE stream open: the stream ends and the process exits with status 0 within
   SHUTDOWN_GRACE_SECS;
 * no Redis password ever appears in what it prints.
@@ -247,10 +251,11 @@ def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
 
 
-@pytest.fixture(scope="module")
-def certificates():
-    """A private CA (like Memorystore's per-instance one) and a server certificate for the
-    address 127.0.0.1 (Memorystore's clients also connect to an IP address)."""
+def issue_certificates(ip_san: bool) -> Path:
+    """A private CA (like Memorystore's per-instance one) and an X.509 v3 server certificate it
+    signed for the address 127.0.0.1 (Memorystore's clients also connect to an IP address):
+    named in an IP subjectAltName, or (`ip_san=False`) only in the subject's CN, with no
+    subjectAltName at all, as Memorystore's certificate is."""
     assert shutil.which("openssl"), "openssl is needed (scripts/test installs it)"
     directory = Path(tempfile.mkdtemp(prefix="chat-server-tls-"))
     directory.chmod(0o755)
@@ -260,28 +265,89 @@ def certificates():
     openssl("req", "-new", *ec, "-keyout", "server.key", "-out", "server.csr",
             "-subj", "/CN=127.0.0.1", cwd=directory)
     (directory / "server.ext").write_text(
-        "basicConstraints=CA:FALSE\nsubjectAltName=IP:127.0.0.1\n"
-        "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
+        "basicConstraints=CA:FALSE\n"
+        + ("subjectAltName=IP:127.0.0.1\n" if ip_san else "")
+        + "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n"
     )
     openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
             "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "server.ext",
             cwd=directory)
     (directory / "ca.pem").chmod(0o644)
+    text = subprocess.run(["openssl", "x509", "-in", "server.pem", "-noout", "-text"], cwd=directory,
+                          check=True, capture_output=True, text=True).stdout
+    assert "Version: 3 (0x2)" in text and "Subject: CN = 127.0.0.1" in text, text
+    assert ("Subject Alternative Name" in text) == ip_san, text
+    return directory
+
+
+@pytest.fixture(scope="module")
+def certificates():
+    directory = issue_certificates(ip_san=True)
     yield directory
     shutil.rmtree(directory, ignore_errors=True)
 
 
-@pytest.fixture
-def tls_redis(certificates: Path):
-    server = start_redis(
+@pytest.fixture(scope="module")
+def cn_only_certificates():
+    directory = issue_certificates(ip_san=False)
+    yield directory
+    shutil.rmtree(directory, ignore_errors=True)
+
+
+def start_tls_redis(certificates: Path) -> Redis:
+    return start_redis(
         ["--tls-cert-file", str(certificates / "server.pem"),
          "--tls-key-file", str(certificates / "server.key"),
          "--tls-ca-cert-file", str(certificates / "ca.pem"),
          "--tls-auth-clients", "no"],
         tls=True,
     )
+
+
+@pytest.fixture
+def tls_redis(certificates: Path):
+    server = start_tls_redis(certificates)
     yield server
     server.stop()
+
+
+@pytest.fixture
+def cn_only_redis(cn_only_certificates: Path):
+    server = start_tls_redis(cn_only_certificates)
+    yield server
+    server.stop()
+
+
+def assert_certificate_refused(server: Server, reason: str) -> None:
+    """/readyz answers, only ever 503, for a few seconds; the log says that the certificate
+    check failed, and `reason`; SIGTERM still stops the server cleanly, and nothing it printed
+    holds the password. Stops the server either way."""
+    try:
+        check_refused(server, reason)
+    finally:
+        server.stop()
+
+
+def check_refused(server: Server, reason: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    answers = []
+    while time.monotonic() < deadline and len(answers) < 20:
+        assert server.process.poll() is None, server.output()
+        try:
+            answers.append(server.get("/readyz")[0])
+        except (urllib.error.URLError, ConnectionError, socket.timeout):
+            pass
+        time.sleep(0.2)
+    assert answers and set(answers) == {503}, f"/readyz answered {answers}:\n{server.output()}"
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while "TLS certificate check failed" not in server.output() and time.monotonic() < deadline:
+        time.sleep(POLL)
+    failures = [line for line in server.output().splitlines() if "TLS certificate check failed" in line]
+    assert failures, f"the log does not say the certificate check failed:\n{server.output()[-3000:]}"
+    assert reason in failures[0], failures[0]
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=15) == 0
+    check_output(server)
 
 
 # --- The tests --------------------------------------------------------------------------------
@@ -317,13 +383,17 @@ def test_redis_with_a_password(image_dir, redis):
         server.stop()
 
 
-def test_rediss_with_a_private_ca_trusted_through_ssl_cert_file(image_dir, tls_redis, certificates):
-    url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{tls_redis.port}"
-    server = start_server(
-        image_dir,
-        {"REDIS_URL": url, "SSL_CERT_FILE": str(certificates / "ca.pem"), "SHUTDOWN_GRACE_SECS": "3"},
-        secrets=[REDIS_PASSWORD],
+def start_tls_server(image_dir: Path, redis: Redis, ca: Path, env: dict[str, str]) -> Server:
+    """The server on `redis` over TLS (the password in REDIS_URL), trusting `ca` through
+    SSL_CERT_FILE."""
+    url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{redis.port}"
+    return start_server(
+        image_dir, {"REDIS_URL": url, "SSL_CERT_FILE": str(ca), **env}, secrets=[REDIS_PASSWORD]
     )
+
+
+def assert_tls_store_works(server: Server) -> None:
+    """Ready, a room is created in Redis, SIGTERM stops it in time, and no password printed."""
     try:
         server.wait_ready()
         status, created = server.post_json("/rooms", {"roomId": "tls", "username": "bob"})
@@ -334,36 +404,55 @@ def test_rediss_with_a_private_ca_trusted_through_ssl_cert_file(image_dir, tls_r
         server.stop()
 
 
+def test_rediss_with_a_private_ca_trusted_through_ssl_cert_file(image_dir, tls_redis, certificates):
+    server = start_tls_server(image_dir, tls_redis, certificates / "ca.pem", {"SHUTDOWN_GRACE_SECS": "3"})
+    assert_tls_store_works(server)
+
+
 def test_rediss_refuses_a_certificate_it_cannot_verify(image_dir, tls_redis):
     """Without the CA the TLS handshake must fail: certificates are really checked."""
-    url = f"rediss://:{REDIS_PASSWORD}@127.0.0.1:{tls_redis.port}"
     empty_roots = Path(tempfile.mkdtemp(prefix="chat-server-roots-"))
     empty_roots.chmod(0o755)
     other_ca = empty_roots / "none.pem"
     other_ca.write_text("")
     other_ca.chmod(stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
-    server = start_server(
-        image_dir,
-        {"REDIS_URL": url, "SSL_CERT_FILE": str(other_ca), "REDIS_TIMEOUT_MS": "500"},
-        secrets=[REDIS_PASSWORD],
-    )
     try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        answered = None
-        while time.monotonic() < deadline and answered is None:
-            assert server.process.poll() is None, server.output()
-            try:
-                answered = server.get("/readyz")[0]
-            except (urllib.error.URLError, ConnectionError, socket.timeout):
-                time.sleep(POLL)
-        assert answered == 503, f"/readyz answered {answered} with an untrusted certificate"
-        # And it stays so.
-        for _ in range(5):
-            assert server.get("/readyz")[0] == 503
-            time.sleep(0.2)
-        server.process.send_signal(signal.SIGTERM)
-        assert server.process.wait(timeout=15) == 0
-        check_output(server)
+        server = start_tls_server(image_dir, tls_redis, other_ca, {"REDIS_TIMEOUT_MS": "500"})
+        assert_certificate_refused(server, "UnknownIssuer")
     finally:
-        server.stop()
         shutil.rmtree(empty_roots, ignore_errors=True)
+
+
+def test_rediss_chain_accepts_a_cn_only_certificate_from_its_ca(
+    image_dir, cn_only_redis, cn_only_certificates
+):
+    """Memorystore's case: the certificate names the address only in its CN. `chain` checks the
+    chain against SSL_CERT_FILE's CA and not the name, so the server connects."""
+    server = start_tls_server(
+        image_dir, cn_only_redis, cn_only_certificates / "ca.pem",
+        {"REDIS_TLS_VERIFY": "chain", "SHUTDOWN_GRACE_SECS": "3"},
+    )
+    assert_tls_store_works(server)
+
+
+def test_rediss_chain_still_refuses_a_certificate_from_another_ca(
+    image_dir, cn_only_redis, certificates
+):
+    """`chain` skips the name, never the chain: trusting another private CA, no connection. The
+    two test CAs have the same name, so it is the signature check that refuses."""
+    server = start_tls_server(
+        image_dir, cn_only_redis, certificates / "ca.pem",
+        {"REDIS_TLS_VERIFY": "chain", "REDIS_TIMEOUT_MS": "500"},
+    )
+    assert_certificate_refused(server, "BadSignature")
+
+
+def test_rediss_full_refuses_a_cn_only_certificate_and_says_why(
+    image_dir, cn_only_redis, cn_only_certificates
+):
+    """The default checks the name too, which a CN-only certificate has nowhere webpki looks:
+    not ready, and the log says why (so REDIS_TLS_VERIFY=chain is found)."""
+    server = start_tls_server(
+        image_dir, cn_only_redis, cn_only_certificates / "ca.pem", {"REDIS_TIMEOUT_MS": "500"}
+    )
+    assert_certificate_refused(server, "not valid for name")

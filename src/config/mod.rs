@@ -89,7 +89,8 @@ pub use rooms::Rooms;
 pub use streams::Streams;
 pub use telemetry::Telemetry;
 pub use values::{
-    AllowedOrigins, Bounded, Expects, LogFormat, OtlpEndpoint, OtlpProtocol, RedisUrl, Switch,
+    AllowedOrigins, Bounded, Expects, LogFormat, OtlpEndpoint, OtlpProtocol, RedisTlsVerify,
+    RedisUrl, Switch,
 };
 
 /// What [`section!`] says about a section.

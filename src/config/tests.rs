@@ -30,8 +30,16 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
     ("HOST", &["localhost", "10.0.0"]),
     ("METRICS_PORT", &["0", "65536", "metrics"]),
     ("SHUTDOWN_GRACE_SECS", &["soon", "-1"]),
-    ("REDIS_URL", &["nope://user:hunter2@host", "localhost"]),
+    (
+        "REDIS_URL",
+        &[
+            "nope://user:hunter2@host",
+            "localhost",
+            "rediss://:hunter2@10.0.0.3:6378/#insecure",
+        ],
+    ),
     ("REDIS_TIMEOUT_MS", &["0", "2s"]),
+    ("REDIS_TLS_VERIFY", &["none", "insecure", "FULL"]),
     ("MAX_MESSAGE_BYTES", &["0", "65537", "large"]),
     ("HISTORY_LIMIT", &["0", "many"]),
     ("MEMBER_TTL_SECS", &["0", "2m"]),
@@ -283,6 +291,36 @@ fn redis_password_never_printed() {
         Some("redis://:hunter2@localhost:1")
     );
     assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn redis_tls_verify_is_full_or_chain_and_nothing_skips_the_chain() {
+    assert_eq!(
+        Config::default().redis.redis_tls_verify,
+        RedisTlsVerify::Full
+    );
+    for (value, verify) in [
+        ("full", RedisTlsVerify::Full),
+        ("chain", RedisTlsVerify::Chain),
+    ] {
+        let config = Config::from_vars(vars(&[
+            ("REDIS_URL", "rediss://:hunter2@10.0.0.3:6378"),
+            ("REDIS_TLS_VERIFY", value),
+        ]))
+        .unwrap();
+        assert_eq!(config.redis.redis_tls_verify, verify);
+        assert!(matches!(config.redis.client(), Some(Ok(_))), "{value}");
+    }
+    let err = error_of("REDIS_TLS_VERIFY", "none");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: REDIS_TLS_VERIFY must be full or chain"
+    );
+    // The redis build `chain` needs would honour `#insecure` (no check at all): refused.
+    let err = error_of("REDIS_URL", "rediss://:hunter2@10.0.0.3:6378/#insecure");
+    assert_eq!(err.variable, "REDIS_URL");
+    assert!(err.expected.contains("without #insecure"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
 }
 
 #[test]

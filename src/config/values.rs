@@ -134,15 +134,32 @@ expects!(OtlpProtocol, "grpc or http/protobuf");
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
 
+impl fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("RedisUrl(<redacted>)")
+    }
+}
+
 impl RedisUrl {
     pub fn expose(&self) -> &str {
         &self.0
     }
+
+    /// The URL as the client reads it. `#insecure` (no certificate check at all, live in the
+    /// redis build `REDIS_TLS_VERIFY=chain` needs) is refused: no setting skips the chain.
+    pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
+        connection_info(&self.0)
+    }
 }
 
-impl fmt::Debug for RedisUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RedisUrl(<redacted>)")
+fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
+    let info = redis::IntoConnectionInfo::into_connection_info(url)?;
+    match info.addr() {
+        redis::ConnectionAddr::TcpTls { insecure: true, .. } => Err(redis::RedisError::from((
+            redis::ErrorKind::InvalidClientConfig,
+            "#insecure is refused: REDIS_TLS_VERIFY=chain is the most that is relaxed",
+        ))),
+        _ => Ok(info),
     }
 }
 
@@ -150,14 +167,27 @@ impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let url = String::deserialize(deserializer)?;
         // The client's own parser decides, so nothing accepted here fails at connect time.
-        match redis::Client::open(url.as_str()) {
+        match connection_info(&url) {
             Ok(_) => Ok(Self(url)),
             Err(_) => Err(D::Error::custom("not a Redis URL")),
         }
     }
 }
 
-expects!(RedisUrl, "a redis:// or rediss:// URL");
+expects!(RedisUrl, "a redis:// or rediss:// URL, without #insecure");
+
+/// How a `rediss://` server's certificate is checked (see `config/redis.rs`). There is no
+/// value that skips the chain.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisTlsVerify {
+    /// The chain to a trusted root, and the URL's host among the certificate's names.
+    Full,
+    /// The chain to a trusted root only.
+    Chain,
+}
+
+expects!(RedisTlsVerify, "full or chain");
 
 /// Origins allowed for CORS and WebSocket upgrades, written comma-separated; kept trimmed and
 /// without a trailing `/`, the form a browser's `Origin` header has.

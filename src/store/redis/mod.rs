@@ -170,7 +170,16 @@ impl RedisStore {
             Ok(Ok(value)) => Ok(value),
             Ok(Err(err)) => {
                 metrics::counter!("chat_store_errors_total", "op" => what).increment(1);
-                tracing::warn!(op = what, error = %err, kind = ?err.kind(), "redis command failed");
+                if certificate_refused(&err) {
+                    // A setting to fix, not an outage: say which.
+                    tracing::warn!(
+                        op = what,
+                        error = %err,
+                        "redis TLS certificate check failed (see REDIS_TLS_VERIFY and SSL_CERT_FILE)"
+                    );
+                } else {
+                    tracing::warn!(op = what, error = %err, kind = ?err.kind(), "redis command failed");
+                }
                 Err(StoreError::Unavailable)
             }
             Err(_) => {
@@ -358,6 +367,18 @@ impl RedisStore {
 /// issue and redeem it touch one slot with the room's members.
 fn ticket_key(room: &RoomId, ticket_hash: &TokenHash) -> String {
     format!("room:{{{room}}}:ticket:{}", ticket_hash.as_str())
+}
+
+/// Whether the TLS handshake refused the server's certificate (rustls' `InvalidCertificate`,
+/// which reaches us inside tokio-rustls' `io::Error` inside redis' `Arc`).
+fn certificate_refused(err: &redis::RedisError) -> bool {
+    type Inner = Arc<dyn std::error::Error + Send + Sync>;
+    std::error::Error::source(err)
+        .and_then(|source| source.downcast_ref::<Inner>())
+        .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+        .and_then(std::io::Error::get_ref)
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|err| matches!(err, rustls::Error::InvalidCertificate(_)))
 }
 
 /// A client span for one Redis exchange, inside the store operation's span. None outside a
