@@ -38,7 +38,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::domain::{EventId, EventKind, RoomEvent, RoomId, Username};
 use crate::error::ApiError;
-use crate::store::{FeedItem, FeedSink, Store};
+use crate::store::{Feed, FeedItem, FeedSink, RoomLog};
 
 /// How many log entries one catch-up read asks for.
 const LOG_BATCH: usize = 500;
@@ -307,7 +307,8 @@ pub struct Hub {
 }
 
 struct HubInner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RoomLog>,
+    feed: Arc<dyn Feed>,
     /// How long a busy room holds events to push them together; zero pushes each at once.
     coalesce: Duration,
     /// The actors of the rooms with local subscribers. Senders into an actor are only used
@@ -352,7 +353,8 @@ impl Drop for Subscription {
 
 impl Hub {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn RoomLog>,
+        feed: Arc<dyn Feed>,
         coalesce: Duration,
         tasks: TaskTracker,
         stopping: CancellationToken,
@@ -360,6 +362,7 @@ impl Hub {
         Self {
             inner: Arc::new(HubInner {
                 store,
+                feed,
                 coalesce,
                 rooms: Mutex::new(HashMap::new()),
                 tasks,
@@ -469,6 +472,7 @@ impl HubInner {
             room: room.clone(),
             hub: Arc::downgrade(self),
             store: self.store.clone(),
+            feed: self.feed.clone(),
             inbox,
             subscribers: Vec::new(),
             last: EventId::ZERO,
@@ -484,7 +488,8 @@ impl HubInner {
 struct RoomActor {
     room: RoomId,
     hub: Weak<HubInner>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn RoomLog>,
+    feed: Arc<dyn Feed>,
     inbox: mpsc::UnboundedReceiver<Command>,
     subscribers: Vec<Subscriber>,
     /// The last event delivered here, in log order.
@@ -608,7 +613,7 @@ impl RoomActor {
         let mut backoff = Duration::from_millis(50);
         loop {
             let attempt = async {
-                self.store.subscribe_feed(&self.room).await?;
+                self.feed.subscribe(&self.room).await?;
                 self.store.last_event_id(&self.room).await
             };
             let outcome = tokio::select! {
@@ -643,7 +648,7 @@ impl RoomActor {
         }
         rooms.remove(&self.room);
         // Under the lock, so a successor actor's subscription comes after this.
-        self.store.unsubscribe_feed(&self.room);
+        self.feed.unsubscribe(&self.room);
         metrics::gauge!("chat_hub_rooms").set(rooms.len() as f64);
         true
     }

@@ -23,10 +23,12 @@
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
 //! - [`protocol`]: WebSocket client frames decoded into typed, validated events.
 //! - [`http`]: the router, extractors and handlers.
+//! - [`backoff`]: the one retry pace of the background loops.
 //! - [`app`]: build the server on a listener and run it until shutdown.
 //! - [`telemetry`]: logs (text or Cloud Logging JSON), OpenTelemetry traces, metrics.
 
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod domain;
 pub mod error;

@@ -5,14 +5,21 @@
 //! section (no `.await` inside), which is what makes each one atomic exactly as the Redis
 //! scripts are. Ids follow Redis's stream rule (`ms-seq`, never going back even if the clock
 //! does) so both stores hand out ids of the same shape and order.
+//!
+//! The sweep looks only at rooms that have something due: an ordered expiry index (room →
+//! the earliest time it may need work: a lease, an idempotency key, a ticket, an empty room's
+//! expiry) is kept beside the rooms, so a sweep costs the due rooms, not all of them.
+//!
+//! Appended events reach the hub through [`LocalFeed`], inside the critical section that
+//! appended them.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use super::{
-    Authorized, CreateOutcome, FeedItem, FeedSink, HistoryPage, JoinOutcome, KeyReused,
-    LeaveOutcome, LogRead, MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store,
-    StoreFuture, StoreSettings,
+    Authorized, CreateOutcome, Feed, FeedItem, FeedSink, HistoryPage, Holds, JoinOutcome,
+    KeyReused, LeaveOutcome, LogRead, MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess,
+    RoomLog, StoreFuture, StoreSettings,
 };
 use crate::domain::{
     EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash, Username, now_ms,
@@ -20,10 +27,92 @@ use crate::domain::{
 
 pub struct MemoryStore {
     settings: StoreSettings,
-    rooms: Mutex<HashMap<RoomId, Room>>,
-    /// The hub. Events are handed to it inside the critical section that appended them, so
-    /// it sees each room's events in log order.
+    rooms: Mutex<Rooms>,
+    /// Events are handed to it inside the critical section that appended them, so the hub
+    /// sees each room's events in log order.
+    feed: Arc<LocalFeed>,
+}
+
+/// The memory store's [`Feed`]: the store hands it every event it appends, and it passes
+/// them on to the hub's sink. It carries every room, so a room is live as soon as asked, and
+/// the hub's sink ignores rooms nobody here watches.
+#[derive(Default)]
+pub struct LocalFeed {
     sink: OnceLock<Arc<dyn FeedSink>>,
+}
+
+impl LocalFeed {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts delivering to `sink`; only the first call counts (the app has one hub).
+    pub fn start(&self, sink: Arc<dyn FeedSink>) {
+        let _first = self.sink.set(sink);
+    }
+
+    fn deliver(&self, events: Vec<RoomEvent>) {
+        if let Some(sink) = self.sink.get() {
+            for event in events {
+                sink.deliver(FeedItem::Event(event));
+            }
+        }
+    }
+}
+
+impl Feed for LocalFeed {
+    fn subscribe<'a>(&'a self, _room: &'a RoomId) -> StoreFuture<'a, ()> {
+        ready(())
+    }
+
+    fn unsubscribe(&self, _room: &RoomId) {}
+}
+
+/// Everything behind the store's one lock.
+#[derive(Default)]
+struct Rooms {
+    map: HashMap<RoomId, Room>,
+    expiry: ExpiryIndex,
+}
+
+/// Rooms ordered by the earliest time each may need the sweep. A hint that is never later
+/// than the room's real earliest deadline (only ever moved earlier between sweeps): a room
+/// looked at too early is just rescheduled.
+#[derive(Default)]
+struct ExpiryIndex {
+    by_time: BTreeSet<(u64, RoomId)>,
+    at: HashMap<RoomId, u64>,
+}
+
+impl ExpiryIndex {
+    /// The room needs looking at by `at_ms` (kept if an earlier time is already scheduled).
+    fn schedule(&mut self, room: &RoomId, at_ms: u64) {
+        match self.at.get(room) {
+            Some(&current) if current <= at_ms => {}
+            current => {
+                if let Some(&current) = current {
+                    self.by_time.remove(&(current, room.clone()));
+                }
+                self.by_time.insert((at_ms, room.clone()));
+                self.at.insert(room.clone(), at_ms);
+            }
+        }
+    }
+
+    /// Takes the rooms due by `now`, earliest first.
+    fn take_due(&mut self, now: u64) -> Vec<RoomId> {
+        let mut due = Vec::new();
+        while let Some((at, _)) = self.by_time.first()
+            && *at <= now
+        {
+            let Some((_, room)) = self.by_time.pop_first() else {
+                break;
+            };
+            self.at.remove(&room);
+            due.push(room);
+        }
+        due
+    }
 }
 
 struct MemberRecord {
@@ -173,6 +262,19 @@ impl Room {
         Some(record)
     }
 
+    /// The earliest time something in the room lapses: a lease, an idempotency key, a ticket,
+    /// or the room itself once empty (`None`: nothing ever will).
+    fn next_due(&self, room_ttl_ms: u64) -> Option<u64> {
+        let leases = self.members.values().map(|record| record.lease_deadline_ms);
+        let keys = self.idempotency.values().map(|kept| kept.expires_ms);
+        let tickets = self.tickets.values().map(|(_, expires)| *expires);
+        let empty = self
+            .empty_since_ms
+            .filter(|_| room_ttl_ms > 0)
+            .map(|since| since.saturating_add(room_ttl_ms));
+        leases.chain(keys).chain(tickets).chain(empty).min()
+    }
+
     /// The member a token names, with its lease refreshed.
     fn touch(&mut self, token_hash: &TokenHash, lease_deadline_ms: u64) -> Option<&MemberRecord> {
         let key = self.tokens.get(token_hash)?;
@@ -183,20 +285,18 @@ impl Room {
 }
 
 impl MemoryStore {
-    pub fn new(settings: StoreSettings) -> Self {
+    /// A store that hands the events it appends to `feed`.
+    pub fn new(settings: StoreSettings, feed: Arc<LocalFeed>) -> Self {
         Self {
             settings,
-            rooms: Mutex::new(HashMap::new()),
-            sink: OnceLock::new(),
+            rooms: Mutex::new(Rooms::default()),
+            feed,
         }
     }
 
     /// Runs one atomic operation; the events it appends go to the feed before the lock is
     /// released, so the hub receives each room's events in log order.
-    fn with_rooms<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<RoomId, Room>, u64, &mut Vec<RoomEvent>) -> T,
-    ) -> T {
+    fn with_rooms<T>(&self, f: impl FnOnce(&mut Rooms, u64, &mut Vec<RoomEvent>) -> T) -> T {
         // A poisoned lock means a panic inside one of the short sections below, all of which
         // leave the maps consistent before anything that could panic; carry on with the data.
         let mut rooms = self
@@ -208,11 +308,7 @@ impl MemoryStore {
         for event in &appended {
             super::count_appended(event.kind.name(), 1);
         }
-        if let Some(sink) = self.sink.get() {
-            for event in appended {
-                sink.deliver(FeedItem::Event(event));
-            }
-        }
+        self.feed.deliver(appended);
         answer
     }
 
@@ -220,15 +316,20 @@ impl MemoryStore {
         now + self.settings.member_ttl_ms
     }
 
+    fn room_ttl_ms(&self) -> u64 {
+        self.settings.room_ttl_secs.saturating_mul(1000)
+    }
+
     /// Whether an empty room has outlived `ROOM_TTL_SECS` (and so counts as gone).
     fn is_expired(&self, room: &Room, now: u64) -> bool {
-        let ttl_ms = self.settings.room_ttl_secs.saturating_mul(1000);
+        let ttl_ms = self.room_ttl_ms();
         match room.empty_since_ms {
             Some(since) if ttl_ms > 0 => now >= since.saturating_add(ttl_ms),
             _ => false,
         }
     }
 
+    /// The room, unless it does not exist or its time is up (then it is deleted now).
     fn live_room<'m>(
         &self,
         rooms: &'m mut HashMap<RoomId, Room>,
@@ -246,7 +347,7 @@ fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
 
-impl Store for MemoryStore {
+impl RoomLog for MemoryStore {
     fn create_room(
         &self,
         member: NewMember,
@@ -254,7 +355,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'_, CreateOutcome> {
         let identity_keys = member.username.identity_keys();
         let outcome = self.with_rooms(|rooms, now, appended| {
-            if self.live_room(rooms, &member.room, now).is_some() {
+            if self.live_room(&mut rooms.map, &member.room, now).is_some() {
                 return CreateOutcome::RoomExists;
             }
             let mut room = Room::new(secret_hash);
@@ -277,21 +378,27 @@ impl Store for MemoryStore {
                 limit,
                 appended,
             );
-            rooms.insert(member.room.clone(), room);
+            rooms.map.insert(member.room.clone(), room);
+            rooms
+                .expiry
+                .schedule(&member.room, self.lease_deadline(now));
             CreateOutcome::Created(joined.id)
         });
         ready(outcome)
     }
 
     fn room_access<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, RoomAccess> {
-        let access = self.with_rooms(|rooms, now, _| match self.live_room(rooms, room, now) {
-            None => RoomAccess::NotFound,
-            Some(Room {
-                secret_hash: Some(hash),
-                ..
-            }) => RoomAccess::Secret(hash.clone()),
-            Some(_) => RoomAccess::Open,
-        });
+        let access =
+            self.with_rooms(
+                |rooms, now, _| match self.live_room(&mut rooms.map, room, now) {
+                    None => RoomAccess::NotFound,
+                    Some(Room {
+                        secret_hash: Some(hash),
+                        ..
+                    }) => RoomAccess::Secret(hash.clone()),
+                    Some(_) => RoomAccess::Open,
+                },
+            );
         ready(access)
     }
 
@@ -305,7 +412,7 @@ impl Store for MemoryStore {
         let outcome = self.with_rooms(|rooms, now, appended| {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
-            let Some(room) = self.live_room(rooms, &member.room, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, &member.room, now) else {
                 return JoinOutcome::RoomNotFound;
             };
             if room.secret_hash != expected_secret_hash {
@@ -326,6 +433,7 @@ impl Store for MemoryStore {
                 limit,
                 appended,
             );
+            rooms.expiry.schedule(&member.room, deadline);
             JoinOutcome::Joined(event.id)
         });
         ready(outcome)
@@ -339,7 +447,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, LeaveOutcome> {
         let outcome = self.with_rooms(|rooms, now, appended| {
             let limit = self.settings.history_limit;
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return LeaveOutcome::Unauthorized;
             };
             let Some(key) = room.tokens.get(token_hash).cloned() else {
@@ -361,6 +469,9 @@ impl Store for MemoryStore {
                 limit,
                 appended,
             );
+            if let Some(due) = room.next_due(self.room_ttl_ms()) {
+                rooms.expiry.schedule(room_id, due);
+            }
             LeaveOutcome::Left(event.id)
         });
         ready(outcome)
@@ -371,7 +482,7 @@ impl Store for MemoryStore {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
             let idempotency_ttl_ms = self.settings.idempotency_ttl_secs.saturating_mul(1000);
-            let Some(room) = self.live_room(rooms, &batch.room, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, &batch.room, now) else {
                 return PostOutcome::Unauthorized;
             };
             let Some(record) = room.touch(&batch.token_hash, deadline) else {
@@ -379,6 +490,7 @@ impl Store for MemoryStore {
             };
             let username = record.display.clone();
             let mut posted = Vec::with_capacity(batch.messages.len());
+            let mut keys_expire = None;
             for message in batch.messages {
                 let idempotency = message
                     .idempotency_key
@@ -411,8 +523,12 @@ impl Store for MemoryStore {
                         expires_ms: now.saturating_add(idempotency_ttl_ms),
                     };
                     room.idempotency.insert(slot, kept);
+                    keys_expire = Some(now.saturating_add(idempotency_ttl_ms));
                 }
                 posted.push(Ok(event));
+            }
+            if let Some(at) = keys_expire {
+                rooms.expiry.schedule(&batch.room, at);
             }
             PostOutcome::Posted(posted)
         });
@@ -427,7 +543,7 @@ impl Store for MemoryStore {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
             match self
-                .live_room(rooms, room_id, now)
+                .live_room(&mut rooms.map, room_id, now)
                 .and_then(|room| room.touch(token_hash, deadline))
             {
                 Some(record) => Authorized::Member(Username::from_stored(record.display.clone())),
@@ -446,7 +562,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<()>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             if room.touch(token_hash, deadline).is_none() {
@@ -455,6 +571,7 @@ impl Store for MemoryStore {
             let expires = now.saturating_add(ttl_secs.saturating_mul(1000));
             room.tickets
                 .insert(ticket_hash.clone(), (token_hash.clone(), expires));
+            rooms.expiry.schedule(room_id, expires);
             Authorized::Member(())
         });
         ready(outcome)
@@ -467,7 +584,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<Username>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             match room.tickets.remove(ticket_hash) {
@@ -494,7 +611,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<HistoryPage>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             if room.touch(token_hash, deadline).is_none() {
@@ -522,7 +639,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             if room.touch(token_hash, deadline).is_none() {
@@ -549,7 +666,7 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreFuture<'a, LogRead> {
         let read = self.with_rooms(|rooms, now, _| {
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return LogRead {
                     events: Vec::new(),
                     complete: true,
@@ -568,55 +685,26 @@ impl Store for MemoryStore {
         ready(read)
     }
 
-    fn sweep(&self) -> StoreFuture<'_, usize> {
-        let timed_out = self.with_rooms(|rooms, now, appended| {
-            let limit = self.settings.history_limit;
-            let mut timed_out = 0;
-            rooms.retain(|_, room| !self.is_expired(room, now));
-            for (room_id, room) in rooms.iter_mut() {
-                let lapsed: Vec<String> = room
-                    .members
-                    .iter()
-                    .filter(|(_, record)| record.lease_deadline_ms <= now)
-                    .map(|(key, _)| key.clone())
-                    .collect();
-                for key in lapsed {
-                    if let Some(record) = room.remove_member(&key, now) {
-                        room.append(
-                            room_id,
-                            EventKind::MemberRemoved {
-                                username: record.display,
-                                reason: LeaveReason::Timeout,
-                            },
-                            now,
-                            limit,
-                            appended,
-                        );
-                        timed_out += 1;
-                    }
-                }
-                room.idempotency.retain(|_, kept| kept.expires_ms > now);
-                room.tickets.retain(|_, (_, expires)| *expires > now);
-            }
-            timed_out
-        });
-        ready(timed_out)
-    }
-
     fn last_event_id<'a>(&'a self, room_id: &'a RoomId) -> StoreFuture<'a, EventId> {
         let last = self.with_rooms(|rooms, now, _| {
-            self.live_room(rooms, room_id, now)
+            self.live_room(&mut rooms.map, room_id, now)
                 .map_or(EventId::ZERO, |room| room.last_id)
         });
         ready(last)
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(())
+    }
+}
+
+impl Holds for MemoryStore {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
         self.with_rooms(|rooms, now, _| {
             let lease = self.lease_deadline(now);
             let online_until = now + self.settings.online_ttl_ms;
             for (room_id, keys) in holds {
-                let Some(room) = self.live_room(rooms, room_id, now) else {
+                let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                     continue;
                 };
                 for key in keys {
@@ -633,7 +721,7 @@ impl Store for MemoryStore {
     fn release_hold<'a>(&'a self, room_id: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
         self.with_rooms(|rooms, now, _| {
             if let Some(record) = self
-                .live_room(rooms, room_id, now)
+                .live_room(&mut rooms.map, room_id, now)
                 .and_then(|room| room.members.get_mut(key))
             {
                 record.online_until_ms = 0;
@@ -642,25 +730,45 @@ impl Store for MemoryStore {
         ready(())
     }
 
-    fn start_feed(
-        &self,
-        sink: Arc<dyn FeedSink>,
-        _tasks: &tokio_util::task::TaskTracker,
-        _stopping: tokio_util::sync::CancellationToken,
-    ) {
-        // Only the first sink counts; the store has one hub.
-        let _first = self.sink.set(sink);
-    }
-
-    fn subscribe_feed<'a>(&'a self, _room: &'a RoomId) -> StoreFuture<'a, ()> {
-        // Every event already goes to the sink, which ignores rooms nobody here watches.
-        ready(())
-    }
-
-    fn unsubscribe_feed(&self, _room: &RoomId) {}
-
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        ready(())
+    fn sweep(&self) -> StoreFuture<'_, usize> {
+        let timed_out = self.with_rooms(|rooms, now, appended| {
+            let limit = self.settings.history_limit;
+            let mut timed_out = 0;
+            for room_id in rooms.expiry.take_due(now) {
+                // An empty room whose time is up goes here.
+                let Some(room) = self.live_room(&mut rooms.map, &room_id, now) else {
+                    continue;
+                };
+                let lapsed: Vec<String> = room
+                    .members
+                    .iter()
+                    .filter(|(_, record)| record.lease_deadline_ms <= now)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in lapsed {
+                    if let Some(record) = room.remove_member(&key, now) {
+                        room.append(
+                            &room_id,
+                            EventKind::MemberRemoved {
+                                username: record.display,
+                                reason: LeaveReason::Timeout,
+                            },
+                            now,
+                            limit,
+                            appended,
+                        );
+                        timed_out += 1;
+                    }
+                }
+                room.idempotency.retain(|_, kept| kept.expires_ms > now);
+                room.tickets.retain(|_, (_, expires)| *expires > now);
+                if let Some(due) = room.next_due(self.room_ttl_ms()) {
+                    rooms.expiry.schedule(&room_id, due);
+                }
+            }
+            timed_out
+        });
+        ready(timed_out)
     }
 }
 
