@@ -791,3 +791,64 @@ pub(crate) fn page_from_newest_first(
         next_before,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomId {
+        RoomId::parse(name).expect("a valid room id")
+    }
+
+    #[test]
+    fn the_expiry_index_hands_out_due_rooms_in_order_and_keeps_the_earliest_time() {
+        let mut index = ExpiryIndex::default();
+        index.schedule(&room("late"), 300);
+        index.schedule(&room("early"), 100);
+        index.schedule(&room("later-first"), 200);
+        // A later time for a scheduled room changes nothing; an earlier one moves it.
+        index.schedule(&room("early"), 250);
+        index.schedule(&room("later-first"), 50);
+        assert_eq!(index.take_due(99), [room("later-first")]);
+        assert_eq!(index.take_due(99), Vec::<RoomId>::new());
+        assert_eq!(index.take_due(1000), [room("early"), room("late")]);
+        assert!(index.by_time.is_empty() && index.at.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_sweep_times_out_lapsed_members_and_reschedules_their_room() {
+        let store = MemoryStore::new(
+            StoreSettings {
+                history_limit: 100,
+                // Every lease has lapsed by the time the sweep runs.
+                member_ttl_ms: 0,
+                room_ttl_secs: 3600,
+                idempotency_ttl_secs: 60,
+                online_ttl_ms: 1000,
+                max_members_per_room: 10,
+            },
+            Arc::new(LocalFeed::new()),
+        );
+        let lobby = room("lobby");
+        let member = NewMember {
+            room: lobby.clone(),
+            username: Username::parse("alice").expect("a valid username"),
+            token_hash: TokenHash::from_stored("a".repeat(64)),
+        };
+        store
+            .create_room(member, None)
+            .await
+            .expect("the memory store answers");
+        assert_eq!(store.sweep().await, Ok(1));
+        // Empty now: the room is due again when its emptiness expires, not before.
+        let rooms = store.rooms.lock().expect("no panic while holding it");
+        let due = rooms
+            .expiry
+            .at
+            .get(&lobby)
+            .copied()
+            .expect("the room is scheduled");
+        let since = rooms.map[&lobby].empty_since_ms.expect("the room is empty");
+        assert_eq!(due, since + 3_600_000);
+    }
+}
