@@ -12,17 +12,26 @@
 //!
 //! Appended events reach the hub through [`LocalFeed`], inside the critical section that
 //! appended them.
+//!
+//! Here: [`MemoryStore`] and its [`RoomLog`] and [`Holds`] implementations; `room`: one
+//! room's data and changes; `expiry`: the expiry index; `feed`: [`LocalFeed`].
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+mod expiry;
+mod feed;
+mod room;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use self::expiry::ExpiryIndex;
+pub use self::feed::LocalFeed;
+use self::room::{KeptKey, Room};
 use super::{
-    Authorized, CreateOutcome, Feed, FeedItem, FeedSink, HistoryPage, Holds, JoinOutcome,
-    KeyReused, LeaveOutcome, LogRead, MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess,
-    RoomLog, StoreFuture, StoreSettings,
+    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash, Username, now_ms,
+    EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
 };
 
 pub struct MemoryStore {
@@ -33,255 +42,11 @@ pub struct MemoryStore {
     feed: Arc<LocalFeed>,
 }
 
-/// The memory store's [`Feed`]: the store hands it every event it appends, and it passes
-/// them on to the hub's sink. It carries every room, so a room is live as soon as asked, and
-/// the hub's sink ignores rooms nobody here watches.
-#[derive(Default)]
-pub struct LocalFeed {
-    sink: OnceLock<Arc<dyn FeedSink>>,
-}
-
-impl LocalFeed {
-    pub fn new() -> Self {
-        Self::default()
-    }
-
-    /// Starts delivering to `sink`; only the first call counts (the app has one hub).
-    pub fn start(&self, sink: Arc<dyn FeedSink>) {
-        let _first = self.sink.set(sink);
-    }
-
-    fn deliver(&self, events: Vec<RoomEvent>) {
-        if let Some(sink) = self.sink.get() {
-            for event in events {
-                sink.deliver(FeedItem::Event(event));
-            }
-        }
-    }
-}
-
-impl Feed for LocalFeed {
-    fn subscribe<'a>(&'a self, _room: &'a RoomId) -> StoreFuture<'a, ()> {
-        ready(())
-    }
-
-    fn unsubscribe(&self, _room: &RoomId) {}
-}
-
 /// Everything behind the store's one lock.
 #[derive(Default)]
 struct Rooms {
     map: HashMap<RoomId, Room>,
     expiry: ExpiryIndex,
-}
-
-/// Rooms ordered by the earliest time each may need the sweep. A hint that is never later
-/// than the room's real earliest deadline (only ever moved earlier between sweeps): a room
-/// looked at too early is just rescheduled.
-#[derive(Default)]
-struct ExpiryIndex {
-    by_time: BTreeSet<(u64, RoomId)>,
-    at: HashMap<RoomId, u64>,
-}
-
-impl ExpiryIndex {
-    /// The room needs looking at by `at_ms` (kept if an earlier time is already scheduled).
-    fn schedule(&mut self, room: &RoomId, at_ms: u64) {
-        match self.at.get(room) {
-            Some(&current) if current <= at_ms => {}
-            current => {
-                if let Some(&current) = current {
-                    self.by_time.remove(&(current, room.clone()));
-                }
-                self.by_time.insert((at_ms, room.clone()));
-                self.at.insert(room.clone(), at_ms);
-            }
-        }
-    }
-
-    /// Takes the rooms due by `now`, earliest first.
-    fn take_due(&mut self, now: u64) -> Vec<RoomId> {
-        let mut due = Vec::new();
-        while let Some((at, _)) = self.by_time.first()
-            && *at <= now
-        {
-            let Some((_, room)) = self.by_time.pop_first() else {
-                break;
-            };
-            self.at.remove(&room);
-            due.push(room);
-        }
-        due
-    }
-}
-
-struct MemberRecord {
-    display: String,
-    /// The name's identity keys (see `Username::identity_keys`), released from
-    /// `Room::names` when the member goes.
-    identity_keys: Vec<String>,
-    token_hash: TokenHash,
-    lease_deadline_ms: u64,
-    /// Online while a connection of this process holds the member and refreshes this.
-    online_until_ms: u64,
-}
-
-struct Room {
-    secret_hash: Option<String>,
-    /// Keyed by the username's member key.
-    members: HashMap<String, MemberRecord>,
-    /// Every identity key held by a member: what makes a look-alike of a member's name taken.
-    names: HashSet<String>,
-    /// Token hash → username key.
-    tokens: HashMap<TokenHash, String>,
-    log: VecDeque<RoomEvent>,
-    last_id: EventId,
-    /// Set while the room has no members: when it will be deleted.
-    empty_since_ms: Option<u64>,
-    /// (token hash, key) → what the key keeps of its message.
-    idempotency: HashMap<(TokenHash, String), KeptKey>,
-    /// Stream ticket hash → (the member's token hash, when the ticket expires). Spent tickets
-    /// are removed at once, expired ones by the sweep; a REST rate limit and the short
-    /// lifetime bound how many one client can keep here.
-    tickets: HashMap<TokenHash, (TokenHash, u64)>,
-}
-
-/// An idempotency key's memory: the message's id and text digest, not the message.
-struct KeptKey {
-    id: EventId,
-    digest: String,
-    expires_ms: u64,
-}
-
-impl Room {
-    fn new(secret_hash: Option<String>) -> Self {
-        Self {
-            secret_hash,
-            members: HashMap::new(),
-            names: HashSet::new(),
-            tokens: HashMap::new(),
-            log: VecDeque::new(),
-            last_id: EventId::ZERO,
-            empty_since_ms: None,
-            idempotency: HashMap::new(),
-            tickets: HashMap::new(),
-        }
-    }
-
-    fn append(
-        &mut self,
-        room: &RoomId,
-        kind: EventKind,
-        now: u64,
-        limit: usize,
-        appended: &mut Vec<RoomEvent>,
-    ) -> RoomEvent {
-        let prev = self.last_id;
-        let id = if now > prev.ms {
-            EventId::new(now, 0)
-        } else {
-            EventId::new(prev.ms, prev.seq + 1)
-        };
-        let event = RoomEvent {
-            id,
-            prev,
-            room: room.clone(),
-            kind,
-        };
-        self.last_id = id;
-        self.log.push_back(event.clone());
-        while self.log.len() > limit {
-            self.log.pop_front();
-        }
-        appended.push(event.clone());
-        event
-    }
-
-    /// The answer to a retry under a kept key: the message from the log, or, once it left the
-    /// log, the retry itself if its text is the one first sent.
-    fn replay(
-        &self,
-        room: &RoomId,
-        kept: &KeptKey,
-        username: &str,
-        text: &MessageText,
-    ) -> Result<RoomEvent, KeyReused> {
-        if let Ok(at) = self.log.binary_search_by_key(&kept.id, |event| event.id) {
-            return Ok(self.log[at].clone());
-        }
-        if super::text_digest(text.as_str()) != kept.digest {
-            return Err(KeyReused);
-        }
-        Ok(RoomEvent {
-            id: kept.id,
-            prev: EventId::ZERO,
-            room: room.clone(),
-            kind: EventKind::Chat {
-                username: username.to_owned(),
-                message: text.as_str().to_owned(),
-            },
-        })
-    }
-
-    /// Whether a member holds one of the name's identity keys.
-    fn name_taken(&self, identity_keys: &[String]) -> bool {
-        identity_keys.iter().any(|key| self.names.contains(key))
-    }
-
-    fn add_member(
-        &mut self,
-        member: &NewMember,
-        identity_keys: Vec<String>,
-        lease_deadline_ms: u64,
-    ) {
-        let key = member.username.key().to_owned();
-        self.tokens.insert(member.token_hash.clone(), key.clone());
-        self.names.extend(identity_keys.iter().cloned());
-        self.members.insert(
-            key,
-            MemberRecord {
-                display: member.username.as_str().to_owned(),
-                identity_keys,
-                token_hash: member.token_hash.clone(),
-                lease_deadline_ms,
-                online_until_ms: 0,
-            },
-        );
-        self.empty_since_ms = None;
-    }
-
-    fn remove_member(&mut self, key: &str, now: u64) -> Option<MemberRecord> {
-        let record = self.members.remove(key)?;
-        self.tokens.remove(&record.token_hash);
-        for identity_key in &record.identity_keys {
-            self.names.remove(identity_key);
-        }
-        if self.members.is_empty() {
-            self.empty_since_ms = Some(now);
-        }
-        Some(record)
-    }
-
-    /// The earliest time something in the room lapses: a lease, an idempotency key, a ticket,
-    /// or the room itself once empty (`None`: nothing ever will).
-    fn next_due(&self, room_ttl_ms: u64) -> Option<u64> {
-        let leases = self.members.values().map(|record| record.lease_deadline_ms);
-        let keys = self.idempotency.values().map(|kept| kept.expires_ms);
-        let tickets = self.tickets.values().map(|(_, expires)| *expires);
-        let empty = self
-            .empty_since_ms
-            .filter(|_| room_ttl_ms > 0)
-            .map(|since| since.saturating_add(room_ttl_ms));
-        leases.chain(keys).chain(tickets).chain(empty).min()
-    }
-
-    /// The member a token names, with its lease refreshed.
-    fn touch(&mut self, token_hash: &TokenHash, lease_deadline_ms: u64) -> Option<&MemberRecord> {
-        let key = self.tokens.get(token_hash)?;
-        let record = self.members.get_mut(key)?;
-        record.lease_deadline_ms = lease_deadline_ms;
-        Some(record)
-    }
 }
 
 impl MemoryStore {
@@ -800,21 +565,6 @@ mod tests {
         RoomId::parse(name).expect("a valid room id")
     }
 
-    #[test]
-    fn the_expiry_index_hands_out_due_rooms_in_order_and_keeps_the_earliest_time() {
-        let mut index = ExpiryIndex::default();
-        index.schedule(&room("late"), 300);
-        index.schedule(&room("early"), 100);
-        index.schedule(&room("later-first"), 200);
-        // A later time for a scheduled room changes nothing; an earlier one moves it.
-        index.schedule(&room("early"), 250);
-        index.schedule(&room("later-first"), 50);
-        assert_eq!(index.take_due(99), [room("later-first")]);
-        assert_eq!(index.take_due(99), Vec::<RoomId>::new());
-        assert_eq!(index.take_due(1000), [room("early"), room("late")]);
-        assert!(index.by_time.is_empty() && index.at.is_empty());
-    }
-
     #[tokio::test]
     async fn the_sweep_times_out_lapsed_members_and_reschedules_their_room() {
         let store = MemoryStore::new(
@@ -844,9 +594,7 @@ mod tests {
         let rooms = store.rooms.lock().expect("no panic while holding it");
         let due = rooms
             .expiry
-            .at
-            .get(&lobby)
-            .copied()
+            .scheduled(&lobby)
             .expect("the room is scheduled");
         let since = rooms.map[&lobby].empty_since_ms.expect("the room is empty");
         assert_eq!(due, since + 3_600_000);
