@@ -1,12 +1,10 @@
-//! `ApiError`: exactly API.md's error codes, with one mapping to HTTP statuses and one body
-//! shape (`{"error": {"code", "message"}}`).
+//! `ApiError`: exactly API.md's error codes and one body shape (`{"error": {"code",
+//! "message"}}`). Transport-free, so the core does not depend on the web framework: the one
+//! mapping to HTTP statuses and responses is `http::error_response`.
 //!
 //! Messages are written for the client and never carry an internal cause: store failures are
 //! logged where they happen and reach the client only as `unavailable`.
 
-use axum::Json;
-use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 use crate::store::StoreError;
@@ -63,20 +61,6 @@ impl ApiError {
         }
     }
 
-    pub fn status(&self) -> StatusCode {
-        match self {
-            ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
-            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-            ApiError::RoomNotFound | ApiError::NotMember => StatusCode::NOT_FOUND,
-            ApiError::RoomExists | ApiError::UsernameTaken => StatusCode::CONFLICT,
-            ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        }
-    }
-
     /// The `data` of a WebSocket `error` event and the `error` member of a REST error body.
     pub fn body(&self) -> ErrorDetail {
         ErrorDetail {
@@ -108,22 +92,4 @@ pub struct ErrorDetail {
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorDetail,
-}
-
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = self.status();
-        let retry_after = match self {
-            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs.max(1)),
-            ApiError::Unavailable => Some(1),
-            _ => None,
-        };
-        let mut response = (status, Json(ErrorBody { error: self.body() })).into_response();
-        if let Some(secs) = retry_after {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
-        }
-        response
-    }
 }

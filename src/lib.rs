@@ -14,7 +14,7 @@
 //!
 //! - [`config`]: the environment, parsed once.
 //! - [`domain`]: validated values (room ids, usernames, tokens, event ids, events).
-//! - [`error`]: API.md's error codes and their one HTTP mapping.
+//! - [`error`]: API.md's error codes (transport-free; `http::error_response` maps them to HTTP).
 //! - [`store`]: the store contract and its two implementations.
 //! - [`rooms`]: the operations every transport calls.
 //! - [`room_secrets`]: argon2id hashing of room secrets, bounded in memory and concurrency.

@@ -7,6 +7,7 @@
 //! is served only by [`metrics_router`] on that port, and the main port answers 404.
 
 pub mod client;
+pub mod error_response;
 pub mod extract;
 pub mod health;
 pub mod openapi;
