@@ -26,10 +26,10 @@ use crate::presence::Presence;
 use crate::room_secrets::SecretHasher;
 use crate::rooms::Rooms;
 use crate::session;
-use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
-use crate::store::traced::TracedStore;
-use crate::store::{Store, StoreSettings};
+use crate::store::memory::{LocalFeed, MemoryStore};
+use crate::store::redis::{RedisFeed, RedisStore};
+use crate::store::traced::{TracedFeed, TracedStore};
+use crate::store::{Feed, FeedSink, Store, StoreSettings};
 use crate::telemetry;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,32 +73,36 @@ impl App {
             online_ttl_ms: u64::try_from(presence_refresh.as_millis() * 3).unwrap_or(u64::MAX),
             max_members_per_room: config.rooms.max_members_per_room.get(),
         };
-        let (store, kind): (Arc<dyn Store>, _) = match config.redis.client() {
+        let stopping = CancellationToken::new();
+        let tasks = TaskTracker::new();
+        let (store, feed, kind): (Arc<dyn Store>, StoreFeed, _) = match config.redis.client() {
             Some(client) => {
                 let client = client.map_err(|_| BuildError::RedisUrl)?;
                 tracing::info!("store: Redis (REDIS_URL is set)");
+                let feed = Arc::new(RedisFeed::new(client.clone(), config.redis.timeout()));
                 let store = RedisStore::new(client, settings, config.redis.timeout())
                     .map_err(|_| BuildError::RedisUrl)?;
-                (Arc::new(store), "redis")
+                (Arc::new(store), StoreFeed::Redis(feed), "redis")
             }
             None => {
                 tracing::warn!(
                     "store: in-memory (REDIS_URL is unset): one instance only, nothing survives a restart"
                 );
-                (Arc::new(MemoryStore::new(settings)), "memory")
+                let feed = Arc::new(LocalFeed::new());
+                let store = MemoryStore::new(settings, feed.clone());
+                (Arc::new(store), StoreFeed::Local(feed), "memory")
             }
         };
         // Every caller (requests, the hub, presence, the sweeper) goes through the spans.
         let store: Arc<dyn Store> = Arc::new(TracedStore::new(store, kind));
-        let stopping = CancellationToken::new();
-        let tasks = TaskTracker::new();
         let hub = Hub::new(
             store.clone(),
+            Arc::new(TracedFeed::new(feed.as_feed(), kind)),
             Duration::from_millis(config.streams.fanout_coalesce_ms.get()),
             tasks.clone(),
             stopping.clone(),
         );
-        store.start_feed(hub.sink(), &tasks, stopping.clone());
+        feed.start(hub.sink(), &tasks, stopping.clone());
         let (presence, refresher) =
             Presence::new(store.clone(), presence_refresh, stopping.clone());
         tasks.spawn(refresher);
@@ -237,6 +241,28 @@ impl App {
         stopping.cancel();
         self.tasks.close();
         served
+    }
+}
+
+/// The feed that goes with the store, until it is started with the hub's sink.
+enum StoreFeed {
+    Redis(Arc<RedisFeed>),
+    Local(Arc<LocalFeed>),
+}
+
+impl StoreFeed {
+    fn as_feed(&self) -> Arc<dyn Feed> {
+        match self {
+            Self::Redis(feed) => feed.clone(),
+            Self::Local(feed) => feed.clone(),
+        }
+    }
+
+    fn start(&self, sink: Arc<dyn FeedSink>, tasks: &TaskTracker, stopping: CancellationToken) {
+        match self {
+            Self::Redis(feed) => feed.start(sink, tasks, stopping),
+            Self::Local(feed) => feed.start(sink),
+        }
     }
 }
 

@@ -17,7 +17,7 @@
 //!
 //! - [`config`]: the environment, parsed once into typed sections.
 //! - [`domain`]: validated values (room ids, usernames, tokens, event ids, events).
-//! - [`error`]: API.md's error codes and their one HTTP mapping.
+//! - [`error`]: API.md's error codes (transport-free; `http::error` maps them to HTTP).
 //! - [`store`]: the store contract and its two implementations.
 //! - [`rooms`]: the operations every transport calls.
 //! - [`session`]: a connection's memberships and their rules, shared by every streaming
@@ -28,10 +28,12 @@
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
 //! - [`protocol`]: WebSocket client frames decoded into typed, validated events.
 //! - [`http`]: the router, extractors and handlers.
+//! - [`backoff`]: the one retry pace of the background loops.
 //! - [`app`]: build the server on a listener and run it until shutdown.
 //! - [`telemetry`]: logs (text or Cloud Logging JSON), OpenTelemetry traces, metrics.
 
 pub mod app;
+pub mod backoff;
 pub mod config;
 pub mod domain;
 pub mod error;

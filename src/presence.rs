@@ -15,9 +15,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::domain::RoomId;
-use crate::store::Store;
+use crate::store::Holds;
 
-type Holds = HashMap<(RoomId, String), usize>;
+type HoldCounts = HashMap<(RoomId, String), usize>;
 
 #[derive(Clone)]
 pub struct Presence {
@@ -25,9 +25,9 @@ pub struct Presence {
 }
 
 struct PresenceInner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn Holds>,
     /// (room, username key) → how many local connections hold it.
-    holds: Mutex<Holds>,
+    holds: Mutex<HoldCounts>,
     /// Members whose last local holder went; the refresher releases them.
     released: mpsc::UnboundedSender<(RoomId, String)>,
 }
@@ -56,7 +56,7 @@ impl Drop for Hold {
 }
 
 impl PresenceInner {
-    fn lock_holds(&self) -> std::sync::MutexGuard<'_, Holds> {
+    fn lock_holds(&self) -> std::sync::MutexGuard<'_, HoldCounts> {
         // Counters only; consistent even after a panic elsewhere.
         self.holds
             .lock()
@@ -67,7 +67,7 @@ impl PresenceInner {
 impl Presence {
     /// Creates the presence tracker and the task that refreshes and releases holds.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn Holds>,
         every: Duration,
         stopping: CancellationToken,
     ) -> (Self, impl Future<Output = ()> + Send + 'static) {
@@ -127,12 +127,132 @@ async fn refresh(
             }
             released = releases.recv() => {
                 let Some((room, key)) = released else { return };
-                // Held again meanwhile: keep it online.
-                let still_held = presence.lock_holds().contains_key(&(room.clone(), key.clone()));
-                if !still_held {
-                    let _ = presence.store.release_hold(&room, &key).await;
-                }
+                release(&presence, room, key).await;
             }
         }
+    }
+}
+
+/// Releases a member whose last local holder went, unless it is held again. A new hold taken
+/// while the release is in flight may have refreshed before the release lands; so once it
+/// has landed, a member held again is refreshed, or it would show offline until the next
+/// periodic refresh.
+async fn release(presence: &PresenceInner, room: RoomId, key: String) {
+    let member = (room, key);
+    let held = || presence.lock_holds().contains_key(&member);
+    if held() {
+        return;
+    }
+    let (room, key) = &member;
+    // Failures are logged by the store; marks lapse by themselves.
+    let _ = presence.store.release_hold(room, key).await;
+    if held() {
+        let _ = presence
+            .store
+            .refresh_holds(&[(room.clone(), vec![key.clone()])])
+            .await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use tokio::sync::Notify;
+
+    use super::*;
+    use crate::store::StoreFuture;
+
+    /// Holds that keep who is online, and whose first `release_hold` waits for the test to
+    /// let it land (after telling it that it started).
+    #[derive(Default)]
+    struct GatedHolds {
+        gated_once: std::sync::atomic::AtomicBool,
+        online: Mutex<HashSet<(RoomId, String)>>,
+        release_started: Notify,
+        release_may_land: Notify,
+        release_landed: Notify,
+        refreshed: Notify,
+    }
+
+    impl GatedHolds {
+        fn is_online(&self, room: &RoomId, key: &str) -> bool {
+            self.online
+                .lock()
+                .expect("no test thread panics holding it")
+                .contains(&(room.clone(), key.to_owned()))
+        }
+    }
+
+    impl Holds for GatedHolds {
+        fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+            let mut online = self
+                .online
+                .lock()
+                .expect("no test thread panics holding it");
+            for (room, keys) in holds {
+                for key in keys {
+                    online.insert((room.clone(), key.clone()));
+                }
+            }
+            self.refreshed.notify_one();
+            Box::pin(std::future::ready(Ok(())))
+        }
+
+        fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
+            Box::pin(async move {
+                if !self
+                    .gated_once
+                    .swap(true, std::sync::atomic::Ordering::SeqCst)
+                {
+                    self.release_started.notify_one();
+                    self.release_may_land.notified().await;
+                }
+                self.online
+                    .lock()
+                    .expect("no test thread panics holding it")
+                    .remove(&(room.clone(), key.to_owned()));
+                self.release_landed.notify_one();
+                Ok(())
+            })
+        }
+
+        fn sweep(&self) -> StoreFuture<'_, usize> {
+            Box::pin(std::future::ready(Ok(0)))
+        }
+    }
+
+    /// A new hold whose refresh lands while the release of the previous one is in flight:
+    /// the member must end up online, not wait for the next periodic refresh.
+    #[tokio::test]
+    async fn a_hold_taken_while_its_release_is_in_flight_stays_online() {
+        let store = Arc::new(GatedHolds::default());
+        let stopping = CancellationToken::new();
+        // Periodic refreshes far away: only the release path may put things right.
+        let (presence, refresher) =
+            Presence::new(store.clone(), Duration::from_secs(3600), stopping.clone());
+        let refresher = tokio::spawn(refresher);
+        // The interval's immediate first tick, out of the way.
+        store.refreshed.notified().await;
+        let room = RoomId::parse("lobby").expect("a valid room id");
+
+        drop(presence.hold(&room, "alice").await);
+        store.release_started.notified().await;
+        let again = presence.hold(&room, "alice").await;
+        assert!(store.is_online(&room, "alice"));
+        store.release_may_land.notify_one();
+        store.release_landed.notified().await;
+
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !store.is_online(&room, "alice") {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "alice is held but shows offline"
+            );
+            tokio::task::yield_now().await;
+        }
+        drop(again);
+        stopping.cancel();
+        refresher.await.expect("the refresher stops cleanly");
     }
 }

@@ -16,9 +16,10 @@ use super::frame::{Batch, Frame};
 use super::mailbox::Closed;
 use super::pace::Pace;
 use super::{Command, HubInner, Replay, Subscriber};
+use crate::backoff::Backoff;
 use crate::domain::{EventId, RoomEvent, RoomId};
 use crate::error::ApiError;
-use crate::store::{FeedItem, Store, StoreError};
+use crate::store::{Feed, FeedItem, RoomLog, StoreError};
 
 /// How many log entries one catch-up read asks for.
 const LOG_BATCH: usize = 500;
@@ -26,7 +27,8 @@ const LOG_BATCH: usize = 500;
 pub(super) struct RoomActor {
     room: RoomId,
     hub: Weak<HubInner>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn RoomLog>,
+    feed: Arc<dyn Feed>,
     inbox: mpsc::UnboundedReceiver<Command>,
     subscribers: Vec<Subscriber>,
     /// The last event delivered here, in log order.
@@ -41,7 +43,8 @@ impl RoomActor {
     pub(super) fn new(
         room: RoomId,
         hub: Weak<HubInner>,
-        store: Arc<dyn Store>,
+        store: Arc<dyn RoomLog>,
+        feed: Arc<dyn Feed>,
         inbox: mpsc::UnboundedReceiver<Command>,
         coalesce: Duration,
         stopping: CancellationToken,
@@ -50,6 +53,7 @@ impl RoomActor {
             room,
             hub,
             store,
+            feed,
             inbox,
             subscribers: Vec::new(),
             last: EventId::ZERO,
@@ -119,10 +123,10 @@ impl RoomActor {
     /// Makes the feed live for this room, then reads where its log stands: every event after
     /// that arrives through the feed. Retries until the store answers.
     async fn start(&mut self) -> bool {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = store_backoff();
         loop {
             let attempt = async {
-                self.store.subscribe_feed(&self.room).await?;
+                self.feed.subscribe(&self.room).await?;
                 self.store.last_event_id(&self.room).await
             };
             let outcome = tokio::select! {
@@ -135,11 +139,9 @@ impl RoomActor {
                     return true;
                 }
                 Err(_) => {
-                    tokio::select! {
-                        () = self.stopping.cancelled() => return false,
-                        () = tokio::time::sleep(backoff) => {}
+                    if !backoff.pause(&self.stopping).await {
+                        return false;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -157,7 +159,7 @@ impl RoomActor {
         }
         rooms.remove(&self.room);
         // Under the lock, so a successor actor's subscription comes after this.
-        self.store.unsubscribe_feed(&self.room);
+        self.feed.unsubscribe(&self.room);
         metrics::gauge!("chat_hub_rooms").set(rooms.len() as f64);
         true
     }
@@ -181,7 +183,7 @@ impl RoomActor {
     /// Delivers everything the log holds after `last` (up to `until`, when given). Retries
     /// while the store is unreachable: delivery must not skip.
     async fn catch_up(&mut self, until: Option<EventId>) {
-        let mut backoff = Duration::from_millis(50);
+        let mut backoff = store_backoff();
         loop {
             let read = tokio::select! {
                 () = self.stopping.cancelled() => return,
@@ -204,11 +206,9 @@ impl RoomActor {
                     }
                 }
                 Err(_) => {
-                    tokio::select! {
-                        () = self.stopping.cancelled() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                    if !backoff.pause(&self.stopping).await {
+                        return;
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
             }
         }
@@ -330,4 +330,9 @@ impl RoomActor {
         }
         Ok(replay)
     }
+}
+
+/// The retry pace while the store is away: from 50 ms, doubling up to a second.
+fn store_backoff() -> Backoff {
+    Backoff::new(Duration::from_millis(50), Duration::from_secs(1))
 }

@@ -47,7 +47,7 @@ pub use mailbox::{Closed, Inbox, Mailbox, mailbox};
 
 use crate::domain::{EventId, EventKind, RoomId, Username};
 use crate::error::ApiError;
-use crate::store::{FeedItem, FeedSink, Store};
+use crate::store::{Feed, FeedItem, FeedSink, RoomLog};
 use actor::RoomActor;
 
 /// How long a subscriber waits for its room to answer before it is told `unavailable`.
@@ -83,7 +83,8 @@ pub struct Hub {
 }
 
 struct HubInner {
-    store: Arc<dyn Store>,
+    store: Arc<dyn RoomLog>,
+    feed: Arc<dyn Feed>,
     /// How long a busy room holds events to push them together; zero pushes each at once.
     coalesce: Duration,
     /// The actors of the rooms with local subscribers. Senders into an actor are only used
@@ -128,7 +129,8 @@ impl Drop for Subscription {
 
 impl Hub {
     pub fn new(
-        store: Arc<dyn Store>,
+        store: Arc<dyn RoomLog>,
+        feed: Arc<dyn Feed>,
         coalesce: Duration,
         tasks: TaskTracker,
         stopping: CancellationToken,
@@ -136,6 +138,7 @@ impl Hub {
         Self {
             inner: Arc::new(HubInner {
                 store,
+                feed,
                 coalesce,
                 rooms: Mutex::new(HashMap::new()),
                 tasks,
@@ -245,6 +248,7 @@ impl HubInner {
             room.clone(),
             Arc::downgrade(self),
             self.store.clone(),
+            self.feed.clone(),
             inbox,
             self.coalesce,
             self.stopping.clone(),

@@ -1,7 +1,11 @@
 //! The store: each room's ordered log and its membership, changed together atomically.
 //!
 //! This is the contract both implementations ([`memory::MemoryStore`], [`redis::RedisStore`])
-//! keep, and the one conformance suite in `tests/` holds them to it:
+//! keep, and the one conformance suite in `tests/` holds them to it. It comes in three parts
+//! that differ in who uses them: [`RoomLog`] (the log and membership: requests and the hub),
+//! [`Holds`] (presence holds and the sweep: presence and the sweeper) and [`Feed`] (events
+//! appended anywhere reaching this instance: the hub), a separate object the app builds
+//! beside the store.
 //!
 //! - **Atomicity.** Every mutating operation checks its preconditions and applies its whole
 //!   change (membership, lease, log entry, published event) as one step: on Redis one Lua
@@ -14,7 +18,7 @@
 //! - **Errors.** Domain outcomes (room exists, name taken, bad token…) are values of the
 //!   operation's result; [`StoreError`] means only that the store could not be asked, in which
 //!   case nothing was changed that a later read could half-see.
-//! - **Leases.** Every member has a lease that authenticated operations refresh; [`Store::sweep`]
+//! - **Leases.** Every member has a lease that authenticated operations refresh; [`Holds::sweep`]
 //!   removes members whose lease lapsed, appending `remove:member:success` with reason
 //!   `timeout`. Any instance may sweep: expiry depends only on the store's data.
 //! - **Expiry.** A room that has had no members for `ROOM_TTL_SECS` disappears with its log.
@@ -26,10 +30,6 @@ pub mod traced;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 
 use crate::domain::{ClientMsgId, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
 
@@ -199,8 +199,14 @@ pub(crate) fn count_appended(event: &'static str, count: u64) {
     metrics::counter!("chat_room_events_appended_total", "event" => event).increment(count);
 }
 
+/// The whole store as the app uses it: the room log and membership, and the presence holds
+/// with the sweep. Implemented for anything that has both parts.
+pub trait Store: RoomLog + Holds {}
+
+impl<T: RoomLog + Holds + ?Sized> Store for T {}
+
 /// The room log and membership: see the module documentation for the guarantees.
-pub trait Store: Send + Sync + 'static {
+pub trait RoomLog: Send + Sync + 'static {
     /// Creates `member.room` with `member` as its first member: appends `create:room:success`
     /// and `add:member:success`. `secret_hash` is stored as given.
     fn create_room(
@@ -284,17 +290,15 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> StoreFuture<'a, LogRead>;
 
-    /// Removes every member whose lease has lapsed (appending their timeout events) and
-    /// deletes rooms whose time is up. Safe to run on any number of instances at once.
-    /// Answers how many members timed out.
-    fn sweep(&self) -> StoreFuture<'_, usize>;
-
     /// Readiness: does the store answer?
     fn ping(&self) -> StoreFuture<'_, ()>;
 
     /// The id of the room's last event (`0-0` when the room has none or does not exist).
     fn last_event_id<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, EventId>;
+}
 
+/// Presence holds and expiry: what keeps members online and alive, and what times them out.
+pub trait Holds: Send + Sync + 'static {
     /// Refreshes, for members held by live connections on this instance, their leases and
     /// their online marks (valid for `online_ttl_ms`). Members no longer in a room are
     /// skipped.
@@ -304,16 +308,22 @@ pub trait Store: Send + Sync + 'static {
     /// another instance holds it. Its lease runs on, so it times out unless held again.
     fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()>;
 
-    /// Starts delivering appended events to `sink` (for Redis: the pub/sub task, owned by
-    /// `tasks` and stopped by `stopping`). Called once, before any subscription.
-    fn start_feed(&self, sink: Arc<dyn FeedSink>, tasks: &TaskTracker, stopping: CancellationToken);
+    /// Removes every member whose lease has lapsed (appending their timeout events) and
+    /// deletes rooms whose time is up. Safe to run on any number of instances at once.
+    /// Answers how many members timed out.
+    fn sweep(&self) -> StoreFuture<'_, usize>;
+}
 
+/// The feed: how events appended by any instance reach this instance's hub. The app builds
+/// it beside the store (Redis: [`redis::RedisFeed`], pub/sub; memory: [`memory::LocalFeed`],
+/// the store hands every event over itself) and starts it with the hub's sink.
+pub trait Feed: Send + Sync + 'static {
     /// Resolves once events of `room` appended from now on will reach the sink. Fails while
     /// the feed is disconnected (the subscription is kept and made when it reconnects).
-    fn subscribe_feed<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()>;
+    fn subscribe<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()>;
 
     /// Stops delivering `room`'s events to this instance.
-    fn unsubscribe_feed(&self, room: &RoomId);
+    fn unsubscribe(&self, room: &RoomId);
 }
 
 /// Where a store delivers the events it learns of: the hub. `deliver` must not block.

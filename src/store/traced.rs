@@ -1,4 +1,4 @@
-//! [`TracedStore`]: a span around every operation of either store, named `store.<operation>`
+//! [`Traced`]: a span around every operation of either store and either feed, named `store.<operation>`
 //! (`store.post`, `store.read_log`…), so a request's trace shows what it asked of the store and
 //! how long that took, whichever store runs.
 //!
@@ -14,24 +14,26 @@
 
 use std::sync::Arc;
 
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
 use super::{
-    Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreFuture,
+    Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, Store, StoreFuture,
 };
 use crate::domain::{EventId, RoomId, TokenHash, Username};
 
-pub struct TracedStore {
-    inner: Arc<dyn Store>,
+/// A store (`Traced<dyn Store>`) or a feed (`Traced<dyn Feed>`) with spans around its calls.
+pub struct Traced<T: ?Sized> {
+    inner: Arc<T>,
     /// `memory` or `redis`, as the spans' `chat.store`.
     kind: &'static str,
 }
 
-impl TracedStore {
-    pub fn new(inner: Arc<dyn Store>, kind: &'static str) -> Self {
+pub type TracedStore = Traced<dyn Store>;
+pub type TracedFeed = Traced<dyn Feed>;
+
+impl<T: ?Sized> Traced<T> {
+    pub fn new(inner: Arc<T>, kind: &'static str) -> Self {
         Self { inner, kind }
     }
 
@@ -65,7 +67,7 @@ fn traced<'a, T: Send + 'a>(
     })
 }
 
-impl Store for TracedStore {
+impl RoomLog for Traced<dyn Store> {
     fn create_room(
         &self,
         member: NewMember,
@@ -166,10 +168,6 @@ impl Store for TracedStore {
         traced(span, || self.inner.read_log(room, after, limit))
     }
 
-    fn sweep(&self) -> StoreFuture<'_, usize> {
-        traced(self.housekeeping_span("store.sweep"), || self.inner.sweep())
-    }
-
     fn ping(&self) -> StoreFuture<'_, ()> {
         traced(self.span("store.ping", None), || self.inner.ping())
     }
@@ -178,7 +176,9 @@ impl Store for TracedStore {
         let span = self.housekeeping_span("store.last_event_id");
         traced(span, || self.inner.last_event_id(room))
     }
+}
 
+impl Holds for Traced<dyn Store> {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
         let span = self.housekeeping_span("store.refresh_holds");
         traced(span, || self.inner.refresh_holds(holds))
@@ -189,21 +189,18 @@ impl Store for TracedStore {
         traced(span, || self.inner.release_hold(room, key))
     }
 
-    fn start_feed(
-        &self,
-        sink: Arc<dyn FeedSink>,
-        tasks: &TaskTracker,
-        stopping: CancellationToken,
-    ) {
-        self.inner.start_feed(sink, tasks, stopping);
+    fn sweep(&self) -> StoreFuture<'_, usize> {
+        traced(self.housekeeping_span("store.sweep"), || self.inner.sweep())
     }
+}
 
-    fn subscribe_feed<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()> {
+impl Feed for Traced<dyn Feed> {
+    fn subscribe<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()> {
         let span = self.housekeeping_span("store.subscribe_feed");
-        traced(span, || self.inner.subscribe_feed(room))
+        traced(span, || self.inner.subscribe(room))
     }
 
-    fn unsubscribe_feed(&self, room: &RoomId) {
-        self.inner.unsubscribe_feed(room);
+    fn unsubscribe(&self, room: &RoomId) {
+        self.inner.unsubscribe(room);
     }
 }

@@ -10,6 +10,7 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use crate::support::stream::WsClient;
 use crate::support::{Backend, Message, RedisServer, Reply, TestApp, eventually, unique_room};
 
 /// Every Redis command gives up after this long (REDIS_TIMEOUT_MS).
@@ -193,4 +194,63 @@ async fn a_create_that_timed_out_is_all_or_nothing() {
             );
         }
     }
+}
+
+/// The connections Redis has accepted so far (`INFO stats`).
+fn connections_received(redis: &RedisServer) -> u64 {
+    let info = redis.command(&["INFO", "stats"]);
+    info.lines()
+        .find_map(|line| line.strip_prefix("total_connections_received:"))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("INFO stats has total_connections_received")
+}
+
+/// A feed whose SUBSCRIBE is refused after it connected must wait before connecting again,
+/// not reconnect in a tight loop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_feed_backs_off_when_subscribe_is_refused() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Backend::Redis(&redis), REDIS_TIMEOUT).await;
+    let room = unique_room("refused");
+    app.create_room(&room, "alice").await;
+    // A live connection in the room: the feed wants its channel.
+    let _bob = WsClient::member_of(&app.base_url, &room, "bob").await;
+
+    // From now on no channel may be subscribed; subscribed clients are cut off.
+    redis.command(&["ACL", "SETUSER", "default", "resetchannels"]);
+    redis.command(&["CLIENT", "KILL", "TYPE", "pubsub"]);
+
+    let before = connections_received(&redis);
+    // A measuring window, not a wait for something to happen.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let reconnects = connections_received(&redis) - before;
+    assert!(
+        reconnects <= 10,
+        "the feed reconnected {reconnects} times in one second"
+    );
+}
+
+/// A room whose sweep fails (here: its leases key is not a sorted set) is skipped, and the
+/// other due rooms in the same batch are swept all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_room_that_cannot_be_swept_does_not_stop_the_others() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Backend::Redis(&redis), &[("MEMBER_TTL_SECS", "1")]).await;
+    redis.command(&["HSET", "room:{broken}:meta", "created", "1"]);
+    redis.command(&["SET", "room:{broken}:leases", "not a sorted set"]);
+    // Due before any other room, so it comes first in every sweep's batch.
+    redis.command(&["ZADD", "leases:rooms", "-inf", "broken"]);
+
+    let room = unique_room("sweep-on");
+    let alice = app.create_room(&room, "alice").await;
+    app.join_room(&room, "bob").await;
+    // Alice keeps asking (which refreshes her lease); bob is silent.
+    eventually("bob to time out", Duration::from_secs(10), || async {
+        let list = app.member_list(&room, &alice.token).await;
+        list.iter()
+            .map(|(name, _)| name.as_str())
+            .eq(["alice"])
+            .then_some(())
+    })
+    .await;
 }

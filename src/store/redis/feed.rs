@@ -4,25 +4,96 @@
 //! Pub/sub is at-most-once: whatever is published while the connection is down is lost. So on
 //! every (re)connection the feed resubscribes to every wanted channel and then tells the hub to
 //! resync, and the hub reads what it missed from the log. A connection that stops answering
-//! pings is treated as down.
+//! pings is treated as down. Every failure (a connect, a SUBSCRIBE, a lost connection) is
+//! followed by a growing pause before the next connection, during which subscriptions are
+//! answered at once as not live.
 
 use std::collections::HashSet;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::event_kind;
+use super::keys::{channel_of, room_of_channel};
+use super::replies::event_kind;
+use crate::backoff::Backoff;
 use crate::domain::{EventId, RoomEvent, RoomId};
-use crate::store::{FeedItem, FeedSink};
+use crate::store::{Feed, FeedItem, FeedSink, StoreError, StoreFuture};
 
 /// How often the idle pub/sub connection is pinged to find out it is gone.
 const PING_EVERY: Duration = Duration::from_secs(5);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-pub(super) enum Command {
+/// The Redis [`Feed`]: a handle on the pub/sub task that [`RedisFeed::start`] spawns.
+pub struct RedisFeed {
+    client: redis::Client,
+    timeout: Duration,
+    commands: mpsc::UnboundedSender<Command>,
+    /// Taken by `start`.
+    inbox: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
+}
+
+impl RedisFeed {
+    /// A feed on `client`'s server whose commands give up after `timeout`. Nothing connects
+    /// until [`RedisFeed::start`].
+    pub fn new(client: redis::Client, timeout: Duration) -> Self {
+        let (commands, inbox) = mpsc::unbounded_channel();
+        Self {
+            client,
+            timeout,
+            commands,
+            inbox: Mutex::new(Some(inbox)),
+        }
+    }
+
+    /// Starts delivering subscribed rooms' events to `sink`: the pub/sub task, owned by
+    /// `tasks` and stopped by `stopping`. Only the first call starts anything.
+    pub fn start(&self, sink: Arc<dyn FeedSink>, tasks: &TaskTracker, stopping: CancellationToken) {
+        let inbox = self
+            .inbox
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(inbox) = inbox {
+            tasks.spawn(run(
+                self.client.clone(),
+                inbox,
+                sink,
+                stopping,
+                self.timeout,
+            ));
+        }
+    }
+}
+
+impl Feed for RedisFeed {
+    fn subscribe<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let (done, live) = oneshot::channel();
+            self.commands
+                .send(Command::Subscribe {
+                    channel: channel_of(room),
+                    done,
+                })
+                .map_err(|_| StoreError::Unavailable)?;
+            match live.await {
+                Ok(true) => Ok(()),
+                _ => Err(StoreError::Unavailable),
+            }
+        })
+    }
+
+    fn unsubscribe(&self, room: &RoomId) {
+        // Fails only once the feed has stopped, when there is nothing left to unsubscribe.
+        let _feed_stopped = self.commands.send(Command::Unsubscribe(channel_of(room)));
+    }
+}
+
+enum Command {
     Subscribe {
         channel: String,
         /// Answers whether the subscription is live now.
@@ -44,13 +115,8 @@ struct Published {
     r: Option<String>,
 }
 
-pub(super) fn channel_of(room: &RoomId) -> String {
-    format!("room:{{{room}}}")
-}
-
 fn parse_message(channel: &str, payload: &str) -> Option<RoomEvent> {
-    let room = channel.strip_prefix("room:{")?.strip_suffix('}')?;
-    let room = RoomId::parse(room).ok()?;
+    let room = room_of_channel(channel)?;
     let published: Published = serde_json::from_str(payload).ok()?;
     let id: EventId = published.id.parse().ok()?;
     let prev: EventId = published.p.parse().ok()?;
@@ -69,7 +135,7 @@ fn parse_message(channel: &str, payload: &str) -> Option<RoomEvent> {
     })
 }
 
-pub(super) async fn run(
+async fn run(
     client: redis::Client,
     mut commands: mpsc::UnboundedReceiver<Command>,
     sink: Arc<dyn FeedSink>,
@@ -77,33 +143,19 @@ pub(super) async fn run(
     timeout: Duration,
 ) {
     let mut wanted: HashSet<String> = HashSet::new();
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(FIRST_BACKOFF, MAX_BACKOFF);
+    let mut first_attempt = true;
     loop {
+        if !std::mem::take(&mut first_attempt)
+            && !pause(&mut commands, &mut wanted, backoff.next_delay(), &stopping).await
+        {
+            return;
+        }
         let connected = tokio::select! {
             () = stopping.cancelled() => return,
             connected = tokio::time::timeout(timeout, client.get_async_pubsub()) => connected,
         };
         let Ok(Ok(pubsub)) = connected else {
-            // Down: answer subscriptions at once (their rooms retry), remember what is wanted.
-            let pause = tokio::time::sleep(backoff);
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    () = stopping.cancelled() => return,
-                    () = &mut pause => break,
-                    command = commands.recv() => match command {
-                        None => return,
-                        Some(Command::Subscribe { channel, done }) => {
-                            wanted.insert(channel);
-                            let _receiver_may_be_gone = done.send(false);
-                        }
-                        Some(Command::Unsubscribe(channel)) => {
-                            wanted.remove(&channel);
-                        }
-                    },
-                }
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
             continue;
         };
         let (mut control, mut messages) = pubsub.split();
@@ -113,10 +165,11 @@ pub(super) async fn run(
                 tokio::time::timeout(timeout, control.subscribe(channels)).await,
                 Ok(Ok(()))
             ) {
+                tracing::warn!("redis pub/sub subscribe failed; reconnecting");
                 continue;
             }
         }
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         metrics::gauge!("chat_feed_connected").set(1.0);
         // Before any message of the new connection: everyone catches up from the log.
         sink.deliver(FeedItem::Resync);
@@ -173,6 +226,35 @@ pub(super) async fn run(
         metrics::gauge!("chat_feed_connected").set(0.0);
         metrics::counter!("chat_feed_reconnects_total").increment(1);
         tracing::warn!("redis pub/sub connection lost; reconnecting");
+    }
+}
+
+/// Waits out a pause between connections while down: subscriptions are answered at once as
+/// not live (their rooms retry), and what is wanted is remembered. False when it is time to
+/// stop.
+async fn pause(
+    commands: &mut mpsc::UnboundedReceiver<Command>,
+    wanted: &mut HashSet<String>,
+    delay: Duration,
+    stopping: &CancellationToken,
+) -> bool {
+    let pause = tokio::time::sleep(delay);
+    tokio::pin!(pause);
+    loop {
+        tokio::select! {
+            () = stopping.cancelled() => return false,
+            () = &mut pause => return true,
+            command = commands.recv() => match command {
+                None => return false,
+                Some(Command::Subscribe { channel, done }) => {
+                    wanted.insert(channel);
+                    let _receiver_may_be_gone = done.send(false);
+                }
+                Some(Command::Unsubscribe(channel)) => {
+                    wanted.remove(&channel);
+                }
+            },
+        }
     }
 }
 

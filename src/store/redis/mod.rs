@@ -1,51 +1,46 @@
 //! The Redis store: every room change is one Lua script (one round trip, atomic), and all of a
-//! room's keys share the hash tag `{roomId}` so the script touches one Cluster slot.
+//! room's keys share the hash tag `{roomId}` so the script touches one Cluster slot. This file
+//! holds [`RedisStore`] and its [`RoomLog`] and [`Holds`] implementations; the rest is split by
+//! concern:
+//!
+//! - `keys`: every key and channel name, in the order the scripts expect them;
+//! - `replies`: script replies decoded into typed values;
+//! - `lease`: the lease index and the sweep;
+//! - `feed`: [`RedisFeed`], the pub/sub connection that delivers events to the hub.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
 //! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream trimmed to
 //! `HISTORY_LIMIT`), `:online` and `:names` (the identity keys that make look-alikes of
 //! members' names taken), plus `room:{id}:idem:<token hash>:<key>` strings for
 //! idempotent sends and `room:{id}:ticket:<ticket hash>` strings (the member's token hash,
-//! with the ticket's lifetime as their TTL) for stream tickets. Event ids come from `XADD *` and timestamps from Redis's clock, so every
-//! instance agrees on them.
-//!
-//! Member expiry must not depend on the instance that held a member, so leases live in Redis
-//! and a global index, `leases:rooms` (room id → when to look at it), tells any instance's
-//! sweeper which rooms may have lapsed leases. The index is only a hint that must never be
-//! *later* than a room's earliest lease: joins mark the room "look now" (a negative score,
-//! unique per join) and sweepers write back the earliest lease they found only if nobody wrote
-//! in between (`lease_index_update.lua`). The index key lives outside any room's slot and is
-//! never touched in the same script as room keys.
+//! with the ticket's lifetime as their TTL) for stream tickets. Event ids come from `XADD *`
+//! and timestamps from Redis's clock, so every instance agrees on them.
 //!
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
 //! so the store recovers when Redis comes back without a restart.
 
 mod feed;
+mod keys;
+mod lease;
+mod replies;
 
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use redis::aio::ConnectionManager;
 use redis::{Script, Value};
-use tokio::sync::{mpsc, oneshot};
-use tokio_util::sync::CancellationToken;
-use tokio_util::task::TaskTracker;
 use tracing::{Instrument, Span};
 
+pub use self::feed::RedisFeed;
+use self::keys::{LEASE_INDEX, RoomKeys};
+use self::replies::{PostAnswer, Reply, array, malformed, stream_entry, text};
 use super::memory::page_from_newest_first;
 use super::{
-    Authorized, CreateOutcome, FeedSink, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome,
-    LogRead, MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store, StoreError,
-    StoreFuture, StoreResult, StoreSettings,
+    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, KeyReused, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, StoreError, StoreFuture,
+    StoreResult, StoreSettings,
 };
-use crate::domain::{
-    EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
-};
-
-/// The key of the sweepers' index of rooms with leases.
-const LEASE_INDEX: &str = "leases:rooms";
-/// How many rooms one sweep looks at, so a sweep stays short.
-const SWEEP_BATCH: isize = 256;
+use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TokenHash, Username};
 
 macro_rules! room_script {
     ($file:literal) => {
@@ -70,57 +65,14 @@ static ISSUE_TICKET: LazyLock<Script> = room_script!("issue_ticket.lua");
 static REDEEM_TICKET: LazyLock<Script> = room_script!("redeem_ticket.lua");
 static HOLD: LazyLock<Script> = room_script!("hold.lua");
 static RELEASE: LazyLock<Script> = room_script!("release.lua");
-static LEASE_INDEX_UPDATE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("scripts/lease_index_update.lua")));
-
-/// The keys of one room, in the order every room script expects them.
-pub(crate) struct RoomKeys {
-    keys: [String; 7],
-    channel: String,
-}
-
-impl RoomKeys {
-    pub(crate) fn new(room: &RoomId) -> Self {
-        let key = |suffix: &str| format!("room:{{{room}}}:{suffix}");
-        Self {
-            keys: [
-                key("meta"),
-                key("members"),
-                key("tokens"),
-                key("leases"),
-                key("log"),
-                key("online"),
-                key("names"),
-            ],
-            channel: feed::channel_of(room),
-        }
-    }
-
-    pub(crate) fn log(&self) -> &str {
-        &self.keys[4]
-    }
-
-    pub(crate) fn meta(&self) -> &str {
-        &self.keys[0]
-    }
-
-    /// The pub/sub channel the room's events are published on.
-    pub(crate) fn channel(&self) -> &str {
-        &self.channel
-    }
-}
 
 pub struct RedisStore {
-    client: redis::Client,
     connection: ConnectionManager,
     settings: StoreSettings,
     timeout: Duration,
     /// Names this process in the online marks it writes, so instances refresh and release
     /// only their own.
     instance_id: String,
-    feed_commands: mpsc::UnboundedSender<feed::Command>,
-    /// Taken by `start_feed`.
-    feed_inbox: Mutex<Option<mpsc::UnboundedReceiver<feed::Command>>>,
 }
 
 impl RedisStore {
@@ -136,16 +88,12 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(2)
             .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        let (feed_commands, feed_inbox) = mpsc::unbounded_channel();
+        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
-            client,
             connection,
             settings,
             timeout,
             instance_id: format!("{:016x}", rand::random::<u64>()),
-            feed_commands,
-            feed_inbox: Mutex::new(Some(feed_inbox)),
         })
     }
 
@@ -210,13 +158,10 @@ impl RedisStore {
         let invocation = self.invocation(script, room, extra_keys, args);
         let mut pipe = redis::pipe();
         if mark {
-            // Negative (always due) and unique per call, so a sweeper that read the old score
-            // will not overwrite it.
-            let marker = -(now_ms() as f64) - rand::random::<f64>();
+            // Always due, and never the score a sweeper read: its write-back then loses.
             pipe.cmd("ZADD")
                 .arg(LEASE_INDEX)
-                .arg("LT")
-                .arg(marker)
+                .arg(lease::marker())
                 .arg(room.as_str())
                 .ignore();
         }
@@ -236,9 +181,11 @@ impl RedisStore {
     ) -> redis::ScriptInvocation<'s> {
         let keys = RoomKeys::new(room);
         let mut invocation = script.prepare_invoke();
-        for key in &keys.keys {
+        for key in keys.all() {
             invocation.key(key);
         }
+        // `extra_keys` are the script's own, from prelude.lua's `first_own_key` on.
+        debug_assert_eq!(keys.all().len() + 1, keys::FIRST_OWN_KEY);
         for extra in extra_keys {
             invocation.key(*extra);
         }
@@ -302,77 +249,12 @@ impl RedisStore {
         self.room_script(what, script, &member.room, &[], &args, true)
             .await
     }
-
-    async fn sweep_room(&self, room: &str, score_read: f64) -> StoreResult<usize> {
-        let Ok(room_id) = RoomId::parse(room) else {
-            // Not a room id this server wrote: drop it from the index.
-            self.update_lease_index(room, score_read, None).await?;
-            return Ok(0);
-        };
-        let room_ttl = self.settings.room_ttl_secs.to_string();
-        let reply = self
-            .room_script(
-                "sweep_room",
-                &SWEEP_ROOM,
-                &room_id,
-                &[],
-                &[&room_ttl],
-                false,
-            )
-            .await?;
-        let (timed_out, next) = match reply.status.as_str() {
-            "gone" => (0, None),
-            "ok" => {
-                let timed_out = reply.int(0)?;
-                let next = match reply.string(1)?.as_str() {
-                    // No leases left (an empty room): look again after one TTL, by which time
-                    // the room is either joined (and marked) or on its way to expiry.
-                    "" => Some((now_ms() + self.settings.member_ttl_ms) as f64),
-                    deadline => Some(deadline.parse::<f64>().map_err(|_| malformed("deadline"))?),
-                };
-                let timed_out = usize::try_from(timed_out).unwrap_or(0);
-                super::count_appended("remove:member:success", timed_out as u64);
-                (timed_out, next)
-            }
-            _ => return Err(malformed("sweep status")),
-        };
-        self.update_lease_index(room, score_read, next).await?;
-        Ok(timed_out)
-    }
-
-    async fn update_lease_index(
-        &self,
-        room: &str,
-        score_read: f64,
-        next: Option<f64>,
-    ) -> StoreResult<()> {
-        let mut invocation = LEASE_INDEX_UPDATE.prepare_invoke();
-        invocation
-            .key(LEASE_INDEX)
-            .arg(room)
-            .arg(score_read)
-            .arg(next.map(|score| score.to_string()).unwrap_or_default());
-        let mut connection = self.connection.clone();
-        let _: i64 = self
-            .run(
-                "lease_index_update",
-                invocation.invoke_async(&mut connection),
-            )
-            .await?;
-        Ok(())
-    }
-}
-
-/// Where a stream ticket of `room` is kept: under the room's hash tag, so the scripts that
-/// issue and redeem it touch one slot with the room's members.
-fn ticket_key(room: &RoomId, ticket_hash: &TokenHash) -> String {
-    format!("room:{{{room}}}:ticket:{}", ticket_hash.as_str())
 }
 
 /// Whether the TLS handshake refused the server's certificate (rustls' `InvalidCertificate`,
 /// which reaches us inside tokio-rustls' `io::Error` inside redis' `Arc`).
 fn certificate_refused(err: &redis::RedisError) -> bool {
-    type Inner = Arc<dyn std::error::Error + Send + Sync>;
+    type Inner = std::sync::Arc<dyn std::error::Error + Send + Sync>;
     std::error::Error::source(err)
         .and_then(|source| source.downcast_ref::<Inner>())
         .and_then(|inner| inner.downcast_ref::<std::io::Error>())
@@ -398,142 +280,7 @@ fn exchange_span(what: &'static str) -> Span {
     )
 }
 
-fn malformed(what: &'static str) -> StoreError {
-    tracing::error!(what, "unexpected reply from a Redis script");
-    StoreError::Unavailable
-}
-
-/// A room script's reply: `{status, ...values}`.
-struct Reply {
-    status: String,
-    values: Vec<Value>,
-}
-
-impl Reply {
-    fn parse(value: Value) -> StoreResult<Self> {
-        let Value::Array(mut items) = value else {
-            return Err(malformed("script reply"));
-        };
-        if items.is_empty() {
-            return Err(malformed("empty script reply"));
-        }
-        let status = text(items.remove(0))?;
-        Ok(Self {
-            status,
-            values: items,
-        })
-    }
-
-    fn take(&mut self, index: usize) -> StoreResult<Value> {
-        self.values
-            .get_mut(index)
-            .map(std::mem::take)
-            .ok_or_else(|| malformed("missing reply value"))
-    }
-
-    fn string(&self, index: usize) -> StoreResult<String> {
-        self.values
-            .get(index)
-            .cloned()
-            .ok_or_else(|| malformed("missing reply value"))
-            .and_then(text)
-    }
-
-    fn int(&self, index: usize) -> StoreResult<i64> {
-        match self.values.get(index) {
-            Some(Value::Int(n)) => Ok(*n),
-            _ => Err(malformed("integer")),
-        }
-    }
-
-    fn event_id(&self, index: usize) -> StoreResult<EventId> {
-        self.string(index)?
-            .parse()
-            .map_err(|_| malformed("event id"))
-    }
-}
-
-fn text(value: Value) -> StoreResult<String> {
-    match value {
-        Value::BulkString(bytes) => String::from_utf8(bytes).map_err(|_| malformed("utf-8")),
-        Value::SimpleString(s) => Ok(s),
-        Value::Okay => Ok("OK".to_owned()),
-        Value::Int(n) => Ok(n.to_string()),
-        _ => Err(malformed("string")),
-    }
-}
-
-fn array(value: Value) -> StoreResult<Vec<Value>> {
-    match value {
-        Value::Array(items) | Value::Set(items) => Ok(items),
-        Value::Nil => Ok(Vec::new()),
-        _ => Err(malformed("array")),
-    }
-}
-
-/// Decodes one stream entry, `[id, [field, value, ...]]`, into an event of `room`.
-fn stream_entry(room: &RoomId, entry: Value) -> StoreResult<RoomEvent> {
-    let mut parts = array(entry)?.into_iter();
-    let id: EventId = text(parts.next().ok_or_else(|| malformed("entry id"))?)?
-        .parse()
-        .map_err(|_| malformed("entry id"))?;
-    let fields = array(parts.next().ok_or_else(|| malformed("entry fields"))?)?;
-    let mut kind = None;
-    let mut username = None;
-    let mut prev = None;
-    let mut message = None;
-    let mut reason = None;
-    let mut fields = fields.into_iter();
-    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
-        let value = text(value)?;
-        match text(name)?.as_str() {
-            "t" => kind = Some(value),
-            "u" => username = Some(value),
-            "p" => prev = Some(value),
-            "m" => message = Some(value),
-            "r" => reason = Some(value),
-            _ => {}
-        }
-    }
-    let prev = prev
-        .ok_or_else(|| malformed("entry prev"))?
-        .parse()
-        .map_err(|_| malformed("entry prev"))?;
-    let kind = event_kind(kind.as_deref(), username, message, reason.as_deref())?;
-    Ok(RoomEvent {
-        id,
-        prev,
-        room: room.clone(),
-        kind,
-    })
-}
-
-/// Rebuilds an event's kind from its stored fields (`t`, `u`, `m`, `r`).
-pub(crate) fn event_kind(
-    kind: Option<&str>,
-    username: Option<String>,
-    message: Option<String>,
-    reason: Option<&str>,
-) -> StoreResult<EventKind> {
-    let username = username.ok_or_else(|| malformed("event username"))?;
-    Ok(match kind {
-        Some("create:room:success") => EventKind::RoomCreated { username },
-        Some("add:member:success") => EventKind::MemberAdded { username },
-        Some("remove:member:success") => EventKind::MemberRemoved {
-            username,
-            reason: reason
-                .and_then(LeaveReason::parse)
-                .ok_or_else(|| malformed("event reason"))?,
-        },
-        Some("create:chat:success") => EventKind::Chat {
-            username,
-            message: message.ok_or_else(|| malformed("event message"))?,
-        },
-        _ => return Err(malformed("event kind")),
-    })
-}
-
-impl Store for RedisStore {
+impl RoomLog for RedisStore {
     fn create_room(
         &self,
         member: NewMember,
@@ -633,11 +380,10 @@ impl Store for RedisStore {
                 .messages
                 .iter()
                 .map(|message| {
-                    format!(
-                        "room:{{{}}}:idem:{}:{}",
-                        batch.room,
-                        batch.token_hash.as_str(),
-                        message.idempotency_key_or_empty()
+                    keys::idempotency_key(
+                        &batch.room,
+                        &batch.token_hash,
+                        message.idempotency_key_or_empty(),
                     )
                 })
                 .collect();
@@ -658,7 +404,7 @@ impl Store for RedisStore {
                 args.push(message.idempotency_key_or_empty());
                 args.push(digest);
             }
-            let mut reply = self
+            let reply = self
                 .room_script("post", &POST, &batch.room, &slots, &args, false)
                 .await?;
             match reply.status.as_str() {
@@ -666,25 +412,23 @@ impl Store for RedisStore {
                 "unauthorized" => return Ok(PostOutcome::Unauthorized),
                 _ => return Err(malformed("post status")),
             }
-            let username = text(reply.take(0)?)?;
-            let mut posted = Vec::with_capacity(batch.messages.len());
+            let (username, answers) = replies::post_answers(reply, batch.messages.len())?;
+            let mut posted = Vec::with_capacity(answers.len());
             let mut appended = 0;
-            for (index, message) in batch.messages.into_iter().enumerate() {
-                let at = 1 + 3 * index;
-                let text = match text(reply.take(at)?)?.as_str() {
-                    "new" => {
+            for (message, answer) in batch.messages.into_iter().zip(answers) {
+                let (id, text) = match answer {
+                    PostAnswer::New(id) => {
                         appended += 1;
-                        message.text.into_string()
+                        (id, message.text.into_string())
                     }
-                    "replayed" => text(reply.take(at + 2)?)?,
-                    "key_reused" => {
+                    PostAnswer::Replayed(id, stored) => (id, stored),
+                    PostAnswer::KeyReused => {
                         posted.push(Err(KeyReused));
                         continue;
                     }
-                    _ => return Err(malformed("post outcome")),
                 };
                 posted.push(Ok(RoomEvent {
-                    id: reply.event_id(at + 1)?,
+                    id,
                     // The reply of a post is the message itself; its predecessor matters
                     // only to readers of the log and the feed, which get it from there.
                     prev: EventId::ZERO,
@@ -729,7 +473,7 @@ impl Store for RedisStore {
         Box::pin(async move {
             let lease_ttl = self.lease_ttl();
             let ttl = ttl_secs.max(1).to_string();
-            let key = ticket_key(room, ticket_hash);
+            let key = keys::ticket_key(room, ticket_hash);
             let args = [token_hash.as_str(), &lease_ttl, &ttl];
             let reply = self
                 .room_script("issue_ticket", &ISSUE_TICKET, room, &[&key], &args, false)
@@ -749,7 +493,7 @@ impl Store for RedisStore {
     ) -> StoreFuture<'a, Authorized<Username>> {
         Box::pin(async move {
             let lease_ttl = self.lease_ttl();
-            let key = ticket_key(room, ticket_hash);
+            let key = keys::ticket_key(room, ticket_hash);
             let reply = self
                 .room_script(
                     "redeem_ticket",
@@ -823,7 +567,7 @@ impl Store for RedisStore {
                     while let (Some(key), Some(record)) = (flat.next(), flat.next()) {
                         let key = text(key)?;
                         let record = text(record)?;
-                        let username = record.get(65..).ok_or_else(|| malformed("member"))?;
+                        let username = replies::member_record_display(&record)?;
                         members.push(MemberInfo {
                             username: username.to_owned(),
                             online: online.contains(&key),
@@ -880,31 +624,6 @@ impl Store for RedisStore {
         })
     }
 
-    fn sweep(&self) -> StoreFuture<'_, usize> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let due: Vec<(String, f64)> = self
-                .run(
-                    "sweep_index",
-                    redis::cmd("ZRANGEBYSCORE")
-                        .arg(LEASE_INDEX)
-                        .arg("-inf")
-                        .arg(now_ms())
-                        .arg("WITHSCORES")
-                        .arg("LIMIT")
-                        .arg(0)
-                        .arg(SWEEP_BATCH)
-                        .query_async(&mut connection),
-                )
-                .await?;
-            let mut timed_out = 0;
-            for (room, score) in due {
-                timed_out += self.sweep_room(&room, score).await?;
-            }
-            Ok(timed_out)
-        })
-    }
-
     fn last_event_id<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, EventId> {
         Box::pin(async move {
             let keys = RoomKeys::new(room);
@@ -925,6 +644,18 @@ impl Store for RedisStore {
         })
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let mut connection = self.connection.clone();
+            let _: String = self
+                .run("ping", redis::cmd("PING").query_async(&mut connection))
+                .await?;
+            Ok(())
+        })
+    }
+}
+
+impl Holds for RedisStore {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             if holds.is_empty() {
@@ -966,58 +697,7 @@ impl Store for RedisStore {
         })
     }
 
-    fn start_feed(
-        &self,
-        sink: Arc<dyn FeedSink>,
-        tasks: &TaskTracker,
-        stopping: CancellationToken,
-    ) {
-        let inbox = self
-            .feed_inbox
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .take();
-        if let Some(inbox) = inbox {
-            tasks.spawn(feed::run(
-                self.client.clone(),
-                inbox,
-                sink,
-                stopping,
-                self.timeout,
-            ));
-        }
-    }
-
-    fn subscribe_feed<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            let (done, live) = oneshot::channel();
-            self.feed_commands
-                .send(feed::Command::Subscribe {
-                    channel: feed::channel_of(room),
-                    done,
-                })
-                .map_err(|_| StoreError::Unavailable)?;
-            match live.await {
-                Ok(true) => Ok(()),
-                _ => Err(StoreError::Unavailable),
-            }
-        })
-    }
-
-    fn unsubscribe_feed(&self, room: &RoomId) {
-        // Fails only once the feed has stopped, when there is nothing left to unsubscribe.
-        let _feed_stopped = self
-            .feed_commands
-            .send(feed::Command::Unsubscribe(feed::channel_of(room)));
-    }
-
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut connection = self.connection.clone();
-            let _: String = self
-                .run("ping", redis::cmd("PING").query_async(&mut connection))
-                .await?;
-            Ok(())
-        })
+    fn sweep(&self) -> StoreFuture<'_, usize> {
+        Box::pin(self.sweep_due())
     }
 }

@@ -3,7 +3,8 @@
 -- the message, its idempotency key ('' = none) and the digest of its text ('' = no key).
 -- A slot keeps '<event id> <digest>', not the message: the text is in the log already.
 -- Reply: {'unauthorized'}, or {'ok', display name, then per message three entries:
--- 'new', id, '' | 'replayed', id, the stored text | 'key_reused', '', ''}.
+-- 'new', id, '' | 'replayed', id, the stored text | 'key_reused', '', ''}: `answer` below,
+-- decoded by replies.rs's post_answers.
 local key, display = member_of(ARGV[3])
 if not key then return {'unauthorized'} end
 refresh_lease(key, ARGV[4])

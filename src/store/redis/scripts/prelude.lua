@@ -1,4 +1,4 @@
--- Shared by every room script (concatenated in front of each one by redis.rs).
+-- Shared by every room script (concatenated in front of each one by redis/mod.rs).
 --
 -- KEYS of every room script, all under the room's hash tag so one script touches one slot:
 --   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id)
@@ -11,6 +11,7 @@
 --                        username key first (see Username::identity_keys: a look-alike of a
 --                        member's name holds one of them). Members added before this hash
 --                        existed have no entries; their username key in `members` still counts.
+-- This order and count are keys.rs's (RoomKeys, ROOM_KEY_COUNT, FIRST_OWN_KEY).
 -- A script's own keys, if any, follow from KEYS[first_own_key] on.
 -- ARGV[1] is always the pub/sub channel of the room, ARGV[2] the history limit.
 local meta, members, tokens, leases, log, online, names = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
@@ -21,6 +22,20 @@ local channel, history_limit = ARGV[1], ARGV[2]
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A `members` record, '<64 hex token hash>:<display name>'. replies.rs's
+-- member_record_display is the one Rust reader of it.
+local function member_record(token_hash, display)
+  return token_hash .. ':' .. display
+end
+
+local function record_token_hash(record)
+  return string.sub(record, 1, 64)
+end
+
+local function record_display(record)
+  return string.sub(record, 66)
 end
 
 -- Appends one event to the log, records it as the room's last, and publishes it with the id
@@ -42,7 +57,7 @@ local function member_of(token_hash)
   if not key then return nil end
   local record = redis.call('HGET', members, key)
   if not record then return nil end
-  return key, string.sub(record, 66)
+  return key, record_display(record)
 end
 
 -- Whether a member holds one of these identity keys. Members from before the names hash are
@@ -59,7 +74,7 @@ end
 
 -- identity_keys: the name's, its username key first.
 local function add_member(key, display, token_hash, lease_deadline, identity_keys)
-  redis.call('HSET', members, key, token_hash .. ':' .. display)
+  redis.call('HSET', members, key, member_record(token_hash, display))
   redis.call('HSET', tokens, token_hash, key)
   redis.call('ZADD', leases, lease_deadline, key)
   local held = table.concat(identity_keys, '\31')
@@ -75,7 +90,7 @@ local function remove_member(key, room_ttl_secs)
   local record = redis.call('HGET', members, key)
   if not record then return nil end
   redis.call('HDEL', members, key)
-  redis.call('HDEL', tokens, string.sub(record, 1, 64))
+  redis.call('HDEL', tokens, record_token_hash(record))
   redis.call('ZREM', leases, key)
   redis.call('ZREMRANGEBYLEX', online, '[' .. key .. '\31', '[' .. key .. '\31\255')
   local held = redis.call('HGET', names, key)
@@ -87,7 +102,7 @@ local function remove_member(key, room_ttl_secs)
   if redis.call('HLEN', members) == 0 and tonumber(room_ttl_secs) > 0 then
     for i = 1, room_key_count do redis.call('EXPIRE', KEYS[i], room_ttl_secs) end
   end
-  return string.sub(record, 66)
+  return record_display(record)
 end
 
 local function refresh_lease(key, lease_ttl_ms)

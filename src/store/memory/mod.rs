@@ -5,198 +5,63 @@
 //! section (no `.await` inside), which is what makes each one atomic exactly as the Redis
 //! scripts are. Ids follow Redis's stream rule (`ms-seq`, never going back even if the clock
 //! does) so both stores hand out ids of the same shape and order.
+//!
+//! The sweep looks only at rooms that have something due: an ordered expiry index (room →
+//! the earliest time it may need work: a lease, an idempotency key, a ticket, an empty room's
+//! expiry) is kept beside the rooms, so a sweep costs the due rooms, not all of them.
+//!
+//! Appended events reach the hub through [`LocalFeed`], inside the critical section that
+//! appended them.
+//!
+//! Here: [`MemoryStore`] and its [`RoomLog`] and [`Holds`] implementations; `room`: one
+//! room's data and changes; `expiry`: the expiry index; `feed`: [`LocalFeed`].
 
-use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::{Arc, Mutex, OnceLock};
+mod expiry;
+mod feed;
+mod room;
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use self::expiry::ExpiryIndex;
+pub use self::feed::LocalFeed;
+use self::room::{KeptKey, Room};
 use super::{
-    Authorized, CreateOutcome, FeedItem, FeedSink, HistoryPage, JoinOutcome, KeyReused,
-    LeaveOutcome, LogRead, MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, Store,
-    StoreFuture, StoreSettings,
+    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash, Username, now_ms,
+    EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
 };
 
 pub struct MemoryStore {
     settings: StoreSettings,
-    rooms: Mutex<HashMap<RoomId, Room>>,
-    /// The hub. Events are handed to it inside the critical section that appended them, so
-    /// it sees each room's events in log order.
-    sink: OnceLock<Arc<dyn FeedSink>>,
+    rooms: Mutex<Rooms>,
+    /// Events are handed to it inside the critical section that appended them, so the hub
+    /// sees each room's events in log order.
+    feed: Arc<LocalFeed>,
 }
 
-struct MemberRecord {
-    display: String,
-    /// The name's identity keys (see `Username::identity_keys`), released from
-    /// `Room::names` when the member goes.
-    identity_keys: Vec<String>,
-    token_hash: TokenHash,
-    lease_deadline_ms: u64,
-    /// Online while a connection of this process holds the member and refreshes this.
-    online_until_ms: u64,
-}
-
-struct Room {
-    secret_hash: Option<String>,
-    /// Keyed by the username's member key.
-    members: HashMap<String, MemberRecord>,
-    /// Every identity key held by a member: what makes a look-alike of a member's name taken.
-    names: HashSet<String>,
-    /// Token hash → username key.
-    tokens: HashMap<TokenHash, String>,
-    log: VecDeque<RoomEvent>,
-    last_id: EventId,
-    /// Set while the room has no members: when it will be deleted.
-    empty_since_ms: Option<u64>,
-    /// (token hash, key) → what the key keeps of its message.
-    idempotency: HashMap<(TokenHash, String), KeptKey>,
-    /// Stream ticket hash → (the member's token hash, when the ticket expires). Spent tickets
-    /// are removed at once, expired ones by the sweep; a REST rate limit and the short
-    /// lifetime bound how many one client can keep here.
-    tickets: HashMap<TokenHash, (TokenHash, u64)>,
-}
-
-/// An idempotency key's memory: the message's id and text digest, not the message.
-struct KeptKey {
-    id: EventId,
-    digest: String,
-    expires_ms: u64,
-}
-
-impl Room {
-    fn new(secret_hash: Option<String>) -> Self {
-        Self {
-            secret_hash,
-            members: HashMap::new(),
-            names: HashSet::new(),
-            tokens: HashMap::new(),
-            log: VecDeque::new(),
-            last_id: EventId::ZERO,
-            empty_since_ms: None,
-            idempotency: HashMap::new(),
-            tickets: HashMap::new(),
-        }
-    }
-
-    fn append(
-        &mut self,
-        room: &RoomId,
-        kind: EventKind,
-        now: u64,
-        limit: usize,
-        appended: &mut Vec<RoomEvent>,
-    ) -> RoomEvent {
-        let prev = self.last_id;
-        let id = if now > prev.ms {
-            EventId::new(now, 0)
-        } else {
-            EventId::new(prev.ms, prev.seq + 1)
-        };
-        let event = RoomEvent {
-            id,
-            prev,
-            room: room.clone(),
-            kind,
-        };
-        self.last_id = id;
-        self.log.push_back(event.clone());
-        while self.log.len() > limit {
-            self.log.pop_front();
-        }
-        appended.push(event.clone());
-        event
-    }
-
-    /// The answer to a retry under a kept key: the message from the log, or, once it left the
-    /// log, the retry itself if its text is the one first sent.
-    fn replay(
-        &self,
-        room: &RoomId,
-        kept: &KeptKey,
-        username: &str,
-        text: &MessageText,
-    ) -> Result<RoomEvent, KeyReused> {
-        if let Ok(at) = self.log.binary_search_by_key(&kept.id, |event| event.id) {
-            return Ok(self.log[at].clone());
-        }
-        if super::text_digest(text.as_str()) != kept.digest {
-            return Err(KeyReused);
-        }
-        Ok(RoomEvent {
-            id: kept.id,
-            prev: EventId::ZERO,
-            room: room.clone(),
-            kind: EventKind::Chat {
-                username: username.to_owned(),
-                message: text.as_str().to_owned(),
-            },
-        })
-    }
-
-    /// Whether a member holds one of the name's identity keys.
-    fn name_taken(&self, identity_keys: &[String]) -> bool {
-        identity_keys.iter().any(|key| self.names.contains(key))
-    }
-
-    fn add_member(
-        &mut self,
-        member: &NewMember,
-        identity_keys: Vec<String>,
-        lease_deadline_ms: u64,
-    ) {
-        let key = member.username.key().to_owned();
-        self.tokens.insert(member.token_hash.clone(), key.clone());
-        self.names.extend(identity_keys.iter().cloned());
-        self.members.insert(
-            key,
-            MemberRecord {
-                display: member.username.as_str().to_owned(),
-                identity_keys,
-                token_hash: member.token_hash.clone(),
-                lease_deadline_ms,
-                online_until_ms: 0,
-            },
-        );
-        self.empty_since_ms = None;
-    }
-
-    fn remove_member(&mut self, key: &str, now: u64) -> Option<MemberRecord> {
-        let record = self.members.remove(key)?;
-        self.tokens.remove(&record.token_hash);
-        for identity_key in &record.identity_keys {
-            self.names.remove(identity_key);
-        }
-        if self.members.is_empty() {
-            self.empty_since_ms = Some(now);
-        }
-        Some(record)
-    }
-
-    /// The member a token names, with its lease refreshed.
-    fn touch(&mut self, token_hash: &TokenHash, lease_deadline_ms: u64) -> Option<&MemberRecord> {
-        let key = self.tokens.get(token_hash)?;
-        let record = self.members.get_mut(key)?;
-        record.lease_deadline_ms = lease_deadline_ms;
-        Some(record)
-    }
+/// Everything behind the store's one lock.
+#[derive(Default)]
+struct Rooms {
+    map: HashMap<RoomId, Room>,
+    expiry: ExpiryIndex,
 }
 
 impl MemoryStore {
-    pub fn new(settings: StoreSettings) -> Self {
+    /// A store that hands the events it appends to `feed`.
+    pub fn new(settings: StoreSettings, feed: Arc<LocalFeed>) -> Self {
         Self {
             settings,
-            rooms: Mutex::new(HashMap::new()),
-            sink: OnceLock::new(),
+            rooms: Mutex::new(Rooms::default()),
+            feed,
         }
     }
 
     /// Runs one atomic operation; the events it appends go to the feed before the lock is
     /// released, so the hub receives each room's events in log order.
-    fn with_rooms<T>(
-        &self,
-        f: impl FnOnce(&mut HashMap<RoomId, Room>, u64, &mut Vec<RoomEvent>) -> T,
-    ) -> T {
+    fn with_rooms<T>(&self, f: impl FnOnce(&mut Rooms, u64, &mut Vec<RoomEvent>) -> T) -> T {
         // A poisoned lock means a panic inside one of the short sections below, all of which
         // leave the maps consistent before anything that could panic; carry on with the data.
         let mut rooms = self
@@ -208,11 +73,7 @@ impl MemoryStore {
         for event in &appended {
             super::count_appended(event.kind.name(), 1);
         }
-        if let Some(sink) = self.sink.get() {
-            for event in appended {
-                sink.deliver(FeedItem::Event(event));
-            }
-        }
+        self.feed.deliver(appended);
         answer
     }
 
@@ -220,15 +81,20 @@ impl MemoryStore {
         now + self.settings.member_ttl_ms
     }
 
+    fn room_ttl_ms(&self) -> u64 {
+        self.settings.room_ttl_secs.saturating_mul(1000)
+    }
+
     /// Whether an empty room has outlived `ROOM_TTL_SECS` (and so counts as gone).
     fn is_expired(&self, room: &Room, now: u64) -> bool {
-        let ttl_ms = self.settings.room_ttl_secs.saturating_mul(1000);
+        let ttl_ms = self.room_ttl_ms();
         match room.empty_since_ms {
             Some(since) if ttl_ms > 0 => now >= since.saturating_add(ttl_ms),
             _ => false,
         }
     }
 
+    /// The room, unless it does not exist or its time is up (then it is deleted now).
     fn live_room<'m>(
         &self,
         rooms: &'m mut HashMap<RoomId, Room>,
@@ -246,7 +112,7 @@ fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
     Box::pin(std::future::ready(Ok(value)))
 }
 
-impl Store for MemoryStore {
+impl RoomLog for MemoryStore {
     fn create_room(
         &self,
         member: NewMember,
@@ -254,7 +120,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'_, CreateOutcome> {
         let identity_keys = member.username.identity_keys();
         let outcome = self.with_rooms(|rooms, now, appended| {
-            if self.live_room(rooms, &member.room, now).is_some() {
+            if self.live_room(&mut rooms.map, &member.room, now).is_some() {
                 return CreateOutcome::RoomExists;
             }
             let mut room = Room::new(secret_hash);
@@ -277,21 +143,27 @@ impl Store for MemoryStore {
                 limit,
                 appended,
             );
-            rooms.insert(member.room.clone(), room);
+            rooms.map.insert(member.room.clone(), room);
+            rooms
+                .expiry
+                .schedule(&member.room, self.lease_deadline(now));
             CreateOutcome::Created(joined.id)
         });
         ready(outcome)
     }
 
     fn room_access<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, RoomAccess> {
-        let access = self.with_rooms(|rooms, now, _| match self.live_room(rooms, room, now) {
-            None => RoomAccess::NotFound,
-            Some(Room {
-                secret_hash: Some(hash),
-                ..
-            }) => RoomAccess::Secret(hash.clone()),
-            Some(_) => RoomAccess::Open,
-        });
+        let access =
+            self.with_rooms(
+                |rooms, now, _| match self.live_room(&mut rooms.map, room, now) {
+                    None => RoomAccess::NotFound,
+                    Some(Room {
+                        secret_hash: Some(hash),
+                        ..
+                    }) => RoomAccess::Secret(hash.clone()),
+                    Some(_) => RoomAccess::Open,
+                },
+            );
         ready(access)
     }
 
@@ -305,7 +177,7 @@ impl Store for MemoryStore {
         let outcome = self.with_rooms(|rooms, now, appended| {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
-            let Some(room) = self.live_room(rooms, &member.room, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, &member.room, now) else {
                 return JoinOutcome::RoomNotFound;
             };
             if room.secret_hash != expected_secret_hash {
@@ -326,6 +198,7 @@ impl Store for MemoryStore {
                 limit,
                 appended,
             );
+            rooms.expiry.schedule(&member.room, deadline);
             JoinOutcome::Joined(event.id)
         });
         ready(outcome)
@@ -339,7 +212,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, LeaveOutcome> {
         let outcome = self.with_rooms(|rooms, now, appended| {
             let limit = self.settings.history_limit;
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return LeaveOutcome::Unauthorized;
             };
             let Some(key) = room.tokens.get(token_hash).cloned() else {
@@ -361,6 +234,9 @@ impl Store for MemoryStore {
                 limit,
                 appended,
             );
+            if let Some(due) = room.next_due(self.room_ttl_ms()) {
+                rooms.expiry.schedule(room_id, due);
+            }
             LeaveOutcome::Left(event.id)
         });
         ready(outcome)
@@ -371,7 +247,7 @@ impl Store for MemoryStore {
             let deadline = self.lease_deadline(now);
             let limit = self.settings.history_limit;
             let idempotency_ttl_ms = self.settings.idempotency_ttl_secs.saturating_mul(1000);
-            let Some(room) = self.live_room(rooms, &batch.room, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, &batch.room, now) else {
                 return PostOutcome::Unauthorized;
             };
             let Some(record) = room.touch(&batch.token_hash, deadline) else {
@@ -379,6 +255,7 @@ impl Store for MemoryStore {
             };
             let username = record.display.clone();
             let mut posted = Vec::with_capacity(batch.messages.len());
+            let mut keys_expire = None;
             for message in batch.messages {
                 let idempotency = message
                     .idempotency_key
@@ -411,8 +288,12 @@ impl Store for MemoryStore {
                         expires_ms: now.saturating_add(idempotency_ttl_ms),
                     };
                     room.idempotency.insert(slot, kept);
+                    keys_expire = Some(now.saturating_add(idempotency_ttl_ms));
                 }
                 posted.push(Ok(event));
+            }
+            if let Some(at) = keys_expire {
+                rooms.expiry.schedule(&batch.room, at);
             }
             PostOutcome::Posted(posted)
         });
@@ -427,7 +308,7 @@ impl Store for MemoryStore {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
             match self
-                .live_room(rooms, room_id, now)
+                .live_room(&mut rooms.map, room_id, now)
                 .and_then(|room| room.touch(token_hash, deadline))
             {
                 Some(record) => Authorized::Member(Username::from_stored(record.display.clone())),
@@ -446,7 +327,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<()>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             if room.touch(token_hash, deadline).is_none() {
@@ -455,6 +336,7 @@ impl Store for MemoryStore {
             let expires = now.saturating_add(ttl_secs.saturating_mul(1000));
             room.tickets
                 .insert(ticket_hash.clone(), (token_hash.clone(), expires));
+            rooms.expiry.schedule(room_id, expires);
             Authorized::Member(())
         });
         ready(outcome)
@@ -467,7 +349,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<Username>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             match room.tickets.remove(ticket_hash) {
@@ -494,7 +376,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<HistoryPage>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             if room.touch(token_hash, deadline).is_none() {
@@ -522,7 +404,7 @@ impl Store for MemoryStore {
     ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>> {
         let outcome = self.with_rooms(|rooms, now, _| {
             let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return Authorized::Unauthorized;
             };
             if room.touch(token_hash, deadline).is_none() {
@@ -549,7 +431,7 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> StoreFuture<'a, LogRead> {
         let read = self.with_rooms(|rooms, now, _| {
-            let Some(room) = self.live_room(rooms, room_id, now) else {
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                 return LogRead::after(after, Vec::new(), None);
             };
             let events: Vec<RoomEvent> = room
@@ -564,55 +446,26 @@ impl Store for MemoryStore {
         ready(read)
     }
 
-    fn sweep(&self) -> StoreFuture<'_, usize> {
-        let timed_out = self.with_rooms(|rooms, now, appended| {
-            let limit = self.settings.history_limit;
-            let mut timed_out = 0;
-            rooms.retain(|_, room| !self.is_expired(room, now));
-            for (room_id, room) in rooms.iter_mut() {
-                let lapsed: Vec<String> = room
-                    .members
-                    .iter()
-                    .filter(|(_, record)| record.lease_deadline_ms <= now)
-                    .map(|(key, _)| key.clone())
-                    .collect();
-                for key in lapsed {
-                    if let Some(record) = room.remove_member(&key, now) {
-                        room.append(
-                            room_id,
-                            EventKind::MemberRemoved {
-                                username: record.display,
-                                reason: LeaveReason::Timeout,
-                            },
-                            now,
-                            limit,
-                            appended,
-                        );
-                        timed_out += 1;
-                    }
-                }
-                room.idempotency.retain(|_, kept| kept.expires_ms > now);
-                room.tickets.retain(|_, (_, expires)| *expires > now);
-            }
-            timed_out
-        });
-        ready(timed_out)
-    }
-
     fn last_event_id<'a>(&'a self, room_id: &'a RoomId) -> StoreFuture<'a, EventId> {
         let last = self.with_rooms(|rooms, now, _| {
-            self.live_room(rooms, room_id, now)
+            self.live_room(&mut rooms.map, room_id, now)
                 .map_or(EventId::ZERO, |room| room.last_id)
         });
         ready(last)
     }
 
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        ready(())
+    }
+}
+
+impl Holds for MemoryStore {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
         self.with_rooms(|rooms, now, _| {
             let lease = self.lease_deadline(now);
             let online_until = now + self.settings.online_ttl_ms;
             for (room_id, keys) in holds {
-                let Some(room) = self.live_room(rooms, room_id, now) else {
+                let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
                     continue;
                 };
                 for key in keys {
@@ -629,7 +482,7 @@ impl Store for MemoryStore {
     fn release_hold<'a>(&'a self, room_id: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
         self.with_rooms(|rooms, now, _| {
             if let Some(record) = self
-                .live_room(rooms, room_id, now)
+                .live_room(&mut rooms.map, room_id, now)
                 .and_then(|room| room.members.get_mut(key))
             {
                 record.online_until_ms = 0;
@@ -638,25 +491,45 @@ impl Store for MemoryStore {
         ready(())
     }
 
-    fn start_feed(
-        &self,
-        sink: Arc<dyn FeedSink>,
-        _tasks: &tokio_util::task::TaskTracker,
-        _stopping: tokio_util::sync::CancellationToken,
-    ) {
-        // Only the first sink counts; the store has one hub.
-        let _first = self.sink.set(sink);
-    }
-
-    fn subscribe_feed<'a>(&'a self, _room: &'a RoomId) -> StoreFuture<'a, ()> {
-        // Every event already goes to the sink, which ignores rooms nobody here watches.
-        ready(())
-    }
-
-    fn unsubscribe_feed(&self, _room: &RoomId) {}
-
-    fn ping(&self) -> StoreFuture<'_, ()> {
-        ready(())
+    fn sweep(&self) -> StoreFuture<'_, usize> {
+        let timed_out = self.with_rooms(|rooms, now, appended| {
+            let limit = self.settings.history_limit;
+            let mut timed_out = 0;
+            for room_id in rooms.expiry.take_due(now) {
+                // An empty room whose time is up goes here.
+                let Some(room) = self.live_room(&mut rooms.map, &room_id, now) else {
+                    continue;
+                };
+                let lapsed: Vec<String> = room
+                    .members
+                    .iter()
+                    .filter(|(_, record)| record.lease_deadline_ms <= now)
+                    .map(|(key, _)| key.clone())
+                    .collect();
+                for key in lapsed {
+                    if let Some(record) = room.remove_member(&key, now) {
+                        room.append(
+                            &room_id,
+                            EventKind::MemberRemoved {
+                                username: record.display,
+                                reason: LeaveReason::Timeout,
+                            },
+                            now,
+                            limit,
+                            appended,
+                        );
+                        timed_out += 1;
+                    }
+                }
+                room.idempotency.retain(|_, kept| kept.expires_ms > now);
+                room.tickets.retain(|_, (_, expires)| *expires > now);
+                if let Some(due) = room.next_due(self.room_ttl_ms()) {
+                    rooms.expiry.schedule(&room_id, due);
+                }
+            }
+            timed_out
+        });
+        ready(timed_out)
     }
 }
 
@@ -677,5 +550,49 @@ pub(crate) fn page_from_newest_first(
     HistoryPage {
         messages: std::mem::take(newest_first),
         next_before,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomId {
+        RoomId::parse(name).expect("a valid room id")
+    }
+
+    #[tokio::test]
+    async fn the_sweep_times_out_lapsed_members_and_reschedules_their_room() {
+        let store = MemoryStore::new(
+            StoreSettings {
+                history_limit: 100,
+                // Every lease has lapsed by the time the sweep runs.
+                member_ttl_ms: 0,
+                room_ttl_secs: 3600,
+                idempotency_ttl_secs: 60,
+                online_ttl_ms: 1000,
+                max_members_per_room: 10,
+            },
+            Arc::new(LocalFeed::new()),
+        );
+        let lobby = room("lobby");
+        let member = NewMember {
+            room: lobby.clone(),
+            username: Username::parse("alice").expect("a valid username"),
+            token_hash: TokenHash::from_stored("a".repeat(64)),
+        };
+        store
+            .create_room(member, None)
+            .await
+            .expect("the memory store answers");
+        assert_eq!(store.sweep().await, Ok(1));
+        // Empty now: the room is due again when its emptiness expires, not before.
+        let rooms = store.rooms.lock().expect("no panic while holding it");
+        let due = rooms
+            .expiry
+            .scheduled(&lobby)
+            .expect("the room is scheduled");
+        let since = rooms.map[&lobby].empty_since_ms.expect("the room is empty");
+        assert_eq!(due, since + 3_600_000);
     }
 }

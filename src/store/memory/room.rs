@@ -1,0 +1,180 @@
+//! One room of the memory store: its members, names, tokens, log, idempotency keys and
+//! tickets, and the changes an operation makes to them (always under the store's lock).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use crate::domain::{EventId, EventKind, MessageText, RoomEvent, RoomId, TokenHash};
+use crate::store::{KeyReused, NewMember, text_digest};
+
+pub(super) struct MemberRecord {
+    pub(super) display: String,
+    /// The name's identity keys (see `Username::identity_keys`), released from
+    /// `Room::names` when the member goes.
+    pub(super) identity_keys: Vec<String>,
+    pub(super) token_hash: TokenHash,
+    pub(super) lease_deadline_ms: u64,
+    /// Online while a connection of this process holds the member and refreshes this.
+    pub(super) online_until_ms: u64,
+}
+
+pub(super) struct Room {
+    pub(super) secret_hash: Option<String>,
+    /// Keyed by the username's member key.
+    pub(super) members: HashMap<String, MemberRecord>,
+    /// Every identity key held by a member: what makes a look-alike of a member's name taken.
+    pub(super) names: HashSet<String>,
+    /// Token hash → username key.
+    pub(super) tokens: HashMap<TokenHash, String>,
+    pub(super) log: VecDeque<RoomEvent>,
+    pub(super) last_id: EventId,
+    /// Set while the room has no members: when it will be deleted.
+    pub(super) empty_since_ms: Option<u64>,
+    /// (token hash, key) → what the key keeps of its message.
+    pub(super) idempotency: HashMap<(TokenHash, String), KeptKey>,
+    /// Stream ticket hash → (the member's token hash, when the ticket expires). Spent tickets
+    /// are removed at once, expired ones by the sweep; a REST rate limit and the short
+    /// lifetime bound how many one client can keep here.
+    pub(super) tickets: HashMap<TokenHash, (TokenHash, u64)>,
+}
+
+/// An idempotency key's memory: the message's id and text digest, not the message.
+pub(super) struct KeptKey {
+    pub(super) id: EventId,
+    pub(super) digest: String,
+    pub(super) expires_ms: u64,
+}
+
+impl Room {
+    pub(super) fn new(secret_hash: Option<String>) -> Self {
+        Self {
+            secret_hash,
+            members: HashMap::new(),
+            names: HashSet::new(),
+            tokens: HashMap::new(),
+            log: VecDeque::new(),
+            last_id: EventId::ZERO,
+            empty_since_ms: None,
+            idempotency: HashMap::new(),
+            tickets: HashMap::new(),
+        }
+    }
+
+    pub(super) fn append(
+        &mut self,
+        room: &RoomId,
+        kind: EventKind,
+        now: u64,
+        limit: usize,
+        appended: &mut Vec<RoomEvent>,
+    ) -> RoomEvent {
+        let prev = self.last_id;
+        let id = if now > prev.ms {
+            EventId::new(now, 0)
+        } else {
+            EventId::new(prev.ms, prev.seq + 1)
+        };
+        let event = RoomEvent {
+            id,
+            prev,
+            room: room.clone(),
+            kind,
+        };
+        self.last_id = id;
+        self.log.push_back(event.clone());
+        while self.log.len() > limit {
+            self.log.pop_front();
+        }
+        appended.push(event.clone());
+        event
+    }
+
+    /// The answer to a retry under a kept key: the message from the log, or, once it left the
+    /// log, the retry itself if its text is the one first sent.
+    pub(super) fn replay(
+        &self,
+        room: &RoomId,
+        kept: &KeptKey,
+        username: &str,
+        text: &MessageText,
+    ) -> Result<RoomEvent, KeyReused> {
+        if let Ok(at) = self.log.binary_search_by_key(&kept.id, |event| event.id) {
+            return Ok(self.log[at].clone());
+        }
+        if text_digest(text.as_str()) != kept.digest {
+            return Err(KeyReused);
+        }
+        Ok(RoomEvent {
+            id: kept.id,
+            prev: EventId::ZERO,
+            room: room.clone(),
+            kind: EventKind::Chat {
+                username: username.to_owned(),
+                message: text.as_str().to_owned(),
+            },
+        })
+    }
+
+    /// Whether a member holds one of the name's identity keys.
+    pub(super) fn name_taken(&self, identity_keys: &[String]) -> bool {
+        identity_keys.iter().any(|key| self.names.contains(key))
+    }
+
+    pub(super) fn add_member(
+        &mut self,
+        member: &NewMember,
+        identity_keys: Vec<String>,
+        lease_deadline_ms: u64,
+    ) {
+        let key = member.username.key().to_owned();
+        self.tokens.insert(member.token_hash.clone(), key.clone());
+        self.names.extend(identity_keys.iter().cloned());
+        self.members.insert(
+            key,
+            MemberRecord {
+                display: member.username.as_str().to_owned(),
+                identity_keys,
+                token_hash: member.token_hash.clone(),
+                lease_deadline_ms,
+                online_until_ms: 0,
+            },
+        );
+        self.empty_since_ms = None;
+    }
+
+    pub(super) fn remove_member(&mut self, key: &str, now: u64) -> Option<MemberRecord> {
+        let record = self.members.remove(key)?;
+        self.tokens.remove(&record.token_hash);
+        for identity_key in &record.identity_keys {
+            self.names.remove(identity_key);
+        }
+        if self.members.is_empty() {
+            self.empty_since_ms = Some(now);
+        }
+        Some(record)
+    }
+
+    /// The earliest time something in the room lapses: a lease, an idempotency key, a ticket,
+    /// or the room itself once empty (`None`: nothing ever will).
+    pub(super) fn next_due(&self, room_ttl_ms: u64) -> Option<u64> {
+        let leases = self.members.values().map(|record| record.lease_deadline_ms);
+        let keys = self.idempotency.values().map(|kept| kept.expires_ms);
+        let tickets = self.tickets.values().map(|(_, expires)| *expires);
+        let empty = self
+            .empty_since_ms
+            .filter(|_| room_ttl_ms > 0)
+            .map(|since| since.saturating_add(room_ttl_ms));
+        leases.chain(keys).chain(tickets).chain(empty).min()
+    }
+
+    /// The member a token names, with its lease refreshed.
+    pub(super) fn touch(
+        &mut self,
+        token_hash: &TokenHash,
+        lease_deadline_ms: u64,
+    ) -> Option<&MemberRecord> {
+        let key = self.tokens.get(token_hash)?;
+        let record = self.members.get_mut(key)?;
+        record.lease_deadline_ms = lease_deadline_ms;
+        Some(record)
+    }
+}

@@ -1,0 +1,101 @@
+//! Every Redis key and pub/sub channel name the store uses, in one place. The room scripts get
+//! a room's keys in the order [`RoomKeys`] lists them; `scripts/prelude.lua` names them in the
+//! same order and finds a script's own keys from [`FIRST_OWN_KEY`] on.
+
+use crate::domain::{RoomId, TokenHash};
+
+/// The sweepers' index of rooms with leases (room id → when to look at it). It lives outside
+/// any room's hash tag, so it is never touched in the same script as room keys.
+pub(super) const LEASE_INDEX: &str = "leases:rooms";
+
+/// How many keys every room script gets before its own: prelude.lua's `room_key_count`.
+pub(super) const ROOM_KEY_COUNT: usize = 7;
+/// The 1-based index of a script's first own key: prelude.lua's `first_own_key`.
+pub(super) const FIRST_OWN_KEY: usize = ROOM_KEY_COUNT + 1;
+
+/// The key suffixes of a room, in prelude.lua's order (`KEYS[1]` … `KEYS[7]`).
+const ROOM_KEY_SUFFIXES: [&str; ROOM_KEY_COUNT] = [
+    "meta", "members", "tokens", "leases", "log", "online", "names",
+];
+const META: usize = 0;
+const LOG: usize = 4;
+
+/// The keys of one room, in the order every room script expects them.
+pub(crate) struct RoomKeys {
+    keys: [String; ROOM_KEY_COUNT],
+    channel: String,
+}
+
+impl RoomKeys {
+    pub(crate) fn new(room: &RoomId) -> Self {
+        Self {
+            keys: ROOM_KEY_SUFFIXES.map(|suffix| room_key(room, suffix)),
+            channel: channel_of(room),
+        }
+    }
+
+    /// All of them, in script order.
+    pub(super) fn all(&self) -> &[String] {
+        &self.keys
+    }
+
+    pub(crate) fn log(&self) -> &str {
+        &self.keys[LOG]
+    }
+
+    pub(crate) fn meta(&self) -> &str {
+        &self.keys[META]
+    }
+
+    /// The pub/sub channel the room's events are published on.
+    pub(crate) fn channel(&self) -> &str {
+        &self.channel
+    }
+}
+
+/// `room:{id}:<suffix>`: under the room's hash tag, so one script touches one Cluster slot.
+fn room_key(room: &RoomId, suffix: &str) -> String {
+    format!("room:{{{room}}}:{suffix}")
+}
+
+/// Where a stream ticket of `room` is kept: under the room's hash tag, so the scripts that
+/// issue and redeem it touch one slot with the room's members.
+pub(super) fn ticket_key(room: &RoomId, ticket_hash: &TokenHash) -> String {
+    room_key(room, &format!("ticket:{}", ticket_hash.as_str()))
+}
+
+/// Where an idempotency key of a member's message is kept (`key` is `""` for none: the
+/// script then leaves the slot unused).
+pub(super) fn idempotency_key(room: &RoomId, token_hash: &TokenHash, key: &str) -> String {
+    room_key(room, &format!("idem:{}:{key}", token_hash.as_str()))
+}
+
+/// The pub/sub channel of a room's events.
+pub(super) fn channel_of(room: &RoomId) -> String {
+    format!("room:{{{room}}}")
+}
+
+/// The room a channel of [`channel_of`] belongs to.
+pub(super) fn room_of_channel(channel: &str) -> Option<RoomId> {
+    let room = channel.strip_prefix("room:{")?.strip_suffix('}')?;
+    RoomId::parse(room).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_follow_the_prelude() {
+        let prelude = include_str!("scripts/prelude.lua");
+        assert!(prelude.contains(&format!("local room_key_count = {ROOM_KEY_COUNT}\n")));
+        assert!(prelude.contains("local first_own_key = room_key_count + 1\n"));
+        assert_eq!(FIRST_OWN_KEY, ROOM_KEY_COUNT + 1);
+        for (index, suffix) in ROOM_KEY_SUFFIXES.iter().enumerate() {
+            let line = format!("--   {} room:{{id}}:{suffix} ", index + 1);
+            assert!(prelude.contains(&line), "prelude.lua lacks {line:?}");
+        }
+        let room = RoomId::parse("lobby").expect("a valid room id");
+        assert_eq!(room_of_channel(&channel_of(&room)), Some(room));
+    }
+}

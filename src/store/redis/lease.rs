@@ -1,0 +1,150 @@
+//! The lease index and the sweep. Member expiry must not depend on the instance that held a
+//! member, so leases live in Redis and a global index, [`LEASE_INDEX`] (room id → when to look
+//! at it), tells any instance's sweeper which rooms may have lapsed leases.
+//!
+//! The index is only a hint that must never be *later* than a room's earliest lease: joins
+//! mark the room "look now" with a [`marker`] (negative, so always due, and unique per join)
+//! and sweepers write back the earliest lease they found only if the score is still the one
+//! they read (`lease_index_update.lua`), so a join in between wins. The index key lives outside
+//! any room's slot and is never touched in the same script as room keys.
+
+use std::sync::LazyLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use redis::Script;
+
+use super::RedisStore;
+use super::keys::LEASE_INDEX;
+use super::replies::{SweepAnswer, sweep_answer};
+use crate::domain::{RoomId, now_ms};
+use crate::store::{StoreResult, count_appended};
+
+/// How many rooms one sweep looks at, so a sweep stays short.
+const SWEEP_BATCH: isize = 256;
+
+static LEASE_INDEX_UPDATE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("scripts/lease_index_update.lua")));
+
+/// Markers are `-1 - n` for n < 2^52: integers an f64 score holds exactly, all negative.
+const MARKER_SPACE: u64 = 1 << 52;
+
+/// A fresh "look now" score for the lease index: negative (due at once) and different from
+/// every other marker this process made, however many come in one millisecond. The counter
+/// starts at a random point, so two instances' markers coincide only by a 1-in-2^52 chance.
+pub(super) fn marker() -> f64 {
+    static NEXT: LazyLock<AtomicU64> = LazyLock::new(|| AtomicU64::new(rand::random::<u64>()));
+    let n = NEXT.fetch_add(1, Ordering::Relaxed) % MARKER_SPACE;
+    // Exact: n < 2^52 fits an f64's mantissa.
+    -1.0 - n as f64
+}
+
+impl RedisStore {
+    /// Sweeps the rooms the index says are due, up to [`SWEEP_BATCH`]. A room that fails (an
+    /// unexpected key, a script error) is logged and left in the index for the next sweep;
+    /// the others are swept all the same.
+    pub(super) async fn sweep_due(&self) -> StoreResult<usize> {
+        let mut connection = self.connection.clone();
+        let due: Vec<(String, f64)> = self
+            .run(
+                "sweep_index",
+                redis::cmd("ZRANGEBYSCORE")
+                    .arg(LEASE_INDEX)
+                    .arg("-inf")
+                    .arg(now_ms())
+                    .arg("WITHSCORES")
+                    .arg("LIMIT")
+                    .arg(0)
+                    .arg(SWEEP_BATCH)
+                    .query_async(&mut connection),
+            )
+            .await?;
+        let mut timed_out = 0;
+        let mut failed = 0;
+        for (room, score) in due {
+            match self.sweep_room(&room, score).await {
+                Ok(count) => timed_out += count,
+                // `run` logged the cause, without the room's keys or arguments.
+                Err(_) => failed += 1,
+            }
+        }
+        if failed > 0 {
+            metrics::counter!("chat_sweep_room_failures_total").increment(failed);
+            tracing::warn!(
+                failed,
+                "rooms could not be swept; retrying on the next sweep"
+            );
+        }
+        Ok(timed_out)
+    }
+
+    async fn sweep_room(&self, room: &str, score_read: f64) -> StoreResult<usize> {
+        let Ok(room_id) = RoomId::parse(room) else {
+            // Not a room id this server wrote: drop it from the index.
+            self.update_lease_index(room, score_read, None).await?;
+            return Ok(0);
+        };
+        let room_ttl = self.settings.room_ttl_secs.to_string();
+        let reply = self
+            .room_script(
+                "sweep_room",
+                &super::SWEEP_ROOM,
+                &room_id,
+                &[],
+                &[&room_ttl],
+                false,
+            )
+            .await?;
+        let (timed_out, next) = match sweep_answer(&reply)? {
+            SweepAnswer::Gone => (0, None),
+            SweepAnswer::Swept {
+                timed_out,
+                next_deadline,
+            } => {
+                count_appended("remove:member:success", timed_out as u64);
+                // No leases left (an empty room): look again after one TTL, by which time the
+                // room is either joined (and marked) or on its way to expiry.
+                let next = next_deadline
+                    .unwrap_or_else(|| (now_ms() + self.settings.member_ttl_ms) as f64);
+                (timed_out, Some(next))
+            }
+        };
+        self.update_lease_index(room, score_read, next).await?;
+        Ok(timed_out)
+    }
+
+    async fn update_lease_index(
+        &self,
+        room: &str,
+        score_read: f64,
+        next: Option<f64>,
+    ) -> StoreResult<()> {
+        let mut invocation = LEASE_INDEX_UPDATE.prepare_invoke();
+        invocation
+            .key(LEASE_INDEX)
+            .arg(room)
+            .arg(score_read)
+            .arg(next.map(|score| score.to_string()).unwrap_or_default());
+        let mut connection = self.connection.clone();
+        let _: i64 = self
+            .run(
+                "lease_index_update",
+                invocation.invoke_async(&mut connection),
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_made_in_one_millisecond_differ() {
+        let markers: Vec<f64> = (0..10_000).map(|_| marker()).collect();
+        let distinct: std::collections::HashSet<u64> =
+            markers.iter().map(|marker| marker.to_bits()).collect();
+        assert_eq!(distinct.len(), markers.len());
+        assert!(markers.iter().all(|marker| *marker < 0.0));
+    }
+}
