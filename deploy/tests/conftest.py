@@ -53,12 +53,11 @@ def root() -> Path:
     return ROOT
 
 
-@pytest.fixture(scope="session")
-def tf_eval(tmp_path_factory):
-    """Evaluates an expression over terraform/variables.tf with `terraform console` (no provider
-    needed), given values for the variables, and returns its value decoded from JSON: what
-    Terraform itself computes, e.g. the output deploy_settings that cloudrun/deploy.sh reads."""
-    import json
+def terraform_console(tmp_path_factory, name: str):
+    """A copy of terraform/variables.tf, initialised offline (no provider needed), and a
+    function running `terraform console` over it with the given `-var` arguments and input:
+    Terraform's own evaluation of variables, validations and expressions. Skips the test when no
+    terraform binary is installed (none is installable; the parsed checks still run)."""
     import os
     import shutil
     import subprocess
@@ -66,7 +65,7 @@ def tf_eval(tmp_path_factory):
     terraform = shutil.which("terraform")
     if not terraform:
         pytest.skip("no terraform binary here: the checks that need Terraform's evaluation skip")
-    directory = tmp_path_factory.mktemp("tf-eval")
+    directory = tmp_path_factory.mktemp(name)
     shutil.copy(ROOT / "terraform" / "variables.tf", directory)
     (directory / "empty.tfrc").write_text("")
     env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
@@ -74,16 +73,34 @@ def tf_eval(tmp_path_factory):
     subprocess.run([terraform, "init", "-backend=false"], cwd=directory, env=env, check=True,
                    capture_output=True, timeout=120)
 
-    def evaluate(expression: str, **variables):
+    def run(variables: list[str], expression: str) -> subprocess.CompletedProcess:
         args = [terraform, "console", "-no-color"]
+        for assignment in variables:
+            args += ["-var", assignment]
+        return subprocess.run(args, input=expression + "\n", cwd=directory, env=env,
+                              capture_output=True, text=True, timeout=120)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def tf_eval(tmp_path_factory):
+    """Evaluates an expression over terraform/variables.tf with `terraform console`, given
+    values for the variables, and returns its value decoded from JSON: what Terraform itself
+    computes, e.g. the output deploy_settings that cloudrun/deploy.sh reads."""
+    import json
+
+    console = terraform_console(tmp_path_factory, "tf-eval")
+
+    def evaluate(expression: str, **variables):
         variables.setdefault("project_id", "my-project-1")
-        for name, value in variables.items():
-            # A string variable takes its value as it is; lists, maps, numbers and bools as HCL
-            # (which their JSON is).
-            text = value if isinstance(value, str) else json.dumps(value)
-            args += ["-var", f"{name}={text}"]
-        result = subprocess.run(args, input=f"jsonencode({expression})\n", cwd=directory, env=env,
-                                capture_output=True, text=True, timeout=120)
+        # A string variable takes its value as it is; lists, maps, numbers and bools as HCL
+        # (which their JSON is).
+        assignments = [
+            f"{name}={value if isinstance(value, str) else json.dumps(value)}"
+            for name, value in variables.items()
+        ]
+        result = console(assignments, f"jsonencode({expression})")
         assert result.returncode == 0 and "Error" not in result.stderr, result.stderr
         return json.loads(json.loads(result.stdout))
 

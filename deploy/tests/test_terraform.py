@@ -7,17 +7,14 @@ does. checkov runs separately in scripts/test."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import subprocess
 from collections.abc import Callable
 
 import hcl2
 import pytest
 
 import facts
-from conftest import ROOT, markdown_section, read
+from conftest import ROOT, markdown_section, read, terraform_console
 
 
 @pytest.mark.parametrize("path", facts.tf_files(), ids=lambda p: p.name)
@@ -228,23 +225,14 @@ def console(tmp_path_factory) -> Callable[..., tuple[str, str]]:
     """Evaluates an expression with `terraform console` over a copy of variables.tf, given
     values for the variables: Terraform's own evaluation, validations included. Returns the
     value printed and the errors (console exits with 0 either way), whitespace collapsed."""
-    terraform = shutil.which("terraform")
-    if not terraform:
-        pytest.skip("no terraform binary here (none is installable): the parsed checks still run")
-    directory = tmp_path_factory.mktemp("variables-only")
-    shutil.copy(ROOT / "terraform" / "variables.tf", directory)
-    (directory / "empty.tfrc").write_text("")
-    env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
-           "TF_CLI_CONFIG_FILE": str(directory / "empty.tfrc")}
-    subprocess.run([terraform, "init", "-backend=false"], cwd=directory, env=env, check=True,
-                   capture_output=True, timeout=120)
+    run = terraform_console(tmp_path_factory, "variables-only")
 
     def evaluate(expression: str, **variables) -> tuple[str, str]:
-        args = [terraform, "console", "-no-color", "-var", "project_id=my-project-1"]
-        for name, value in variables.items():
-            args += ["-var", f"{name}={json.dumps(value)}"]  # JSON lists and bools are HCL too
-        result = subprocess.run(args, input=expression + "\n", cwd=directory, env=env,
-                                capture_output=True, text=True, timeout=120)
+        # JSON lists and bools are HCL too.
+        assignments = ["project_id=my-project-1"] + [
+            f"{name}={json.dumps(value)}" for name, value in variables.items()
+        ]
+        result = run(assignments, expression)
         assert result.returncode == 0, result.stderr
         return " ".join(result.stdout.split()), " ".join(result.stderr.split())
 

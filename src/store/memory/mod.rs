@@ -106,6 +106,19 @@ impl MemoryStore {
         }
         rooms.get_mut(id)
     }
+
+    /// The room, if `token_hash` is a current member's token there (whose lease it refreshes).
+    fn member_room<'m>(
+        &self,
+        rooms: &'m mut HashMap<RoomId, Room>,
+        id: &RoomId,
+        token_hash: &TokenHash,
+        now: u64,
+    ) -> Option<&'m mut Room> {
+        let room = self.live_room(rooms, id, now)?;
+        room.touch(token_hash, self.lease_deadline(now))?;
+        Some(room)
+    }
 }
 
 fn ready<'a, T: Send + 'a>(value: T) -> StoreFuture<'a, T> {
@@ -326,13 +339,9 @@ impl RoomLog for MemoryStore {
         ttl_secs: u64,
     ) -> StoreFuture<'a, Authorized<()>> {
         let outcome = self.with_rooms(|rooms, now, _| {
-            let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
+            let Some(room) = self.member_room(&mut rooms.map, room_id, token_hash, now) else {
                 return Authorized::Unauthorized;
             };
-            if room.touch(token_hash, deadline).is_none() {
-                return Authorized::Unauthorized;
-            }
             let expires = now.saturating_add(ttl_secs.saturating_mul(1000));
             room.tickets
                 .insert(ticket_hash.clone(), (token_hash.clone(), expires));
@@ -375,13 +384,9 @@ impl RoomLog for MemoryStore {
         limit: usize,
     ) -> StoreFuture<'a, Authorized<HistoryPage>> {
         let outcome = self.with_rooms(|rooms, now, _| {
-            let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
+            let Some(room) = self.member_room(&mut rooms.map, room_id, token_hash, now) else {
                 return Authorized::Unauthorized;
             };
-            if room.touch(token_hash, deadline).is_none() {
-                return Authorized::Unauthorized;
-            }
             // One more than asked tells whether an earlier page exists.
             let mut newest_first: Vec<RoomEvent> = room
                 .log
@@ -403,13 +408,9 @@ impl RoomLog for MemoryStore {
         token_hash: &'a TokenHash,
     ) -> StoreFuture<'a, Authorized<Vec<MemberInfo>>> {
         let outcome = self.with_rooms(|rooms, now, _| {
-            let deadline = self.lease_deadline(now);
-            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
+            let Some(room) = self.member_room(&mut rooms.map, room_id, token_hash, now) else {
                 return Authorized::Unauthorized;
             };
-            if room.touch(token_hash, deadline).is_none() {
-                return Authorized::Unauthorized;
-            }
             let mut members: Vec<MemberInfo> = room
                 .members
                 .values()
