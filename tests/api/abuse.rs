@@ -86,7 +86,15 @@ conformance! {
             if !ws.try_send_raw(WsMessage::text(spam.to_string())).await {
                 break WsEnd::Gone;
             }
-            match ws.next().await {
+            // This frame's own reply: broadcasts of spam the refilled bucket let through come
+            // in between, and reading one in its place would leave a refusal unread.
+            let reply = loop {
+                match ws.next().await {
+                    Ok(frame) if frame["id"].is_string() => continue,
+                    other => break other,
+                }
+            };
+            match reply {
                 Ok(frame) if frame["event"] == "error" => refused += 1,
                 Ok(_) => {}
                 Err(end) => break end,
