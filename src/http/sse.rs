@@ -33,7 +33,7 @@ use crate::domain::{EventId, RoomId, StreamTicket, TokenHash};
 use crate::error::{ApiError, ErrorBody};
 use crate::hub::Inbox;
 use crate::limits::{ClientIp, StreamSlot};
-use crate::session::Session;
+use crate::session::{GapNotice, Session};
 use crate::telemetry;
 
 /// Tells EventSource how long to wait before reconnecting.
@@ -219,7 +219,11 @@ pub async fn events(
     let mut opening = BytesMut::new();
     opening.extend_from_slice(format!("retry: {RETRY_MS}\n\n").as_bytes());
     if !resumed.reply.complete {
-        let gap = serde_json::json!({"roomId": room.as_str(), "complete": false});
+        let gap = serde_json::to_string(&GapNotice {
+            room_id: room.as_str(),
+            complete: false,
+        })
+        .expect("a notice of strings and a bool serializes to JSON");
         opening.extend_from_slice(format!("event: resume:gap\ndata: {gap}\n\n").as_bytes());
     }
     for frame in &resumed.replay {

@@ -20,7 +20,7 @@ mod reply;
 mod run;
 
 pub use close::Close;
-pub use reply::{JoinedResponse, LeftResponse, Reply, ResumedResponse};
+pub use reply::{GapNotice, JoinedResponse, LeftResponse, Reply, ResumedResponse};
 pub use run::{POST_RUN, PostRun};
 
 use std::net::IpAddr;

@@ -58,6 +58,16 @@ pub struct ResumedResponse {
     pub complete: bool,
 }
 
+/// What a stream that cannot replay everything after the id asked for says first (SSE's
+/// `resume:gap`; a WebSocket says it with `complete: false` in its resume ack).
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GapNotice<'a> {
+    pub room_id: &'a str,
+    /// Always false: the point of the notice.
+    pub complete: bool,
+}
+
 /// The reply to one client event, as the transport writes it (the data alone: untagged).
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
