@@ -596,6 +596,71 @@ async fn an_event_stream_that_is_never_read_is_dropped_by_the_write_timeout() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_connection_is_answered_even_while_the_server_stops() {
+    // One connection fills the instance; the next is refused with 503, and shutdown waits
+    // for that refusal to be written like for any connection (it once ran untracked, and the
+    // process could exit under it).
+    let mut server =
+        ServerProcess::start(&[("MAX_CONNECTIONS", "1"), ("SHUTDOWN_GRACE_SECS", "8")]).await;
+    let address = server.base_url.trim_start_matches("http://").to_owned();
+    // The readiness probe's connection may still count for a moment: retry until this one
+    // is the instance's one connection.
+    let _held = eventually("the one connection", Duration::from_secs(10), || {
+        let address = address.clone();
+        async move {
+            let mut held = tokio::net::TcpStream::connect(&address).await.ok()?;
+            held.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .ok()?;
+            let mut answer = [0u8; 12];
+            held.read_exact(&mut answer).await.ok()?;
+            (&answer == b"HTTP/1.1 200").then_some(held)
+        }
+    })
+    .await;
+    // The refused client is still sending its request when the server is told to stop.
+    let mut refused = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connect");
+    refused
+        .write_all(b"GET /healthz HTTP/1.1\r\n")
+        .await
+        .expect("write the request line");
+    let client = async {
+        // The listener is closed once shutdown has begun; then the request is finished.
+        eventually(
+            "the server to stop accepting",
+            Duration::from_secs(10),
+            || {
+                let address = address.clone();
+                async move {
+                    tokio::net::TcpStream::connect(&address)
+                        .await
+                        .is_err()
+                        .then_some(())
+                }
+            },
+        )
+        .await;
+        refused
+            .write_all(b"Host: x\r\n\r\n")
+            .await
+            .expect("finish the request");
+        let mut reply = String::new();
+        let read =
+            tokio::time::timeout(Duration::from_secs(10), refused.read_to_string(&mut reply))
+                .await
+                .expect("the refusal within 10 s");
+        (read.is_ok(), reply)
+    };
+    let ((read, reply), (status, _)) =
+        tokio::join!(client, server.terminate(Duration::from_secs(15)));
+    assert!(read, "the refused connection was reset: {reply}");
+    assert!(reply.starts_with("HTTP/1.1 503"), "{reply}");
+    assert!(status.success(), "{status}");
+}
+
 conformance! {
     async fn an_idempotency_key_keeps_the_id_not_the_message(backend: Backend) {
         let app = TestApp::spawn(backend, &[("HISTORY_LIMIT", "3")]).await;
