@@ -17,8 +17,8 @@ use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::room_secrets::SecretHasher;
 use crate::store::{
-    Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store, StoreError,
+    Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome, MemberInfo,
+    NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store, StoreError,
 };
 
 /// What a member gets back when it joins (or creates) a room.
@@ -290,16 +290,6 @@ impl Rooms {
         ticket: &StreamTicket,
     ) -> Result<Username, ApiError> {
         authorized(self.store.redeem_ticket(room, &ticket.hash()).await?)
-    }
-
-    /// Events after `after`, for a member already authorized.
-    pub async fn read_log(
-        &self,
-        room: &RoomId,
-        after: EventId,
-        limit: usize,
-    ) -> Result<LogRead, ApiError> {
-        Ok(self.store.read_log(room, after, limit).await?)
     }
 }
 
