@@ -519,18 +519,9 @@ resource "google_cloud_run_v2_service" "chat" {
     }
   }
 
-  lifecycle {
-    precondition {
-      condition     = var.max_instances >= var.min_instances
-      error_message = "max_instances must not be below min_instances."
-    }
-    # A variable's validation may not read another variable before Terraform 1.9 (versions.tf
-    # allows 1.5), so the rule that ties the two lives here, checked at plan time.
-    precondition {
-      condition     = !var.allow_unauthenticated || length(var.allowed_origins) > 0
-      error_message = "allowed_origins is required when allow_unauthenticated is true: list the browser origins of your web client (e.g. [\"https://chat.example.com\"]; the service's own origin is always allowed). Left empty, every web site may call the public service from its visitors' browsers."
-    }
-  }
+  # The rules that tie settings together (instances, origins of a public service) are the
+  # preconditions of output.deploy_settings, which every plan evaluates whoever owns the
+  # service: one copy, for both owners.
 
   depends_on = [
     google_project_iam_member.metric_writer,

@@ -84,7 +84,8 @@ output "deploy_settings" {
     [for name, value in var.extra_env : "env=${jsonencode({ name = name, value = value })}"],
   ))
 
-  # The service's own precondition only runs when Terraform owns it; this one runs for both.
+  # Every plan evaluates these, whichever side owns the service (a variable's validation may
+  # not read another variable before Terraform 1.9, and versions.tf allows 1.5).
   precondition {
     condition     = var.max_instances >= var.min_instances
     error_message = "max_instances must not be below min_instances."

@@ -173,10 +173,10 @@ def test_deploy_settings_as_terraform_computes_them(tf_eval):
 
 
 def test_deploy_settings_refuse_a_public_service_without_origins():
-    """The service's precondition checks only a Terraform-owned service; the output that
-    deploy.sh reads carries the same rule, so a deploy.sh-owned service is held to it too."""
-    rules = facts.tf_outputs()["deploy_settings"]["precondition"]
-    assert any(rule["condition"] == public_origins_precondition()["condition"] for rule in rules)
+    """The rule lives on the output deploy.sh reads, which every plan evaluates, so a service
+    owned by either side is held to it; the service carries no second copy to drift."""
+    assert public_origins_precondition()["condition"]
+    assert "lifecycle" not in facts.tf_service(), "the service's rules are the output's preconditions"
 
 
 def test_teardown_succeeds_on_a_second_destroy():
@@ -240,12 +240,12 @@ def console(tmp_path_factory) -> Callable[..., tuple[str, str]]:
 
 
 def public_origins_precondition() -> dict:
-    lifecycle = facts.tf_service()["lifecycle"][0]
+    rules = facts.tf_outputs()["deploy_settings"]["precondition"]
     found = [
-        rule for rule in lifecycle["precondition"]
+        rule for rule in rules
         if "var.allow_unauthenticated" in rule["condition"] and "var.allowed_origins" in rule["condition"]
     ]
-    assert len(found) == 1, "the service needs one precondition tying allowed_origins to allow_unauthenticated"
+    assert len(found) == 1, "deploy_settings needs one precondition tying allowed_origins to allow_unauthenticated"
     return found[0]
 
 

@@ -34,9 +34,7 @@ where
 fn json_rejection(rejection: JsonRejection) -> ApiError {
     match rejection.status() {
         StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::UnsupportedMediaType,
-        StatusCode::PAYLOAD_TOO_LARGE => {
-            ApiError::PayloadTooLarge("request bodies are limited to 64 KiB".to_owned())
-        }
+        StatusCode::PAYLOAD_TOO_LARGE => body_too_large(),
         _ => match rejection {
             JsonRejection::JsonDataError(err) => {
                 ApiError::invalid(format!("invalid request body: {}", err.body_text()))
@@ -47,6 +45,11 @@ fn json_rejection(rejection: JsonRejection) -> ApiError {
             _ => ApiError::invalid("request body could not be read"),
         },
     }
+}
+
+/// A request body over [`super::MAX_BODY_BYTES`].
+pub fn body_too_large() -> ApiError {
+    ApiError::PayloadTooLarge("request bodies are limited to 64 KiB".to_owned())
 }
 
 /// Path parameters, with a 400 in our format when they cannot be decoded.

@@ -218,8 +218,7 @@ async fn read_body_in_time(
                 .await
         }
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
-            ApiError::PayloadTooLarge("request bodies are limited to 64 KiB".to_owned())
-                .into_response()
+            extract::body_too_large().into_response()
         }
         Ok(Err(_)) => ApiError::invalid("request body could not be read").into_response(),
         Err(_) => {

@@ -485,6 +485,8 @@ async fn abusive_clients_cost_normal_members_nothing() {
 /// A request's reply body, for the tests that collect everything the server says.
 trait BodyText {
     async fn body_text(self) -> String;
+
+    async fn body_json(self) -> serde_json::Value;
 }
 
 impl BodyText for reqwest::RequestBuilder {
@@ -495,6 +497,15 @@ impl BodyText for reqwest::RequestBuilder {
             .text()
             .await
             .expect("a readable body")
+    }
+
+    async fn body_json(self) -> serde_json::Value {
+        self.send()
+            .await
+            .expect("the server answers")
+            .json()
+            .await
+            .expect("a JSON body")
     }
 }
 
@@ -520,15 +531,11 @@ async fn no_secret_appears_in_anything_the_server_emits() {
     // A full session: REST create (with a secret), join, a wrong secret, posts, history,
     // members, SSE with ?token= and with a stream ticket (then spent), WebSocket resume,
     // errors, leave.
-    let created: serde_json::Value = client
+    let created = client
         .post(format!("{base}/rooms"))
         .json(&json!({"roomId": room, "username": "alice", "secret": room_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .body_json()
+        .await;
     let alice = created["token"].as_str().unwrap().to_owned();
     tokens.push(alice.clone());
     let wrong = client
@@ -537,15 +544,11 @@ async fn no_secret_appears_in_anything_the_server_emits() {
         .body_text()
         .await;
     emitted.push_str(&wrong);
-    let joined: serde_json::Value = client
+    let joined = client
         .post(format!("{base}/rooms/{room}/members"))
         .json(&json!({"username": "bob", "secret": room_secret}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .body_json()
+        .await;
     let bob = joined["token"].as_str().unwrap().to_owned();
     tokens.push(bob.clone());
     for path in [
@@ -581,15 +584,11 @@ async fn no_secret_appears_in_anything_the_server_emits() {
     .await;
     emitted.push_str(&sse.event().await.data);
     // A ticket is a secret like a token: checked below with the tokens, and its hash too.
-    let issued: serde_json::Value = client
+    let issued = client
         .post(format!("{base}/rooms/{room}/events/ticket"))
         .bearer_auth(&alice)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .body_json()
+        .await;
     let ticket = issued["ticket"].as_str().unwrap().to_owned();
     tokens.push(ticket.clone());
     let events_by_ticket = format!("{base}/rooms/{room}/events?ticket={ticket}");

@@ -33,16 +33,7 @@ async fn join_from(
         .send()
         .await
         .expect("the join reached the server");
-    let status = response.status();
-    let headers = response.headers().clone();
-    let text = response.text().await.expect("the join's reply");
-    let body = serde_json::from_str(&text).unwrap_or_default();
-    Reply {
-        status,
-        headers,
-        text,
-        body,
-    }
+    Reply::read(response).await
 }
 
 /// The process's peak resident memory (`VmHWM`), in KiB.

@@ -455,11 +455,7 @@ impl RoomLog for RedisStore {
             let reply = self
                 .room_script("authenticate", &AUTHENTICATE, room, &[], &args, false)
                 .await?;
-            match reply.status.as_str() {
-                "ok" => Ok(Authorized::Member(Username::from_stored(reply.string(0)?))),
-                "unauthorized" => Ok(Authorized::Unauthorized),
-                _ => Err(malformed("authenticate status")),
-            }
+            reply.member("authenticate status")
         })
     }
 
@@ -504,11 +500,7 @@ impl RoomLog for RedisStore {
                     false,
                 )
                 .await?;
-            match reply.status.as_str() {
-                "ok" => Ok(Authorized::Member(Username::from_stored(reply.string(0)?))),
-                "unauthorized" => Ok(Authorized::Unauthorized),
-                _ => Err(malformed("redeem_ticket status")),
-            }
+            reply.member("redeem_ticket status")
         })
     }
 

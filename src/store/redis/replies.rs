@@ -4,8 +4,8 @@
 
 use redis::Value;
 
-use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId};
-use crate::store::{StoreError, StoreResult};
+use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, Username};
+use crate::store::{Authorized, StoreError, StoreResult};
 
 pub(super) fn malformed(what: &'static str) -> StoreError {
     tracing::error!(what, "unexpected reply from a Redis script");
@@ -59,6 +59,16 @@ impl Reply {
         self.string(index)?
             .parse()
             .map_err(|_| malformed("event id"))
+    }
+
+    /// A reply `{'ok', display name}` or `{'unauthorized'}`: the member a token (or a ticket)
+    /// names (`authenticate.lua`, `redeem_ticket.lua`).
+    pub(super) fn member(&self, what: &'static str) -> StoreResult<Authorized<Username>> {
+        match self.status.as_str() {
+            "ok" => Ok(Authorized::Member(Username::from_stored(self.string(0)?))),
+            "unauthorized" => Ok(Authorized::Unauthorized),
+            _ => Err(malformed(what)),
+        }
     }
 
     /// The values after the status, in order.

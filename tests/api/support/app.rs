@@ -73,7 +73,8 @@ pub struct Reply {
 
 impl Reply {
     /// Reads a whole reply.
-    async fn read(response: reqwest::Response) -> Self {
+    /// Reads a whole reply.
+    pub async fn read(response: reqwest::Response) -> Self {
         let status = response.status();
         let headers = response.headers().clone();
         let text = response.text().await.expect("reading the reply body");
