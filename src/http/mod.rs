@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod origins;
 pub mod rest;
 pub mod serve;
+pub mod socketio;
 pub mod sse;
 pub mod write_timeout;
 pub mod ws;
@@ -121,6 +122,13 @@ pub fn router(state: AppState) -> Router {
         .route("/client/{file}", get(client::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // socket.io's requests never reach the routes: the layer answers them, behind the
+        // origin check, the body deadline, metrics and CORS (for polling) like the rest.
+        .layer(socketio::layer(&state))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            socketio::check_origin,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             read_body_in_time,
