@@ -362,7 +362,15 @@ async fn record_request(State(_state): State<AppState>, request: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| {
+            // socket.io's requests (polling, the upgrade) are answered by its layer, outside
+            // the routes.
+            if socketio::is_socketio_path(request.uri().path()) {
+                format!("{}/", socketio::PATH)
+            } else {
+                "unmatched".to_owned()
+            }
+        });
     let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();

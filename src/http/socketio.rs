@@ -99,14 +99,16 @@ pub fn layer(state: &AppState) -> SocketIoLayer {
 /// router's CORS layer adds the polling responses' headers): a page of a site not allowed gets
 /// 403 before the library sees its request.
 pub async fn check_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let path = request.uri().path();
-    let ours = path
-        .strip_prefix(PATH)
-        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'));
-    if ours && !state.origins.allows_request(request.headers()) {
+    if is_socketio_path(request.uri().path()) && !state.origins.allows_request(request.headers()) {
         return ApiError::forbidden("this origin may not connect here").into_response();
     }
     next.run(request).await
+}
+
+/// Whether a request is socket.io's (its layer answers it).
+pub fn is_socketio_path(path: &str) -> bool {
+    path.strip_prefix(PATH)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// What the connect middleware prepared for the socket's task, kept in the socket's
