@@ -508,3 +508,78 @@ fn decode(value: &Value, max_message_bytes: usize) -> (EventName, Result<ClientE
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(text: &str) -> (EventName, Result<ClientEvent, ApiError>) {
+        decode(&Value::Str(text.to_owned().into(), None), 4096)
+    }
+
+    fn refusal(text: &str) -> String {
+        match decoded(text).1 {
+            Err(err) => format!("{}: {err}", err.code()),
+            Ok(event) => panic!("{text} decoded to {event:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_is_its_name_and_one_data_argument() {
+        let (name, event) = decoded(r#"["create:room",{"roomId":"lobby","username":"alice"}]"#);
+        assert_eq!(name, EventName::CreateRoom);
+        assert!(
+            matches!(event, Ok(ClientEvent::CreateRoom(join)) if join.room.as_str() == "lobby")
+        );
+        // An escaped name is the same name.
+        let (name, _) = decoded(r#"["create\u003aroom",{"roomId":"lobby","username":"alice"}]"#);
+        assert_eq!(name, EventName::CreateRoom);
+    }
+
+    #[test]
+    fn malformed_packets_are_invalid_requests() {
+        for text in [
+            r#"{"event":"create:room"}"#,
+            r#"[]"#,
+            r#"[42,{"roomId":"lobby"}]"#,
+            r#"["create:room"]"#,
+            r#"["create:room","lobby"]"#,
+            r#"["create:room",{"roomId":"lobby","username":"a"},{"extra":true}]"#,
+            r#"["create:room",{"roomId":"lobby","roomId":"other","username":"a"}]"#,
+            r#"["no:such:event",{}]"#,
+        ] {
+            assert!(refusal(text).starts_with("invalid_request: "), "{text}");
+        }
+        let with_binary = Value::Str(
+            r#"["create:chat",{"_placeholder":true,"num":0}]"#.to_owned().into(),
+            Some(Default::default()),
+        );
+        assert!(matches!(
+            decode(&with_binary, 4096),
+            (EventName::Malformed, Err(ApiError::InvalidRequest(_)))
+        ));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_payload_too_large() {
+        let text = format!(
+            r#"["create:chat",{{"roomId":"lobby","message":"{}"}}]"#,
+            "x".repeat(4097)
+        );
+        assert!(refusal(&text).starts_with("payload_too_large: "));
+    }
+
+    #[test]
+    fn the_original_sentences_replace_ours_where_the_original_had_one() {
+        assert_eq!(sentence(&ApiError::RoomExists), "Room already exist.");
+        assert_eq!(sentence(&ApiError::RoomNotFound), "Room does not exist.");
+        assert_eq!(
+            sentence(&ApiError::UsernameTaken),
+            "Username already exists, please choose another username."
+        );
+        assert_eq!(
+            sentence(&ApiError::NotMember),
+            ApiError::NotMember.to_string()
+        );
+    }
+}
