@@ -425,9 +425,16 @@ fn emit_frame(socket: &SocketRef, frame: &crate::hub::Frame) -> Result<(), End> 
     socket
         .emit(frame.event.kind.name(), frame.socketio_data())
         .map_err(|err| match err {
-            SendError::Socket(SocketError::InternalChannelFull) => End::Close(Close::TooSlow),
+            SendError::Socket(SocketError::InternalChannelFull) => too_slow(),
             _ => End::Gone,
         })
+}
+
+/// A socket whose outgoing buffer (the library's) is full: counted with the connections whose
+/// queue overflowed in the hub.
+fn too_slow() -> End {
+    metrics::counter!("chat_slow_client_disconnects_total").increment(1);
+    End::Close(Close::TooSlow)
 }
 
 /// The answer to one client event: the client's acknowledgement callback when it passed one,
@@ -472,7 +479,7 @@ impl Reply<'_> {
             ),
         };
         sent.map_err(|err| match err {
-            SendError::Socket(SocketError::InternalChannelFull) => End::Close(Close::TooSlow),
+            SendError::Socket(SocketError::InternalChannelFull) => too_slow(),
             _ => End::Gone,
         })
     }
