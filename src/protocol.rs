@@ -217,11 +217,23 @@ pub fn decode(text: &str, max_message_bytes: usize) -> Decoded {
         }
     };
     let name = EventName::of(&envelope.event);
+    let data = envelope.data.as_deref().map_or("null", RawValue::get);
     Decoded {
         reference: envelope.reference,
         name,
-        event: event_of(name, envelope.data, max_message_bytes),
+        event: event_of(name, data, max_message_bytes),
     }
+}
+
+/// Decodes a client event that arrives already split into its name and its data (the JSON
+/// text of its one argument, `null` when it has none): socket.io's packets.
+pub fn decode_named(
+    name: &str,
+    data: &str,
+    max_message_bytes: usize,
+) -> (EventName, Result<ClientEvent, ApiError>) {
+    let name = EventName::of(name);
+    (name, event_of(name, data, max_message_bytes))
 }
 
 /// The `ref` of a frame that is a JSON object with one, for replies to frames that are not
@@ -234,10 +246,9 @@ pub fn reference_of(text: &str) -> Option<Value> {
 
 fn event_of(
     name: EventName,
-    data: Option<Box<RawValue>>,
+    data: &str,
     max_message_bytes: usize,
 ) -> Result<ClientEvent, ApiError> {
-    let data = data.as_deref().map_or("null", RawValue::get);
     Ok(match name {
         EventName::CreateRoom => ClientEvent::CreateRoom(join(data_of(data)?)?),
         EventName::AddMember => ClientEvent::AddMember(join(data_of(data)?)?),

@@ -387,6 +387,7 @@ impl RoomEvent {
             }
         };
         EventData {
+            id: None,
             room_id: self.room.as_str(),
             username: self.kind.username(),
             message,
@@ -401,6 +402,10 @@ impl RoomEvent {
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventData<'a> {
+    /// The event's id, for a transport with no envelope to carry it (socket.io); the others
+    /// send it beside the data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<EventId>,
     pub room_id: &'a str,
     pub username: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]

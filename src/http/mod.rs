@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod origins;
 pub mod rest;
 pub mod serve;
+pub mod socketio;
 pub mod sse;
 pub mod write_timeout;
 pub mod ws;
@@ -121,6 +122,13 @@ pub fn router(state: AppState) -> Router {
         .route("/client/{file}", get(client::file))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // socket.io's requests never reach the routes: the layer answers them, behind the
+        // origin check, the body deadline, metrics and CORS (for polling) like the rest.
+        .layer(socketio::layer(&state))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            socketio::check_origin,
+        ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             read_body_in_time,
@@ -354,7 +362,15 @@ async fn record_request(State(_state): State<AppState>, request: Request, next: 
         .extensions()
         .get::<MatchedPath>()
         .map(|path| path.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .unwrap_or_else(|| {
+            // socket.io's requests (polling, the upgrade) are answered by its layer, outside
+            // the routes.
+            if socketio::is_socketio_path(request.uri().path()) {
+                format!("{}/", socketio::PATH)
+            } else {
+                "unmatched".to_owned()
+            }
+        });
     let method = method_label(request.method());
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();

@@ -35,6 +35,8 @@ use crate::telemetry;
 
 /// API.md: a WebSocket frame is at most 64 KiB (close code 1009 beyond).
 const MAX_FRAME_BYTES: usize = 64 * 1024;
+/// The histogram of client event handling times.
+const WS_EVENT_DURATION: &str = "chat_ws_event_duration_seconds";
 /// How many queued frames one socket write takes, at most about.
 const WRITE_BATCH: usize = 64;
 
@@ -363,7 +365,14 @@ impl Connection {
             Ok(event) => self.session.handle(event).instrument(span.clone()).await,
             Err(err) => Err(err),
         };
-        finish_event(&span, label, started, outcome.as_ref().err(), 1);
+        telemetry::finish_client_event(
+            &span,
+            WS_EVENT_DURATION,
+            label,
+            started,
+            outcome.as_ref().err(),
+            1,
+        );
         let Answer { reply, follow } = match outcome {
             Ok(answer) => answer,
             Err(err) => return self.reply_error(reference, err).await.map(|()| None),
@@ -422,7 +431,14 @@ impl Connection {
         span.record("chat.messages", run.len());
         let answers = self.session.post_run(run).instrument(span.clone()).await;
         let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
-        finish_event(span, "create:chat", started, first_refusal, answers.len());
+        telemetry::finish_client_event(
+            span,
+            WS_EVENT_DURATION,
+            "create:chat",
+            started,
+            first_refusal,
+            answers.len(),
+        );
         for (reference, answer) in references.iter().zip(answers) {
             self.feed_reply(reference.as_ref(), answer).await?;
         }
@@ -460,26 +476,6 @@ impl Connection {
             .feed(Message::Text(Utf8Bytes::from(text)))
             .await
             .map_err(|_| End::Gone)
-    }
-}
-
-/// Ends a client event's span with its outcome (the first refusal, for a run of posts) and
-/// records its handling time once per event it answered.
-fn finish_event(
-    span: &Span,
-    label: &'static str,
-    started: Instant,
-    refusal: Option<&ApiError>,
-    events: usize,
-) {
-    span.record("chat.outcome", refusal.map_or("ack", ApiError::code));
-    if matches!(refusal, Some(ApiError::Unavailable)) {
-        span.record("otel.status_code", "error");
-    }
-    let took = started.elapsed().as_secs_f64();
-    let histogram = metrics::histogram!("chat_ws_event_duration_seconds", "event" => label);
-    for _ in 0..events {
-        histogram.record(took);
     }
 }
 

@@ -14,10 +14,11 @@ use std::any::Any;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use serde_json::value::RawValue;
 
 use crate::domain::{EventId, EventKind, RoomEvent, Username};
 
-/// One room event as every connection receives it. The WebSocket and SSE encodings are made
+/// One room event as every connection receives it. The WebSocket, SSE and socket.io encodings are made
 /// by the first connection of each transport that needs them and shared by all others.
 #[derive(Debug)]
 pub struct Frame {
@@ -28,6 +29,7 @@ pub struct Frame {
     /// The WebSocket text, in the type the WebSocket transport asks for.
     ws: OnceLock<Box<dyn Any + Send + Sync>>,
     sse: OnceLock<Bytes>,
+    socketio: OnceLock<Box<RawValue>>,
 }
 
 impl Frame {
@@ -43,6 +45,7 @@ impl Frame {
             removed_key,
             ws: OnceLock::new(),
             sse: OnceLock::new(),
+            socketio: OnceLock::new(),
         }
     }
 
@@ -77,6 +80,16 @@ impl Frame {
             .downcast_ref::<T>()
             .expect("the one WebSocket transport asks for one text type")
             .clone()
+    }
+
+    /// socket.io's event argument: the `data` object with the event's `id` in it (socket.io
+    /// has no envelope for it), as JSON text that the library writes into each packet as is.
+    pub fn socketio_data(&self) -> &RawValue {
+        self.socketio.get_or_init(|| {
+            let mut data = self.event.data();
+            data.id = Some(self.event.id);
+            serde_json::value::to_raw_value(&data).expect("an event of strings serializes to JSON")
+        })
     }
 
     /// `id: …\nevent: …\ndata: {…}\n\n`.

@@ -106,6 +106,30 @@ impl DeliveryLatency {
     }
 }
 
+/// Ends a client event's span with its outcome (the first refusal, for a run of posts) and
+/// records its handling time in `histogram` (the transport's) once per event it answered.
+pub fn finish_client_event(
+    span: &tracing::Span,
+    histogram: &'static str,
+    label: &'static str,
+    started: std::time::Instant,
+    refusal: Option<&crate::error::ApiError>,
+    events: usize,
+) {
+    span.record(
+        "chat.outcome",
+        refusal.map_or("ack", crate::error::ApiError::code),
+    );
+    if matches!(refusal, Some(crate::error::ApiError::Unavailable)) {
+        span.record("otel.status_code", "error");
+    }
+    let took = started.elapsed().as_secs_f64();
+    let histogram = metrics::histogram!(histogram, "event" => label);
+    for _ in 0..events {
+        histogram.record(took);
+    }
+}
+
 /// Folds recorded histogram samples into their buckets every few seconds. The exporter keeps
 /// every sample until this runs (or `/metrics` is scraped): without it, an instance nobody
 /// scrapes would grow by 8 bytes per recorded sample.
@@ -216,6 +240,11 @@ fn describe_metrics() {
         "chat_ws_event_duration_seconds",
         Unit::Seconds,
         "WebSocket client event handling time, by event name"
+    );
+    describe_histogram!(
+        "chat_socketio_event_duration_seconds",
+        Unit::Seconds,
+        "socket.io client event handling time, by event name"
     );
     for counter in [
         "chat_events_delivered_total",
