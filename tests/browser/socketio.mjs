@@ -19,7 +19,6 @@
 // Commands come one JSON object per line on stdin:
 //
 //   {"op":"emit","event":<name>,"args":[…],"ref":<ref>}  (with "ref": an ack callback)
-//   {"op":"disconnect"} / {"op":"connect"}
 //
 // A value {"$binary":"<base64>"} in args is sent as a binary attachment (a Buffer), and
 // Buffers received are printed the same way. The end of stdin disconnects and exits 0.
@@ -100,12 +99,6 @@ commands.on('line', (line) => {
       }
       break;
     }
-    case 'disconnect':
-      socket.disconnect();
-      break;
-    case 'connect':
-      socket.connect();
-      break;
     default:
       console.error(`[socketio] unknown command: ${line}`);
       process.exit(2);

@@ -87,10 +87,6 @@ impl NodeProcess {
         }
     }
 
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
     /// The next line the script printed, waiting at most `within` (and never past the
     /// process's limit); `None` when its stdout closed. Panics when time runs out.
     pub async fn next_line(&mut self, within: Duration) -> Option<String> {

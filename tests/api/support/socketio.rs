@@ -157,27 +157,7 @@ impl SioClient {
         ack_data(&line, &reference, event)
     }
 
-    /// Emits `event` with `data` and an ack callback, and reads until the ack; what comes
-    /// before it (other members' events) is kept for the next reads. Returns the ack's one
-    /// argument.
-    pub async fn call_among_events(&mut self, event: &str, data: Value) -> Value {
-        let reference = self.emit_with_ack(event, json!([data]));
-        let mut skipped = Vec::new();
-        loop {
-            let line = self.next().await;
-            if line["type"] == "event" {
-                skipped.push(line);
-                continue;
-            }
-            let mut rest = std::mem::take(&mut self.pending);
-            self.pending.extend(skipped);
-            self.pending.append(&mut rest);
-            return ack_data(&line, &reference, event);
-        }
-    }
-
     /// The next line, which must be an event named `name` with one argument; returns it.
-    #[track_caller]
     pub async fn event(&mut self, name: &str) -> Value {
         let line = self.next().await;
         assert_eq!(line["type"], "event", "expected {name}, got {line}");
@@ -185,17 +165,6 @@ impl SioClient {
         let args = line["args"].as_array().expect("args is an array");
         assert_eq!(args.len(), 1, "{name} carries one argument: {line}");
         args[0].clone()
-    }
-
-    /// Reads events until one named `name`; returns its argument.
-    pub async fn event_named(&mut self, name: &str) -> Value {
-        loop {
-            let line = self.next().await;
-            assert_eq!(line["type"], "event", "expected events, got {line}");
-            if line["event"] == name {
-                return line["args"][0].clone();
-            }
-        }
     }
 
     /// Reads until the socket is disconnected; returns the `disconnect` line. Acks and events
@@ -216,11 +185,6 @@ impl SioClient {
             kept.push(self.read_line().await);
         }
         self.pending.extend(kept);
-    }
-
-    /// `socket.disconnect()`; the client reports `disconnect` with `io client disconnect`.
-    pub fn disconnect(&mut self) {
-        self.command(&json!({"op": "disconnect"}));
     }
 
     /// Disconnects and ends the process; asserts the client saw nothing more than its own
@@ -276,13 +240,6 @@ pub fn open_packet(packet: &str) -> Value {
     serde_json::from_str(body).unwrap_or_else(|err| panic!("open packet {packet:?}: {err}"))
 }
 
-/// A socket.io packet `42[name, data]` (an event) as `(name, data)`; `None` for others.
-pub fn sio_event(packet: &str) -> Option<(String, Value)> {
-    let array: Vec<Value> = serde_json::from_str(packet.strip_prefix("42")?).ok()?;
-    let name = array.first()?.as_str()?.to_owned();
-    Some((name, array.get(1).cloned().unwrap_or(Value::Null)))
-}
-
 /// An Engine.IO session over HTTP long-polling, spoken by hand.
 pub struct EioPolling {
     client: reqwest::Client,
@@ -313,13 +270,7 @@ impl EioPolling {
             open,
         };
         polling.send("40").await;
-        let connected = polling.poll().await;
-        assert!(
-            connected
-                .first()
-                .is_some_and(|packet| packet.starts_with("40{")),
-            "the namespace connect was not answered: {connected:?}"
-        );
+        polling.poll_until(|packet| packet.starts_with("40{")).await;
         polling
     }
 
@@ -356,7 +307,8 @@ impl EioPolling {
         body.split('\u{1e}').map(str::to_owned).collect()
     }
 
-    /// Polls until a packet satisfying `wanted` arrives, answering pings; returns it.
+    /// Polls until a packet satisfying `wanted` arrives, answering pings; returns it (the
+    /// packets before it, and any after it in the same reply, are dropped).
     pub async fn poll_until(&self, wanted: impl Fn(&str) -> bool) -> String {
         let deadline = tokio::time::Instant::now() + READ_TIMEOUT;
         loop {
@@ -378,8 +330,6 @@ impl EioPolling {
 /// A socket.io socket over a WebSocket, spoken by hand (Engine.IO frames are text).
 pub struct EioSocket {
     pub ws: WsClient,
-    /// The open packet's data.
-    pub open: Value,
 }
 
 impl EioSocket {
@@ -394,11 +344,9 @@ impl EioSocket {
             },
         )
         .await?;
-        let first = ws.next_text().await.expect("the open packet");
-        Ok(Self {
-            open: open_packet(&first),
-            ws,
-        })
+        // Checked only: nothing here needs its settings.
+        open_packet(&ws.next_text().await.expect("the open packet"));
+        Ok(Self { ws })
     }
 
     /// Opens it and connects the namespace `/`.
@@ -434,15 +382,6 @@ impl EioSocket {
                 continue;
             }
             return Ok(packet);
-        }
-    }
-
-    /// Reads until the socket ends; panics if it does not within the read timeout.
-    pub async fn ended(&mut self) -> WsEnd {
-        loop {
-            if let Err(end) = self.next().await {
-                return end;
-            }
         }
     }
 }
