@@ -25,6 +25,26 @@ const ROOM_EXISTS: &str = "Room already exist.";
 const ROOM_NOT_FOUND: &str = "Room does not exist.";
 const USERNAME_TAKEN: &str = "Username already exists, please choose another username.";
 
+/// Runs `async fn scenario(options: Value)` once per transport, as the tests
+/// `scenario::websocket` and `scenario::polling` (`io(url, options)` with that transport only).
+macro_rules! over_websocket_and_polling {
+    ($scenario:ident) => {
+        mod $scenario {
+            use crate::support::socketio::{polling_only, websocket_only};
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn websocket() {
+                super::$scenario(websocket_only()).await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn polling() {
+                super::$scenario(polling_only()).await;
+            }
+        }
+    };
+}
+
 /// An object's keys, sorted.
 fn keys(value: &Value) -> Vec<String> {
     let mut keys: Vec<String> = value
@@ -75,6 +95,13 @@ fn assert_error_event(data: &Value, code: &str, what: &str) {
     );
 }
 
+/// Emits `event` with `data` as the original clients do (no ack callback); returns the
+/// `error` event that must follow.
+async fn refusal(client: &mut SioClient, event: &str, data: Value) -> Value {
+    client.emit(event, json!([data]));
+    client.event("error").await
+}
+
 /// What the original tutorial's frontend does, with `options` (`None`: the defaults): no
 /// ack callbacks, the room's broadcasts are the answers, failures come as `error` with the
 /// original sentences. `transport` is where the clients must end up.
@@ -101,12 +128,9 @@ async fn the_original_frontend(options: Option<Value>, transport: &str) {
     let created_id = event_id(created["id"].as_str().expect("an id"));
     assert!(event_id(joined["id"].as_str().expect("an id")) > created_id);
 
-    alice.emit(
-        "create:room",
-        json!([{"roomId": room, "username": "alice"}]),
-    );
+    let again = json!({"roomId": room, "username": "alice"});
     assert_eq!(
-        alice.event("error").await,
+        refusal(&mut alice, "create:room", again).await,
         json!({"message": ROOM_EXISTS, "code": "room_exists"})
     );
 
@@ -115,18 +139,14 @@ async fn the_original_frontend(options: Option<Value>, transport: &str) {
     assert_eq!(bob_joined["username"], "bob");
     assert_eq!(alice.event("add:member:success").await, bob_joined);
 
-    carol.emit("add:member", json!([{"roomId": room, "username": "bob"}]));
+    let taken = json!({"roomId": room, "username": "bob"});
     assert_eq!(
-        carol.event("error").await,
+        refusal(&mut carol, "add:member", taken).await,
         json!({"message": USERNAME_TAKEN, "code": "username_taken"})
     );
-    let missing = unique_room("sio-missing");
-    carol.emit(
-        "add:member",
-        json!([{"roomId": missing, "username": "carol"}]),
-    );
+    let missing = json!({"roomId": unique_room("sio-missing"), "username": "carol"});
     assert_eq!(
-        carol.event("error").await,
+        refusal(&mut carol, "add:member", missing).await,
         json!({"message": ROOM_NOT_FOUND, "code": "room_not_found"})
     );
 
@@ -228,12 +248,8 @@ async fn acks_come_before_broadcasts(options: Value) {
     assert_eq!(bob_joined["id"], bob_ack["lastEventId"]);
     assert_eq!(alice.event("add:member:success").await, bob_joined);
 
-    let stored = alice
-        .call(
-            "create:chat",
-            json!({"roomId": room, "message": "first", "clientMsgId": "m-1"}),
-        )
-        .await;
+    let named = json!({"roomId": room, "message": "first", "clientMsgId": "m-1"});
+    let stored = alice.call("create:chat", named.clone()).await;
     assert_eq!(
         keys(&stored),
         ["id", "message", "roomId", "ts", "username"],
@@ -243,13 +259,7 @@ async fn acks_come_before_broadcasts(options: Value) {
     assert_eq!(bob.event("create:chat:success").await, stored);
     // The same clientMsgId again: the stored message, nothing new broadcast (bob's next
     // event is his own message's).
-    let again = alice
-        .call(
-            "create:chat",
-            json!({"roomId": room, "message": "first", "clientMsgId": "m-1"}),
-        )
-        .await;
-    assert_eq!(again, stored);
+    assert_eq!(alice.call("create:chat", named).await, stored);
     let from_bob = bob
         .call("create:chat", json!({"roomId": room, "message": "second"}))
         .await;
@@ -267,15 +277,7 @@ async fn acks_come_before_broadcasts(options: Value) {
     bob.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_come_before_broadcasts_over_websocket() {
-    acks_come_before_broadcasts(websocket_only()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn acks_come_before_broadcasts_over_polling() {
-    acks_come_before_broadcasts(polling_only()).await;
-}
+over_websocket_and_polling!(acks_come_before_broadcasts);
 
 conformance! {
     async fn a_socketio_resume_replays_what_the_socket_missed(backend: Backend) {
@@ -511,15 +513,7 @@ async fn oversized_packets_end_the_socket(options: Value) {
     after.close().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_packets_end_the_socket_over_websocket() {
-    oversized_packets_end_the_socket(websocket_only()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn oversized_packets_end_the_socket_over_polling() {
-    oversized_packets_end_the_socket(polling_only()).await;
-}
+over_websocket_and_polling!(oversized_packets_end_the_socket);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_polling_session_that_stops_polling_is_dropped_within_the_ping_timeout() {
