@@ -127,7 +127,7 @@ pub fn router(state: AppState) -> Router {
         .layer(socketio::layer(&state))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            socketio::check_origin,
+            socketio::guard,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -95,14 +95,33 @@ pub fn layer(state: &AppState) -> SocketIoLayer {
     layer
 }
 
-/// `ALLOWED_ORIGINS` for socket.io's requests, polling and the WebSocket upgrade alike (the
-/// router's CORS layer adds the polling responses' headers): a page of a site not allowed gets
-/// 403 before the library sees its request.
-pub async fn check_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if is_socketio_path(request.uri().path()) && !state.origins.allows_request(request.headers()) {
-        return ApiError::forbidden("this origin may not connect here").into_response();
+/// What socket.io's requests pass before the library sees them: `ALLOWED_ORIGINS`, polling
+/// and the WebSocket upgrade alike (the router's CORS layer adds the polling responses'
+/// headers), and the REST rate limit for each new Engine.IO session (a request without a
+/// `sid`), whose state the library keeps for up to its connect timeout even if the client
+/// never returns.
+pub async fn guard(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    request: Request,
+    next: Next,
+) -> Response {
+    if is_socketio_path(request.uri().path()) {
+        if !state.origins.allows_request(request.headers()) {
+            return ApiError::forbidden("this origin may not connect here").into_response();
+        }
+        if opens_session(request.uri().query())
+            && let Err(limited) = state.limits.check_rest(client)
+        {
+            return limited.into_response();
+        }
     }
     next.run(request).await
+}
+
+/// Whether a socket.io request opens an Engine.IO session: it names none (`sid`).
+fn opens_session(query: Option<&str>) -> bool {
+    !query.is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
 }
 
 /// Whether a request is socket.io's (its layer answers it).
@@ -567,6 +586,15 @@ mod tests {
             "x".repeat(4097)
         );
         assert!(refusal(&text).starts_with("payload_too_large: "));
+    }
+
+    #[test]
+    fn a_request_without_a_sid_opens_a_session() {
+        assert!(opens_session(None));
+        assert!(opens_session(Some("EIO=4&transport=polling&t=PmX1")));
+        assert!(opens_session(Some("EIO=4&transport=websocket&xsid=1")));
+        assert!(!opens_session(Some("EIO=4&transport=polling&sid=abc")));
+        assert!(!opens_session(Some("sid=abc&EIO=4&transport=websocket")));
     }
 
     #[test]
