@@ -18,11 +18,15 @@
 //!   again, a room lost and created anew by someone else.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
 //!   redemption on another instance.
-//! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
+//! - [`readme`]: the README's curl walkthrough, `curl -N`, a standalone WebSocket client and
+//!   the socket.io snippet.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
 //! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
 //!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
+//! - [`socketio`]: the original tutorial's socket.io clients (the real `socket.io-client`,
+//!   run by node) over polling, WebSocket and the upgrade; raw Engine.IO for what they never
+//!   send; one room shared with `/ws` and SSE across two instances.
 //! - [`bench`] (with the `bench` feature): `chat-bench`, the load generator, runs every
 //!   scenario and reports what it measured truthfully.
 //! - [`telemetry`]: spans exported to OTLP receivers the tests start (HTTP and gRPC), Cloud
@@ -48,5 +52,6 @@ mod readme;
 mod realtime;
 mod rest;
 mod session;
+mod socketio;
 mod telemetry;
 mod tickets;
