@@ -165,6 +165,8 @@ impl RedisStore {
     /// takes; `mark` first marks the room in the lease index for an early sweep, in the same
     /// round trip. After a Redis restart the script cache is empty: the script is loaded and
     /// the exchange sent once more, which is safe because nothing of the first one ran.
+    /// Under `REDIS_WAIT_REPLICAS`, a write acknowledged to a client ([`acknowledged`]) is
+    /// `Unavailable` unless that many replicas hold it.
     async fn room_script(
         &self,
         what: &'static str,
@@ -175,33 +177,23 @@ impl RedisStore {
         mark: bool,
     ) -> StoreResult<Reply> {
         let invocation = self.invocation(script, room, extra_keys, args);
-        let pipe = room_pipeline(&invocation, room, mark);
-        let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
-        Reply::parse(value)
-    }
-
-    /// A room script whose answer is acknowledged to a client (create, join, post, leave):
-    /// under `REDIS_WAIT_REPLICAS` it is followed by `WAIT` on a write connection, in the same
-    /// pipeline (see `durable`), and fails with `Unavailable` unless enough replicas hold it.
-    /// Without it, exactly [`RedisStore::room_script`].
-    async fn acknowledged_script(
-        &self,
-        what: &'static str,
-        script: &Script,
-        room: &RoomId,
-        extra_keys: &[&str],
-        args: &[&str],
-        mark: bool,
-    ) -> StoreResult<Reply> {
-        let Some(durable) = &self.durable else {
-            return self
-                .room_script(what, script, room, extra_keys, args, mark)
-                .await;
+        let mut pipe = redis::pipe();
+        if mark {
+            // Always due, and never the score a sweeper read: its write-back then loses.
+            pipe.cmd("ZADD")
+                .arg(LEASE_INDEX)
+                .arg(lease::marker())
+                .arg(room.as_str())
+                .ignore();
+        }
+        pipe.invoke_script(&invocation);
+        let Some(durable) = self.durable.as_ref().filter(|_| acknowledged(script)) else {
+            let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
+            return Reply::parse(value);
         };
-        let invocation = self.invocation(script, room, extra_keys, args);
-        let mut pipe = room_pipeline(&invocation, room, mark);
+        // `WAIT` in the same pipeline, on a write connection: see `durable`.
         durable.append_wait(&mut pipe);
-        let (value, acknowledged): (Value, u64) = self
+        let (value, replicas): (Value, u64) = self
             .query_scripts_on(
                 durable.connection(),
                 self.timeout + durable.wait(),
@@ -211,7 +203,7 @@ impl RedisStore {
             )
             .await?;
         let reply = Reply::parse(value)?;
-        durable.check(what, acknowledged)?;
+        durable.check(what, replicas)?;
         Ok(reply)
     }
 
@@ -303,29 +295,18 @@ impl RedisStore {
             &max_members,
         ];
         args.extend(identity_keys.iter().map(String::as_str));
-        self.acknowledged_script(what, script, &member.room, &[], &args, true)
+        self.room_script(what, script, &member.room, &[], &args, true)
             .await
     }
 }
 
-/// A room script's pipeline: the script, after marking the room in the lease index for an
-/// early sweep when `mark` says so (one round trip for both).
-fn room_pipeline(
-    invocation: &redis::ScriptInvocation<'_>,
-    room: &RoomId,
-    mark: bool,
-) -> redis::Pipeline {
-    let mut pipe = redis::pipe();
-    if mark {
-        // Always due, and never the score a sweeper read: its write-back then loses.
-        pipe.cmd("ZADD")
-            .arg(LEASE_INDEX)
-            .arg(lease::marker())
-            .arg(room.as_str())
-            .ignore();
-    }
-    pipe.invoke_script(invocation);
-    pipe
+/// Whether `script`'s answer tells a client its write was made (create, join, post, leave):
+/// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
+/// lease refreshes on reads are not acknowledged to anyone, and do not wait.
+fn acknowledged(script: &Script) -> bool {
+    [&*CREATE, &*JOIN, &*POST, &*LEAVE]
+        .into_iter()
+        .any(|acked| std::ptr::eq(acked, script))
 }
 
 /// Whether the TLS handshake refused the server's certificate (rustls' `InvalidCertificate`,
@@ -436,7 +417,7 @@ impl RoomLog for RedisStore {
             let room_ttl = self.settings.room_ttl_secs.to_string();
             let args = [token_hash.as_str(), target.key(), &room_ttl];
             let reply = self
-                .acknowledged_script("leave", &LEAVE, room, &[], &args, false)
+                .room_script("leave", &LEAVE, room, &[], &args, false)
                 .await?;
             match reply.status.as_str() {
                 "ok" => {
@@ -482,7 +463,7 @@ impl RoomLog for RedisStore {
                 args.push(digest);
             }
             let reply = self
-                .acknowledged_script("post", &POST, &batch.room, &slots, &args, false)
+                .room_script("post", &POST, &batch.room, &slots, &args, false)
                 .await?;
             match reply.status.as_str() {
                 "ok" => {}
