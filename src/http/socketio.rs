@@ -42,13 +42,13 @@ use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::{AppState, MAX_BODY_BYTES};
 use crate::error::{ApiError, ErrorDetail};
 use crate::hub::{Batch, Inbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
-use crate::protocol::{self, ClientEvent, EventName};
+use crate::protocol::{self, Chat, ClientEvent, EventName};
 use crate::session::{Answer, Close, Session};
 use crate::telemetry;
 
@@ -56,7 +56,9 @@ use crate::telemetry;
 pub const PATH: &str = "/socket.io";
 /// Client packets queued for one socket's task; a client that gets this far ahead of the
 /// server is far past the event rate limit and is disconnected.
-const PACKET_QUEUE: usize = 256;
+const PACKET_QUEUE: usize = 1024;
+/// The histogram of client event handling times.
+const SOCKETIO_EVENT_DURATION: &str = "chat_socketio_event_duration_seconds";
 /// How often a socket whose outgoing buffer is full retries its DISCONNECT packet.
 const DISCONNECT_RETRY: Duration = Duration::from_millis(100);
 
@@ -337,26 +339,45 @@ impl Connection {
         Ok(())
     }
 
-    /// Handles one client packet: decoded, past the event limit, through the session, and
-    /// answered before anything else is emitted to this socket.
+    /// Handles one client packet, then the packet that ended a run of chat posts taken with
+    /// it (see `post_chat`); that one takes no run of its own, so a client that keeps
+    /// sending cannot keep the socket from its inbox.
     async fn on_packet(&mut self, packet: Packet) -> Result<(), End> {
-        let started = Instant::now();
+        let mut next = Some(self.receive(packet)?);
+        let mut may_take_run = true;
+        while let Some(incoming) = next.take() {
+            next = self.on_event(incoming, may_take_run).await?;
+            may_take_run = false;
+        }
+        Ok(())
+    }
+
+    /// A client packet, past the event limit and decoded.
+    fn receive(&self, packet: Packet) -> Result<Incoming, End> {
         let Packet {
             value,
             ack,
             wants_ack,
         } = packet;
-        let reply = Reply {
-            socket: &self.socket,
-            ack,
-            wants_ack,
-        };
-        match self.events.as_ref().map(WsEventLimiter::check) {
-            None | Some(Ok(())) => {}
+        let reply = Reply { ack, wants_ack };
+        let decoded = match self.events.as_ref().map(WsEventLimiter::check) {
+            None | Some(Ok(())) => decode(&value, self.session.core().rooms.max_message_bytes()),
             Some(Err(Refused::Hammering)) => return Err(End::Close(Close::Hammering)),
-            Some(Err(Refused::Limited(limited))) => return reply.send(Err::<(), _>(limited)),
-        }
-        let (name, event) = decode(&value, self.session.core().rooms.max_message_bytes());
+            Some(Err(Refused::Limited(limited))) => (EventName::Malformed, Err(limited)),
+        };
+        let (name, event) = decoded;
+        Ok(Incoming { name, event, reply })
+    }
+
+    /// Handles one client event and sends its reply; a chat post may take the posts queued
+    /// behind it (`may_take_run`), and returns the packet that ended the run, if any.
+    async fn on_event(
+        &mut self,
+        incoming: Incoming,
+        may_take_run: bool,
+    ) -> Result<Option<Incoming>, End> {
+        let started = Instant::now();
+        let Incoming { name, event, reply } = incoming;
         let label = name.as_str();
         let span = tracing::info_span!(
             parent: None,
@@ -373,12 +394,17 @@ impl Connection {
             span.record("chat.room", event.room().as_str());
         }
         let outcome = match event {
+            Ok(ClientEvent::CreateChat(chat)) => {
+                return self
+                    .post_chat(reply, chat, may_take_run, &span, started)
+                    .await;
+            }
             Ok(event) => self.session.handle(event).instrument(span.clone()).await,
             Err(err) => Err(err),
         };
         telemetry::finish_client_event(
             &span,
-            "chat_socketio_event_duration_seconds",
+            SOCKETIO_EVENT_DURATION,
             label,
             started,
             outcome.as_ref().err(),
@@ -389,16 +415,71 @@ impl Connection {
                 reply: data,
                 follow,
             }) => {
-                reply.send(Ok(&data))?;
+                reply.send(&self.socket, Ok(&data))?;
                 for frame in follow {
                     if self.session.admit(&frame) {
                         emit_frame(&self.socket, &frame)?;
                     }
                 }
-                Ok(())
             }
-            Err(err) => reply.send(Err::<&(), _>(err)),
+            Err(err) => reply.send(&self.socket, Err::<&(), _>(err))?,
         }
+        Ok(None)
+    }
+
+    /// `create:chat`, and the chat posts already queued behind it that the session lets join
+    /// its run (see `session::PostRun`): stored in one step, then answered in order. A sender
+    /// faster than one store round trip per post would otherwise fall further behind with
+    /// every post. Returns the packet that ended the run, if any.
+    async fn post_chat(
+        &mut self,
+        reply: Reply,
+        chat: Chat,
+        may_take_run: bool,
+        span: &Span,
+        started: Instant,
+    ) -> Result<Option<Incoming>, End> {
+        let mut run = self
+            .session
+            .start_run(chat, may_take_run)
+            .instrument(span.clone())
+            .await;
+        let mut replies = vec![reply];
+        let mut after = None;
+        while run.wants_more() {
+            let Ok(packet) = self.packets.try_recv() else {
+                break;
+            };
+            match self.receive(packet)? {
+                Incoming {
+                    event: Ok(ClientEvent::CreateChat(next)),
+                    reply,
+                    ..
+                } if self.session.run_takes(&run, &next) => {
+                    replies.push(reply);
+                    run.push(next);
+                }
+                other => {
+                    after = Some(other);
+                    break;
+                }
+            }
+        }
+        span.record("chat.messages", run.len());
+        let answers = self.session.post_run(run).instrument(span.clone()).await;
+        let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
+        telemetry::finish_client_event(
+            span,
+            SOCKETIO_EVENT_DURATION,
+            "create:chat",
+            started,
+            first_refusal,
+            answers.len(),
+        );
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            reply.send(&self.socket, answer)?;
+        }
+        Ok(after)
     }
 
     /// Sends a DISCONNECT packet saying why (the client does not reconnect by itself after
@@ -440,10 +521,16 @@ fn too_slow() -> End {
 /// The answer to one client event: the client's acknowledgement callback when it passed one,
 /// else an `error` event for a refusal (a success is answered by the room's events alone, as
 /// the original server did).
-struct Reply<'a> {
-    socket: &'a SocketRef,
+struct Reply {
     ack: AckSender,
     wants_ack: bool,
+}
+
+/// A client packet, past the event limit and decoded, with how to answer it.
+struct Incoming {
+    name: EventName,
+    event: Result<ClientEvent, ApiError>,
+    reply: Reply,
 }
 
 /// An acknowledgement's refusal: `{error: {code, message}}`.
@@ -459,8 +546,12 @@ struct ErrorEvent {
     code: &'static str,
 }
 
-impl Reply<'_> {
-    fn send<T: Serialize>(self, answer: Result<T, ApiError>) -> Result<(), End> {
+impl Reply {
+    fn send<T: Serialize>(
+        self,
+        socket: &SocketRef,
+        answer: Result<T, ApiError>,
+    ) -> Result<(), End> {
         let sent = match (answer, self.wants_ack) {
             (Ok(data), true) => self.ack.send(&data),
             (Ok(_), false) => Ok(()),
@@ -470,7 +561,7 @@ impl Reply<'_> {
                     message: sentence(&err),
                 },
             }),
-            (Err(err), false) => self.socket.emit(
+            (Err(err), false) => socket.emit(
                 "error",
                 &ErrorEvent {
                     message: sentence(&err),
