@@ -80,8 +80,13 @@ impl App {
                 let client = client.map_err(|_| BuildError::RedisUrl)?;
                 tracing::info!("store: Redis (REDIS_URL is set)");
                 let feed = Arc::new(RedisFeed::new(client.clone(), config.redis.timeout()));
-                let store = RedisStore::new(client, settings, config.redis.timeout())
-                    .map_err(|_| BuildError::RedisUrl)?;
+                let store = RedisStore::new(
+                    client,
+                    settings,
+                    config.redis.timeout(),
+                    config.redis.durability(),
+                )
+                .map_err(|_| BuildError::RedisUrl)?;
                 (Arc::new(store), StoreFeed::Redis(feed), "redis")
             }
             None => {

@@ -84,7 +84,7 @@ mod values;
 pub use hardening::Hardening;
 pub use limits::Limits;
 pub use listen::Listen;
-pub use redis::Redis;
+pub use redis::{Durability, Redis};
 pub use rooms::Rooms;
 pub use streams::Streams;
 pub use telemetry::Telemetry;

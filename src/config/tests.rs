@@ -40,6 +40,8 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
     ),
     ("REDIS_TIMEOUT_MS", &["0", "2s"]),
     ("REDIS_TLS_VERIFY", &["none", "insecure", "FULL"]),
+    ("REDIS_WAIT_REPLICAS", &["17", "all", "-1"]),
+    ("REDIS_WAIT_TIMEOUT_MS", &["0", "60001", "1s"]),
     ("MAX_MESSAGE_BYTES", &["0", "65537", "large"]),
     ("HISTORY_LIMIT", &["0", "many"]),
     ("MEMBER_TTL_SECS", &["0", "2m"]),
@@ -140,6 +142,12 @@ fn numbers_say_what_they_count_and_ranges_their_bounds() {
             "a whole number of milliseconds, at least 1",
         ),
         ("HISTORY_LIMIT", "0", "a whole number, at least 1"),
+        ("REDIS_WAIT_REPLICAS", "17", "a whole number, 0-16"),
+        (
+            "REDIS_WAIT_TIMEOUT_MS",
+            "0",
+            "a whole number of milliseconds, 1-60000",
+        ),
         ("ROOM_TTL_SECS", "-1", "a whole number of seconds"),
     ] {
         assert_eq!(error_of(variable, value).expected, expected, "{variable}");

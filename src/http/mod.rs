@@ -127,7 +127,7 @@ pub fn router(state: AppState) -> Router {
         .layer(socketio::layer(&state))
         .layer(middleware::from_fn_with_state(
             state.clone(),
-            socketio::check_origin,
+            socketio::guard,
         ))
         .layer(middleware::from_fn_with_state(
             state.clone(),
@@ -226,6 +226,12 @@ async fn read_body_in_time(
                 .await
         }
         Ok(Err(err)) if err.is::<http_body_util::LengthLimitError>() => {
+            if socketio::is_socketio_path(parts.uri.path()) {
+                // A polling packet over the limit ends its socket (API.md); the library ends
+                // an Engine.IO session for a payload over its limit, so it is handed one.
+                let oversized = Body::from(vec![b'x'; MAX_BODY_BYTES + 1]);
+                return next.run(Request::from_parts(parts, oversized)).await;
+            }
             extract::body_too_large().into_response()
         }
         Ok(Err(_)) => ApiError::invalid("request body could not be read").into_response(),

@@ -42,13 +42,13 @@ use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::{AppState, MAX_BODY_BYTES};
 use crate::error::{ApiError, ErrorDetail};
 use crate::hub::{Batch, Inbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
-use crate::protocol::{self, ClientEvent, EventName};
+use crate::protocol::{self, Chat, ClientEvent, EventName};
 use crate::session::{Answer, Close, Session};
 use crate::telemetry;
 
@@ -56,7 +56,9 @@ use crate::telemetry;
 pub const PATH: &str = "/socket.io";
 /// Client packets queued for one socket's task; a client that gets this far ahead of the
 /// server is far past the event rate limit and is disconnected.
-const PACKET_QUEUE: usize = 256;
+const PACKET_QUEUE: usize = 1024;
+/// The histogram of client event handling times.
+const SOCKETIO_EVENT_DURATION: &str = "chat_socketio_event_duration_seconds";
 /// How often a socket whose outgoing buffer is full retries its DISCONNECT packet.
 const DISCONNECT_RETRY: Duration = Duration::from_millis(100);
 
@@ -95,14 +97,33 @@ pub fn layer(state: &AppState) -> SocketIoLayer {
     layer
 }
 
-/// `ALLOWED_ORIGINS` for socket.io's requests, polling and the WebSocket upgrade alike (the
-/// router's CORS layer adds the polling responses' headers): a page of a site not allowed gets
-/// 403 before the library sees its request.
-pub async fn check_origin(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    if is_socketio_path(request.uri().path()) && !state.origins.allows_request(request.headers()) {
-        return ApiError::forbidden("this origin may not connect here").into_response();
+/// What socket.io's requests pass before the library sees them: `ALLOWED_ORIGINS`, polling
+/// and the WebSocket upgrade alike (the router's CORS layer adds the polling responses'
+/// headers), and the REST rate limit for each new Engine.IO session (a request without a
+/// `sid`), whose state the library keeps for up to its connect timeout even if the client
+/// never returns.
+pub async fn guard(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    request: Request,
+    next: Next,
+) -> Response {
+    if is_socketio_path(request.uri().path()) {
+        if !state.origins.allows_request(request.headers()) {
+            return ApiError::forbidden("this origin may not connect here").into_response();
+        }
+        if opens_session(request.uri().query())
+            && let Err(limited) = state.limits.check_rest(client)
+        {
+            return limited.into_response();
+        }
     }
     next.run(request).await
+}
+
+/// Whether a socket.io request opens an Engine.IO session: it names none (`sid`).
+fn opens_session(query: Option<&str>) -> bool {
+    !query.is_some_and(|query| query.split('&').any(|pair| pair.starts_with("sid=")))
 }
 
 /// Whether a request is socket.io's (its layer answers it).
@@ -318,26 +339,45 @@ impl Connection {
         Ok(())
     }
 
-    /// Handles one client packet: decoded, past the event limit, through the session, and
-    /// answered before anything else is emitted to this socket.
+    /// Handles one client packet, then the packet that ended a run of chat posts taken with
+    /// it (see `post_chat`); that one takes no run of its own, so a client that keeps
+    /// sending cannot keep the socket from its inbox.
     async fn on_packet(&mut self, packet: Packet) -> Result<(), End> {
-        let started = Instant::now();
+        let mut next = Some(self.receive(packet)?);
+        let mut may_take_run = true;
+        while let Some(incoming) = next.take() {
+            next = self.on_event(incoming, may_take_run).await?;
+            may_take_run = false;
+        }
+        Ok(())
+    }
+
+    /// A client packet, past the event limit and decoded.
+    fn receive(&self, packet: Packet) -> Result<Incoming, End> {
         let Packet {
             value,
             ack,
             wants_ack,
         } = packet;
-        let reply = Reply {
-            socket: &self.socket,
-            ack,
-            wants_ack,
-        };
-        match self.events.as_ref().map(WsEventLimiter::check) {
-            None | Some(Ok(())) => {}
+        let reply = Reply { ack, wants_ack };
+        let decoded = match self.events.as_ref().map(WsEventLimiter::check) {
+            None | Some(Ok(())) => decode(&value, self.session.core().rooms.max_message_bytes()),
             Some(Err(Refused::Hammering)) => return Err(End::Close(Close::Hammering)),
-            Some(Err(Refused::Limited(limited))) => return reply.send(Err::<(), _>(limited)),
-        }
-        let (name, event) = decode(&value, self.session.core().rooms.max_message_bytes());
+            Some(Err(Refused::Limited(limited))) => (EventName::Malformed, Err(limited)),
+        };
+        let (name, event) = decoded;
+        Ok(Incoming { name, event, reply })
+    }
+
+    /// Handles one client event and sends its reply; a chat post may take the posts queued
+    /// behind it (`may_take_run`), and returns the packet that ended the run, if any.
+    async fn on_event(
+        &mut self,
+        incoming: Incoming,
+        may_take_run: bool,
+    ) -> Result<Option<Incoming>, End> {
+        let started = Instant::now();
+        let Incoming { name, event, reply } = incoming;
         let label = name.as_str();
         let span = tracing::info_span!(
             parent: None,
@@ -354,12 +394,17 @@ impl Connection {
             span.record("chat.room", event.room().as_str());
         }
         let outcome = match event {
+            Ok(ClientEvent::CreateChat(chat)) => {
+                return self
+                    .post_chat(reply, chat, may_take_run, &span, started)
+                    .await;
+            }
             Ok(event) => self.session.handle(event).instrument(span.clone()).await,
             Err(err) => Err(err),
         };
         telemetry::finish_client_event(
             &span,
-            "chat_socketio_event_duration_seconds",
+            SOCKETIO_EVENT_DURATION,
             label,
             started,
             outcome.as_ref().err(),
@@ -370,16 +415,71 @@ impl Connection {
                 reply: data,
                 follow,
             }) => {
-                reply.send(Ok(&data))?;
+                reply.send(&self.socket, Ok(&data))?;
                 for frame in follow {
                     if self.session.admit(&frame) {
                         emit_frame(&self.socket, &frame)?;
                     }
                 }
-                Ok(())
             }
-            Err(err) => reply.send(Err::<&(), _>(err)),
+            Err(err) => reply.send(&self.socket, Err::<&(), _>(err))?,
         }
+        Ok(None)
+    }
+
+    /// `create:chat`, and the chat posts already queued behind it that the session lets join
+    /// its run (see `session::PostRun`): stored in one step, then answered in order. A sender
+    /// faster than one store round trip per post would otherwise fall further behind with
+    /// every post. Returns the packet that ended the run, if any.
+    async fn post_chat(
+        &mut self,
+        reply: Reply,
+        chat: Chat,
+        may_take_run: bool,
+        span: &Span,
+        started: Instant,
+    ) -> Result<Option<Incoming>, End> {
+        let mut run = self
+            .session
+            .start_run(chat, may_take_run)
+            .instrument(span.clone())
+            .await;
+        let mut replies = vec![reply];
+        let mut after = None;
+        while run.wants_more() {
+            let Ok(packet) = self.packets.try_recv() else {
+                break;
+            };
+            match self.receive(packet)? {
+                Incoming {
+                    event: Ok(ClientEvent::CreateChat(next)),
+                    reply,
+                    ..
+                } if self.session.run_takes(&run, &next) => {
+                    replies.push(reply);
+                    run.push(next);
+                }
+                other => {
+                    after = Some(other);
+                    break;
+                }
+            }
+        }
+        span.record("chat.messages", run.len());
+        let answers = self.session.post_run(run).instrument(span.clone()).await;
+        let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
+        telemetry::finish_client_event(
+            span,
+            SOCKETIO_EVENT_DURATION,
+            "create:chat",
+            started,
+            first_refusal,
+            answers.len(),
+        );
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            reply.send(&self.socket, answer)?;
+        }
+        Ok(after)
     }
 
     /// Sends a DISCONNECT packet saying why (the client does not reconnect by itself after
@@ -406,18 +506,31 @@ fn emit_frame(socket: &SocketRef, frame: &crate::hub::Frame) -> Result<(), End> 
     socket
         .emit(frame.event.kind.name(), frame.socketio_data())
         .map_err(|err| match err {
-            SendError::Socket(SocketError::InternalChannelFull) => End::Close(Close::TooSlow),
+            SendError::Socket(SocketError::InternalChannelFull) => too_slow(),
             _ => End::Gone,
         })
+}
+
+/// A socket whose outgoing buffer (the library's) is full: counted with the connections whose
+/// queue overflowed in the hub.
+fn too_slow() -> End {
+    metrics::counter!("chat_slow_client_disconnects_total").increment(1);
+    End::Close(Close::TooSlow)
 }
 
 /// The answer to one client event: the client's acknowledgement callback when it passed one,
 /// else an `error` event for a refusal (a success is answered by the room's events alone, as
 /// the original server did).
-struct Reply<'a> {
-    socket: &'a SocketRef,
+struct Reply {
     ack: AckSender,
     wants_ack: bool,
+}
+
+/// A client packet, past the event limit and decoded, with how to answer it.
+struct Incoming {
+    name: EventName,
+    event: Result<ClientEvent, ApiError>,
+    reply: Reply,
 }
 
 /// An acknowledgement's refusal: `{error: {code, message}}`.
@@ -433,8 +546,12 @@ struct ErrorEvent {
     code: &'static str,
 }
 
-impl Reply<'_> {
-    fn send<T: Serialize>(self, answer: Result<T, ApiError>) -> Result<(), End> {
+impl Reply {
+    fn send<T: Serialize>(
+        self,
+        socket: &SocketRef,
+        answer: Result<T, ApiError>,
+    ) -> Result<(), End> {
         let sent = match (answer, self.wants_ack) {
             (Ok(data), true) => self.ack.send(&data),
             (Ok(_), false) => Ok(()),
@@ -444,7 +561,7 @@ impl Reply<'_> {
                     message: sentence(&err),
                 },
             }),
-            (Err(err), false) => self.socket.emit(
+            (Err(err), false) => socket.emit(
                 "error",
                 &ErrorEvent {
                     message: sentence(&err),
@@ -453,7 +570,7 @@ impl Reply<'_> {
             ),
         };
         sent.map_err(|err| match err {
-            SendError::Socket(SocketError::InternalChannelFull) => End::Close(Close::TooSlow),
+            SendError::Socket(SocketError::InternalChannelFull) => too_slow(),
             _ => End::Gone,
         })
     }
@@ -506,5 +623,89 @@ fn decode(value: &Value, max_message_bytes: usize) -> (EventName, Result<ClientE
                 "an event takes one argument, its data object",
             )),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decoded(text: &str) -> (EventName, Result<ClientEvent, ApiError>) {
+        decode(&Value::Str(text.to_owned().into(), None), 4096)
+    }
+
+    fn refusal(text: &str) -> String {
+        match decoded(text).1 {
+            Err(err) => format!("{}: {err}", err.code()),
+            Ok(event) => panic!("{text} decoded to {event:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_is_its_name_and_one_data_argument() {
+        let (name, event) = decoded(r#"["create:room",{"roomId":"lobby","username":"alice"}]"#);
+        assert_eq!(name, EventName::CreateRoom);
+        assert!(
+            matches!(event, Ok(ClientEvent::CreateRoom(join)) if join.room.as_str() == "lobby")
+        );
+        // An escaped name is the same name.
+        let (name, _) = decoded(r#"["create\u003aroom",{"roomId":"lobby","username":"alice"}]"#);
+        assert_eq!(name, EventName::CreateRoom);
+    }
+
+    #[test]
+    fn malformed_packets_are_invalid_requests() {
+        for text in [
+            r#"{"event":"create:room"}"#,
+            r#"[]"#,
+            r#"[42,{"roomId":"lobby"}]"#,
+            r#"["create:room"]"#,
+            r#"["create:room","lobby"]"#,
+            r#"["create:room",{"roomId":"lobby","username":"a"},{"extra":true}]"#,
+            r#"["create:room",{"roomId":"lobby","roomId":"other","username":"a"}]"#,
+            r#"["no:such:event",{}]"#,
+        ] {
+            assert!(refusal(text).starts_with("invalid_request: "), "{text}");
+        }
+        let with_binary = Value::Str(
+            r#"["create:chat",{"_placeholder":true,"num":0}]"#.to_owned().into(),
+            Some(Default::default()),
+        );
+        assert!(matches!(
+            decode(&with_binary, 4096),
+            (EventName::Malformed, Err(ApiError::InvalidRequest(_)))
+        ));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_is_payload_too_large() {
+        let text = format!(
+            r#"["create:chat",{{"roomId":"lobby","message":"{}"}}]"#,
+            "x".repeat(4097)
+        );
+        assert!(refusal(&text).starts_with("payload_too_large: "));
+    }
+
+    #[test]
+    fn a_request_without_a_sid_opens_a_session() {
+        assert!(opens_session(None));
+        assert!(opens_session(Some("EIO=4&transport=polling&t=PmX1")));
+        assert!(opens_session(Some("EIO=4&transport=websocket&xsid=1")));
+        assert!(!opens_session(Some("EIO=4&transport=polling&sid=abc")));
+        assert!(!opens_session(Some("sid=abc&EIO=4&transport=websocket")));
+    }
+
+    #[test]
+    fn the_original_sentences_replace_ours_where_the_original_had_one() {
+        assert_eq!(sentence(&ApiError::RoomExists), "Room already exist.");
+        assert_eq!(sentence(&ApiError::RoomNotFound), "Room does not exist.");
+        assert_eq!(
+            sentence(&ApiError::UsernameTaken),
+            "Username already exists, please choose another username."
+        );
+        assert_eq!(
+            sentence(&ApiError::NotMember),
+            ApiError::NotMember.to_string()
+        );
     }
 }

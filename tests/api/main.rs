@@ -6,6 +6,8 @@
 //! - [`rest`]: API.md's REST table, row by row, on both stores.
 //! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
 //! - [`faults`]: Redis going away and coming back (Redis only).
+//! - [`durability`]: `REDIS_WAIT_REPLICAS`: writes acknowledged once a replica holds them, 503
+//!   when it does not in time, and the retry that finds the write once.
 //! - [`abuse`]: rate limits, caps, slowloris, origins, abusive crowds, no leaked secrets.
 //! - [`hardening`]: what one request or address must not cost: secret-check memory, metric
 //!   series, slow bodies, per-address connections, writers that never drain.
@@ -18,11 +20,15 @@
 //!   again, a room lost and created anew by someone else.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
 //!   redemption on another instance.
-//! - [`readme`]: the README's curl walkthrough, `curl -N` and a standalone WebSocket client.
+//! - [`readme`]: the README's curl walkthrough, `curl -N`, a standalone WebSocket client and
+//!   the socket.io snippet.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
 //! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
 //!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
+//! - [`socketio`]: the original tutorial's socket.io clients (the real `socket.io-client`,
+//!   run by node) over polling, WebSocket and the upgrade; raw Engine.IO for what they never
+//!   send; one room shared with `/ws` and SSE across two instances.
 //! - [`bench`] (with the `bench` feature): `chat-bench`, the load generator, runs every
 //!   scenario and reports what it measured truthfully.
 //! - [`telemetry`]: spans exported to OTLP receivers the tests start (HTTP and gRPC), Cloud
@@ -41,6 +47,7 @@ mod bench;
 mod browser;
 mod cluster;
 mod concurrency;
+mod durability;
 mod faults;
 mod gaps;
 mod hardening;
@@ -48,5 +55,6 @@ mod readme;
 mod realtime;
 mod rest;
 mod session;
+mod socketio;
 mod telemetry;
 mod tickets;

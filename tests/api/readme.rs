@@ -1,25 +1,27 @@
 //! What the README shows is what is tested: its curl walkthrough runs as written against a
-//! real server process, `curl -N` streams SSE, and a standalone WebSocket client (Python's
-//! `websockets`, as the README suggests) chats.
+//! real server process, `curl -N` streams SSE, a standalone WebSocket client (Python's
+//! `websockets`, as the README suggests) chats, and so does its socket.io snippet (node, with
+//! the `socket.io-client` of the tests' Node setup).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::support::node::{node_dir, require_module};
 use crate::support::process::{ServerProcess, run_with_limit};
 use crate::support::unique_room;
 
 const README: &str = include_str!("../../README.md");
 
-/// The first ```sh block after `heading`.
-fn shell_block_after(heading: &str) -> String {
+/// The first ```<language> block after `heading`.
+fn block_after(heading: &str, language: &str) -> String {
     let section = README
         .split_once(heading)
         .unwrap_or_else(|| panic!("README has no {heading:?}"))
         .1;
     let block = section
-        .split_once("```sh\n")
-        .expect("a sh block follows the heading")
+        .split_once(&format!("```{language}\n"))
+        .unwrap_or_else(|| panic!("a {language} block follows {heading:?}"))
         .1;
     block
         .split_once("```")
@@ -60,7 +62,7 @@ fn read_until(mut child: std::process::Child, needle: &str, before_end: impl FnO
 async fn the_curl_walkthrough_works_as_written() {
     let server = ServerProcess::start(&[]).await;
     let script =
-        shell_block_after("## Try it with curl").replace("http://localhost:8080", &server.base_url);
+        block_after("## Try it with curl", "sh").replace("http://localhost:8080", &server.base_url);
     let mut command = Command::new("bash");
     command.arg("-euo").arg("pipefail").arg("-c").arg(&script);
     let (status, output) =
@@ -163,4 +165,34 @@ async fn a_standalone_websocket_client_chats() {
         output.contains(r#""event":"create:chat:success""#) && output.contains(r#""message":"hi""#),
         "{output}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_socketio_snippet_works_as_written() {
+    require_module("socket.io-client");
+    let server = ServerProcess::start(&[]).await;
+    let script = block_after("### socket.io clients", "js")
+        .replace("http://localhost:8080", &server.base_url);
+    // An ES module from the command line resolves `socket.io-client` from its directory.
+    let mut command = Command::new("node");
+    command
+        .arg("--input-type=module")
+        .arg("--eval")
+        .arg(&script)
+        .current_dir(node_dir());
+    let (status, output) =
+        tokio::task::spawn_blocking(move || run_with_limit(command, Duration::from_secs(30)))
+            .await
+            .expect("the snippet's thread");
+    assert!(status.success(), "the snippet failed: {output}");
+    assert!(output.starts_with("create:chat:success {"), "{output}");
+    for field in [
+        "id: '",
+        "roomId: 'lobby'",
+        "username: 'alice'",
+        "message: 'hello'",
+        "ts: '",
+    ] {
+        assert!(output.contains(field), "no {field} in {output}");
+    }
 }

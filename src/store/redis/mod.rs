@@ -6,7 +6,8 @@
 //! - `keys`: every key and channel name, in the order the scripts expect them;
 //! - `replies`: script replies decoded into typed values;
 //! - `lease`: the lease index and the sweep;
-//! - `feed`: [`RedisFeed`], the pub/sub connection that delivers events to the hub.
+//! - `feed`: [`RedisFeed`], the pub/sub connection that delivers events to the hub;
+//! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
 //! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream trimmed to
@@ -19,6 +20,7 @@
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
 //! so the store recovers when Redis comes back without a restart.
 
+mod durable;
 mod feed;
 mod keys;
 mod lease;
@@ -31,6 +33,7 @@ use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use tracing::{Instrument, Span};
 
+use self::durable::Durable;
 pub use self::feed::RedisFeed;
 use self::keys::{LEASE_INDEX, RoomKeys};
 use self::replies::{PostAnswer, Reply, array, malformed, stream_entry, text};
@@ -40,6 +43,7 @@ use super::{
     MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, StoreError, StoreFuture,
     StoreResult, StoreSettings,
 };
+use crate::config::Durability;
 use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TokenHash, Username};
 
 macro_rules! room_script {
@@ -68,6 +72,8 @@ static RELEASE: LazyLock<Script> = room_script!("release.lua");
 
 pub struct RedisStore {
     connection: ConnectionManager,
+    /// `Some` under `REDIS_WAIT_REPLICAS`: where acknowledged writes go, and wait.
+    durable: Option<Durable>,
     settings: StoreSettings,
     timeout: Duration,
     /// Names this process in the online marks it writes, so instances refresh and release
@@ -82,7 +88,9 @@ impl RedisStore {
         client: redis::Client,
         settings: StoreSettings,
         timeout: Duration,
+        durability: Durability,
     ) -> redis::RedisResult<Self> {
+        let durable = Durable::new(&client, durability, timeout)?;
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
@@ -91,6 +99,7 @@ impl RedisStore {
         let connection = ConnectionManager::new_lazy_with_config(client, config)?;
         Ok(Self {
             connection,
+            durable,
             settings,
             timeout,
             instance_id: format!("{:016x}", rand::random::<u64>()),
@@ -104,9 +113,19 @@ impl RedisStore {
         what: &'static str,
         exchange: impl Future<Output = redis::RedisResult<T>>,
     ) -> StoreResult<T> {
+        self.run_within(what, self.timeout, exchange).await
+    }
+
+    /// [`RedisStore::run`] with a deadline of its own (a write that waits for replicas).
+    async fn run_within<T>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        exchange: impl Future<Output = redis::RedisResult<T>>,
+    ) -> StoreResult<T> {
         let started = std::time::Instant::now();
         let span = exchange_span(what);
-        let result = tokio::time::timeout(self.timeout, exchange)
+        let result = tokio::time::timeout(timeout, exchange)
             .instrument(span.clone())
             .await;
         if !matches!(result, Ok(Ok(_))) {
@@ -134,7 +153,7 @@ impl RedisStore {
                 metrics::counter!("chat_store_errors_total", "op" => what).increment(1);
                 tracing::warn!(
                     op = what,
-                    timeout_ms = self.timeout.as_millis() as u64,
+                    timeout_ms = timeout.as_millis() as u64,
                     "redis command timed out"
                 );
                 Err(StoreError::Unavailable)
@@ -146,6 +165,8 @@ impl RedisStore {
     /// takes; `mark` first marks the room in the lease index for an early sweep, in the same
     /// round trip. After a Redis restart the script cache is empty: the script is loaded and
     /// the exchange sent once more, which is safe because nothing of the first one ran.
+    /// Under `REDIS_WAIT_REPLICAS`, a write acknowledged to a client ([`acknowledged`]) is
+    /// `Unavailable` unless that many replicas hold it.
     async fn room_script(
         &self,
         what: &'static str,
@@ -166,8 +187,24 @@ impl RedisStore {
                 .ignore();
         }
         pipe.invoke_script(&invocation);
-        let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
-        Reply::parse(value)
+        let Some(durable) = self.durable.as_ref().filter(|_| acknowledged(script)) else {
+            let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
+            return Reply::parse(value);
+        };
+        // `WAIT` in the same pipeline, on a write connection: see `durable`.
+        durable.append_wait(&mut pipe);
+        let (value, replicas): (Value, u64) = self
+            .query_scripts_on(
+                durable.connection(),
+                self.timeout + durable.wait(),
+                what,
+                &pipe,
+                &[&invocation],
+            )
+            .await?;
+        let reply = Reply::parse(value)?;
+        durable.check(what, replicas)?;
+        Ok(reply)
     }
 
     /// A room script's invocation: the room's keys, `extra_keys`, then the arguments every room
@@ -206,7 +243,19 @@ impl RedisStore {
         pipe: &redis::Pipeline,
         scripts: &[&redis::ScriptInvocation<'_>],
     ) -> StoreResult<T> {
-        let mut connection = self.connection.clone();
+        self.query_scripts_on(self.connection.clone(), self.timeout, what, pipe, scripts)
+            .await
+    }
+
+    /// [`RedisStore::query_scripts`] on a given connection, under a given deadline.
+    async fn query_scripts_on<T: redis::FromRedisValue>(
+        &self,
+        mut connection: ConnectionManager,
+        timeout: Duration,
+        what: &'static str,
+        pipe: &redis::Pipeline,
+        scripts: &[&redis::ScriptInvocation<'_>],
+    ) -> StoreResult<T> {
         let exchange = async {
             match pipe.query_async::<T>(&mut connection).await {
                 Err(err)
@@ -220,7 +269,7 @@ impl RedisStore {
                 other => other,
             }
         };
-        self.run(what, exchange).await
+        self.run_within(what, timeout, exchange).await
     }
 
     fn lease_ttl(&self) -> String {
@@ -249,6 +298,15 @@ impl RedisStore {
         self.room_script(what, script, &member.room, &[], &args, true)
             .await
     }
+}
+
+/// Whether `script`'s answer tells a client its write was made (create, join, post, leave):
+/// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
+/// lease refreshes on reads are not acknowledged to anyone, and do not wait.
+fn acknowledged(script: &Script) -> bool {
+    [&*CREATE, &*JOIN, &*POST, &*LEAVE]
+        .into_iter()
+        .any(|acked| std::ptr::eq(acked, script))
 }
 
 /// Whether the TLS handshake refused the server's certificate (rustls' `InvalidCertificate`,

@@ -1,5 +1,6 @@
 //! Test support: a real Redis per test, the app in-process (or as a real process), HTTP
-//! helpers, the browser scenarios' runner, unique names and bounded waits.
+//! helpers, node scripts (the browser scenarios, socket.io clients), unique names and bounded
+//! waits.
 //!
 //! A conformance test is written once as `async fn name(backend: Backend) { … }` inside
 //! [`conformance!`], which expands it into `name::memory` and `name::redis`; the Redis variant
@@ -9,8 +10,10 @@
 mod app;
 pub mod browser;
 mod checks;
+pub mod node;
 pub mod process;
 mod redis_server;
+pub mod socketio;
 pub mod stream;
 
 pub use app::{Backend, Joined, Message, Reply, TestApp};

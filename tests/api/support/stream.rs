@@ -25,6 +25,8 @@ pub struct Upgrade<'a> {
     pub origin: Option<&'a str>,
     /// More request headers (`Host`, `X-Forwarded-Proto`), set over the client's own.
     pub headers: &'a [(&'a str, &'a str)],
+    /// The path (and query) to open instead of `/ws`.
+    pub path: Option<&'a str>,
 }
 
 pub struct WsClient {
@@ -118,7 +120,11 @@ impl WsClient {
     /// Connects as `upgrade` says; a refused upgrade gives its HTTP status.
     pub async fn try_connect(base_url: &str, upgrade: Upgrade<'_>) -> Result<Self, u16> {
         use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let url = format!("{}/ws", base_url.replacen("http://", "ws://", 1));
+        let url = format!(
+            "{}{}",
+            base_url.replacen("http://", "ws://", 1),
+            upgrade.path.unwrap_or("/ws")
+        );
         let addr: std::net::SocketAddr = base_url
             .trim_start_matches("http://")
             .parse()
@@ -212,14 +218,19 @@ impl WsClient {
         if let Some(frame) = self.pending.pop_front() {
             return Ok(frame);
         }
+        let text = self.next_text().await?;
+        Ok(serde_json::from_str(&text).expect("server frames are JSON"))
+    }
+
+    /// The next text frame as it came (other protocols than `/ws`'s JSON, such as
+    /// Engine.IO's), or how the connection ended.
+    pub async fn next_text(&mut self) -> Result<String, WsEnd> {
         loop {
             let message = tokio::time::timeout(READ_TIMEOUT, self.socket.next())
                 .await
                 .expect("no WebSocket frame within the read timeout");
             match message {
-                Some(Ok(Message::Text(text))) => {
-                    return Ok(serde_json::from_str(text.as_str()).expect("server frames are JSON"));
-                }
+                Some(Ok(Message::Text(text))) => return Ok(text.as_str().to_owned()),
                 Some(Ok(Message::Close(frame))) => {
                     return Err(WsEnd::Closed(frame.map(|f| u16::from(f.code))));
                 }
