@@ -1,7 +1,7 @@
 //! `chat-bench`, the load generator BENCHMARKS.md is measured with, run against the real server
-//! binary on both stores: every scenario, small, and what its report must say (every message
-//! delivered once and in order, the server's CPU and memory read from `/proc`, one Redis round
-//! trip per post at most). Only with the `bench` feature, which builds the tool; `scripts/test`
+//! binary on both stores: every scenario, small, over `/ws` and socket.io, and what its report
+//! must say (every message delivered once and in order, the server's CPU and memory read from
+//! `/proc`, one Redis round trip per post at most). Only with the `bench` feature, which builds the tool; `scripts/test`
 //! enables it.
 
 use std::process::Command;
@@ -143,6 +143,7 @@ async fn chat_bench_runs_every_scenario_on_the_memory_store() {
 
     let fanout = chat_bench(&server, false, &load(&["fanout"], 2, 20, 20)).await;
     assert_eq!(fanout["scenario"], "fanout");
+    assert_eq!(fanout["transport"], "ws");
     assert_lossless(&fanout, 20, 2 * 20, 2);
 
     let chat = chat_bench(&server, false, &load(&["chat"], 2, 5, 2)).await;
@@ -184,6 +185,30 @@ async fn chat_bench_runs_every_scenario_on_the_memory_store() {
     }
     assert_eq!(steps[2]["scenario"], "sweep");
     assert_eq!(figure(&steps[2], "best_clean_rate"), 20.0, "{sweep}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bench_speaks_socketio_without_loss() {
+    let server = ServerProcess::start(&LOAD_TEST_VARS).await;
+    let socketio = |mut args: Vec<String>| {
+        args.splice(0..0, ["--transport", "socketio"].map(String::from));
+        args
+    };
+
+    let fanout = chat_bench(&server, false, &socketio(load(&["fanout"], 2, 20, 20))).await;
+    assert_eq!(fanout["scenario"], "fanout");
+    assert_eq!(fanout["transport"], "socketio");
+    assert_lossless(&fanout, 20, 2 * 20, 2);
+
+    let chat = chat_bench(&server, false, &socketio(load(&["chat"], 2, 5, 2))).await;
+    assert_eq!(chat["transport"], "socketio");
+    assert_lossless(&chat, 5, 2 * 5 * 2, 2 * 5);
+
+    let idle_args = ["idle", "--connections", "50", "--members", "10"].map(String::from);
+    let idle = chat_bench(&server, false, &socketio(idle_args.to_vec())).await;
+    assert_eq!(idle["transport"], "socketio");
+    assert_eq!(count(&idle, "connections"), 50, "{idle}");
+    assert!(idle["server_rss_kib_per_connection"].is_number(), "{idle}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

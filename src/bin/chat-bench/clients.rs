@@ -1,6 +1,7 @@
-//! The load generator's clients: WebSocket members (tokio-tungstenite), SSE receivers and
-//! REST senders (hyper's HTTP/1 connection API, one connection per client), each on a
-//! loopback source address of its own choosing so many connections fit.
+//! The load generator's clients: WebSocket members (tokio-tungstenite; `/ws`, or socket.io
+//! through [`crate::socketio`]), SSE receivers and REST senders (hyper's HTTP/1 connection API,
+//! one connection per client), each on a loopback source address of its own choosing so many
+//! connections fit.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -8,32 +9,33 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures_util::stream::SplitSink;
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::BenchResult;
+use crate::{BenchResult, socketio};
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// A WebSocket's read buffer: room for a few dozen bench frames per read.
 const READ_BUFFER_BYTES: usize = 4 * 1024;
 
-/// Where to connect and from which loopback addresses.
+/// Where to connect, from which loopback addresses, and what WebSocket members speak.
 #[derive(Clone)]
 pub struct Target {
     pub addr: SocketAddr,
     pub host: String,
     /// How many source addresses (127.0.0.1, .2, …) to spread connections over.
     pub source_addrs: u8,
+    pub transport: Transport,
 }
 
 impl Target {
@@ -54,9 +56,18 @@ impl Target {
         })
     }
 
-    pub async fn websocket(&self, n: usize) -> BenchResult<Ws> {
+    /// A member's WebSocket from the `n`th source address, ready for client events.
+    pub async fn member(&self, n: usize) -> BenchResult<Ws> {
+        match self.transport {
+            Transport::Ws => self.websocket(n, "/ws").await,
+            Transport::Socketio => socketio::connect(self, n).await,
+        }
+    }
+
+    /// A WebSocket from the `n`th source address to `path` (and query).
+    pub async fn websocket(&self, n: usize, path: &str) -> BenchResult<Ws> {
         let stream = self.connect(n).await?;
-        let url = format!("ws://{}/ws", self.host);
+        let url = format!("ws://{}{path}", self.host);
         // tungstenite zero-fills its read buffer before every read: its 128 KiB default made
         // that memset the load generator's main cost.
         let config = WebSocketConfig::default().read_buffer_size(READ_BUFFER_BYTES);
@@ -70,21 +81,83 @@ impl Target {
     }
 }
 
-/// Sends a client event and waits for its direct reply (skipping room events).
-pub async fn call(ws: &mut Ws, frame: Value) -> BenchResult<Value> {
+/// The protocol the bench's WebSocket members speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// The project's own `/ws`.
+    #[default]
+    Ws,
+    /// socket.io (Engine.IO's WebSocket transport at `/socket.io/`).
+    Socketio,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Ws => "ws",
+            Self::Socketio => "socketio",
+        }
+    }
+
+    /// Sends a client event and waits for its ack's data (skipping room events).
+    pub async fn call(self, ws: &mut Ws, event: &str, data: Value) -> BenchResult<Value> {
+        match self {
+            Self::Ws => call(ws, json!({"event": event, "data": data})).await,
+            // One call per connection before any chat: ack id 0 is free.
+            Self::Socketio => socketio::call(ws, 0, event, data).await,
+        }
+    }
+
+    /// The `seq`th bench chat message of a sender, as a `create:chat` frame.
+    pub fn chat_frame(self, room: &str, message: &str, seq: u64) -> String {
+        match self {
+            Self::Ws => format!(
+                r#"{{"event":"create:chat","data":{{"roomId":"{room}","message":"{message}"}}}}"#
+            ),
+            Self::Socketio => socketio::chat_frame(room, message, seq),
+        }
+    }
+
+    /// How a chat room event's frame starts (acks carry the sender's message too).
+    fn chat_event(self) -> &'static str {
+        match self {
+            Self::Ws => CHAT_EVENT,
+            Self::Socketio => socketio::CHAT_EVENT,
+        }
+    }
+
+    /// The answer a text frame asks for: an Engine.IO ping's pong (`/ws` pings are WebSocket
+    /// pings, which tungstenite answers itself).
+    fn answer(self, text: &str) -> Option<&'static str> {
+        (self == Self::Socketio && text == socketio::PING).then_some(socketio::PONG)
+    }
+}
+
+/// Sends a `/ws` client event and waits for its direct reply (skipping room events).
+async fn call(ws: &mut Ws, frame: Value) -> BenchResult<Value> {
     ws.send(Message::text(frame.to_string())).await?;
+    loop {
+        let reply: Value = serde_json::from_str(&next_text(ws).await?)?;
+        match reply["event"].as_str() {
+            Some("ack") => return Ok(reply["data"].clone()),
+            Some("error") => return Err(format!("server error: {}", reply["data"]).into()),
+            _ => continue,
+        }
+    }
+}
+
+/// The next text frame, within 30 s (WebSocket pings are answered by tungstenite while
+/// reading).
+pub async fn next_text(ws: &mut Ws) -> BenchResult<String> {
     loop {
         let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
             .await
             .map_err(|_| "no reply within 30 s")?
             .ok_or("connection closed")??;
-        if let Message::Text(text) = message {
-            let reply: Value = serde_json::from_str(text.as_str())?;
-            match reply["event"].as_str() {
-                Some("ack") => return Ok(reply["data"].clone()),
-                Some("error") => return Err(format!("server error: {}", reply["data"]).into()),
-                _ => continue,
-            }
+        match message {
+            Message::Text(text) => return Ok(text.as_str().to_owned()),
+            Message::Close(frame) => return Err(format!("connection closed: {frame:?}").into()),
+            _ => {}
         }
     }
 }
@@ -206,22 +279,57 @@ pub fn bench_message(sender: usize, seq: u64, epoch: Instant, size: usize) -> St
     message
 }
 
-/// Reads a WebSocket until it closes or `stop` resolves, tallying bench messages.
-pub async fn receive_ws(
-    mut stream: impl futures_util::Stream<Item = tokio_tungstenite::tungstenite::Result<Message>>
-    + Unpin,
+/// A sender's writing half, shared with its reading half, which answers Engine.IO pings on it.
+pub type WsSink = Arc<tokio::sync::Mutex<SplitSink<Ws, Message>>>;
+
+/// What a receiver reads: a whole connection (a member that only receives: the halves' lock
+/// would cost every read), or a sender's reading half.
+pub enum Incoming {
+    Whole(Box<Ws>),
+    Half(SplitStream<Ws>, WsSink),
+}
+
+impl Incoming {
+    async fn next(&mut self) -> Option<tokio_tungstenite::tungstenite::Result<Message>> {
+        match self {
+            Self::Whole(ws) => ws.next().await,
+            Self::Half(stream, _) => stream.next().await,
+        }
+    }
+
+    async fn send(&mut self, text: &'static str) -> tokio_tungstenite::tungstenite::Result<()> {
+        match self {
+            Self::Whole(ws) => ws.send(Message::text(text)).await,
+            Self::Half(_, sink) => sink.lock().await.send(Message::text(text)).await,
+        }
+    }
+}
+
+/// Reads a connection until it closes or `stop` resolves, tallying bench messages and
+/// answering what the transport asks to be answered.
+pub async fn receive(
+    mut incoming: Incoming,
+    transport: Transport,
     mut tally: Tally,
     stop: tokio_util::sync::CancellationToken,
 ) -> Received {
+    let chat_event = transport.chat_event();
     loop {
         let message = tokio::select! {
             () = stop.cancelled() => break,
-            message = stream.next() => message,
+            message = incoming.next() => message,
         };
         match message {
             // Room events only: the sender's acks carry its message too.
-            Some(Ok(Message::Text(text))) if text.as_str().starts_with(CHAT_EVENT) => {
+            Some(Ok(Message::Text(text))) if text.as_str().starts_with(chat_event) => {
                 tally.count(text.as_str())
+            }
+            Some(Ok(Message::Text(text))) => {
+                if let Some(answer) = transport.answer(text.as_str())
+                    && incoming.send(answer).await.is_err()
+                {
+                    break;
+                }
             }
             Some(Ok(_)) => {}
             Some(Err(_)) | None => break,
@@ -229,8 +337,6 @@ pub async fn receive_ws(
     }
     tally.finish()
 }
-
-pub type WsSink = SplitSink<Ws, Message>;
 
 /// How a chat room event's WebSocket frame starts.
 const CHAT_EVENT: &str = r#"{"event":"create:chat:success""#;

@@ -1,6 +1,7 @@
-//! `chat-bench`: the project's load generator. It speaks the wire contract (WebSocket, and
-//! SSE + REST for the `sse` scenario) with many connections from one process and reports
-//! deliveries, loss, order, latency and the CPU and memory of both sides.
+//! `chat-bench`: the project's load generator. It speaks the wire contract (WebSocket, `/ws`
+//! or socket.io by `--transport`, and SSE + REST for the `sse` scenario) with many
+//! connections from one process and reports deliveries, loss, order, latency and the CPU and
+//! memory of both sides.
 //!
 //! Scenarios: `idle` (memory per idle connection), `fanout` (one sender per room), `chat`
 //! (every member sends), `sse` (fan-out to SSE receivers, REST senders) and `sweep` (raises a
@@ -10,6 +11,7 @@
 
 mod clients;
 mod report;
+mod socketio;
 
 use std::net::ToSocketAddrs;
 use std::path::PathBuf;
@@ -23,7 +25,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use clients::{Http, Received, Tally, Target, Ws, bench_message, call, receive_ws};
+use clients::{Http, Incoming, Received, Tally, Target, Transport, Ws, bench_message, receive};
 use report::{Process, Report};
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -51,6 +53,9 @@ struct Cli {
     /// Spread connections over this many loopback source addresses (127.0.0.1 …).
     #[arg(long, global = true, default_value_t = 8)]
     source_addrs: u8,
+    /// What the WebSocket members of `idle`, `fanout` and `chat` speak.
+    #[arg(long, global = true, value_enum, default_value_t = Transport::Ws)]
+    transport: Transport,
 }
 
 #[derive(Subcommand)]
@@ -63,9 +68,9 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         members: usize,
     },
-    /// R rooms × M members over WebSocket, one sender per room.
+    /// R rooms × M members over WebSocket (`/ws` or socket.io), one sender per room.
     Fanout(Load),
-    /// R rooms × M members over WebSocket, every member sends.
+    /// R rooms × M members over WebSocket (`/ws` or socket.io), every member sends.
     Chat(Load),
     /// R rooms × M SSE receivers, one REST sender per room (4 connections sharing its rate).
     Sse(Load),
@@ -157,7 +162,15 @@ async fn run(cli: Cli) -> BenchResult<()> {
         addr,
         host: cli.server.clone(),
         source_addrs: cli.source_addrs.max(1),
+        transport: cli.transport,
     };
+    let websocket_scenario = matches!(
+        cli.scenario,
+        Scenario::Idle { .. } | Scenario::Fanout(_) | Scenario::Chat(_)
+    ) || matches!(cli.scenario, Scenario::Sweep { of, .. } if of != SweepOf::Sse);
+    if target.transport != Transport::Ws && !websocket_scenario {
+        return Err("--transport applies to idle, fanout and chat (and their sweeps)".into());
+    }
     let server = cli.server_pid.map(Process::of);
     let reports = match &cli.scenario {
         Scenario::Idle {
@@ -222,37 +235,38 @@ fn run_id() -> String {
     )
 }
 
-/// One WebSocket member of a room: the connection, and its token.
-struct Member {
-    ws: Ws,
-}
-
-/// Creates `room` with a first member and joins `members - 1` more, all over WebSocket.
+/// Creates `room` with a first member and joins `members - 1` more, each a WebSocket of its
+/// own speaking the target's transport.
 async fn ws_room(
     target: &Target,
     room: &str,
     members: usize,
     first_conn: usize,
-) -> BenchResult<Vec<Member>> {
-    let mut creator = target.websocket(first_conn).await?;
-    call(
-        &mut creator,
-        json!({"event": "create:room", "data": {"roomId": room, "username": "m0"}}),
-    )
-    .await?;
-    let mut all = vec![Member { ws: creator }];
-    let joined: Vec<BenchResult<Member>> = stream::iter(1..members)
+) -> BenchResult<Vec<Ws>> {
+    let transport = target.transport;
+    let mut creator = target.member(first_conn).await?;
+    transport
+        .call(
+            &mut creator,
+            "create:room",
+            json!({"roomId": room, "username": "m0"}),
+        )
+        .await?;
+    let mut all = vec![creator];
+    let joined: Vec<BenchResult<Ws>> = stream::iter(1..members)
         .map(|n| {
             let target = target.clone();
             let room = room.to_owned();
             async move {
-                let mut ws = target.websocket(first_conn + n).await?;
-                call(
-                    &mut ws,
-                    json!({"event": "add:member", "data": {"roomId": room, "username": format!("m{n}")}}),
-                )
-                .await?;
-                Ok(Member { ws })
+                let mut ws = target.member(first_conn + n).await?;
+                transport
+                    .call(
+                        &mut ws,
+                        "add:member",
+                        json!({"roomId": room, "username": format!("m{n}")}),
+                    )
+                    .await?;
+                Ok(ws)
             }
         })
         .buffer_unordered(SETUP_CONCURRENCY)
@@ -274,22 +288,55 @@ async fn idle(
     let before = server.map(Process::sample).transpose()?;
     let started = Instant::now();
     let id = run_id();
+    let transport = target.transport;
     let rooms = connections.div_ceil(members);
     let mut held = Vec::with_capacity(connections);
+    // socket.io members are read, to answer Engine.IO's pings: the server drops a socket that
+    // leaves them unanswered for 45 s, less than setting up thousands may take. `/ws` members
+    // are held unread, as they always were (the server's WebSocket pings wait in the kernel).
+    let stop = CancellationToken::new();
+    let mut readers = Vec::new();
     for room in 0..rooms {
         let size = members.min(connections - room * members);
-        held.extend(ws_room(target, &format!("idle-{id}-{room}"), size, room * members).await?);
+        let name = format!("idle-{id}-{room}");
+        for ws in ws_room(target, &name, size, room * members).await? {
+            if transport == Transport::Ws {
+                held.push(ws);
+                continue;
+            }
+            let tally = Tally::new(0, started, Arc::new(AtomicU64::new(0)));
+            readers.push(tokio::spawn(receive(
+                Incoming::Whole(Box::new(ws)),
+                transport,
+                tally,
+                stop.clone(),
+            )));
+        }
     }
     let setup = started.elapsed();
     // Let allocations settle (the server has answered every join already).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = server.map(Process::sample).transpose()?;
+    // A reader that ended early lost its connection: it would not be measured.
+    let open = held.len()
+        + readers
+            .iter()
+            .filter(|reader| !reader.is_finished())
+            .count();
+    if open != connections {
+        return Err(format!("{} of {connections} connections closed", connections - open).into());
+    }
     let mut report = Report::new("idle");
-    report.connections = held.len();
+    report.transport = transport.name();
+    report.connections = open;
     report.rooms = rooms;
     report.members = members;
     report.setup_s = setup.as_secs_f64();
     report.with_process(before, after, &bench);
+    stop.cancel();
+    for reader in readers {
+        reader.await?;
+    }
     drop(held);
     Ok(report)
 }
@@ -301,6 +348,7 @@ async fn load_run(
     load: &Load,
 ) -> BenchResult<Report> {
     let bench = Process::own();
+    let transport = target.transport;
     let epoch = Instant::now();
     let id = run_id();
     // Nothing from an earlier run (a sweep makes several) counts in this one.
@@ -337,17 +385,19 @@ async fn load_run(
         }
         let members = ws_room(target, &room, load.members, first_conn).await?;
         let mut sinks = Vec::new();
-        for (n, member) in members.into_iter().enumerate() {
+        for (n, ws) in members.into_iter().enumerate() {
             let tally = Tally::new(senders_per_room, epoch, delivered_total.clone());
-            let stop = stop_receiving.clone();
             // Only senders split their connection: the halves' lock costs every read.
-            receivers.push(if n < senders_per_room {
-                let (sink, stream) = member.ws.split();
-                sinks.push(sink);
-                tokio::spawn(receive_ws(stream, tally, stop))
+            let incoming = if n < senders_per_room {
+                let (sink, stream) = ws.split();
+                let sink = Arc::new(tokio::sync::Mutex::new(sink));
+                sinks.push(sink.clone());
+                Incoming::Half(stream, sink)
             } else {
-                tokio::spawn(receive_ws(member.ws, tally, stop))
-            });
+                Incoming::Whole(Box::new(ws))
+            };
+            let stop = stop_receiving.clone();
+            receivers.push(tokio::spawn(receive(incoming, transport, tally, stop)));
         }
         ws_senders.push((room, sinks));
     }
@@ -363,18 +413,16 @@ async fn load_run(
     let failed = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
     for (room, sinks) in ws_senders {
-        for (n, mut sink) in sinks.into_iter().enumerate() {
+        for (n, sink) in sinks.into_iter().enumerate() {
             let (sent, failed, room, size) =
                 (sent.clone(), failed.clone(), room.clone(), load.size);
             let phase = period.mul_f64(spread(senders.len()));
             senders.push(tokio::spawn(async move {
                 let mut pace = Pace::start(phase, period, deadline).await;
                 while let Some(seq) = pace.next().await {
-                    let text = format!(
-                        r#"{{"event":"create:chat","data":{{"roomId":"{room}","message":"{}"}}}}"#,
-                        bench_message(n, seq, epoch, size)
-                    );
-                    if sink.send(Message::text(text)).await.is_err() {
+                    let message = bench_message(n, seq, epoch, size);
+                    let text = transport.chat_frame(&room, &message, seq);
+                    if sink.lock().await.send(Message::text(text)).await.is_err() {
                         failed.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
@@ -437,6 +485,11 @@ async fn load_run(
         SweepOf::Chat => "chat",
         SweepOf::Sse => "sse",
     });
+    report.transport = if kind == SweepOf::Sse {
+        "sse"
+    } else {
+        transport.name()
+    };
     report.rooms = load.rooms;
     report.members = load.members;
     report.connections = receivers.len() + if kind == SweepOf::Sse { load.rooms } else { 0 };
@@ -607,6 +660,7 @@ async fn startup(
             addr: ([127, 0, 0, 1], port).into(),
             host: format!("127.0.0.1:{port}"),
             source_addrs: 1,
+            transport: Transport::Ws,
         };
         let ready = loop {
             if started.elapsed() > Duration::from_secs(10) {

@@ -81,6 +81,8 @@ pub struct Latency {
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
+    /// What the receivers speak: `ws`, `socketio` or `sse`.
+    pub transport: &'static str,
     pub rooms: usize,
     pub members: usize,
     pub connections: usize,
@@ -189,7 +191,8 @@ impl Report {
     pub fn summary(&self) -> String {
         match self.scenario {
             "idle" => format!(
-                "idle: {} connections in {} rooms (set up in {:.1} s); server RSS {} -> {} KiB = {} KiB per connection",
+                "idle over {}: {} connections in {} rooms (set up in {:.1} s); server RSS {} -> {} KiB = {} KiB per connection",
+                self.transport,
                 self.connections,
                 self.rooms,
                 self.setup_s,
@@ -210,7 +213,8 @@ impl Report {
             ),
             scenario => {
                 format!(
-                    "{scenario}: {} rooms x {} members, {:.1} msg/s per sender, {} B: sent {} (failed {}), delivered {}/{} (lost {}, dup/reordered {}), {:.0} deliveries/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; server CPU {} s ({} us/delivery), RSS {} KiB; bench CPU {:.2} s ({:.0}% of a core)",
+                    "{scenario} over {}: {} rooms x {} members, {:.1} msg/s per sender, {} B: sent {} (failed {}), delivered {}/{} (lost {}, dup/reordered {}), {:.0} deliveries/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; server CPU {} s ({} us/delivery), RSS {} KiB; bench CPU {:.2} s ({:.0}% of a core)",
+                    self.transport,
                     self.rooms,
                     self.members,
                     self.rate_per_sender,
