@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -75,6 +76,9 @@ pub fn layer(state: &AppState) -> SocketIoLayer {
         .max_payload(MAX_BODY_BYTES as u64)
         .ws_max_message_size(MAX_BODY_BYTES)
         .ws_max_frame_size(MAX_BODY_BYTES)
+        // As on `/ws`: most sockets are idle, and client events are small; a larger packet
+        // takes more reads, not more memory.
+        .ws_read_buffer_size(512)
         // The socket's outgoing packets: a client this far behind is too slow, as on `/ws`.
         .max_buffer_size(state.realtime.sessions.queue_len)
         .build_layer();
@@ -112,13 +116,38 @@ pub async fn guard(
         if !state.origins.allows_request(request.headers()) {
             return ApiError::forbidden("this origin may not connect here").into_response();
         }
-        if opens_session(request.uri().query())
-            && let Err(limited) = state.limits.check_rest(client)
-        {
-            return limited.into_response();
+        if opens_session(request.uri().query()) {
+            if let Err(limited) = state.limits.check_rest(client) {
+                return limited.into_response();
+            }
+            return next.run(detached(request)).await;
         }
     }
     next.run(request).await
+}
+
+/// The request with its headers and URI copied out of hyper's read buffer. The library keeps
+/// a session's opening request (`req_parts`) for the session's life, and those point into the
+/// connection's read buffer (8 KiB), which they would keep alive for every idle socket.
+fn detached(request: Request) -> Request {
+    let (mut parts, body) = request.into_parts();
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        // hyper admits no value `from_bytes` refuses; should one come, it stays as it was.
+        let copy = HeaderValue::from_bytes(value.as_bytes()).map_or_else(
+            |_| value.clone(),
+            |mut copy| {
+                copy.set_sensitive(value.is_sensitive());
+                copy
+            },
+        );
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
+    }
+    Request::from_parts(parts, body)
 }
 
 /// Whether a socket.io request opens an Engine.IO session: it names none (`sid`).
@@ -137,7 +166,7 @@ pub fn is_socketio_path(path: &str) -> bool {
 struct Admitted {
     client: IpAddr,
     slot: StreamSlot,
-    packets: mpsc::Receiver<Packet>,
+    packets: mpsc::Receiver<Box<Packet>>,
     gone: CancellationToken,
 }
 
@@ -203,7 +232,8 @@ struct Packet {
 
 /// The socket's one message handler: queues each packet, in order, for the socket's task.
 struct Forward {
-    sender: mpsc::Sender<Packet>,
+    /// Boxed: the channel allocates its first block of slots at once, for every socket.
+    sender: mpsc::Sender<Box<Packet>>,
 }
 
 /// [`Forward`]'s marker for the library's handler trait.
@@ -212,11 +242,11 @@ struct Forwarded;
 impl MessageHandler<LocalAdapter, Forwarded> for Forward {
     fn call(&self, socket: Arc<Socket>, mut value: Value, ack_id: Option<i64>) {
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
-        let packet = Packet {
+        let packet = Box::new(Packet {
             value,
             ack,
             wants_ack: ack_id.is_some(),
-        };
+        });
         if self.sender.try_send(packet).is_err() {
             // Hundreds of packets ahead of the server: far past the event rate limit.
             let _gone_already = SocketRef::from(socket).disconnect();
@@ -238,7 +268,7 @@ struct Connection {
     events: Option<WsEventLimiter>,
     session: Session,
     inbox: Inbox,
-    packets: mpsc::Receiver<Packet>,
+    packets: mpsc::Receiver<Box<Packet>>,
     /// Cancelled when the library disconnects the socket.
     gone: CancellationToken,
     delivery: telemetry::DeliveryLatency,
@@ -342,8 +372,8 @@ impl Connection {
     /// Handles one client packet, then the packet that ended a run of chat posts taken with
     /// it (see `post_chat`); that one takes no run of its own, so a client that keeps
     /// sending cannot keep the socket from its inbox.
-    async fn on_packet(&mut self, packet: Packet) -> Result<(), End> {
-        let mut next = Some(self.receive(packet)?);
+    async fn on_packet(&mut self, packet: Box<Packet>) -> Result<(), End> {
+        let mut next = Some(self.receive(*packet)?);
         let mut may_take_run = true;
         while let Some(incoming) = next.take() {
             next = self.on_event(incoming, may_take_run).await?;
@@ -450,7 +480,7 @@ impl Connection {
             let Ok(packet) = self.packets.try_recv() else {
                 break;
             };
-            match self.receive(packet)? {
+            match self.receive(*packet)? {
                 Incoming {
                     event: Ok(ClientEvent::CreateChat(next)),
                     reply,
