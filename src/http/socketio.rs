@@ -248,7 +248,12 @@ impl MessageHandler<LocalAdapter, Forwarded> for Forward {
             wants_ack: ack_id.is_some(),
         });
         if self.sender.try_send(packet).is_err() {
-            // Hundreds of packets ahead of the server: far past the event rate limit.
+            // A thousand packets ahead of the server: far past the event rate limit, and the
+            // library reads on regardless (no backpressure as on `/ws`).
+            tracing::warn!(
+                queued = PACKET_QUEUE,
+                "a socket.io client is too far ahead of the server; disconnecting it"
+            );
             let _gone_already = SocketRef::from(socket).disconnect();
         }
     }
