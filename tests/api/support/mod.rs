@@ -12,6 +12,7 @@ pub mod browser;
 mod checks;
 pub mod node;
 pub mod process;
+pub mod redis_cluster;
 mod redis_server;
 pub mod socketio;
 pub mod stream;
