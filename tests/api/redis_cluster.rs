@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::cluster::{assert_strictly_increasing, chat_ids};
 use crate::support::redis_cluster::RedisCluster;
 use crate::support::stream::{SseClient, WsClient};
-use crate::support::{Backend, TestApp, event_id, unique_room};
+use crate::support::{Backend, TestApp, unique_room};
 
 /// Rooms created at most while looking for one on every master.
 const MAX_ROOMS: usize = 60;
@@ -44,18 +45,6 @@ fn holders(cluster: &RedisCluster, rooms: &[String]) -> HashMap<String, BTreeSet
     held
 }
 
-/// Chat event ids from `ws` until `count` have arrived, in order.
-async fn ws_chat_ids(ws: &mut WsClient, count: usize) -> Vec<String> {
-    let mut ids = Vec::with_capacity(count);
-    while ids.len() < count {
-        let event = ws.event().await;
-        if event["event"] == "create:chat:success" {
-            ids.push(event["id"].as_str().expect("ids are strings").to_owned());
-        }
-    }
-    ids
-}
-
 /// Chat event ids from `sse` until `count` have arrived, in order.
 async fn sse_chat_ids(sse: &mut SseClient, count: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(count);
@@ -66,14 +55,6 @@ async fn sse_chat_ids(sse: &mut SseClient, count: usize) -> Vec<String> {
         }
     }
     ids
-}
-
-fn assert_strictly_increasing(ids: &[String]) {
-    let parsed: Vec<(u64, u64)> = ids.iter().map(|id| event_id(id)).collect();
-    assert!(
-        parsed.windows(2).all(|pair| pair[0] < pair[1]),
-        "ids are not in log order: {ids:?}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -156,7 +137,7 @@ async fn rooms_spread_over_every_master_in_one_slot_each_on_sharded_channels() {
             .position(|r| r == room)
             .expect("a created room");
         let posted = app.say(room, &owners[index].token, "via the shard").await;
-        assert_eq!(ws_chat_ids(ws, 1).await, vec![posted.id]);
+        assert_eq!(chat_ids(ws, 1).await, vec![posted.id]);
     }
 }
 
@@ -202,7 +183,7 @@ async fn two_instances_on_a_cluster_deliver_one_order_with_history_and_resume() 
         acked.extend(sender.await.expect("a sender task"));
     }
     assert_eq!(acked.len(), 2 * PER_SENDER);
-    let by_ws = ws_chat_ids(&mut ws, acked.len()).await;
+    let by_ws = chat_ids(&mut ws, acked.len()).await;
     let by_sse = sse_chat_ids(&mut sse, acked.len()).await;
     assert_eq!(by_ws, by_sse, "WebSocket and SSE disagree on the order");
     assert_eq!(by_ws.iter().cloned().collect::<HashSet<_>>(), acked);
@@ -220,7 +201,7 @@ async fn two_instances_on_a_cluster_deliver_one_order_with_history_and_resume() 
         WsClient::resumed(&second.base_url, &room, &owner.token, &by_ws[half - 1]).await;
     assert_eq!(ack["complete"], true);
     assert_eq!(
-        ws_chat_ids(&mut resumed, by_ws.len() - half).await,
+        chat_ids(&mut resumed, by_ws.len() - half).await,
         by_ws[half..]
     );
 }
@@ -274,7 +255,7 @@ async fn a_master_killed_under_traffic_loses_no_acked_message() {
     // Kill the room's master while the sender runs. Its writes are paused first and the
     // replica caught up: without REDIS_WAIT_REPLICAS an acknowledged write the replica had
     // not received would be lost with the master, which this test is not about.
-    let first_events = ws_chat_ids(&mut ws, 5).await;
+    let first_events = chat_ids(&mut ws, 5).await;
     let _: String = cluster.command(master, &["CLIENT", "PAUSE", "10000", "WRITE"]);
     let replica_caught_up = || {
         let info: String = cluster.command(master, &["INFO", "replication"]);
@@ -302,7 +283,7 @@ async fn a_master_killed_under_traffic_loses_no_acked_message() {
         "a retried message was stored twice"
     );
     let mut delivered = first_events;
-    delivered.extend(ws_chat_ids(&mut ws, MESSAGES - delivered.len()).await);
+    delivered.extend(chat_ids(&mut ws, MESSAGES - delivered.len()).await);
     assert_eq!(
         delivered, acked,
         "delivered once each, in the acknowledged order"
@@ -310,7 +291,7 @@ async fn a_master_killed_under_traffic_loses_no_acked_message() {
     assert_strictly_increasing(&delivered);
     // Nothing twice: the next chat event is one posted after all of them.
     let last = app.say(&room, &owner.token, "the end").await;
-    assert_eq!(ws_chat_ids(&mut ws, 1).await, vec![last.id]);
+    assert_eq!(chat_ids(&mut ws, 1).await, vec![last.id]);
     let (page, _) = app
         .history_page(&room, &owner.token, &format!("limit={}", MESSAGES + 10))
         .await;

@@ -76,6 +76,26 @@ impl LazyCluster {
     }
 }
 
+impl Connection {
+    /// PINGs the server; on a cluster, any one node (a plain PING would go to every node, and
+    /// one shard down would make the whole store look down, not just its rooms).
+    pub(super) async fn ping(&mut self) -> redis::RedisResult<String> {
+        match self {
+            Self::Single(connection) => redis::cmd("PING").query_async(connection).await,
+            Self::Cluster(cluster) => {
+                let mut connection = cluster.get().await?;
+                let routing = redis::cluster_routing::RoutingInfo::SingleNode(
+                    redis::cluster_routing::SingleNodeRoutingInfo::Random,
+                );
+                let pong = connection
+                    .route_command(redis::cmd("PING"), routing)
+                    .await?;
+                redis::from_redis_value(pong).map_err(Into::into)
+            }
+        }
+    }
+}
+
 impl ConnectionLike for Connection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {

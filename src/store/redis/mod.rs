@@ -665,9 +665,7 @@ impl RoomLog for RedisStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let _: String = self
-                .run("ping", redis::cmd("PING").query_async(&mut connection))
-                .await?;
+            let _: String = self.run("ping", connection.ping()).await?;
             Ok(())
         })
     }

@@ -13,6 +13,9 @@ const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between two polls while waiting (a poll interval, not a wait).
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const NODES: usize = 6;
+/// Fresh starts (new ports) after one did not come up: a port picked may be taken by another
+/// test's connection before its node binds it.
+const START_ATTEMPTS: usize = 3;
 /// How long a master may be unreachable before its replica is promoted: short, for the
 /// failover test.
 const NODE_TIMEOUT_MS: &str = "1000";
@@ -31,13 +34,25 @@ impl RedisCluster {
     /// Starts six nodes, joins them into a cluster and returns once every node says
     /// `cluster_state:ok` and knows all six.
     pub fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                // The partial cluster was dropped (its nodes killed): try on fresh ports.
+                Err(err) => failures.push(err),
+            }
+        }
+        panic!("no Redis Cluster after {START_ATTEMPTS} attempts: {failures:?}");
+    }
+
+    fn try_start() -> Result<Self, String> {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!(
             "chat-server-redis-cluster-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
-        std::fs::create_dir_all(&dir).expect("creating the cluster's directory");
+        std::fs::create_dir_all(&dir).map_err(|err| format!("creating {dir:?}: {err}"))?;
         let mut cluster = Self {
             nodes: Vec::new(),
             dir,
@@ -50,10 +65,14 @@ impl RedisCluster {
                 child: Some(child),
             });
         }
-        for node in &cluster.nodes {
-            wait_until(&format!("node {} answers PING", node.port), || {
-                query::<String>(node.port, &["PING"]).is_ok_and(|pong| pong == "PONG")
-            });
+        for node in &mut cluster.nodes {
+            let port = node.port;
+            wait_until(&format!("node {port} answers PING"), || {
+                if node.exited() {
+                    return Err(format!("node {port} exited"));
+                }
+                Ok(query::<String>(port, &["PING"]).is_ok_and(|pong| pong == "PONG"))
+            })?;
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -66,23 +85,26 @@ impl RedisCluster {
             .args(["--cluster-replicas", "1", "--cluster-yes"])
             .stdin(Stdio::null())
             .output()
-            .expect("running redis-cli --cluster create");
-        assert!(
-            output.status.success(),
-            "redis-cli --cluster create failed: {}",
-            String::from_utf8_lossy(&output.stdout)
-        );
+            .map_err(|err| format!("running redis-cli --cluster create: {err}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+        }
         for node in &cluster.nodes {
             wait_until(&format!("node {} sees the cluster ok", node.port), || {
-                query::<String>(node.port, &["CLUSTER", "INFO"]).is_ok_and(|info| {
-                    info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
-                })
-            });
+                Ok(
+                    query::<String>(node.port, &["CLUSTER", "INFO"]).is_ok_and(|info| {
+                        info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
+                    }),
+                )
+            })?;
         }
         wait_until("three masters, each with a replica", || {
-            cluster.masters().len() == 3 && cluster.replicas().len() == 3
-        });
-        cluster
+            Ok(cluster.masters().len() == 3 && cluster.replicas().len() == 3)
+        })?;
+        Ok(cluster)
     }
 
     /// `REDIS_URL` for the app: every node, comma-separated (seeds).
@@ -148,16 +170,23 @@ impl RedisCluster {
     pub fn wait_for_failover(&self) {
         wait_until("a replica promoted and the cluster ok", || {
             let masters = self.masters();
-            masters.len() == 3
+            Ok(masters.len() == 3
                 && masters.iter().all(|port| {
                     query::<String>(*port, &["CLUSTER", "INFO"])
                         .is_ok_and(|info| info.contains("cluster_state:ok"))
-                })
-        });
+                }))
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
     }
 }
 
 impl Node {
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
+    }
+
     fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             // An error here means it had already exited, which is what we want.
@@ -212,13 +241,16 @@ fn launch(port: u16, bus_port: u16, dir: &std::path::Path) -> Child {
         .expect("cannot run redis-server (is it installed?)")
 }
 
-/// Polls `ready` until it holds; panics after [`STARTUP_TIMEOUT`].
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+/// Polls `ready` until it holds; an error when it fails or after [`STARTUP_TIMEOUT`].
+fn wait_until(what: &str, mut ready: impl FnMut() -> Result<bool, String>) -> Result<(), String> {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
-    while !ready() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+    while !ready()? {
+        if Instant::now() >= deadline {
+            return Err(format!("timed out waiting until {what}"));
+        }
         std::thread::sleep(POLL_INTERVAL);
     }
+    Ok(())
 }
 
 fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
