@@ -1,11 +1,13 @@
 //! `RedisCluster`: a throw-away Redis Cluster of 3 masters and 3 replicas (`redis-server
 //! --cluster-enabled yes`, joined by `redis-cli --cluster create --cluster-replicas 1`) on free
 //! loopback ports, without persistence. Every node is killed on drop. Starting one takes a
-//! few seconds, so a test starts one and runs several checks on it (on distinct rooms).
+//! few seconds, so a test starts one and runs several checks on it (on distinct rooms), and
+//! the conformance tests' `cluster` variants share one per test run ([`SharedCluster`]).
 
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 /// How long the nodes may take to answer PING, and the cluster to say `cluster_state:ok`.
@@ -177,6 +179,72 @@ impl RedisCluster {
                 }))
         })
         .unwrap_or_else(|err| panic!("{err}"));
+    }
+}
+
+/// The cluster every conformance test's `cluster` variant of one test run shares (each on
+/// rooms of its own). Under nextest every test is a process of its own, a child of the runner:
+/// the first one starts the cluster (under a lock file, named after the run), the others
+/// find its URL, and a watchdog stops the nodes once the runner is gone. Under `cargo test`,
+/// the test process is the run.
+pub struct SharedCluster {
+    url: String,
+}
+
+impl SharedCluster {
+    pub fn get() -> &'static Self {
+        static SHARED: OnceLock<SharedCluster> = OnceLock::new();
+        SHARED.get_or_init(Self::attach)
+    }
+
+    /// `REDIS_URL` for the app: the seeds.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn attach() -> Self {
+        let (run, watched) = match std::env::var("NEXTEST_RUN_ID") {
+            Ok(run) => (run, std::os::unix::process::parent_id()),
+            Err(_) => (std::process::id().to_string(), std::process::id()),
+        };
+        let dir = std::env::temp_dir().join(format!("chat-server-shared-cluster-{run}"));
+        std::fs::create_dir_all(&dir).expect("creating the shared cluster's directory");
+        let lock = std::fs::File::create(dir.join("lock")).expect("creating the lock file");
+        // Held until this returns: one process starts the cluster, the others wait for it.
+        lock.lock().expect("locking the shared cluster");
+        let url_file = dir.join("url");
+        if let Ok(url) = std::fs::read_to_string(&url_file) {
+            return Self { url };
+        }
+        let cluster = RedisCluster::start();
+        let pids: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter_map(|node| node.child.as_ref().map(|child| child.id().to_string()))
+            .collect();
+        // Polls once a second for the end of the run, then stops the nodes and cleans up.
+        #[expect(
+            clippy::zombie_processes,
+            reason = "the watchdog must outlive this process, whose exit hands it to init"
+        )]
+        let _watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {watched} 2>/dev/null; do sleep 1; done; kill {}; rm -rf '{}' '{}'",
+                pids.join(" "),
+                cluster.dir.display(),
+                dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the shared cluster's watchdog");
+        let url = cluster.url();
+        std::fs::write(&url_file, &url).expect("writing the shared cluster's URL");
+        // The watchdog stops it: dropping it here would kill the nodes other tests use.
+        std::mem::forget(cluster);
+        Self { url }
     }
 }
 
