@@ -3,7 +3,8 @@
 //! pub/sub only; two instances deliver one order to WebSocket and SSE clients; history and
 //! resume work; a master killed under traffic loses no acknowledged message and delivers
 //! each one once, in order. Each test starts its own cluster (a few seconds) and checks
-//! several things on it.
+//! several things on it. The lease index's buckets replaced one global key on single Redis
+//! too: rooms an earlier version left in that key move to their bucket.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -13,7 +14,7 @@ use serde_json::json;
 use crate::cluster::{assert_strictly_increasing, chat_ids};
 use crate::support::redis_cluster::RedisCluster;
 use crate::support::stream::{SseClient, WsClient};
-use crate::support::{Backend, TestApp, unique_room};
+use crate::support::{Backend, RedisServer, TestApp, eventually, unique_room};
 
 /// Rooms created at most while looking for one on every master.
 const MAX_ROOMS: usize = 60;
@@ -301,4 +302,31 @@ async fn a_master_killed_under_traffic_loses_no_acked_message() {
         acked,
         "every acknowledged message in history, once"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_in_the_old_global_lease_index_move_to_their_bucket() {
+    let redis = RedisServer::start();
+    let app = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let room = unique_room("legacy-lease");
+    app.create_room(&room, "owner").await;
+    // As an earlier version left it: the room in the one global index, due now, and in no
+    // bucket.
+    let bucket = redis
+        .command_list(&["KEYS", "leases:{*}"])
+        .into_iter()
+        .find(|bucket| !redis.command(&["ZSCORE", bucket, &room]).is_empty())
+        .expect("the room is marked in its bucket");
+    redis.command(&["ZREM", &bucket, &room]);
+    redis.command(&["ZADD", "leases:rooms", "0", &room]);
+    eventually(
+        "the sweeper to move the room to its bucket",
+        Duration::from_secs(10),
+        || async {
+            (redis.command(&["EXISTS", "leases:rooms"]) == "0"
+                && !redis.command(&["ZSCORE", &bucket, &room]).is_empty())
+                .then_some(())
+        },
+    )
+    .await;
 }
