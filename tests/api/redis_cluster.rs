@@ -20,11 +20,16 @@ use crate::support::{Backend, RedisServer, TestApp, eventually, unique_room};
 const MAX_ROOMS: usize = 60;
 
 async fn app_on(cluster: &RedisCluster) -> TestApp {
+    app_with(cluster, &[]).await
+}
+
+async fn app_with(cluster: &RedisCluster, extra: &[(&str, &str)]) -> TestApp {
     let vars = cluster.app_vars();
-    let vars: Vec<(&str, &str)> = vars
+    let mut vars: Vec<(&str, &str)> = vars
         .iter()
         .map(|(name, value)| (name.as_str(), value.as_str()))
         .collect();
+    vars.extend_from_slice(extra);
     TestApp::spawn(Backend::Memory, &vars).await
 }
 
@@ -210,7 +215,8 @@ async fn two_instances_on_a_cluster_deliver_one_order_with_history_and_resume() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_traffic_loses_no_acked_message() {
     let mut cluster = RedisCluster::start();
-    let app = app_on(&cluster).await;
+    // Retries during the failover are many and quick: no rate limit may answer them.
+    let app = app_with(&cluster, &[("RATE_LIMITS", "off")]).await;
     let watcher_app = app_on(&cluster).await;
     let room = unique_room("failover");
     let owner = app.create_room(&room, "owner").await;
@@ -325,7 +331,7 @@ async fn rooms_in_the_old_global_lease_index_move_to_their_bucket() {
         || async {
             (redis.command(&["EXISTS", "leases:rooms"]) == "0"
                 && !redis.command(&["ZSCORE", &bucket, &room]).is_empty())
-                .then_some(())
+            .then_some(())
         },
     )
     .await;
