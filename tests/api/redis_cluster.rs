@@ -1,6 +1,6 @@
 //! The service on a real Redis Cluster (3 masters, 3 replicas; `REDIS_CLUSTER=true`): rooms
 //! spread over every master while each room stays in one slot; room events go by sharded
-//! pub/sub only; two instances deliver one order to WebSocket and SSE clients; history and
+//! pub/sub only; a shard that does not answer fails only its rooms; two instances deliver one order to WebSocket and SSE clients; history and
 //! resume work; a master killed under traffic loses no acknowledged message and delivers
 //! each one once, in order. Each test starts its own cluster (a few seconds) and checks
 //! several things on it. The lease index's buckets replaced one global key on single Redis
@@ -145,6 +145,33 @@ async fn rooms_spread_over_every_master_in_one_slot_each_on_sharded_channels() {
         let posted = app.say(room, &owners[index].token, "via the shard").await;
         assert_eq!(chat_ids(ws, 1).await, vec![posted.id]);
     }
+
+    // A shard that does not answer is its rooms' outage only: while one master holds its
+    // writes, its room answers 503 and a room on another master 201; `/readyz` stays ready.
+    let owner_of = |room: &str| {
+        let index = rooms
+            .iter()
+            .position(|r| r == room)
+            .expect("a created room");
+        owners[index].token.clone()
+    };
+    let (stuck_room, stuck_master, _) = &watched[0];
+    let (other_room, _, _) = &watched[1];
+    let _: String = cluster.command(*stuck_master, &["CLIENT", "PAUSE", "5000", "WRITE"]);
+    let stuck = app
+        .post(stuck_room, Some(&owner_of(stuck_room)), "held")
+        .await;
+    stuck.expect_error(503, "unavailable");
+    let other = app
+        .post(other_room, Some(&owner_of(other_room)), "elsewhere")
+        .await;
+    assert_eq!(other.status, 201, "{}", other.text);
+    assert_eq!(app.get("/readyz", None).await.status, 200);
+    let _: String = cluster.command(*stuck_master, &["CLIENT", "UNPAUSE"]);
+    let again = app
+        .post(stuck_room, Some(&owner_of(stuck_room)), "after")
+        .await;
+    assert_eq!(again.status, 201, "{}", again.text);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
