@@ -86,8 +86,13 @@ impl App {
                     tracing::info!("store: Redis (REDIS_URL is set)");
                 }
                 let feed = Arc::new(RedisFeed::new(target.clone(), config.redis.timeout()));
-                let store = RedisStore::new(target, settings, config.redis.timeout())
-                    .map_err(|_| BuildError::RedisUrl)?;
+                let store = RedisStore::new(
+                    target,
+                    settings,
+                    config.redis.timeout(),
+                    config.redis.durability(),
+                )
+                .map_err(|_| BuildError::RedisUrl)?;
                 (Arc::new(store), StoreFeed::Redis(feed), "redis")
             }
             None => {

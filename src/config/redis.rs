@@ -27,7 +27,7 @@
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use super::values::{RedisTlsVerify, RedisUrl};
+use super::values::{Bounded, RedisTlsVerify, RedisUrl};
 
 section! {
     /// Which store, how long a Redis command may take, and how its TLS certificate is checked.
@@ -40,12 +40,25 @@ section! {
         pub redis_timeout_ms: NonZeroU64 = nonzero!(2000),
         /// `full`: chain and host name; `chain`: the chain only (Memorystore). Only `rediss://`.
         pub redis_tls_verify: RedisTlsVerify = RedisTlsVerify::Full,
+        /// A write is acknowledged only once this many replicas hold it (`WAIT`); 0: off.
+        pub redis_wait_replicas: Bounded<0, 16> = Bounded::new(0),
+        /// How long a write waits for `REDIS_WAIT_REPLICAS`; then the request gets 503. `WAIT`
+        /// takes 0 as "forever", which a request must never do, so 0 is refused.
+        pub redis_wait_timeout_ms: Bounded<1, 60_000> = Bounded::new(500),
     }
 }
 
 impl Redis {
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(self.redis_timeout_ms.get())
+    }
+
+    /// What `REDIS_WAIT_REPLICAS` and `REDIS_WAIT_TIMEOUT_MS` ask of every acknowledged write.
+    pub fn durability(&self) -> Durability {
+        Durability {
+            replicas: self.redis_wait_replicas.get(),
+            timeout: Duration::from_millis(self.redis_wait_timeout_ms.get()),
+        }
     }
 
     /// How to reach `REDIS_URL`, checking certificates as `REDIS_TLS_VERIFY` says; `None`
@@ -101,4 +114,12 @@ impl ClusterSeeds {
         redis::cluster::ClusterClientBuilder::new(self.seeds.clone())
             .danger_accept_invalid_hostnames(self.accept_invalid_hostnames)
     }
+}
+
+/// Durable acks: how many replicas must hold a write before the client is told, and how long
+/// to wait for them. `replicas == 0`: writes are acknowledged as Redis makes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Durability {
+    pub replicas: u64,
+    pub timeout: Duration,
 }

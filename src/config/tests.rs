@@ -41,6 +41,8 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
     ("REDIS_TIMEOUT_MS", &["0", "2s"]),
     ("REDIS_TLS_VERIFY", &["none", "insecure", "FULL"]),
     ("REDIS_CLUSTER", &["yes", "1", "on"]),
+    ("REDIS_WAIT_REPLICAS", &["17", "all", "-1"]),
+    ("REDIS_WAIT_TIMEOUT_MS", &["0", "60001", "1s"]),
     ("MAX_MESSAGE_BYTES", &["0", "65537", "large"]),
     ("HISTORY_LIMIT", &["0", "many"]),
     ("MEMBER_TTL_SECS", &["0", "2m"]),
@@ -141,6 +143,12 @@ fn numbers_say_what_they_count_and_ranges_their_bounds() {
             "a whole number of milliseconds, at least 1",
         ),
         ("HISTORY_LIMIT", "0", "a whole number, at least 1"),
+        ("REDIS_WAIT_REPLICAS", "17", "a whole number, 0-16"),
+        (
+            "REDIS_WAIT_TIMEOUT_MS",
+            "0",
+            "a whole number of milliseconds, 1-60000",
+        ),
         ("ROOM_TTL_SECS", "-1", "a whole number of seconds"),
     ] {
         assert_eq!(error_of(variable, value).expected, expected, "{variable}");
@@ -368,6 +376,14 @@ fn a_cluster_takes_a_list_of_seeds_and_only_a_cluster_does() {
     .unwrap_err();
     assert_eq!(err.variable, "REDIS_URL");
     assert!(err.expected.contains("without #insecure"), "{err}");
+    let err = Config::from_vars(vars(&[
+        ("REDIS_URL", "redis://10.0.0.3:6379"),
+        ("REDIS_CLUSTER", "true"),
+        ("REDIS_WAIT_REPLICAS", "1"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.variable, "REDIS_WAIT_REPLICAS");
+    assert!(err.expected.contains("REDIS_CLUSTER=true"), "{err}");
     let err = error_of("REDIS_CLUSTER", "yes");
     assert_eq!(
         err.to_string(),

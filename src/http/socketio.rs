@@ -30,6 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
+use axum::http::{HeaderMap, HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -42,13 +43,13 @@ use socketioxide::socket::Socket;
 use socketioxide::{SendError, SocketError, SocketIo};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
+use tracing::{Instrument, Span};
 
 use super::{AppState, MAX_BODY_BYTES};
 use crate::error::{ApiError, ErrorDetail};
 use crate::hub::{Batch, Inbox};
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
-use crate::protocol::{self, ClientEvent, EventName};
+use crate::protocol::{self, Chat, ClientEvent, EventName};
 use crate::session::{Answer, Close, Session};
 use crate::telemetry;
 
@@ -56,7 +57,9 @@ use crate::telemetry;
 pub const PATH: &str = "/socket.io";
 /// Client packets queued for one socket's task; a client that gets this far ahead of the
 /// server is far past the event rate limit and is disconnected.
-const PACKET_QUEUE: usize = 256;
+const PACKET_QUEUE: usize = 1024;
+/// The histogram of client event handling times.
+const SOCKETIO_EVENT_DURATION: &str = "chat_socketio_event_duration_seconds";
 /// How often a socket whose outgoing buffer is full retries its DISCONNECT packet.
 const DISCONNECT_RETRY: Duration = Duration::from_millis(100);
 
@@ -73,6 +76,9 @@ pub fn layer(state: &AppState) -> SocketIoLayer {
         .max_payload(MAX_BODY_BYTES as u64)
         .ws_max_message_size(MAX_BODY_BYTES)
         .ws_max_frame_size(MAX_BODY_BYTES)
+        // As on `/ws`: most sockets are idle, and client events are small; a larger packet
+        // takes more reads, not more memory.
+        .ws_read_buffer_size(512)
         // The socket's outgoing packets: a client this far behind is too slow, as on `/ws`.
         .max_buffer_size(state.realtime.sessions.queue_len)
         .build_layer();
@@ -110,13 +116,38 @@ pub async fn guard(
         if !state.origins.allows_request(request.headers()) {
             return ApiError::forbidden("this origin may not connect here").into_response();
         }
-        if opens_session(request.uri().query())
-            && let Err(limited) = state.limits.check_rest(client)
-        {
-            return limited.into_response();
+        if opens_session(request.uri().query()) {
+            if let Err(limited) = state.limits.check_rest(client) {
+                return limited.into_response();
+            }
+            return next.run(detached(request)).await;
         }
     }
     next.run(request).await
+}
+
+/// The request with its headers and URI copied out of hyper's read buffer. The library keeps
+/// a session's opening request (`req_parts`) for the session's life, and those point into the
+/// connection's read buffer (8 KiB), which they would keep alive for every idle socket.
+fn detached(request: Request) -> Request {
+    let (mut parts, body) = request.into_parts();
+    let mut headers = HeaderMap::with_capacity(parts.headers.len());
+    for (name, value) in &parts.headers {
+        // hyper admits no value `from_bytes` refuses; should one come, it stays as it was.
+        let copy = HeaderValue::from_bytes(value.as_bytes()).map_or_else(
+            |_| value.clone(),
+            |mut copy| {
+                copy.set_sensitive(value.is_sensitive());
+                copy
+            },
+        );
+        headers.append(name.clone(), copy);
+    }
+    parts.headers = headers;
+    if let Ok(uri) = Uri::try_from(parts.uri.to_string()) {
+        parts.uri = uri;
+    }
+    Request::from_parts(parts, body)
 }
 
 /// Whether a socket.io request opens an Engine.IO session: it names none (`sid`).
@@ -135,7 +166,7 @@ pub fn is_socketio_path(path: &str) -> bool {
 struct Admitted {
     client: IpAddr,
     slot: StreamSlot,
-    packets: mpsc::Receiver<Packet>,
+    packets: mpsc::Receiver<Box<Packet>>,
     gone: CancellationToken,
 }
 
@@ -201,7 +232,8 @@ struct Packet {
 
 /// The socket's one message handler: queues each packet, in order, for the socket's task.
 struct Forward {
-    sender: mpsc::Sender<Packet>,
+    /// Boxed: the channel allocates its first block of slots at once, for every socket.
+    sender: mpsc::Sender<Box<Packet>>,
 }
 
 /// [`Forward`]'s marker for the library's handler trait.
@@ -210,11 +242,11 @@ struct Forwarded;
 impl MessageHandler<LocalAdapter, Forwarded> for Forward {
     fn call(&self, socket: Arc<Socket>, mut value: Value, ack_id: Option<i64>) {
         let Ok(ack) = AckSender::from_message_parts(&socket, &mut value, &ack_id);
-        let packet = Packet {
+        let packet = Box::new(Packet {
             value,
             ack,
             wants_ack: ack_id.is_some(),
-        };
+        });
         if self.sender.try_send(packet).is_err() {
             // Hundreds of packets ahead of the server: far past the event rate limit.
             let _gone_already = SocketRef::from(socket).disconnect();
@@ -236,7 +268,7 @@ struct Connection {
     events: Option<WsEventLimiter>,
     session: Session,
     inbox: Inbox,
-    packets: mpsc::Receiver<Packet>,
+    packets: mpsc::Receiver<Box<Packet>>,
     /// Cancelled when the library disconnects the socket.
     gone: CancellationToken,
     delivery: telemetry::DeliveryLatency,
@@ -337,26 +369,45 @@ impl Connection {
         Ok(())
     }
 
-    /// Handles one client packet: decoded, past the event limit, through the session, and
-    /// answered before anything else is emitted to this socket.
-    async fn on_packet(&mut self, packet: Packet) -> Result<(), End> {
-        let started = Instant::now();
+    /// Handles one client packet, then the packet that ended a run of chat posts taken with
+    /// it (see `post_chat`); that one takes no run of its own, so a client that keeps
+    /// sending cannot keep the socket from its inbox.
+    async fn on_packet(&mut self, packet: Box<Packet>) -> Result<(), End> {
+        let mut next = Some(self.receive(*packet)?);
+        let mut may_take_run = true;
+        while let Some(incoming) = next.take() {
+            next = self.on_event(incoming, may_take_run).await?;
+            may_take_run = false;
+        }
+        Ok(())
+    }
+
+    /// A client packet, past the event limit and decoded.
+    fn receive(&self, packet: Packet) -> Result<Incoming, End> {
         let Packet {
             value,
             ack,
             wants_ack,
         } = packet;
-        let reply = Reply {
-            socket: &self.socket,
-            ack,
-            wants_ack,
-        };
-        match self.events.as_ref().map(WsEventLimiter::check) {
-            None | Some(Ok(())) => {}
+        let reply = Reply { ack, wants_ack };
+        let decoded = match self.events.as_ref().map(WsEventLimiter::check) {
+            None | Some(Ok(())) => decode(&value, self.session.core().rooms.max_message_bytes()),
             Some(Err(Refused::Hammering)) => return Err(End::Close(Close::Hammering)),
-            Some(Err(Refused::Limited(limited))) => return reply.send(Err::<(), _>(limited)),
-        }
-        let (name, event) = decode(&value, self.session.core().rooms.max_message_bytes());
+            Some(Err(Refused::Limited(limited))) => (EventName::Malformed, Err(limited)),
+        };
+        let (name, event) = decoded;
+        Ok(Incoming { name, event, reply })
+    }
+
+    /// Handles one client event and sends its reply; a chat post may take the posts queued
+    /// behind it (`may_take_run`), and returns the packet that ended the run, if any.
+    async fn on_event(
+        &mut self,
+        incoming: Incoming,
+        may_take_run: bool,
+    ) -> Result<Option<Incoming>, End> {
+        let started = Instant::now();
+        let Incoming { name, event, reply } = incoming;
         let label = name.as_str();
         let span = tracing::info_span!(
             parent: None,
@@ -373,12 +424,17 @@ impl Connection {
             span.record("chat.room", event.room().as_str());
         }
         let outcome = match event {
+            Ok(ClientEvent::CreateChat(chat)) => {
+                return self
+                    .post_chat(reply, chat, may_take_run, &span, started)
+                    .await;
+            }
             Ok(event) => self.session.handle(event).instrument(span.clone()).await,
             Err(err) => Err(err),
         };
         telemetry::finish_client_event(
             &span,
-            "chat_socketio_event_duration_seconds",
+            SOCKETIO_EVENT_DURATION,
             label,
             started,
             outcome.as_ref().err(),
@@ -389,16 +445,71 @@ impl Connection {
                 reply: data,
                 follow,
             }) => {
-                reply.send(Ok(&data))?;
+                reply.send(&self.socket, Ok(&data))?;
                 for frame in follow {
                     if self.session.admit(&frame) {
                         emit_frame(&self.socket, &frame)?;
                     }
                 }
-                Ok(())
             }
-            Err(err) => reply.send(Err::<&(), _>(err)),
+            Err(err) => reply.send(&self.socket, Err::<&(), _>(err))?,
         }
+        Ok(None)
+    }
+
+    /// `create:chat`, and the chat posts already queued behind it that the session lets join
+    /// its run (see `session::PostRun`): stored in one step, then answered in order. A sender
+    /// faster than one store round trip per post would otherwise fall further behind with
+    /// every post. Returns the packet that ended the run, if any.
+    async fn post_chat(
+        &mut self,
+        reply: Reply,
+        chat: Chat,
+        may_take_run: bool,
+        span: &Span,
+        started: Instant,
+    ) -> Result<Option<Incoming>, End> {
+        let mut run = self
+            .session
+            .start_run(chat, may_take_run)
+            .instrument(span.clone())
+            .await;
+        let mut replies = vec![reply];
+        let mut after = None;
+        while run.wants_more() {
+            let Ok(packet) = self.packets.try_recv() else {
+                break;
+            };
+            match self.receive(*packet)? {
+                Incoming {
+                    event: Ok(ClientEvent::CreateChat(next)),
+                    reply,
+                    ..
+                } if self.session.run_takes(&run, &next) => {
+                    replies.push(reply);
+                    run.push(next);
+                }
+                other => {
+                    after = Some(other);
+                    break;
+                }
+            }
+        }
+        span.record("chat.messages", run.len());
+        let answers = self.session.post_run(run).instrument(span.clone()).await;
+        let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
+        telemetry::finish_client_event(
+            span,
+            SOCKETIO_EVENT_DURATION,
+            "create:chat",
+            started,
+            first_refusal,
+            answers.len(),
+        );
+        for (reply, answer) in replies.into_iter().zip(answers) {
+            reply.send(&self.socket, answer)?;
+        }
+        Ok(after)
     }
 
     /// Sends a DISCONNECT packet saying why (the client does not reconnect by itself after
@@ -440,10 +551,16 @@ fn too_slow() -> End {
 /// The answer to one client event: the client's acknowledgement callback when it passed one,
 /// else an `error` event for a refusal (a success is answered by the room's events alone, as
 /// the original server did).
-struct Reply<'a> {
-    socket: &'a SocketRef,
+struct Reply {
     ack: AckSender,
     wants_ack: bool,
+}
+
+/// A client packet, past the event limit and decoded, with how to answer it.
+struct Incoming {
+    name: EventName,
+    event: Result<ClientEvent, ApiError>,
+    reply: Reply,
 }
 
 /// An acknowledgement's refusal: `{error: {code, message}}`.
@@ -459,8 +576,12 @@ struct ErrorEvent {
     code: &'static str,
 }
 
-impl Reply<'_> {
-    fn send<T: Serialize>(self, answer: Result<T, ApiError>) -> Result<(), End> {
+impl Reply {
+    fn send<T: Serialize>(
+        self,
+        socket: &SocketRef,
+        answer: Result<T, ApiError>,
+    ) -> Result<(), End> {
         let sent = match (answer, self.wants_ack) {
             (Ok(data), true) => self.ack.send(&data),
             (Ok(_), false) => Ok(()),
@@ -470,7 +591,7 @@ impl Reply<'_> {
                     message: sentence(&err),
                 },
             }),
-            (Err(err), false) => self.socket.emit(
+            (Err(err), false) => socket.emit(
                 "error",
                 &ErrorEvent {
                     message: sentence(&err),

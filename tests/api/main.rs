@@ -6,6 +6,8 @@
 //! - [`rest`]: API.md's REST table, row by row, on both stores.
 //! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
 //! - [`faults`]: Redis going away and coming back (Redis only).
+//! - [`durability`]: `REDIS_WAIT_REPLICAS`: writes acknowledged once a replica holds them, 503
+//!   when it does not in time, and the retry that finds the write once.
 //! - [`abuse`]: rate limits, caps, slowloris, origins, abusive crowds, no leaked secrets.
 //! - [`hardening`]: what one request or address must not cost: secret-check memory, metric
 //!   series, slow bodies, per-address connections, writers that never drain.
@@ -48,6 +50,7 @@ mod bench;
 mod browser;
 mod cluster;
 mod concurrency;
+mod durability;
 mod faults;
 mod gaps;
 mod hardening;

@@ -831,3 +831,74 @@ async fn socketio_websocket_and_sse_clients_on_two_instances_see_one_order() {
     polling.close().await;
     websocket.close().await;
 }
+
+/// A burst of chat posts from one socket (stored in runs, as on `/ws`): each gets its own ack,
+/// in the order sent, before its broadcast; the ids increase in that order; history holds
+/// each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_posts_is_acked_in_order_each_before_its_broadcast() {
+    const POSTS: usize = 100;
+    let app = TestApp::spawn(Backend::Memory, &[("RATE_LIMITS", "off")]).await;
+    let room = unique_room("sio-burst");
+    let mut socket = EioSocket::connect(&app.base_url).await;
+    socket
+        .send(&format!(
+            "420{}",
+            json!(["create:room", {"roomId": room, "username": "alice"}])
+        ))
+        .await;
+    let mut token = None;
+    while token.is_none() {
+        let packet = socket.next().await.expect("the create ack");
+        if let Some(ack) = packet.strip_prefix("430") {
+            let ack: Value = serde_json::from_str(ack).expect("ack JSON");
+            token = ack[0]["token"].as_str().map(str::to_owned);
+        }
+    }
+    for n in 1..=POSTS {
+        socket
+            .send(&format!(
+                "42{n}{}",
+                json!(["create:chat", {"roomId": room, "message": format!("m{n}")}])
+            ))
+            .await;
+    }
+    let mut acked: Vec<String> = Vec::new();
+    let mut broadcast: Vec<String> = Vec::new();
+    while broadcast.len() < POSTS {
+        let packet = socket.next().await.expect("acks and broadcasts");
+        if let Some(rest) = packet.strip_prefix("43") {
+            let split = rest.find('[').expect("an ack's arguments");
+            let (ack_id, data) = rest.split_at(split);
+            assert_eq!(
+                ack_id,
+                (acked.len() + 1).to_string(),
+                "acks in order: {packet}"
+            );
+            let data: Value = serde_json::from_str(data).expect("ack JSON");
+            assert_eq!(
+                data[0]["message"],
+                format!("m{}", acked.len() + 1),
+                "{packet}"
+            );
+            acked.push(data[0]["id"].as_str().expect("an id").to_owned());
+        } else if let Some(event) = packet.strip_prefix("42") {
+            let event: Value = serde_json::from_str(event).expect("event JSON");
+            if event[0] == "create:chat:success" {
+                let id = event[1]["id"].as_str().expect("an id").to_owned();
+                assert!(
+                    acked.contains(&id),
+                    "the broadcast of {id} came before its ack"
+                );
+                broadcast.push(id);
+            }
+        }
+    }
+    assert_eq!(acked, broadcast, "one order for acks and broadcasts");
+    let (messages, _) = app
+        .history_page(&room, token.as_deref().expect("a token"), "limit=200")
+        .await;
+    let texts: Vec<String> = messages.into_iter().map(|m| m.message).collect();
+    let expected: Vec<String> = (1..=POSTS).map(|n| format!("m{n}")).collect();
+    assert_eq!(texts, expected);
+}

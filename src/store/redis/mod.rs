@@ -8,7 +8,8 @@
 //! - `lease`: the lease index and the sweep;
 //! - `connection`: the command connection, to one Redis or to a cluster;
 //! - `feed`: [`RedisFeed`], the pub/sub connection that delivers events to the hub;
-//! - `sharded_feed`: the feed on a cluster, with sharded pub/sub.
+//! - `sharded_feed`: the feed on a cluster, with sharded pub/sub;
+//! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
 //! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream trimmed to
@@ -22,6 +23,7 @@
 //! so the store recovers when Redis comes back without a restart.
 
 mod connection;
+mod durable;
 mod feed;
 mod keys;
 mod lease;
@@ -35,6 +37,7 @@ use redis::{Script, Value};
 use tracing::{Instrument, Span};
 
 use self::connection::Connection;
+use self::durable::Durable;
 pub use self::feed::RedisFeed;
 use self::keys::RoomKeys;
 use self::replies::{PostAnswer, Reply, array, malformed, stream_entry, text};
@@ -44,6 +47,7 @@ use super::{
     MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, StoreError, StoreFuture,
     StoreResult, StoreSettings,
 };
+use crate::config::Durability;
 use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TokenHash, Username};
 
 macro_rules! room_script {
@@ -95,6 +99,8 @@ pub struct RedisStore {
     connection: Connection,
     /// On a cluster: scripts publish with `SPUBLISH`, for the sharded feed.
     sharded: bool,
+    /// `Some` under `REDIS_WAIT_REPLICAS`: where acknowledged writes go, and wait.
+    durable: Option<Durable>,
     settings: StoreSettings,
     timeout: Duration,
     /// Names this process in the online marks it writes, so instances refresh and release
@@ -109,12 +115,21 @@ impl RedisStore {
         target: crate::config::RedisTarget,
         settings: StoreSettings,
         timeout: Duration,
+        durability: Durability,
     ) -> redis::RedisResult<Self> {
         let sharded = matches!(target, crate::config::RedisTarget::Cluster(_));
+        let durable = match &target {
+            crate::config::RedisTarget::Single(client) => {
+                Durable::new(client, durability, timeout)?
+            }
+            // The configuration refuses REDIS_WAIT_REPLICAS with REDIS_CLUSTER.
+            crate::config::RedisTarget::Cluster(_) => None,
+        };
         let connection = Connection::new(target, timeout)?;
         Ok(Self {
             sharded,
             connection,
+            durable,
             settings,
             timeout,
             instance_id: format!("{:016x}", rand::random::<u64>()),
@@ -128,9 +143,19 @@ impl RedisStore {
         what: &'static str,
         exchange: impl Future<Output = redis::RedisResult<T>>,
     ) -> StoreResult<T> {
+        self.run_within(what, self.timeout, exchange).await
+    }
+
+    /// [`RedisStore::run`] with a deadline of its own (a write that waits for replicas).
+    async fn run_within<T>(
+        &self,
+        what: &'static str,
+        timeout: Duration,
+        exchange: impl Future<Output = redis::RedisResult<T>>,
+    ) -> StoreResult<T> {
         let started = std::time::Instant::now();
         let span = exchange_span(what);
-        let result = tokio::time::timeout(self.timeout, exchange)
+        let result = tokio::time::timeout(timeout, exchange)
             .instrument(span.clone())
             .await;
         if !matches!(result, Ok(Ok(_))) {
@@ -158,7 +183,7 @@ impl RedisStore {
                 metrics::counter!("chat_store_errors_total", "op" => what).increment(1);
                 tracing::warn!(
                     op = what,
-                    timeout_ms = self.timeout.as_millis() as u64,
+                    timeout_ms = timeout.as_millis() as u64,
                     "redis command timed out"
                 );
                 Err(StoreError::Unavailable)
@@ -170,7 +195,9 @@ impl RedisStore {
     /// takes; `mark` first marks the room in its lease index bucket for an early sweep (a
     /// separate command: the bucket is in another slot). After a Redis restart the script
     /// cache is empty: the script is loaded and the exchange sent once more, which is safe
-    /// because nothing of the first one ran.
+    /// because nothing of the first one ran. Under `REDIS_WAIT_REPLICAS`, a write
+    /// acknowledged to a client ([`acknowledged`]) is `Unavailable` unless that many replicas
+    /// hold it.
     async fn room_script(
         &self,
         what: &'static str,
@@ -180,6 +207,7 @@ impl RedisStore {
         args: &[&str],
         mark: bool,
     ) -> StoreResult<Reply> {
+        let acked = acknowledged(script);
         let script = if self.sharded {
             &script.sharded
         } else {
@@ -192,8 +220,24 @@ impl RedisStore {
         let invocation = self.invocation(script, room, extra_keys, args);
         let mut pipe = redis::pipe();
         pipe.invoke_script(&invocation);
-        let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
-        Reply::parse(value)
+        let Some(durable) = self.durable.as_ref().filter(|_| acked) else {
+            let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
+            return Reply::parse(value);
+        };
+        // `WAIT` in the same pipeline, on a write connection: see `durable`.
+        durable.append_wait(&mut pipe);
+        let (value, replicas): (Value, u64) = self
+            .query_scripts_on(
+                Connection::Single(durable.connection()),
+                self.timeout + durable.wait(),
+                what,
+                &pipe,
+                &[&invocation],
+            )
+            .await?;
+        let reply = Reply::parse(value)?;
+        durable.check(what, replicas)?;
+        Ok(reply)
     }
 
     /// A room script's invocation: the room's keys, `extra_keys`, then the arguments every room
@@ -232,7 +276,19 @@ impl RedisStore {
         pipe: &redis::Pipeline,
         scripts: &[&redis::ScriptInvocation<'_>],
     ) -> StoreResult<T> {
-        let mut connection = self.connection.clone();
+        self.query_scripts_on(self.connection.clone(), self.timeout, what, pipe, scripts)
+            .await
+    }
+
+    /// [`RedisStore::query_scripts`] on a given connection, under a given deadline.
+    async fn query_scripts_on<T: redis::FromRedisValue>(
+        &self,
+        mut connection: Connection,
+        timeout: Duration,
+        what: &'static str,
+        pipe: &redis::Pipeline,
+        scripts: &[&redis::ScriptInvocation<'_>],
+    ) -> StoreResult<T> {
         let exchange = async {
             match pipe.query_async::<T>(&mut connection).await {
                 Err(err)
@@ -246,7 +302,7 @@ impl RedisStore {
                 other => other,
             }
         };
-        self.run(what, exchange).await
+        self.run_within(what, timeout, exchange).await
     }
 
     fn lease_ttl(&self) -> String {
@@ -275,6 +331,15 @@ impl RedisStore {
         self.room_script(what, script, &member.room, &[], &args, true)
             .await
     }
+}
+
+/// Whether `script`'s answer tells a client its write was made (create, join, post, leave):
+/// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
+/// lease refreshes on reads are not acknowledged to anyone, and do not wait.
+fn acknowledged(script: &RoomScript) -> bool {
+    [&*CREATE, &*JOIN, &*POST, &*LEAVE]
+        .into_iter()
+        .any(|acked| std::ptr::eq(acked, script))
 }
 
 /// Whether the TLS handshake refused the server's certificate (rustls' `InvalidCertificate`,

@@ -1,6 +1,7 @@
 //! `RedisServer`: a throw-away `redis-server` on a free loopback port, with no persistence, so a
 //! restart comes back empty. It is killed on drop; `stop` and `start_again` (same port) let
-//! fault tests take Redis away and bring it back under a running app.
+//! fault tests take Redis away and bring it back under a running app. `start_replica_of` starts
+//! one that replicates another (and comes back as its replica after `start_again`).
 
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
@@ -20,12 +21,28 @@ pub struct RedisServer {
     data_dir: Option<std::path::PathBuf>,
     /// Set by [`RedisServer::require_password`].
     password: Option<String>,
+    /// The master's port, for a replica.
+    replica_of: Option<u16>,
 }
 
 impl RedisServer {
     /// Starts `redis-server` on a free port and returns once it answers PING.
     pub fn start() -> Self {
-        Self::start_with(None)
+        Self::start_with(None, None)
+    }
+
+    /// Starts a replica of `master` (no persistence) and returns once it answers PING; it
+    /// may still be syncing (see [`RedisServer::replica_online`]).
+    pub fn start_replica_of(master: &RedisServer) -> Self {
+        Self::start_with(None, Some(master.port))
+    }
+
+    /// Whether this master has a replica whose sync is done (`INFO replication` says
+    /// `state=online`).
+    pub fn replica_online(&self) -> bool {
+        self.command(&["INFO", "replication"])
+            .lines()
+            .any(|line| line.starts_with("slave") && line.contains("state=online"))
     }
 
     /// Like [`RedisServer::start`], but every write is fsynced to an append-only file, so a
@@ -38,20 +55,21 @@ impl RedisServer {
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         ));
         std::fs::create_dir_all(&dir).expect("creating the Redis data directory");
-        Self::start_with(Some(dir))
+        Self::start_with(Some(dir), None)
     }
 
-    fn start_with(data_dir: Option<std::path::PathBuf>) -> Self {
+    fn start_with(data_dir: Option<std::path::PathBuf>, replica_of: Option<u16>) -> Self {
         let mut last_error = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let port = free_port();
-            match launch(port, data_dir.as_deref()) {
+            match launch(port, data_dir.as_deref(), replica_of) {
                 Ok(child) => {
                     return Self {
                         port,
                         child: Some(child),
                         data_dir,
                         password: None,
+                        replica_of,
                     };
                 }
                 // Most likely the port was taken in between: try another one.
@@ -89,7 +107,7 @@ impl RedisServer {
         assert!(self.child.is_none(), "start_again while Redis still runs");
         let deadline = Instant::now() + STARTUP_TIMEOUT;
         loop {
-            match launch(self.port, self.data_dir.as_deref()) {
+            match launch(self.port, self.data_dir.as_deref(), self.replica_of) {
                 Ok(child) => {
                     self.child = Some(child);
                     return;
@@ -148,13 +166,21 @@ fn free_port() -> u16 {
     port
 }
 
-/// Starts `redis-server` on `port` and polls PING over a real connection until it answers.
-fn launch(port: u16, data_dir: Option<&std::path::Path>) -> Result<Child, String> {
+/// Starts `redis-server` on `port` (a replica of `replica_of`'s, if given) and polls PING over
+/// a real connection until it answers.
+fn launch(
+    port: u16,
+    data_dir: Option<&std::path::Path>,
+    replica_of: Option<u16>,
+) -> Result<Child, String> {
     let mut command = Command::new("redis-server");
     command
         .args(["--port", &port.to_string()])
         .args(["--bind", "127.0.0.1"])
         .args(["--save", ""]);
+    if let Some(master) = replica_of {
+        command.args(["--replicaof", "127.0.0.1", &master.to_string()]);
+    }
     match data_dir {
         Some(dir) => command
             .args(["--appendonly", "yes", "--appendfsync", "always"])
