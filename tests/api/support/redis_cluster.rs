@@ -157,7 +157,10 @@ impl RedisCluster {
         query(port, args).unwrap_or_else(|err| panic!("{args:?} on node {port} failed: {err}"))
     }
 
-    /// Kills the node at `port` (as a crash would: no goodbye to the cluster).
+    /// Kills the node at `port` (as a crash would: no goodbye to the cluster), and keeps its
+    /// port: another test's fresh, empty `redis-server` must not start there, where clients
+    /// still looking for the dead node would run their scripts on it. Connections to the port
+    /// are refused from now on (accepted and closed at once) for the rest of the test process.
     pub fn kill(&mut self, port: u16) {
         let node = self
             .nodes
@@ -165,6 +168,13 @@ impl RedisCluster {
             .find(|node| node.port == port)
             .expect("a node of this cluster");
         node.stop();
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|err| panic!("keeping the dead node's port {port}: {err}"));
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                drop(connection);
+            }
+        });
     }
 
     /// Waits until the cluster has promoted replicas for every killed master: three masters
