@@ -8,6 +8,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
+
+use super::redis_server::info_process_id;
 use std::time::{Duration, Instant};
 
 /// How long the nodes may take to answer PING, and the cluster to say `cluster_state:ok`.
@@ -69,11 +71,17 @@ impl RedisCluster {
         }
         for node in &mut cluster.nodes {
             let port = node.port;
-            wait_until(&format!("node {port} answers PING"), || {
+            wait_until(&format!("node {port} answers"), || {
                 if node.exited() {
                     return Err(format!("node {port} exited"));
                 }
-                Ok(query::<String>(port, &["PING"]).is_ok_and(|pong| pong == "PONG"))
+                // Its own process id: another test's server may hold the port (ours then
+                // exits, having failed to bind it, but maybe not yet).
+                match query::<String>(port, &["INFO", "server"]) {
+                    Ok(info) if info_process_id(&info) == node.pid() => Ok(true),
+                    Ok(_) => Err(format!("port {port} is another process's redis-server")),
+                    Err(_) => Ok(false),
+                }
             })?;
         }
         let addresses: Vec<String> = cluster
@@ -259,6 +267,10 @@ impl SharedCluster {
 }
 
 impl Node {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
     fn exited(&mut self) -> bool {
         self.child
             .as_mut()
