@@ -75,13 +75,19 @@ impl App {
         };
         let stopping = CancellationToken::new();
         let tasks = TaskTracker::new();
-        let (store, feed, kind): (Arc<dyn Store>, StoreFeed, _) = match config.redis.client() {
-            Some(client) => {
-                let client = client.map_err(|_| BuildError::RedisUrl)?;
-                tracing::info!("store: Redis (REDIS_URL is set)");
-                let feed = Arc::new(RedisFeed::new(client.clone(), config.redis.timeout()));
+        let (store, feed, kind): (Arc<dyn Store>, StoreFeed, _) = match config.redis.target() {
+            Some(target) => {
+                let target = target.map_err(|_| BuildError::RedisUrl)?;
+                if config.redis.redis_cluster {
+                    tracing::info!(
+                        "store: Redis Cluster (REDIS_URL lists seeds, REDIS_CLUSTER=true)"
+                    );
+                } else {
+                    tracing::info!("store: Redis (REDIS_URL is set)");
+                }
+                let feed = Arc::new(RedisFeed::new(target.clone(), config.redis.timeout()));
                 let store = RedisStore::new(
-                    client,
+                    target,
                     settings,
                     config.redis.timeout(),
                     config.redis.durability(),

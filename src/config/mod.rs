@@ -6,8 +6,9 @@
 //! Each variable is written once: a field of its section, with its type, doc comment and
 //! default (the [`section!`] macro). Its type refuses bad values by itself (`NonZero…`,
 //! enums, [`Bounded`], parsed URLs and origins), and the error's "what it expects" comes from
-//! that same type ([`Expects`]), so the check and its message cannot drift apart. The only
-//! check across fields is `METRICS_PORT` ≠ `PORT`.
+//! that same type ([`Expects`]), so the check and its message cannot drift apart. The
+//! only checks across fields are `METRICS_PORT` ≠ `PORT`, a `REDIS_URL` list only with
+//! `REDIS_CLUSTER=true`, and no `REDIS_WAIT_REPLICAS` with it (not built for a cluster yet).
 //!
 //! Each section is read by its own `envy::from_iter` over the same variables rather than one
 //! struct of `#[serde(flatten)]` sections: serde buffers flattened fields as strings, and
@@ -84,7 +85,7 @@ mod values;
 pub use hardening::Hardening;
 pub use limits::Limits;
 pub use listen::Listen;
-pub use redis::{Durability, Redis};
+pub use redis::{ClusterSeeds, Durability, Redis, RedisTarget};
 pub use rooms::Rooms;
 pub use streams::Streams;
 pub use telemetry::Telemetry;
@@ -223,6 +224,30 @@ impl Config {
             return Err(ConfigError {
                 variable: "METRICS_PORT".to_owned(),
                 expected: format!("{}, other than PORT", NonZeroU16::expects("")),
+            });
+        }
+        if !config.redis.redis_cluster
+            && config
+                .redis
+                .redis_url
+                .as_ref()
+                .is_some_and(RedisUrl::is_list)
+        {
+            return Err(ConfigError {
+                variable: "REDIS_URL".to_owned(),
+                expected:
+                    "one URL unless REDIS_CLUSTER=true (only a cluster takes a list of seed nodes)"
+                        .to_owned(),
+            });
+        }
+        if config.redis.redis_cluster && config.redis.redis_wait_replicas.get() > 0 {
+            // Durable acks run `WAIT` on write connections of their own to one server; the
+            // cluster's are not built yet.
+            return Err(ConfigError {
+                variable: "REDIS_WAIT_REPLICAS".to_owned(),
+                expected:
+                    "0 with REDIS_CLUSTER=true (durable acks are not built for a cluster yet)"
+                        .to_owned(),
             });
         }
         Ok(config)

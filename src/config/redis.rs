@@ -1,5 +1,6 @@
-//! The store: Redis, or the in-memory store when no URL is given; and the one place the Redis
-//! client is built from `REDIS_URL` and `REDIS_TLS_VERIFY`.
+//! The store: Redis (one server, or a cluster with `REDIS_CLUSTER=true`), or the in-memory
+//! store when no URL is given; and the one place the Redis client is built from `REDIS_URL`
+//! and `REDIS_TLS_VERIFY`.
 //!
 //! TLS (`rediss://`): the roots are the platform's, which rustls-native-certs reads from
 //! `SSL_CERT_FILE` when it is set (how a private CA such as Memorystore's is trusted).
@@ -33,6 +34,8 @@ section! {
     pub struct Redis {
         /// Unset: the in-memory store (one instance, nothing survives a restart).
         pub redis_url: Option<RedisUrl> = None,
+        /// `true`: `REDIS_URL` lists seed nodes of a Redis Cluster (sharded pub/sub).
+        pub redis_cluster: bool = false,
         /// Every Redis command gives up after this long, and the request gets 503.
         pub redis_timeout_ms: NonZeroU64 = nonzero!(2000),
         /// `full`: chain and host name; `chain`: the chain only (Memorystore). Only `rediss://`.
@@ -58,18 +61,58 @@ impl Redis {
         }
     }
 
-    /// The client for `REDIS_URL`, checking certificates as `REDIS_TLS_VERIFY` says; `None`
+    /// How to reach `REDIS_URL`, checking certificates as `REDIS_TLS_VERIFY` says; `None`
     /// without a URL.
-    pub fn client(&self) -> Option<redis::RedisResult<redis::Client>> {
+    pub fn target(&self) -> Option<redis::RedisResult<RedisTarget>> {
         let url = self.redis_url.as_ref()?;
-        Some(url.connection_info().and_then(|info| {
+        if !self.redis_cluster {
+            return Some(
+                self.client(url)
+                    .map(|client| RedisTarget::Single(Box::new(client))),
+            );
+        }
+        Some(url.seeds().map(|seeds| {
+            RedisTarget::Cluster(ClusterSeeds {
+                seeds,
+                accept_invalid_hostnames: self.redis_tls_verify == RedisTlsVerify::Chain,
+            })
+        }))
+    }
+
+    fn client(&self, url: &RedisUrl) -> redis::RedisResult<redis::Client> {
+        url.connection_info().and_then(|info| {
             let mut addr = info.addr().clone();
             // A no-op for `redis://`, which has no certificate.
             addr.set_danger_accept_invalid_hostnames(
                 self.redis_tls_verify == RedisTlsVerify::Chain,
             );
             redis::Client::open(info.set_addr(addr))
-        }))
+        })
+    }
+}
+
+/// A single Redis, or a cluster's seeds.
+#[derive(Clone)]
+pub enum RedisTarget {
+    Single(Box<redis::Client>),
+    Cluster(ClusterSeeds),
+}
+
+/// A cluster's seed nodes and TLS check. The store and the feed each build their own client
+/// from it (the feed's with a push sender for its sharded subscriptions). The password, user
+/// and TLS mode are the first seed's; redis-rs refuses seeds that differ in them.
+#[derive(Clone)]
+pub struct ClusterSeeds {
+    seeds: Vec<redis::ConnectionInfo>,
+    accept_invalid_hostnames: bool,
+}
+
+impl ClusterSeeds {
+    /// A client builder on these seeds, with `REDIS_TLS_VERIFY` applied (a no-op for
+    /// `redis://`).
+    pub fn builder(&self) -> redis::cluster::ClusterClientBuilder {
+        redis::cluster::ClusterClientBuilder::new(self.seeds.clone())
+            .danger_accept_invalid_hostnames(self.accept_invalid_hostnames)
     }
 }
 

@@ -40,6 +40,7 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
     ),
     ("REDIS_TIMEOUT_MS", &["0", "2s"]),
     ("REDIS_TLS_VERIFY", &["none", "insecure", "FULL"]),
+    ("REDIS_CLUSTER", &["yes", "1", "on"]),
     ("REDIS_WAIT_REPLICAS", &["17", "all", "-1"]),
     ("REDIS_WAIT_TIMEOUT_MS", &["0", "60001", "1s"]),
     ("MAX_MESSAGE_BYTES", &["0", "65537", "large"]),
@@ -317,7 +318,10 @@ fn redis_tls_verify_is_full_or_chain_and_nothing_skips_the_chain() {
         ]))
         .unwrap();
         assert_eq!(config.redis.redis_tls_verify, verify);
-        assert!(matches!(config.redis.client(), Some(Ok(_))), "{value}");
+        assert!(
+            matches!(config.redis.target(), Some(Ok(RedisTarget::Single(_)))),
+            "{value}"
+        );
     }
     let err = error_of("REDIS_TLS_VERIFY", "none");
     assert_eq!(
@@ -329,6 +333,62 @@ fn redis_tls_verify_is_full_or_chain_and_nothing_skips_the_chain() {
     assert_eq!(err.variable, "REDIS_URL");
     assert!(err.expected.contains("without #insecure"), "{err}");
     assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+#[test]
+fn a_cluster_takes_a_list_of_seeds_and_only_a_cluster_does() {
+    let seeds = "rediss://:hunter2@10.0.0.3:6378, rediss://:hunter2@10.0.0.4:6378";
+    let config = Config::from_vars(vars(&[
+        ("REDIS_URL", seeds),
+        ("REDIS_CLUSTER", "true"),
+        ("REDIS_TLS_VERIFY", "chain"),
+    ]))
+    .unwrap();
+    assert!(config.redis.redis_cluster);
+    assert!(matches!(
+        config.redis.target(),
+        Some(Ok(RedisTarget::Cluster(_)))
+    ));
+    // One seed is a cluster too.
+    let config = Config::from_vars(vars(&[
+        ("REDIS_URL", "redis://10.0.0.3:6379"),
+        ("REDIS_CLUSTER", "true"),
+    ]))
+    .unwrap();
+    assert!(matches!(
+        config.redis.target(),
+        Some(Ok(RedisTarget::Cluster(_)))
+    ));
+    assert!(!Config::default().redis.redis_cluster);
+    // A list without REDIS_CLUSTER=true is refused, with the reason and without the password.
+    let err = error_of("REDIS_URL", seeds);
+    assert_eq!(err.variable, "REDIS_URL");
+    assert!(err.expected.contains("REDIS_CLUSTER=true"), "{err}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+    // Every seed is checked as a URL of its own.
+    let err = Config::from_vars(vars(&[
+        (
+            "REDIS_URL",
+            "redis://10.0.0.3:6379,rediss://10.0.0.4:6378/#insecure",
+        ),
+        ("REDIS_CLUSTER", "true"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.variable, "REDIS_URL");
+    assert!(err.expected.contains("without #insecure"), "{err}");
+    let err = Config::from_vars(vars(&[
+        ("REDIS_URL", "redis://10.0.0.3:6379"),
+        ("REDIS_CLUSTER", "true"),
+        ("REDIS_WAIT_REPLICAS", "1"),
+    ]))
+    .unwrap_err();
+    assert_eq!(err.variable, "REDIS_WAIT_REPLICAS");
+    assert!(err.expected.contains("REDIS_CLUSTER=true"), "{err}");
+    let err = error_of("REDIS_CLUSTER", "yes");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: REDIS_CLUSTER must be true or false"
+    );
 }
 
 #[test]

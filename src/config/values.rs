@@ -129,7 +129,11 @@ pub enum OtlpProtocol {
 
 expects!(OtlpProtocol, "grpc or http/protobuf");
 
-/// A Redis URL the client accepts. It may hold a password, so `Debug` shows only that one is
+// `REDIS_CLUSTER` is the only boolean setting.
+expects!(bool, "true or false");
+
+/// A Redis URL the client accepts, or with `REDIS_CLUSTER=true` a comma-separated list of
+/// them (a cluster's seed nodes). It may hold a password, so `Debug` shows only that one is
 /// set.
 #[derive(Clone, PartialEq, Eq)]
 pub struct RedisUrl(String);
@@ -150,6 +154,19 @@ impl RedisUrl {
     pub fn connection_info(&self) -> redis::RedisResult<redis::ConnectionInfo> {
         connection_info(&self.0)
     }
+
+    /// Whether this is a list of more than one URL (only a cluster's seeds may be).
+    pub fn is_list(&self) -> bool {
+        self.0.contains(',')
+    }
+
+    /// Every URL of the list, as the client reads them (one for a single URL).
+    pub fn seeds(&self) -> redis::RedisResult<Vec<redis::ConnectionInfo>> {
+        self.0
+            .split(',')
+            .map(|url| connection_info(url.trim()))
+            .collect()
+    }
 }
 
 fn connection_info(url: &str) -> redis::RedisResult<redis::ConnectionInfo> {
@@ -167,14 +184,18 @@ impl<'de> Deserialize<'de> for RedisUrl {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let url = String::deserialize(deserializer)?;
         // The client's own parser decides, so nothing accepted here fails at connect time.
-        match connection_info(&url) {
-            Ok(_) => Ok(Self(url)),
+        let url = Self(url);
+        match url.seeds() {
+            Ok(_) => Ok(url),
             Err(_) => Err(D::Error::custom("not a Redis URL")),
         }
     }
 }
 
-expects!(RedisUrl, "a redis:// or rediss:// URL, without #insecure");
+expects!(
+    RedisUrl,
+    "a redis:// or rediss:// URL (with REDIS_CLUSTER=true: a comma-separated list of them), without #insecure"
+);
 
 /// How a `rediss://` server's certificate is checked (see `config/redis.rs`). There is no
 /// value that skips the chain.

@@ -87,7 +87,9 @@ impl RoomActor {
                 Next::Command(Some(Command::Feed(FeedItem::Event(event)))) => {
                     self.on_event(event).await;
                 }
-                Next::Command(Some(Command::Feed(FeedItem::Resync))) => self.catch_up(None).await,
+                Next::Command(Some(Command::Feed(FeedItem::Resync | FeedItem::ResyncRoom(_)))) => {
+                    self.catch_up(None).await
+                }
                 Next::Command(Some(Command::Subscribe {
                     subscriber,
                     after,

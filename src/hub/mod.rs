@@ -215,6 +215,11 @@ impl FeedSink for HubSink {
                     let _retiring = actor.send(Command::Feed(FeedItem::Resync));
                 }
             }
+            FeedItem::ResyncRoom(room) => {
+                if let Some(actor) = hub.lock_rooms().get(&room) {
+                    let _retiring = actor.send(Command::Feed(FeedItem::Resync));
+                }
+            }
         }
     }
 }

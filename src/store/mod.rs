@@ -339,4 +339,7 @@ pub enum FeedItem {
     Event(RoomEvent),
     /// The feed was disconnected and is back: events of every room may have been missed.
     Resync,
+    /// The feed's subscription to this room was (re)established: its events may have been
+    /// missed (the sharded feed of a cluster, whose shards come and go one by one).
+    ResyncRoom(RoomId),
 }

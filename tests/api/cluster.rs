@@ -13,7 +13,7 @@ use crate::support::stream::{SseClient, WsClient, WsEnd};
 use crate::support::{Backend, RedisServer, TestApp, eventually, metric_sample, unique_room};
 
 /// Reads chat events from `ws` until `count` have arrived; returns their ids in order.
-async fn chat_ids(ws: &mut WsClient, count: usize) -> Vec<String> {
+pub(crate) async fn chat_ids(ws: &mut WsClient, count: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(count);
     while ids.len() < count {
         let event = ws.event().await;
@@ -24,7 +24,7 @@ async fn chat_ids(ws: &mut WsClient, count: usize) -> Vec<String> {
     ids
 }
 
-fn assert_strictly_increasing(ids: &[String]) {
+pub(crate) fn assert_strictly_increasing(ids: &[String]) {
     let parsed: Vec<(u64, u64)> = ids.iter().map(|id| crate::support::event_id(id)).collect();
     assert!(
         parsed.windows(2).all(|pair| pair[0] < pair[1]),

@@ -24,6 +24,9 @@
 //!   the socket.io snippet.
 //! - [`cluster`]: several instances on one Redis, a killed instance, a Redis restart under
 //!   traffic, SIGTERM of the real binary.
+//! - [`redis_cluster`]: the service on a real Redis Cluster (`RedisCluster`: 3 masters, 3
+//!   replicas): rooms over every master in one slot each, sharded channels only, one order
+//!   across instances, history and resume, a master killed under traffic.
 //! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
 //!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
 //! - [`socketio`]: the original tutorial's socket.io clients (the real `socket.io-client`,
@@ -53,6 +56,7 @@ mod gaps;
 mod hardening;
 mod readme;
 mod realtime;
+mod redis_cluster;
 mod rest;
 mod session;
 mod socketio;

@@ -482,7 +482,7 @@ conformance! {
     }
 
     async fn posts_waiting_together_are_answered_and_stored_once_in_order(backend: Backend) {
-        let on_redis = matches!(backend, Backend::Redis(_));
+        let on_redis = matches!(backend, Backend::Redis(_) | Backend::Cluster(_));
         let app = TestApp::spawn(backend, &[("RATE_LIMITS", "off")]).await;
         let room = unique_room("together");
         let other_room = unique_room("together-elsewhere");

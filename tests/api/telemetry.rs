@@ -693,7 +693,7 @@ conformance! {
         ] {
             assert!(has_series(&metrics, series), "no {series} in:\n{metrics}");
         }
-        if let Backend::Redis(_) = backend {
+        if let Backend::Redis(_) | Backend::Cluster(_) = backend {
             assert!(
                 has_series(&metrics, "chat_redis_round_trip_seconds_bucket{op=\"post\""),
                 "no Redis round trips in:\n{metrics}"

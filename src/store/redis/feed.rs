@@ -1,5 +1,6 @@
 //! The Redis feed: one pub/sub connection per instance, subscribed to the channels of the
-//! rooms that have connections here, delivering their events to the hub.
+//! rooms that have connections here, delivering their events to the hub. On a cluster the
+//! feed is `sharded_feed`'s instead; both take the same commands.
 //!
 //! Pub/sub is at-most-once: whatever is published while the connection is down is lost. So on
 //! every (re)connection the feed resubscribes to every wanted channel and then tells the hub to
@@ -20,17 +21,18 @@ use tokio_util::task::TaskTracker;
 use super::keys::{channel_of, room_of_channel};
 use super::replies::event_kind;
 use crate::backoff::Backoff;
+use crate::config::RedisTarget;
 use crate::domain::{EventId, RoomEvent, RoomId};
 use crate::store::{Feed, FeedItem, FeedSink, StoreError, StoreFuture};
 
 /// How often the idle pub/sub connection is pinged to find out it is gone.
 const PING_EVERY: Duration = Duration::from_secs(5);
-const FIRST_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 /// The Redis [`Feed`]: a handle on the pub/sub task that [`RedisFeed::start`] spawns.
 pub struct RedisFeed {
-    client: redis::Client,
+    target: RedisTarget,
     timeout: Duration,
     commands: mpsc::UnboundedSender<Command>,
     /// Taken by `start`.
@@ -38,12 +40,12 @@ pub struct RedisFeed {
 }
 
 impl RedisFeed {
-    /// A feed on `client`'s server whose commands give up after `timeout`. Nothing connects
-    /// until [`RedisFeed::start`].
-    pub fn new(client: redis::Client, timeout: Duration) -> Self {
+    /// A feed on `target` whose commands give up after `timeout`. Nothing connects until
+    /// [`RedisFeed::start`].
+    pub fn new(target: RedisTarget, timeout: Duration) -> Self {
         let (commands, inbox) = mpsc::unbounded_channel();
         Self {
-            client,
+            target,
             timeout,
             commands,
             inbox: Mutex::new(Some(inbox)),
@@ -58,14 +60,22 @@ impl RedisFeed {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .take();
-        if let Some(inbox) = inbox {
-            tasks.spawn(run(
-                self.client.clone(),
-                inbox,
-                sink,
-                stopping,
-                self.timeout,
-            ));
+        let Some(inbox) = inbox else {
+            return;
+        };
+        match &self.target {
+            RedisTarget::Single(client) => {
+                tasks.spawn(run(*client.clone(), inbox, sink, stopping, self.timeout));
+            }
+            RedisTarget::Cluster(seeds) => {
+                tasks.spawn(super::sharded_feed::run(
+                    seeds.clone(),
+                    inbox,
+                    sink,
+                    stopping,
+                    self.timeout,
+                ));
+            }
         }
     }
 }
@@ -93,7 +103,7 @@ impl Feed for RedisFeed {
     }
 }
 
-enum Command {
+pub(super) enum Command {
     Subscribe {
         channel: String,
         /// Answers whether the subscription is live now.
@@ -115,7 +125,7 @@ struct Published {
     r: Option<String>,
 }
 
-fn parse_message(channel: &str, payload: &str) -> Option<RoomEvent> {
+pub(super) fn parse_message(channel: &str, payload: &str) -> Option<RoomEvent> {
     let room = room_of_channel(channel)?;
     let published: Published = serde_json::from_str(payload).ok()?;
     let id: EventId = published.id.parse().ok()?;
@@ -232,7 +242,7 @@ async fn run(
 /// Waits out a pause between connections while down: subscriptions are answered at once as
 /// not live (their rooms retry), and what is wanted is remembered. False when it is time to
 /// stop.
-async fn pause(
+pub(super) async fn pause(
     commands: &mut mpsc::UnboundedReceiver<Command>,
     wanted: &mut HashSet<String>,
     delay: Duration,

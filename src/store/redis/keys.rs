@@ -4,9 +4,37 @@
 
 use crate::domain::{RoomId, TokenHash};
 
-/// The sweepers' index of rooms with leases (room id → when to look at it). It lives outside
-/// any room's hash tag, so it is never touched in the same script as room keys.
-pub(super) const LEASE_INDEX: &str = "leases:rooms";
+/// How many buckets the sweepers' index of rooms with leases is split into. Each bucket is
+/// one sorted set (room id → when to look at it) under its own hash tag, so on a cluster the
+/// buckets spread over the shards and no shard holds one hot index key. Changing the count
+/// moves rooms between buckets: a room in a bucket no longer swept would be forgotten.
+pub(super) const LEASE_BUCKETS: u32 = 16;
+
+/// The single index of earlier versions, still swept so the rooms it holds move to their
+/// bucket. Nothing adds to it any more.
+pub(super) const LEGACY_LEASE_INDEX: &str = "leases:rooms";
+
+/// The lease index bucket of `bucket` (`0..LEASE_BUCKETS`): outside any room's hash tag, so it
+/// is never touched in the same script as room keys.
+pub(super) fn lease_bucket_key(bucket: u32) -> String {
+    format!("leases:{{{bucket}}}")
+}
+
+/// The lease index bucket a room belongs to. FNV-1a of the id: stable across processes and
+/// versions, which every instance's sweeper and marker must agree on.
+pub(super) fn lease_index_of(room: &RoomId) -> String {
+    let hash = room.as_str().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
+        (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
+    });
+    lease_bucket_key(hash % LEASE_BUCKETS)
+}
+
+/// Every lease index a sweeper reads: the buckets, then the legacy index.
+pub(super) fn lease_indexes() -> impl Iterator<Item = String> {
+    (0..LEASE_BUCKETS)
+        .map(lease_bucket_key)
+        .chain(std::iter::once(LEGACY_LEASE_INDEX.to_owned()))
+}
 
 /// How many keys every room script gets before its own: prelude.lua's `room_key_count`.
 pub(super) const ROOM_KEY_COUNT: usize = 7;
@@ -97,5 +125,17 @@ mod tests {
         }
         let room = RoomId::parse("lobby").expect("a valid room id");
         assert_eq!(room_of_channel(&channel_of(&room)), Some(room));
+    }
+
+    #[test]
+    fn rooms_spread_over_every_lease_bucket() {
+        let buckets: std::collections::HashSet<String> = (0..1000)
+            .map(|n| lease_index_of(&RoomId::parse(&format!("room-{n}")).expect("a valid room id")))
+            .collect();
+        assert_eq!(buckets.len(), LEASE_BUCKETS as usize);
+        assert!(lease_indexes().all(|index| !index.contains("{lobby}")));
+        // Fixed forever: every instance, of every version, must find a room in one bucket.
+        let lobby = RoomId::parse("lobby").expect("a valid room id");
+        assert_eq!(lease_index_of(&lobby), "leases:{3}");
     }
 }

@@ -1,12 +1,15 @@
 //! The lease index and the sweep. Member expiry must not depend on the instance that held a
-//! member, so leases live in Redis and a global index, [`LEASE_INDEX`] (room id → when to look
-//! at it), tells any instance's sweeper which rooms may have lapsed leases.
+//! member, so leases live in Redis and an index (room id → when to look at it) tells any
+//! instance's sweeper which rooms may have lapsed leases. The index is split into
+//! [`LEASE_BUCKETS`](super::keys::LEASE_BUCKETS) sorted sets, each under its own hash tag, so on a cluster they spread
+//! over the shards; every sweeper reads every bucket (and the single index of earlier
+//! versions, whose rooms it moves to their bucket).
 //!
 //! The index is only a hint that must never be *later* than a room's earliest lease: joins
 //! mark the room "look now" with a [`marker`] (negative, so always due, and unique per join)
 //! and sweepers write back the earliest lease they found only if the score is still the one
-//! they read (`lease_index_update.lua`), so a join in between wins. The index key lives outside
-//! any room's slot and is never touched in the same script as room keys.
+//! they read (`lease_index_update.lua`), so a join in between wins. The index keys live outside
+//! any room's slot and are never touched in the same script as room keys.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,12 +17,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redis::Script;
 
 use super::RedisStore;
-use super::keys::LEASE_INDEX;
+use super::keys::{LEGACY_LEASE_INDEX, lease_index_of, lease_indexes};
 use super::replies::{SweepAnswer, sweep_answer};
 use crate::domain::{RoomId, now_ms};
 use crate::store::{StoreResult, count_appended};
 
-/// How many rooms one sweep looks at, so a sweep stays short.
+/// How many rooms one sweep looks at per index, so a sweep stays short.
 const SWEEP_BATCH: isize = 256;
 
 static LEASE_INDEX_UPDATE: LazyLock<Script> =
@@ -43,25 +46,33 @@ impl RedisStore {
     /// unexpected key, a script error) is logged and left in the index for the next sweep;
     /// the others are swept all the same.
     pub(super) async fn sweep_due(&self) -> StoreResult<usize> {
-        let mut connection = self.connection.clone();
-        let due: Vec<(String, f64)> = self
-            .run(
-                "sweep_index",
-                redis::cmd("ZRANGEBYSCORE")
-                    .arg(LEASE_INDEX)
-                    .arg("-inf")
-                    .arg(now_ms())
-                    .arg("WITHSCORES")
-                    .arg("LIMIT")
-                    .arg(0)
-                    .arg(SWEEP_BATCH)
-                    .query_async(&mut connection),
+        // Every index at once: on a cluster they are on different shards.
+        let reads = lease_indexes().map(|index| async move {
+            let mut connection = self.connection.clone();
+            let due: Vec<(String, f64)> = self
+                .run(
+                    "sweep_index",
+                    redis::cmd("ZRANGEBYSCORE")
+                        .arg(&index)
+                        .arg("-inf")
+                        .arg(now_ms())
+                        .arg("WITHSCORES")
+                        .arg("LIMIT")
+                        .arg(0)
+                        .arg(SWEEP_BATCH)
+                        .query_async(&mut connection),
+                )
+                .await?;
+            StoreResult::Ok(
+                due.into_iter()
+                    .map(move |(room, score)| (index.clone(), room, score)),
             )
-            .await?;
+        });
+        let due = futures_util::future::try_join_all(reads).await?;
         let mut timed_out = 0;
         let mut failed = 0;
-        for (room, score) in due {
-            match self.sweep_room(&room, score).await {
+        for (index, room, score) in due.into_iter().flatten() {
+            match self.sweep_room(&index, &room, score).await {
                 Ok(count) => timed_out += count,
                 // `run` logged the cause, without the room's keys or arguments.
                 Err(_) => failed += 1,
@@ -77,10 +88,28 @@ impl RedisStore {
         Ok(timed_out)
     }
 
-    async fn sweep_room(&self, room: &str, score_read: f64) -> StoreResult<usize> {
+    /// Marks a room "look now" in its bucket: a join's lease may be the earliest.
+    pub(super) async fn mark_for_sweep(&self, room: &RoomId) -> StoreResult<()> {
+        let mut connection = self.connection.clone();
+        // Always due, and never the score a sweeper read: its write-back then loses.
+        let _: i64 = self
+            .run(
+                "lease_mark",
+                redis::cmd("ZADD")
+                    .arg(lease_index_of(room))
+                    .arg(marker())
+                    .arg(room.as_str())
+                    .query_async(&mut connection),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn sweep_room(&self, index: &str, room: &str, score_read: f64) -> StoreResult<usize> {
         let Ok(room_id) = RoomId::parse(room) else {
             // Not a room id this server wrote: drop it from the index.
-            self.update_lease_index(room, score_read, None).await?;
+            self.update_lease_index(index, room, score_read, None)
+                .await?;
             return Ok(0);
         };
         let room_ttl = self.settings.room_ttl_secs.to_string();
@@ -108,19 +137,31 @@ impl RedisStore {
                 (timed_out, Some(next))
             }
         };
-        self.update_lease_index(room, score_read, next).await?;
+        if index == LEGACY_LEASE_INDEX {
+            // Moves to its bucket: there first (never later than its earliest lease), then out
+            // of the legacy index.
+            if next.is_some() {
+                self.mark_for_sweep(&room_id).await?;
+            }
+            self.update_lease_index(index, room, score_read, None)
+                .await?;
+        } else {
+            self.update_lease_index(index, room, score_read, next)
+                .await?;
+        }
         Ok(timed_out)
     }
 
     async fn update_lease_index(
         &self,
+        index: &str,
         room: &str,
         score_read: f64,
         next: Option<f64>,
     ) -> StoreResult<()> {
         let mut invocation = LEASE_INDEX_UPDATE.prepare_invoke();
         invocation
-            .key(LEASE_INDEX)
+            .key(index)
             .arg(room)
             .arg(score_read)
             .arg(next.map(|score| score.to_string()).unwrap_or_default());

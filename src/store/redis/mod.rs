@@ -6,7 +6,9 @@
 //! - `keys`: every key and channel name, in the order the scripts expect them;
 //! - `replies`: script replies decoded into typed values;
 //! - `lease`: the lease index and the sweep;
+//! - `connection`: the command connection, to one Redis or to a cluster;
 //! - `feed`: [`RedisFeed`], the pub/sub connection that delivers events to the hub;
+//! - `sharded_feed`: the feed on a cluster, with sharded pub/sub;
 //! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
@@ -20,22 +22,24 @@
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
 //! so the store recovers when Redis comes back without a restart.
 
+mod connection;
 mod durable;
 mod feed;
 mod keys;
 mod lease;
 mod replies;
+mod sharded_feed;
 
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::{Script, Value};
 use tracing::{Instrument, Span};
 
+use self::connection::Connection;
 use self::durable::Durable;
 pub use self::feed::RedisFeed;
-use self::keys::{LEASE_INDEX, RoomKeys};
+use self::keys::RoomKeys;
 use self::replies::{PostAnswer, Reply, array, malformed, stream_entry, text};
 use super::memory::page_from_newest_first;
 use super::{
@@ -49,7 +53,7 @@ use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TokenHash, Username};
 macro_rules! room_script {
     ($file:literal) => {
         LazyLock::new(|| {
-            Script::new(concat!(
+            RoomScript::new(concat!(
                 include_str!("scripts/prelude.lua"),
                 include_str!(concat!("scripts/", $file))
             ))
@@ -57,21 +61,44 @@ macro_rules! room_script {
     };
 }
 
-static CREATE: LazyLock<Script> = room_script!("create.lua");
-static JOIN: LazyLock<Script> = room_script!("join.lua");
-static LEAVE: LazyLock<Script> = room_script!("leave.lua");
-static POST: LazyLock<Script> = room_script!("post.lua");
-static AUTHENTICATE: LazyLock<Script> = room_script!("authenticate.lua");
-static HISTORY: LazyLock<Script> = room_script!("history.lua");
-static MEMBERS: LazyLock<Script> = room_script!("members.lua");
-static SWEEP_ROOM: LazyLock<Script> = room_script!("sweep_room.lua");
-static ISSUE_TICKET: LazyLock<Script> = room_script!("issue_ticket.lua");
-static REDEEM_TICKET: LazyLock<Script> = room_script!("redeem_ticket.lua");
-static HOLD: LazyLock<Script> = room_script!("hold.lua");
-static RELEASE: LazyLock<Script> = room_script!("release.lua");
+/// How prelude.lua publishes an event; a cluster's variant of each script says `SPUBLISH`
+/// instead (allowed in a script: the channel has the room's hash tag, so the script's slot).
+const PUBLISH_CALL: &str = "redis.call('PUBLISH', channel,";
+const SPUBLISH_CALL: &str = "redis.call('SPUBLISH', channel,";
+
+/// A room script in its two variants: events published with `PUBLISH` on a single Redis
+/// (which may predate the sharded commands of Redis 7) and `SPUBLISH` on a cluster.
+struct RoomScript {
+    plain: Script,
+    sharded: Script,
+}
+
+impl RoomScript {
+    fn new(text: &str) -> Self {
+        Self {
+            plain: Script::new(text),
+            sharded: Script::new(&text.replace(PUBLISH_CALL, SPUBLISH_CALL)),
+        }
+    }
+}
+
+static CREATE: LazyLock<RoomScript> = room_script!("create.lua");
+static JOIN: LazyLock<RoomScript> = room_script!("join.lua");
+static LEAVE: LazyLock<RoomScript> = room_script!("leave.lua");
+static POST: LazyLock<RoomScript> = room_script!("post.lua");
+static AUTHENTICATE: LazyLock<RoomScript> = room_script!("authenticate.lua");
+static HISTORY: LazyLock<RoomScript> = room_script!("history.lua");
+static MEMBERS: LazyLock<RoomScript> = room_script!("members.lua");
+static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua");
+static ISSUE_TICKET: LazyLock<RoomScript> = room_script!("issue_ticket.lua");
+static REDEEM_TICKET: LazyLock<RoomScript> = room_script!("redeem_ticket.lua");
+static HOLD: LazyLock<RoomScript> = room_script!("hold.lua");
+static RELEASE: LazyLock<RoomScript> = room_script!("release.lua");
 
 pub struct RedisStore {
-    connection: ConnectionManager,
+    connection: Connection,
+    /// On a cluster: scripts publish with `SPUBLISH`, for the sharded feed.
+    sharded: bool,
     /// `Some` under `REDIS_WAIT_REPLICAS`: where acknowledged writes go, and wait.
     durable: Option<Durable>,
     settings: StoreSettings,
@@ -85,19 +112,22 @@ impl RedisStore {
     /// Sets up the store without waiting for Redis: the first commands connect, and until
     /// Redis answers they fail with `Unavailable` (and `/readyz` says 503).
     pub fn new(
-        client: redis::Client,
+        target: crate::config::RedisTarget,
         settings: StoreSettings,
         timeout: Duration,
         durability: Durability,
     ) -> redis::RedisResult<Self> {
-        let durable = Durable::new(&client, durability, timeout)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
-        let connection = ConnectionManager::new_lazy_with_config(client, config)?;
+        let sharded = matches!(target, crate::config::RedisTarget::Cluster(_));
+        let durable = match &target {
+            crate::config::RedisTarget::Single(client) => {
+                Durable::new(client, durability, timeout)?
+            }
+            // The configuration refuses REDIS_WAIT_REPLICAS with REDIS_CLUSTER.
+            crate::config::RedisTarget::Cluster(_) => None,
+        };
+        let connection = Connection::new(target, timeout)?;
         Ok(Self {
+            sharded,
             connection,
             durable,
             settings,
@@ -162,32 +192,35 @@ impl RedisStore {
     }
 
     /// Runs a room script, with the room's keys and the leading arguments every room script
-    /// takes; `mark` first marks the room in the lease index for an early sweep, in the same
-    /// round trip. After a Redis restart the script cache is empty: the script is loaded and
-    /// the exchange sent once more, which is safe because nothing of the first one ran.
-    /// Under `REDIS_WAIT_REPLICAS`, a write acknowledged to a client ([`acknowledged`]) is
-    /// `Unavailable` unless that many replicas hold it.
+    /// takes; `mark` first marks the room in its lease index bucket for an early sweep (a
+    /// separate command: the bucket is in another slot). After a Redis restart the script
+    /// cache is empty: the script is loaded and the exchange sent once more, which is safe
+    /// because nothing of the first one ran. Under `REDIS_WAIT_REPLICAS`, a write
+    /// acknowledged to a client ([`acknowledged`]) is `Unavailable` unless that many replicas
+    /// hold it.
     async fn room_script(
         &self,
         what: &'static str,
-        script: &Script,
+        script: &RoomScript,
         room: &RoomId,
         extra_keys: &[&str],
         args: &[&str],
         mark: bool,
     ) -> StoreResult<Reply> {
+        let acked = acknowledged(script);
+        let script = if self.sharded {
+            &script.sharded
+        } else {
+            &script.plain
+        };
+        if mark {
+            // Before the script: if the mark fails, nothing was written.
+            self.mark_for_sweep(room).await?;
+        }
         let invocation = self.invocation(script, room, extra_keys, args);
         let mut pipe = redis::pipe();
-        if mark {
-            // Always due, and never the score a sweeper read: its write-back then loses.
-            pipe.cmd("ZADD")
-                .arg(LEASE_INDEX)
-                .arg(lease::marker())
-                .arg(room.as_str())
-                .ignore();
-        }
         pipe.invoke_script(&invocation);
-        let Some(durable) = self.durable.as_ref().filter(|_| acknowledged(script)) else {
+        let Some(durable) = self.durable.as_ref().filter(|_| acked) else {
             let (value,): (Value,) = self.query_scripts(what, &pipe, &[&invocation]).await?;
             return Reply::parse(value);
         };
@@ -195,7 +228,7 @@ impl RedisStore {
         durable.append_wait(&mut pipe);
         let (value, replicas): (Value, u64) = self
             .query_scripts_on(
-                durable.connection(),
+                Connection::Single(durable.connection()),
                 self.timeout + durable.wait(),
                 what,
                 &pipe,
@@ -250,7 +283,7 @@ impl RedisStore {
     /// [`RedisStore::query_scripts`] on a given connection, under a given deadline.
     async fn query_scripts_on<T: redis::FromRedisValue>(
         &self,
-        mut connection: ConnectionManager,
+        mut connection: Connection,
         timeout: Duration,
         what: &'static str,
         pipe: &redis::Pipeline,
@@ -279,7 +312,7 @@ impl RedisStore {
     async fn add_member(
         &self,
         what: &'static str,
-        script: &Script,
+        script: &RoomScript,
         member: &NewMember,
         secret_hash: Option<&str>,
     ) -> StoreResult<Reply> {
@@ -303,7 +336,7 @@ impl RedisStore {
 /// Whether `script`'s answer tells a client its write was made (create, join, post, leave):
 /// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
 /// lease refreshes on reads are not acknowledged to anyone, and do not wait.
-fn acknowledged(script: &Script) -> bool {
+fn acknowledged(script: &RoomScript) -> bool {
     [&*CREATE, &*JOIN, &*POST, &*LEAVE]
         .into_iter()
         .any(|acked| std::ptr::eq(acked, script))
@@ -697,9 +730,7 @@ impl RoomLog for RedisStore {
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             let mut connection = self.connection.clone();
-            let _: String = self
-                .run("ping", redis::cmd("PING").query_async(&mut connection))
-                .await?;
+            let _: String = self.run("ping", connection.ping()).await?;
             Ok(())
         })
     }
@@ -713,21 +744,17 @@ impl Holds for RedisStore {
             }
             let lease_ttl = self.lease_ttl();
             let online_ttl = self.settings.online_ttl_ms.to_string();
-            let invocations: Vec<redis::ScriptInvocation<'_>> = holds
-                .iter()
-                .map(|(room, keys)| {
-                    let mut args: Vec<&str> = vec![&self.instance_id, &lease_ttl, &online_ttl];
-                    args.extend(keys.iter().map(String::as_str));
-                    self.invocation(&HOLD, room, &[], &args)
-                })
-                .collect();
-            // One round trip for every room held here.
-            let mut pipe = redis::pipe();
-            for invocation in &invocations {
-                pipe.invoke_script(invocation).ignore();
-            }
-            let refs: Vec<&redis::ScriptInvocation<'_>> = invocations.iter().take(1).collect();
-            let () = self.query_scripts("refresh_holds", &pipe, &refs).await?;
+            // One script per room, all sent at once: the rooms may be on different shards,
+            // and a pipeline on a cluster goes to one.
+            let refreshes = holds.iter().map(|(room, keys)| {
+                let mut args: Vec<&str> = vec![&self.instance_id, &lease_ttl, &online_ttl];
+                args.extend(keys.iter().map(String::as_str));
+                async move {
+                    self.room_script("refresh_holds", &HOLD, room, &[], &args, false)
+                        .await
+                }
+            });
+            futures_util::future::try_join_all(refreshes).await?;
             Ok(())
         })
     }
@@ -749,5 +776,23 @@ impl Holds for RedisStore {
 
     fn sweep(&self) -> StoreFuture<'_, usize> {
         Box::pin(self.sweep_due())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_script_publishes_sharded_on_a_cluster() {
+        let prelude = include_str!("scripts/prelude.lua");
+        assert_eq!(prelude.matches(PUBLISH_CALL).count(), 1);
+        assert_eq!(
+            prelude.matches("PUBLISH").count(),
+            1,
+            "one publish, the one replaced"
+        );
+        let script = RoomScript::new(prelude);
+        assert_ne!(script.plain.get_hash(), script.sharded.get_hash());
     }
 }

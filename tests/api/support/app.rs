@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::RedisServer;
+use super::redis_cluster::SharedCluster;
 
 /// Every HTTP exchange a test makes gives up after this long.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -23,6 +24,8 @@ pub enum Backend<'a> {
     Memory,
     /// `REDIS_URL` pointing at this server.
     Redis(&'a RedisServer),
+    /// `REDIS_CLUSTER=true`, `REDIS_URL` listing this cluster's nodes.
+    Cluster(&'a SharedCluster),
 }
 
 /// A running app; stopped (graceful shutdown) when dropped.
@@ -175,8 +178,13 @@ impl TestApp {
     /// `backend`, then `extra_vars`) and serves it on this runtime until dropped.
     pub async fn spawn(backend: Backend<'_>, extra_vars: &[(&str, &str)]) -> Self {
         let mut vars = vec![("HOST".to_owned(), "127.0.0.1".to_owned())];
-        if let Backend::Redis(server) = backend {
-            vars.push(("REDIS_URL".to_owned(), server.url()));
+        match backend {
+            Backend::Memory => {}
+            Backend::Redis(server) => vars.push(("REDIS_URL".to_owned(), server.url())),
+            Backend::Cluster(cluster) => {
+                vars.push(("REDIS_URL".to_owned(), cluster.url().to_owned()));
+                vars.push(("REDIS_CLUSTER".to_owned(), "true".to_owned()));
+            }
         }
         vars.extend(
             extra_vars

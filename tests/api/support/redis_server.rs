@@ -202,10 +202,20 @@ fn launch(
         if let Some(status) = child.try_wait().map_err(|err| err.to_string())? {
             return Err(format!("redis-server on port {port} exited: {status}"));
         }
-        let answer = connect(port, None)
-            .and_then(|mut connection| redis::cmd("PING").query::<String>(&mut connection));
-        if matches!(answer.as_deref(), Ok("PONG")) {
-            return Ok(child);
+        // The server's own process id, not only a PONG: another test's server may hold the
+        // port (ours then exits, having failed to bind it, but maybe not yet).
+        let answer = connect(port, None).and_then(|mut connection| {
+            redis::cmd("INFO")
+                .arg("server")
+                .query::<String>(&mut connection)
+        });
+        if let Ok(info) = answer {
+            if info_process_id(&info) == Some(child.id()) {
+                return Ok(child);
+            }
+            let _ours_failed = child.kill();
+            let _reaped = child.wait();
+            return Err(format!("port {port} is another process's redis-server"));
         }
         if Instant::now() >= deadline {
             let _already_gone = child.kill();
@@ -216,6 +226,13 @@ fn launch(
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// `process_id` from `INFO server`.
+pub(super) fn info_process_id(info: &str) -> Option<u32> {
+    info.lines()
+        .find_map(|line| line.strip_prefix("process_id:"))
+        .and_then(|id| id.trim().parse().ok())
 }
 
 fn connect(port: u16, password: Option<&str>) -> redis::RedisResult<redis::Connection> {

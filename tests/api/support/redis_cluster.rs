@@ -1,0 +1,356 @@
+//! `RedisCluster`: a throw-away Redis Cluster of 3 masters and 3 replicas (`redis-server
+//! --cluster-enabled yes`, joined by `redis-cli --cluster create --cluster-replicas 1`) on free
+//! loopback ports, without persistence. Every node is killed on drop. Starting one takes a
+//! few seconds, so a test starts one and runs several checks on it (on distinct rooms), and
+//! the conformance tests' `cluster` variants share one per test run ([`SharedCluster`]).
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+use super::redis_server::info_process_id;
+use std::time::{Duration, Instant};
+
+/// How long the nodes may take to answer PING, and the cluster to say `cluster_state:ok`.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between two polls while waiting (a poll interval, not a wait).
+const POLL_INTERVAL: Duration = Duration::from_millis(20);
+const NODES: usize = 6;
+/// Fresh starts (new ports) after one did not come up: a port picked may be taken by another
+/// test's connection before its node binds it.
+const START_ATTEMPTS: usize = 3;
+/// How long a master may be unreachable before its replica is promoted: short, for the
+/// failover test.
+const NODE_TIMEOUT_MS: &str = "1000";
+
+pub struct RedisCluster {
+    nodes: Vec<Node>,
+    dir: PathBuf,
+}
+
+struct Node {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisCluster {
+    /// Starts six nodes, joins them into a cluster and returns once every node says
+    /// `cluster_state:ok` and knows all six.
+    pub fn start() -> Self {
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start() {
+                Ok(cluster) => return cluster,
+                // The partial cluster was dropped (its nodes killed): try on fresh ports.
+                Err(err) => failures.push(err),
+            }
+        }
+        panic!("no Redis Cluster after {START_ATTEMPTS} attempts: {failures:?}");
+    }
+
+    fn try_start() -> Result<Self, String> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "chat-server-redis-cluster-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).map_err(|err| format!("creating {dir:?}: {err}"))?;
+        let mut cluster = Self {
+            nodes: Vec::new(),
+            dir,
+        };
+        let ports = free_ports(NODES * 2);
+        for pair in ports.chunks(2) {
+            let child = launch(pair[0], pair[1], &cluster.dir);
+            cluster.nodes.push(Node {
+                port: pair[0],
+                child: Some(child),
+            });
+        }
+        for node in &mut cluster.nodes {
+            let port = node.port;
+            wait_until(&format!("node {port} answers"), || {
+                if node.exited() {
+                    return Err(format!("node {port} exited"));
+                }
+                // Its own process id: another test's server may hold the port (ours then
+                // exits, having failed to bind it, but maybe not yet).
+                match query::<String>(port, &["INFO", "server"]) {
+                    Ok(info) if info_process_id(&info) == node.pid() => Ok(true),
+                    Ok(_) => Err(format!("port {port} is another process's redis-server")),
+                    Err(_) => Ok(false),
+                }
+            })?;
+        }
+        let addresses: Vec<String> = cluster
+            .nodes
+            .iter()
+            .map(|node| format!("127.0.0.1:{}", node.port))
+            .collect();
+        let output = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "1", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|err| format!("running redis-cli --cluster create: {err}"))?;
+        if !output.status.success() {
+            return Err(format!(
+                "redis-cli --cluster create failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            ));
+        }
+        for node in &cluster.nodes {
+            wait_until(&format!("node {} sees the cluster ok", node.port), || {
+                Ok(
+                    query::<String>(node.port, &["CLUSTER", "INFO"]).is_ok_and(|info| {
+                        info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
+                    }),
+                )
+            })?;
+        }
+        wait_until("three masters, each with a replica", || {
+            Ok(cluster.masters().len() == 3 && cluster.replicas().len() == 3)
+        })?;
+        Ok(cluster)
+    }
+
+    /// `REDIS_URL` for the app: every node, comma-separated (seeds).
+    pub fn url(&self) -> String {
+        self.nodes
+            .iter()
+            .map(|node| format!("redis://127.0.0.1:{}/", node.port))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The environment an app needs to run on this cluster.
+    pub fn app_vars(&self) -> Vec<(String, String)> {
+        vec![
+            ("REDIS_URL".to_owned(), self.url()),
+            ("REDIS_CLUSTER".to_owned(), "true".to_owned()),
+        ]
+    }
+
+    /// Ports of the running nodes whose `ROLE` is master.
+    pub fn masters(&self) -> Vec<u16> {
+        self.with_role("master")
+    }
+
+    /// Ports of the running nodes whose `ROLE` is a replica.
+    pub fn replicas(&self) -> Vec<u16> {
+        self.with_role("slave")
+    }
+
+    fn with_role(&self, role: &str) -> Vec<u16> {
+        self.nodes
+            .iter()
+            .filter(|node| node.child.is_some())
+            .filter(|node| {
+                query::<redis::Value>(node.port, &["ROLE"]).is_ok_and(|value| match value {
+                    redis::Value::Array(items) => items.first().is_some_and(|first| {
+                        redis::from_redis_value_ref::<String>(first).is_ok_and(|r| r == role)
+                    }),
+                    _ => false,
+                })
+            })
+            .map(|node| node.port)
+            .collect()
+    }
+
+    /// Runs one command on the node at `port`; panics if it fails.
+    pub fn command<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
+        query(port, args).unwrap_or_else(|err| panic!("{args:?} on node {port} failed: {err}"))
+    }
+
+    /// Kills the node at `port` (as a crash would: no goodbye to the cluster), and keeps its
+    /// port: another test's fresh, empty `redis-server` must not start there, where clients
+    /// still looking for the dead node would run their scripts on it. Connections to the port
+    /// are refused from now on (accepted and closed at once) for the rest of the test process.
+    pub fn kill(&mut self, port: u16) {
+        let node = self
+            .nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("a node of this cluster");
+        node.stop();
+        let listener = TcpListener::bind(("127.0.0.1", port))
+            .unwrap_or_else(|err| panic!("keeping the dead node's port {port}: {err}"));
+        std::thread::spawn(move || {
+            for connection in listener.incoming() {
+                drop(connection);
+            }
+        });
+    }
+
+    /// Waits until the cluster has promoted replicas for every killed master: three masters
+    /// answer and one of them says `cluster_state:ok`.
+    pub fn wait_for_failover(&self) {
+        wait_until("a replica promoted and the cluster ok", || {
+            let masters = self.masters();
+            Ok(masters.len() == 3
+                && masters.iter().all(|port| {
+                    query::<String>(*port, &["CLUSTER", "INFO"])
+                        .is_ok_and(|info| info.contains("cluster_state:ok"))
+                }))
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+    }
+}
+
+/// The cluster every conformance test's `cluster` variant of one test run shares (each on
+/// rooms of its own). Under nextest every test is a process of its own, a child of the runner:
+/// the first one starts the cluster (under a lock file, named after the run), the others
+/// find its URL, and a watchdog stops the nodes once the runner is gone. Under `cargo test`,
+/// the test process is the run.
+pub struct SharedCluster {
+    url: String,
+}
+
+impl SharedCluster {
+    pub fn get() -> &'static Self {
+        static SHARED: OnceLock<SharedCluster> = OnceLock::new();
+        SHARED.get_or_init(Self::attach)
+    }
+
+    /// `REDIS_URL` for the app: the seeds.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn attach() -> Self {
+        let (run, watched) = match std::env::var("NEXTEST_RUN_ID") {
+            Ok(run) => (run, std::os::unix::process::parent_id()),
+            Err(_) => (std::process::id().to_string(), std::process::id()),
+        };
+        let dir = std::env::temp_dir().join(format!("chat-server-shared-cluster-{run}"));
+        std::fs::create_dir_all(&dir).expect("creating the shared cluster's directory");
+        let lock = std::fs::File::create(dir.join("lock")).expect("creating the lock file");
+        // Held until this returns: one process starts the cluster, the others wait for it.
+        lock.lock().expect("locking the shared cluster");
+        let url_file = dir.join("url");
+        if let Ok(url) = std::fs::read_to_string(&url_file) {
+            return Self { url };
+        }
+        let cluster = RedisCluster::start();
+        let pids: Vec<String> = cluster
+            .nodes
+            .iter()
+            .filter_map(|node| node.child.as_ref().map(|child| child.id().to_string()))
+            .collect();
+        // Polls once a second for the end of the run, then stops the nodes and cleans up.
+        #[expect(
+            clippy::zombie_processes,
+            reason = "the watchdog must outlive this process, whose exit hands it to init"
+        )]
+        let _watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "while kill -0 {watched} 2>/dev/null; do sleep 1; done; kill {}; rm -rf '{}' '{}'",
+                pids.join(" "),
+                cluster.dir.display(),
+                dir.display()
+            ))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("starting the shared cluster's watchdog");
+        let url = cluster.url();
+        std::fs::write(&url_file, &url).expect("writing the shared cluster's URL");
+        // The watchdog stops it: dropping it here would kill the nodes other tests use.
+        std::mem::forget(cluster);
+        Self { url }
+    }
+}
+
+impl Node {
+    fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|child| !matches!(child.try_wait(), Ok(None)))
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            // An error here means it had already exited, which is what we want.
+            let _already_gone = child.kill();
+            let _reaped = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisCluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.stop();
+        }
+        // Best effort: a leftover directory in the temp dir harms nothing.
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// `count` distinct loopback ports nobody listens on right now; never 6379 (nor its bus port).
+fn free_ports(count: usize) -> Vec<u16> {
+    // Held together so the OS hands out distinct ones.
+    let listeners: Vec<TcpListener> = (0..count)
+        .map(|_| TcpListener::bind("127.0.0.1:0").expect("binding 127.0.0.1:0"))
+        .collect();
+    let ports: Vec<u16> = listeners
+        .iter()
+        .map(|listener| listener.local_addr().expect("local address").port())
+        .collect();
+    assert!(
+        ports.iter().all(|port| *port != 6379 && *port != 16379),
+        "the OS picked a port of the shared Redis; refusing to touch it"
+    );
+    ports
+}
+
+fn launch(port: u16, bus_port: u16, dir: &std::path::Path) -> Child {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string()])
+        .args(["--cluster-port", &bus_port.to_string()])
+        .args(["--bind", "127.0.0.1"])
+        .args(["--cluster-enabled", "yes"])
+        .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+        .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
+        .args(["--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("cannot run redis-server (is it installed?)")
+}
+
+/// Polls `ready` until it holds; an error when it fails or after [`STARTUP_TIMEOUT`].
+fn wait_until(what: &str, mut ready: impl FnMut() -> Result<bool, String>) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    while !ready()? {
+        if Instant::now() >= deadline {
+            return Err(format!("timed out waiting until {what}"));
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
+    Ok(())
+}
+
+fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_millis(500))?;
+    connection.set_read_timeout(Some(Duration::from_secs(2)))?;
+    connection.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut command = redis::cmd(args[0]);
+    for arg in &args[1..] {
+        command.arg(*arg);
+    }
+    command.query(&mut connection)
+}
