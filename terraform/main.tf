@@ -345,7 +345,7 @@ resource "google_redis_instance" "chat" {
 }
 
 # Memorystore for Redis Cluster is reached only through Private Service Connect: endpoints (two
-# addresses: the discovery endpoint and the one the nodes answer on) that service connectivity
+# addresses for its clients, one of them the discovery endpoint) that service connectivity
 # automation creates in a subnet that this policy names, for the cluster's service class, in
 # this network and region. Our subnet: Cloud Run's Direct VPC egress reaches them directly, as
 # private addresses. One such policy per network, region and service class.
