@@ -49,7 +49,7 @@ Checks, refused when they disagree with terraform's settings:
   -p, --project ID       (PROJECT_ID, or GOOGLE_CLOUD_PROJECT)
   -r, --region REGION    (REGION)
   -s, --service NAME     (SERVICE)
-      --redis MODE       memorystore or external (REDIS_MODE)
+      --redis MODE       memorystore, cluster or external (REDIS_MODE)
 
 The identity running this needs roles/run.admin, roles/artifactregistry.writer,
 roles/cloudbuild.builds.editor (not with --docker) and roles/iam.serviceAccountUser on the
@@ -118,8 +118,8 @@ while [ "$#" -gt 0 ]; do
 done
 
 case "$redis_mode" in
-    "" | memorystore | external) ;;
-    *) die "--redis must be memorystore or external, not '$redis_mode'" ;;
+    "" | memorystore | cluster | external) ;;
+    *) die "--redis must be memorystore, cluster or external, not '$redis_mode'" ;;
 esac
 [ "$build" -eq 1 ] || [ "$deploy" -eq 1 ] || die "--build-only and --deploy-only exclude each other"
 [ -n "$tag" ] || [ "$build" -eq 1 ] || die "--deploy-only needs the --tag of an image already pushed"
@@ -256,8 +256,8 @@ if [ "$owner" = "terraform" ]; then
 fi
 
 # Render service.yaml: the placeholders, and the lines marked for an option kept only with it
-# (their marker removed): "# memorystore" (the VPC, CA mount, SSL_CERT_FILE, REDIS_TLS_VERIFY),
-# "# metrics-sidecar" (the collector), "# allowed-origins" (ALLOWED_ORIGINS), "# public" (no
+# (their marker removed): "# memorystore" (the VPC, CA mount, SSL_CERT_FILE, REDIS_TLS_VERIFY:
+# a Memorystore instance or cluster), "# cluster" (REDIS_CLUSTER), "# metrics-sidecar" (the collector), "# allowed-origins" (ALLOWED_ORIGINS), "# public" (no
 # invoker IAM check); extra_env's entries go where "# extra-env" is. Other comment lines are
 # left out. The string settings arrive JSON-quoted, so they are YAML scalars as they are.
 rendered="$(mktemp "${TMPDIR:-/tmp}/chat-server-service.XXXXXX")"
@@ -271,12 +271,14 @@ while IFS= read -r line || [ -n "$line" ]; do
     fi
     [[ "$line" =~ ^[[:space:]]*# ]] && continue
     case "$line" in
-        *" # memorystore") [ "$redis_mode" = "memorystore" ] || continue ;;
+        *" # memorystore") [ "$redis_mode" = "memorystore" ] || [ "$redis_mode" = "cluster" ] || continue ;;
+        *" # cluster") [ "$redis_mode" = "cluster" ] || continue ;;
         *" # metrics-sidecar") [ "${setting[metrics_sidecar]}" = "true" ] || continue ;;
         *" # allowed-origins") [ "${setting[allowed_origins]}" != '""' ] || continue ;;
         *" # public") [ "${setting[public]}" = "true" ] || continue ;;
     esac
     line="${line% # memorystore}"
+    line="${line% # cluster}"
     line="${line% # metrics-sidecar}"
     line="${line% # allowed-origins}"
     line="${line% # public}"

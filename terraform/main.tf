@@ -2,9 +2,12 @@
 #
 #   project services ─ Artifact Registry (images, with a cleanup policy)
 #   runtime service account ─ reads its own secrets and nothing else
-#   Secret Manager: REDIS_URL (and, with Memorystore, the instance's server CA)
-#   Redis: Memorystore (AUTH + in-transit encryption, private IP, reached over Direct VPC
-#          egress from a subnet of its own network) or an existing external URL (redis_mode)
+#   Secret Manager: REDIS_URL (and, with Memorystore, its server CA)
+#   Redis (redis_mode): a Memorystore instance (AUTH + in-transit encryption, private IP, reached
+#          over Direct VPC egress from a subnet of its own network), Memorystore for Redis
+#          Cluster (in-transit encryption, reached from the same subnet through the Private
+#          Service Connect endpoints that a service connection policy lets it create; the server
+#          runs with REDIS_CLUSTER=true), or an existing external URL
 #   Cloud Run service, with the Managed Service for Prometheus collector as a sidecar
 #   (metrics_sidecar) that scrapes METRICS_PORT inside it. One owner, one source of settings:
 #   the service's settings are this directory's variables either way. With image_tag null (the
@@ -18,8 +21,10 @@
 # The server's environment (README "Configuration"; checked by deploy/tests/test_consistency.py):
 # Env set here: REDIS_URL (from Secret Manager), SSL_CERT_FILE (Memorystore's CA), RUST_LOG, GOOGLE_CLOUD_PROJECT (log lines link their traces)
 # Env set here: REDIS_TLS_VERIFY (chain with Memorystore: its certificate names its IP only in the CN)
+# Env set here: REDIS_CLUSTER (true with redis_mode = "cluster": REDIS_URL is the cluster's discovery endpoint)
 # Env set here: METRICS_PORT (/metrics off the ingress port), ALLOWED_ORIGINS (var.allowed_origins, when not empty)
 # Left unset (Cloud Run sets them): PORT, K_SERVICE
+# Left unset (durable acks off, server defaults; extra_env sets them): REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS
 # Left unset (server defaults): HOST, REDIS_TIMEOUT_MS, MAX_MESSAGE_BYTES, HISTORY_LIMIT, MEMBER_TTL_SECS, ROOM_TTL_SECS
 # Left unset (server defaults): IDEMPOTENCY_TTL_SECS, SSE_KEEPALIVE_SECS, SSE_TICKET_TTL_SECS, WS_MAX_LIFETIME_SECS, WS_PING_SECS
 # Left unset (server defaults): CLIENT_QUEUE_LEN, FANOUT_COALESCE_MS, SHUTDOWN_GRACE_SECS, HEADER_READ_TIMEOUT_SECS
@@ -35,7 +40,11 @@
 # (any of the defaulted ones can be set through var.extra_env)
 
 locals {
-  memorystore    = var.redis_mode == "memorystore"
+  # Memorystore of either kind: the private network, Direct VPC egress, TLS against a CA of its
+  # own (mounted from Secret Manager). Then one of the two kinds.
+  memorystore    = contains(["memorystore", "cluster"], var.redis_mode)
+  redis_instance = var.redis_mode == "memorystore"
+  redis_cluster  = var.redis_mode == "cluster"
   manage_service = var.image_tag != null
 
   registry   = "${var.region}-docker.pkg.dev/${var.project_id}/${google_artifact_registry_repository.images.repository_id}"
@@ -61,6 +70,9 @@ locals {
   redis_ca_file = "ca.pem"
   # REDIS_TLS_VERIFY with Memorystore (see the env block below).
   redis_tls_verify = "chain"
+  # Memorystore for Redis Cluster's service class: a service connection policy for it lets the
+  # cluster create its Private Service Connect endpoints in our subnet.
+  redis_cluster_service_class = "gcp-memorystore-redis"
 
   services = concat(
     [
@@ -71,17 +83,38 @@ locals {
       "secretmanager.googleapis.com",
     ],
     local.memorystore ? ["compute.googleapis.com", "redis.googleapis.com"] : [],
+    # The service connection policy, and the automation that creates the cluster's Private
+    # Service Connect endpoints from it.
+    local.redis_cluster ? ["networkconnectivity.googleapis.com", "serviceconsumermanagement.googleapis.com"] : [],
     # Managed Service for Prometheus stores its series in Cloud Monitoring.
     var.metrics_sidecar ? ["monitoring.googleapis.com"] : [],
   )
 
-  # Memorystore's AUTH string is random URL-safe text; encoded all the same.
-  memorystore_url = local.memorystore ? format(
+  # REDIS_URL. The instance's AUTH string is random URL-safe text; encoded all the same. A
+  # cluster has no password (AUTH_MODE_DISABLED, below), and its one seed is its discovery
+  # endpoint, which answers CLUSTER SLOTS with the nodes' private addresses.
+  memorystore_url = local.redis_instance ? format(
     "rediss://:%s@%s:%d",
     urlencode(google_redis_instance.chat[0].auth_string),
     google_redis_instance.chat[0].host,
     google_redis_instance.chat[0].port,
-  ) : null
+    ) : (
+    local.redis_cluster ? format(
+      "rediss://%s:%d",
+      google_redis_cluster.chat[0].discovery_endpoints[0].address,
+      google_redis_cluster.chat[0].discovery_endpoints[0].port,
+    ) : null
+  )
+
+  # SSL_CERT_FILE's content, PEM: every CA of the instance (two during a rotation), or every
+  # certificate of the cluster's managed CA chains (each from the issuing CA to its root).
+  memorystore_ca = local.redis_instance ? join("\n", google_redis_instance.chat[0].server_ca_certs[*].cert) : (
+    local.redis_cluster ? join("\n", flatten([
+      for authority in google_redis_cluster.chat[0].managed_server_ca : [
+        for chain in authority.ca_certs : chain.certificates
+      ]
+    ])) : null
+  )
 }
 
 resource "google_project_service" "apis" {
@@ -183,8 +216,9 @@ resource "google_secret_manager_secret" "redis_url" {
   depends_on = [google_project_service.apis]
 }
 
-# With Memorystore the URL is built here from the instance (so the AUTH string is in the state
-# either way, as an attribute of google_redis_instance: keep the state private). With an
+# With Memorystore the URL is built here from the instance or the cluster (so an instance's AUTH
+# string is in the state either way, as an attribute of google_redis_instance: keep the state
+# private). With an
 # external Redis no version is created here: add the URL with `gcloud secrets versions add`
 # (README), so that it never enters the state.
 resource "google_secret_manager_secret_version" "redis_url" {
@@ -200,8 +234,8 @@ resource "google_secret_manager_secret_iam_member" "redis_url" {
   member    = local.runtime_member
 }
 
-# Memorystore's server certificates are signed by a CA of the instance's own, which no public
-# root store holds: the service mounts it as a file and SSL_CERT_FILE makes the server trust it.
+# Memorystore's server certificates are signed by a CA of the instance's (or cluster's) own,
+# which no public root store holds: the service mounts it as a file and SSL_CERT_FILE makes the server trust it.
 # Not a secret, but Secret Manager is how Cloud Run mounts a file.
 resource "google_secret_manager_secret" "redis_ca" {
   count = local.memorystore ? 1 : 0
@@ -218,9 +252,8 @@ resource "google_secret_manager_secret" "redis_ca" {
 resource "google_secret_manager_secret_version" "redis_ca" {
   count = local.memorystore ? 1 : 0
 
-  secret = google_secret_manager_secret.redis_ca[0].id
-  # All of the instance's CAs: during a CA rotation there are two.
-  secret_data = join("\n", google_redis_instance.chat[0].server_ca_certs[*].cert)
+  secret      = google_secret_manager_secret.redis_ca[0].id
+  secret_data = local.memorystore_ca
 }
 
 resource "google_secret_manager_secret_iam_member" "redis_ca" {
@@ -283,7 +316,7 @@ resource "google_compute_subnetwork" "chat" {
 }
 
 resource "google_redis_instance" "chat" {
-  count = local.memorystore ? 1 : 0
+  count = local.redis_instance ? 1 : 0
 
   name           = "${var.service_name}-redis"
   display_name   = "${var.service_name} rooms and history"
@@ -309,6 +342,68 @@ resource "google_redis_instance" "chat" {
   }
 
   depends_on = [google_project_service.apis]
+}
+
+# Memorystore for Redis Cluster is reached only through Private Service Connect: endpoints (two
+# addresses for its clients, one of them the discovery endpoint) that service connectivity
+# automation creates in a subnet that this policy names, for the cluster's service class, in
+# this network and region. Our subnet: Cloud Run's Direct VPC egress reaches them directly, as
+# private addresses. One such policy per network, region and service class.
+resource "google_network_connectivity_service_connection_policy" "redis" {
+  count = local.redis_cluster ? 1 : 0
+
+  name          = "${var.service_name}-redis"
+  location      = var.region
+  service_class = local.redis_cluster_service_class
+  description   = "Lets ${var.service_name}'s Memorystore for Redis Cluster create its Private Service Connect endpoints in the service's subnet"
+  network       = google_compute_network.chat[0].id
+
+  psc_config {
+    subnetworks = [google_compute_subnetwork.chat[0].id]
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_redis_cluster" "chat" {
+  count = local.redis_cluster ? 1 : 0
+
+  name          = "${var.service_name}-redis"
+  region        = var.region
+  shard_count   = var.redis_cluster_shard_count
+  replica_count = var.redis_cluster_replica_count
+  node_type     = var.redis_cluster_node_type
+
+  psc_configs {
+    network = google_compute_network.chat[0].id
+  }
+
+  # TLS with a CA of the cluster's own (managed_server_ca, mounted through SSL_CERT_FILE).
+  # No AUTH: the cluster offers IAM authentication or none, and IAM's password is an access
+  # token that expires within the hour, which a REDIS_URL cannot hold. Only what reaches the
+  # endpoints in this private network can connect (and nothing else runs in it).
+  transit_encryption_mode = "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION"
+  authorization_mode      = "AUTH_MODE_DISABLED"
+
+  dynamic "persistence_config" {
+    for_each = var.redis_rdb_snapshot_period == null ? [] : [var.redis_rdb_snapshot_period]
+    content {
+      mode = "RDB"
+      rdb_config {
+        rdb_snapshot_period = persistence_config.value
+      }
+    }
+  }
+
+  # Its data is the service's: the same switch as the service's own protection (README "Tear
+  # it down").
+  deletion_protection_enabled = var.deletion_protection
+
+  # The policy must exist before the cluster asks for its endpoints, and go after it.
+  depends_on = [
+    google_project_service.apis,
+    google_network_connectivity_service_connection_policy.redis,
+  ]
 }
 
 # --- The service --------------------------------------------------------------------------------
@@ -393,12 +488,24 @@ resource "google_cloud_run_v2_service" "chat" {
 
       # Memorystore's server certificate names the instance's IP only in its CN (no
       # subjectAltName), which a hostname check refuses: check the chain against its CA
-      # (SSL_CERT_FILE) and not the name.
+      # (SSL_CERT_FILE) and not the name. The same with a cluster: the server reaches its nodes at
+      # the addresses CLUSTER SLOTS gives, which its certificates need not name, and trusts only
+      # the cluster's own CA.
       dynamic "env" {
         for_each = local.memorystore ? [1] : []
         content {
           name  = "REDIS_TLS_VERIFY"
           value = local.redis_tls_verify
+        }
+      }
+
+      # REDIS_URL names the cluster's discovery endpoint: the server follows its slots, MOVED
+      # and failovers, and publishes with sharded pub/sub.
+      dynamic "env" {
+        for_each = local.redis_cluster ? [1] : []
+        content {
+          name  = "REDIS_CLUSTER"
+          value = "true"
         }
       }
 

@@ -34,7 +34,7 @@ output "service_name" {
 }
 
 output "redis_mode" {
-  description = "memorystore or external (cloudrun/deploy.sh refuses a --redis that disagrees)."
+  description = "memorystore, cluster or external (cloudrun/deploy.sh refuses a --redis that disagrees)."
   value       = var.redis_mode
 }
 
@@ -49,8 +49,10 @@ output "redis_url_secret" {
 }
 
 output "redis_host" {
-  description = "Private address and TLS port of the Memorystore instance (null with an external Redis)."
-  value       = local.memorystore ? "${google_redis_instance.chat[0].host}:${google_redis_instance.chat[0].port}" : null
+  description = "Private address and TLS port of the Memorystore instance, or of the cluster's discovery endpoint (null with an external Redis)."
+  value = local.redis_instance ? "${google_redis_instance.chat[0].host}:${google_redis_instance.chat[0].port}" : (
+    local.redis_cluster ? "${google_redis_cluster.chat[0].discovery_endpoints[0].address}:${google_redis_cluster.chat[0].discovery_endpoints[0].port}" : null
+  )
 }
 
 output "service_owner" {

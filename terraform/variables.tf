@@ -52,18 +52,58 @@ variable "image_tag" {
 }
 
 variable "redis_mode" {
-  description = "Where Redis lives: \"memorystore\" (a Memorystore for Redis instance with AUTH and in-transit encryption, reached through Direct VPC egress) or \"external\" (an existing Redis such as Upstash, whose rediss:// URL you add to the REDIS_URL secret yourself with `gcloud secrets versions add`, so that it never enters the Terraform state)."
+  description = <<-EOT
+    Where Redis lives. "memorystore": a Memorystore for Redis instance (one primary; AUTH and
+    in-transit encryption), reached through Direct VPC egress. "cluster": Memorystore for Redis
+    Cluster (redis_cluster_* below: shards with replicas, in-transit encryption, reached through
+    Private Service Connect in the same subnet; the server runs with REDIS_CLUSTER=true).
+    "external": an existing Redis such as Upstash, whose rediss:// URL you add to the REDIS_URL
+    secret yourself with `gcloud secrets versions add`, so that it never enters the Terraform state.
+  EOT
   type        = string
   default     = "memorystore"
 
   validation {
-    condition     = contains(["memorystore", "external"], var.redis_mode)
-    error_message = "redis_mode must be \"memorystore\" or \"external\"."
+    condition     = contains(["memorystore", "cluster", "external"], var.redis_mode)
+    error_message = "redis_mode must be \"memorystore\", \"cluster\" or \"external\"."
+  }
+}
+
+variable "redis_cluster_shard_count" {
+  description = "Memorystore for Redis Cluster (redis_mode = \"cluster\"): shards, each one primary node owning a part of the rooms. Changed in place (rooms move between shards while the service runs)."
+  type        = number
+  default     = 3
+
+  validation {
+    condition     = var.redis_cluster_shard_count >= 1 && var.redis_cluster_shard_count <= 250 && floor(var.redis_cluster_shard_count) == var.redis_cluster_shard_count
+    error_message = "redis_cluster_shard_count must be a whole number from 1 to 250."
+  }
+}
+
+variable "redis_cluster_replica_count" {
+  description = "Memorystore for Redis Cluster: replicas per shard, in other zones (0-2). With 0 a node's failure loses its shard's rooms; with 1 or more a replica is promoted, and what it had not yet received is lost unless REDIS_WAIT_REPLICAS asks the server to wait for it."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = contains([0, 1, 2], var.redis_cluster_replica_count)
+    error_message = "redis_cluster_replica_count must be 0, 1 or 2."
+  }
+}
+
+variable "redis_cluster_node_type" {
+  description = "Memorystore for Redis Cluster node type: REDIS_SHARED_CORE_NANO (a shared vCPU, for trials), REDIS_STANDARD_SMALL, REDIS_HIGHMEM_MEDIUM or REDIS_HIGHMEM_XLARGE. Every node (shards x (1 + replicas)) is billed per hour."
+  type        = string
+  default     = "REDIS_STANDARD_SMALL"
+
+  validation {
+    condition     = contains(["REDIS_SHARED_CORE_NANO", "REDIS_STANDARD_SMALL", "REDIS_HIGHMEM_MEDIUM", "REDIS_HIGHMEM_XLARGE"], var.redis_cluster_node_type)
+    error_message = "redis_cluster_node_type must be REDIS_SHARED_CORE_NANO, REDIS_STANDARD_SMALL, REDIS_HIGHMEM_MEDIUM or REDIS_HIGHMEM_XLARGE."
   }
 }
 
 variable "redis_tier" {
-  description = "Memorystore tier: BASIC (one node) or STANDARD_HA (a replica with automatic failover)."
+  description = "Memorystore instance (redis_mode = \"memorystore\") tier: BASIC (one node) or STANDARD_HA (a replica with automatic failover)."
   type        = string
   default     = "BASIC"
 
@@ -74,7 +114,7 @@ variable "redis_tier" {
 }
 
 variable "redis_memory_size_gb" {
-  description = "Memorystore capacity in GiB."
+  description = "Memorystore instance capacity in GiB (a cluster's follows its shards and node type)."
   type        = number
   default     = 1
 
@@ -96,7 +136,7 @@ variable "redis_version" {
 }
 
 variable "redis_rdb_snapshot_period" {
-  description = "How often Memorystore snapshots the data to disk (RDB persistence), so rooms and history survive a node restart; null turns persistence off."
+  description = "How often Memorystore (instance or cluster) snapshots the data to disk (RDB persistence), so rooms and history survive a node restart; null turns persistence off."
   type        = string
   default     = "ONE_HOUR"
 
@@ -107,7 +147,7 @@ variable "redis_rdb_snapshot_period" {
 }
 
 variable "subnet_cidr" {
-  description = "Range of the subnet that Cloud Run's Direct VPC egress takes instance addresses from (memorystore mode). At least a /26; a /24 leaves room to scale out."
+  description = "Range of the subnet that Cloud Run's Direct VPC egress takes instance addresses from (memorystore and cluster modes; with cluster, the cluster's two Private Service Connect endpoints take theirs from it too). At least a /26; a /24 leaves room to scale out."
   type        = string
   default     = "10.8.0.0/24"
 
@@ -184,13 +224,13 @@ variable "rust_log" {
 }
 
 variable "extra_env" {
-  description = "More environment variables for the server (README \"Configuration\"), e.g. { ALLOWED_ORIGINS = \"https://chat.example.com\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, GOOGLE_CLOUD_PROJECT and RUST_LOG (set here)."
+  description = "More environment variables for the server (README \"Configuration\"), e.g. { ALLOWED_ORIGINS = \"https://chat.example.com\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, REDIS_CLUSTER, GOOGLE_CLOUD_PROJECT and RUST_LOG (set here)."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "REDIS_TLS_VERIFY", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS"])) == 0
-    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins) or RUST_LOG (use rust_log)."
+    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "REDIS_TLS_VERIFY", "REDIS_CLUSTER", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS"])) == 0
+    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, REDIS_CLUSTER (use redis_mode), GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins) or RUST_LOG (use rust_log)."
   }
 }
 
@@ -242,9 +282,11 @@ variable "cloud_build_service_account" {
 
 variable "deletion_protection" {
   description = <<-EOT
-    Deletion protection of the Cloud Run service. Provider v6 turned it on by default for
-    google_cloud_run_v2_service, so this defaults to true as well: `terraform destroy`, or a change
-    that replaces the service, fails until this is applied as false first (see the README).
+    Deletion protection of the Cloud Run service and, with redis_mode = "cluster", of the
+    Memorystore for Redis Cluster (its data). Provider v6 turned it on by default for
+    google_cloud_run_v2_service (and google_redis_cluster has it on by default too), so this
+    defaults to true as well: `terraform destroy`, or a change that replaces either, fails until
+    this is applied as false first (see the README).
   EOT
   type        = bool
   default     = true

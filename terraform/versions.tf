@@ -7,6 +7,8 @@
 #
 # 6.8 at least: google_cloud_run_v2_service's `invoker_iam_disabled` (public access without an
 # allUsers binding) came with provider 6.8.0.
+# 6.40 at least: google_redis_cluster's `managed_server_ca` (the cluster's CA, which the service
+# trusts through SSL_CERT_FILE with redis_mode = "cluster") came with provider 6.40.0.
 
 terraform {
   required_version = ">= 1.5"
@@ -14,7 +16,7 @@ terraform {
   required_providers {
     google = {
       source  = "hashicorp/google"
-      version = "~> 6.8"
+      version = "~> 6.40"
     }
   }
 }

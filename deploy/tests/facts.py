@@ -4,6 +4,7 @@ Dockerfile, cloudrun/service.yaml and terraform/ carry. The tests compare these.
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -23,6 +24,19 @@ ALWAYS_READ = {"RUST_LOG"}
 # Set by the deployment without being the server's own setting: read by rustls-native-certs (the
 # roots behind rediss://), to trust Memorystore's per-instance CA.
 TLS_LIBRARY_VARS = {"SSL_CERT_FILE"}
+
+# The contract's variables that the server does not read yet (docs/PROTOCOL.md, "Not
+# implemented yet"), which a deployment may already set, or leave unset on purpose, for the
+# server that will: e.g. REDIS_CLUSTER with terraform's redis_mode = "cluster" (issue 18). Once
+# the server reads one, it leaves that list and is checked like every other.
+@lru_cache
+def announced_not_read() -> set[str]:
+    protocol = read("docs/PROTOCOL.md")
+    if not re.search(r"^#+ Not implemented yet\s*$", protocol, re.MULTILINE):
+        return set()
+    section = markdown_section(protocol, "Not implemented yet")
+    return set(re.findall(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`", section))
+
 
 # Cloud Run sets these itself and refuses them in a service's env.
 CLOUD_RUN_RESERVED = {"PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION"}
@@ -296,6 +310,26 @@ def _reference(kind: str, name: str) -> Any:
         assert "default" in variable, f"var.{name} has no default"
         return tf_value(variable["default"])
     return tf_value(tf_locals()[name])
+
+
+LOCAL = re.compile(r"\blocal\.(\w+)\b")
+
+
+def tf_expression(value: Any, resources: dict[str, Any] | None = None) -> str:
+    """A main.tf expression as `terraform console` over variables.tf alone can evaluate it:
+    every `local.x` replaced by its own expression (recursively), and every resource address in
+    `resources` by the value given for it, written as JSON (which is HCL): a list of the
+    objects the provider would return, one per `count`, e.g. `[]` for a resource counted out."""
+    if isinstance(value, str) and value.startswith("${") and value.endswith("}"):
+        text = value[2:-1]
+    elif isinstance(value, str) and value.startswith('"'):
+        text = value  # a string (or template) as HCL writes it
+    else:
+        text = json.dumps(value)
+    text = LOCAL.sub(lambda m: f"({tf_expression(tf_locals()[m.group(1)], resources)})", text)
+    for address, instances in (resources or {}).items():
+        text = re.sub(rf"\b{re.escape(address)}\b", f"({json.dumps(instances)})", text)
+    return text
 
 
 def hcl_dynamic(body: dict[str, Any], name: str) -> list[dict[str, Any]]:

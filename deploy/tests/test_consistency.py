@@ -104,7 +104,7 @@ def test_deployment_accounts_for_every_variable(where):
         f"{where} neither sets nor declares left unset {sorted(missing)}: set them, or add them "
         "to a 'Left unset (reason): …' line"
     )
-    unknown = (actually_set | set(unset)) - variables - facts.TLS_LIBRARY_VARS
+    unknown = (actually_set | set(unset)) - variables - facts.TLS_LIBRARY_VARS - facts.announced_not_read()
     assert not unknown, f"{where} names {sorted(unknown)}, which the server does not read"
     reserved = actually_set & facts.CLOUD_RUN_RESERVED
     assert not reserved, f"{where} sets {sorted(reserved)}, which Cloud Run sets (and refuses)"
@@ -346,3 +346,20 @@ def test_public_access_is_the_same_switch_in_both():
     for text in (read("terraform/main.tf"), yaml_text, read("cloudrun/deploy.sh")):
         assert '"allUsers"' not in text and "--member allUsers" not in text
         assert "add-iam-policy-binding" not in text
+
+
+def test_redis_cluster_only_with_a_cluster_in_both():
+    """Issue 18 (deploy side): REDIS_CLUSTER=true reaches the server from either owner of the
+    service exactly when terraform's redis_mode is "cluster" (deploy.sh keeps the lines marked
+    "# cluster" only then), next to the CA and REDIS_TLS_VERIFY it shares with the instance."""
+    yaml_text = facts.service_yaml_text()
+    assert re.search(r'- name: REDIS_CLUSTER # cluster\n\s+value: "true" # cluster\n', yaml_text)
+    assert 'value: "true" # cluster' in yaml_text and yaml_text.count("# cluster\n") == 2
+    [block] = [
+        block for block in facts.hcl_dynamic(facts.tf_ingress_container(), "env")
+        if facts.unquote(block["content"][0]["name"]) == "REDIS_CLUSTER"
+    ]
+    assert block["for_each"] == "${local.redis_cluster ? [1] : []}"
+    assert facts.tf_locals()["redis_cluster"] == '${var.redis_mode == "cluster"}'
+    script = read("cloudrun/deploy.sh")
+    assert '*" # cluster") [ "$redis_mode" = "cluster" ] || continue ;;' in script

@@ -117,7 +117,7 @@ def test_fails_clearly_without_terraform_outputs(stubs):
 @pytest.mark.parametrize(
     "args, env, message",
     [
-        (["--redis", "valkey"], {}, "--redis must be memorystore or external"),
+        (["--redis", "valkey"], {}, "--redis must be memorystore, cluster or external"),
         (["--deploy-only"], {}, "--deploy-only needs the --tag"),
         (["--bogus"], {}, "unknown argument"),
         (["--tag", "-bad"], {}, "is not a valid image tag"),
@@ -190,6 +190,33 @@ def test_memorystore_is_verified_by_chain_and_external_redis_is_not_touched(stub
     applied(redis_mode="external")
     assert deploy(stubs, "--deploy-only", "--tag", "v1").returncode == 0
     assert not {"REDIS_TLS_VERIFY", "SSL_CERT_FILE"} & set(env_of(rendered(stubs)))
+
+
+def test_cluster_keeps_the_vpc_and_the_ca_and_sets_redis_cluster(stubs, applied):
+    """Issue 18: with redis_mode = "cluster" the service reaches the cluster's Private Service
+    Connect endpoints through the same Direct VPC egress, trusts the cluster's CA, and runs
+    with REDIS_CLUSTER=true; only then."""
+    applied(redis_mode="cluster", service_name="chat")
+    result = deploy(stubs, "--deploy-only", "--tag", "v9", "--redis", "cluster")
+    assert result.returncode == 0, result.stderr
+    doc = rendered(stubs)
+    env = env_of(doc)
+    assert env["REDIS_CLUSTER"]["value"] == "true"
+    assert env["REDIS_URL"]["valueFrom"]["secretKeyRef"]["name"] == "chat-redis-url"
+    assert env["REDIS_TLS_VERIFY"]["value"] == "chain"
+    assert env["SSL_CERT_FILE"]["value"] == "/etc/redis-ca/ca.pem"
+    spec = doc["spec"]["template"]["spec"]
+    assert spec["volumes"][0]["secret"]["secretName"] == "chat-redis-ca"
+    annotations = doc["spec"]["template"]["metadata"]["annotations"]
+    assert annotations["run.googleapis.com/network-interfaces"] == '[{"network":"chat","subnetwork":"chat"}]'
+    assert annotations["run.googleapis.com/vpc-access-egress"] == "private-ranges-only"
+
+    for mode in ("memorystore", "external"):
+        applied(redis_mode=mode)
+        assert deploy(stubs, "--deploy-only", "--tag", "v9").returncode == 0
+        assert "REDIS_CLUSTER" not in env_of(rendered(stubs)), mode
+    result = deploy(stubs, "--deploy-only", "--tag", "v9", "--redis", "cluster")
+    assert result.returncode == 2 and "disagrees with terraform's redis_mode" in result.stderr
 
 
 def test_external_redis_drops_the_vpc_and_the_ca(stubs, applied):

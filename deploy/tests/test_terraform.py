@@ -117,10 +117,175 @@ def test_redis_mode_chooses_memorystore_or_an_external_url():
     assert facts.tf_value(variable["default"]) == "memorystore"
     # An external URL never passes through Terraform (nor its state): the user adds it.
     assert not any("url" in name for name in facts.tf_variables())
-    for name in ("google_redis_instance.chat", "google_compute_network.chat",
-                 "google_compute_subnetwork.chat", "google_secret_manager_secret.redis_ca",
+    # What either kind of Memorystore needs: the network, its subnet, the CA and the URL.
+    for name in ("google_compute_network.chat", "google_compute_subnetwork.chat",
+                 "google_secret_manager_secret.redis_ca", "google_secret_manager_secret_version.redis_ca",
                  "google_secret_manager_secret_version.redis_url"):
         assert facts.tf_value(resources()[name]["count"]) == "${local.memorystore ? 1 : 0}", name
+    assert facts.tf_value(resources()["google_redis_instance.chat"]["count"]) == "${local.redis_instance ? 1 : 0}"
+    for name in ("google_redis_cluster.chat", "google_network_connectivity_service_connection_policy.redis"):
+        assert facts.tf_value(resources()[name]["count"]) == "${local.redis_cluster ? 1 : 0}", name
+
+
+# --- redis_mode = "cluster": Memorystore for Redis Cluster (issue 18) ---------------------------
+
+MODES = ("memorystore", "cluster", "external")
+
+# What the provider returns (google provider 6.40+, google_redis_cluster and google_redis_instance):
+# discovery_endpoints {address, port, psc_config}, managed_server_ca {ca_certs {certificates}}
+# (each chain from the issuing CA to the root), server_ca_certs {cert}, host, port, auth_string.
+CLUSTER = {
+    "discovery_endpoints": [{"address": "10.8.0.5", "port": 6379, "psc_config": [{"network": "n"}]}],
+    "managed_server_ca": [{"ca_certs": [
+        {"certificates": ["ISSUING-CA-1", "ROOT-CA-1"]},
+        {"certificates": ["ISSUING-CA-2", "ROOT-CA-2"]},
+    ]}],
+}
+INSTANCE = {"host": "10.9.0.3", "port": 6378, "auth_string": "a/b+c", "server_ca_certs": [{"cert": "CA-1"}, {"cert": "CA-2"}]}
+
+
+def provider_values(mode: str) -> dict[str, list]:
+    """The resources as `count` leaves them in each mode (none where counted out)."""
+    return {
+        "google_redis_instance.chat": [INSTANCE] if mode == "memorystore" else [],
+        "google_redis_cluster.chat": [CLUSTER] if mode == "cluster" else [],
+    }
+
+
+def evaluate_in(tf_eval, mode: str, value):
+    """A main.tf expression as Terraform evaluates it with redis_mode = mode."""
+    return tf_eval(facts.tf_expression(value, provider_values(mode)), redis_mode=mode)
+
+
+def test_redis_mode_validation(console):
+    for mode in MODES:
+        _, errors = console("var.redis_mode", redis_mode=mode)
+        assert "Error" not in errors, errors
+    for mode in ("instance", "Cluster", "valkey"):
+        _, errors = console("var.redis_mode", redis_mode=mode)
+        assert "redis_mode must be" in errors and "cluster" in errors, errors
+
+
+@pytest.mark.parametrize(
+    "variable, good, bad",
+    [
+        ("redis_cluster_shard_count", [1, 3, 250], [0, 251, 2.5]),
+        ("redis_cluster_replica_count", [0, 1, 2], [3, -1]),
+        ("redis_cluster_node_type", ["REDIS_SHARED_CORE_NANO", "REDIS_HIGHMEM_XLARGE"], ["redis-standard-small", "e2-small"]),
+    ],
+)
+def test_cluster_size_validation(console, variable, good, bad):
+    for value in good:
+        _, errors = console(f"var.{variable}", **{variable: value})
+        assert "Error" not in errors, (value, errors)
+    for value in bad:
+        _, errors = console(f"var.{variable}", **{variable: value})
+        assert f"{variable} must be" in errors, (value, errors)
+
+
+def test_which_resources_each_mode_creates(tf_eval):
+    """Counted as Terraform counts them: the policy and the cluster only with "cluster", the
+    instance only with "memorystore", the network and the CA with either."""
+    expected = {
+        "google_redis_instance.chat": {"memorystore": 1, "cluster": 0, "external": 0},
+        "google_redis_cluster.chat": {"memorystore": 0, "cluster": 1, "external": 0},
+        "google_network_connectivity_service_connection_policy.redis": {"memorystore": 0, "cluster": 1, "external": 0},
+        "google_compute_subnetwork.chat": {"memorystore": 1, "cluster": 1, "external": 0},
+        "google_secret_manager_secret_version.redis_ca": {"memorystore": 1, "cluster": 1, "external": 0},
+        "google_secret_manager_secret_version.redis_url": {"memorystore": 1, "cluster": 1, "external": 0},
+    }
+    for name, counts in expected.items():
+        for mode, count in counts.items():
+            assert evaluate_in(tf_eval, mode, resources()[name]["count"]) == count, (name, mode)
+
+
+def test_cluster_has_in_transit_encryption_and_its_network_plumbing():
+    cluster = resources()["google_redis_cluster.chat"]
+    v = facts.tf_value
+    assert v(cluster["transit_encryption_mode"]) == "TRANSIT_ENCRYPTION_MODE_SERVER_AUTHENTICATION"
+    # IAM authentication's password is a short-lived access token, which REDIS_URL cannot hold.
+    assert v(cluster["authorization_mode"]) == "AUTH_MODE_DISABLED"
+    assert cluster["shard_count"] == "${var.redis_cluster_shard_count}"
+    assert cluster["replica_count"] == "${var.redis_cluster_replica_count}"
+    assert cluster["node_type"] == "${var.redis_cluster_node_type}"
+    assert cluster["region"] == "${var.region}"
+    assert cluster["deletion_protection_enabled"] == "${var.deletion_protection}"
+    [psc] = cluster["psc_configs"]
+    assert psc["network"] == "${google_compute_network.chat[0].id}"
+    # The policy is what lets the cluster create its endpoints: it must exist first.
+    assert "${google_network_connectivity_service_connection_policy.redis}" in cluster["depends_on"]
+    [persistence] = facts.hcl_dynamic(cluster, "persistence_config")
+    assert persistence["for_each"] == "${var.redis_rdb_snapshot_period == null ? [] : [var.redis_rdb_snapshot_period]}"
+    assert v(persistence["content"][0]["mode"]) == "RDB"
+
+    policy = resources()["google_network_connectivity_service_connection_policy.redis"]
+    assert v(policy["service_class"]) == "gcp-memorystore-redis"
+    assert policy["location"] == "${var.region}"
+    assert policy["network"] == psc["network"], "the policy is on the network the cluster's endpoints go to"
+    # ... and puts them in the subnet the service's Direct VPC egress sends from.
+    [interface] = facts.hcl_blocks(facts.hcl_blocks(facts.tf_service()["template"][0], "vpc_access")[0], "network_interfaces")
+    assert policy["psc_config"][0]["subnetworks"] == [interface["subnetwork"]] == ["${google_compute_subnetwork.chat[0].id}"]
+    vpc = facts.hcl_dynamic(facts.tf_service()["template"][0], "vpc_access")[0]
+    assert vpc["for_each"] == "${local.memorystore ? [1] : []}", "cluster mode reaches Redis through the VPC too"
+
+
+def test_the_cluster_needs_its_apis(tf_eval):
+    expression = facts.tf_locals()["services"]
+    for mode in MODES:
+        services = set(evaluate_in(tf_eval, mode, expression))
+        cluster_apis = {"networkconnectivity.googleapis.com", "serviceconsumermanagement.googleapis.com"}
+        assert (cluster_apis <= services) == (mode == "cluster"), (mode, services)
+        assert ("redis.googleapis.com" in services) == (mode != "external"), mode
+        assert ("compute.googleapis.com" in services) == (mode != "external"), mode
+
+
+def test_redis_url_and_ca_as_terraform_computes_them(tf_eval):
+    """REDIS_URL and SSL_CERT_FILE's content in each mode, from what the provider returns:
+    the cluster's discovery endpoint over TLS without a password, and every certificate of its
+    managed CA chains; the instance's as before."""
+    url, ca = facts.tf_locals()["memorystore_url"], facts.tf_locals()["memorystore_ca"]
+    assert evaluate_in(tf_eval, "cluster", url) == "rediss://10.8.0.5:6379"
+    assert evaluate_in(tf_eval, "cluster", ca).split("\n") == ["ISSUING-CA-1", "ROOT-CA-1", "ISSUING-CA-2", "ROOT-CA-2"]
+    assert evaluate_in(tf_eval, "memorystore", url) == "rediss://:a%2Fb%2Bc@10.9.0.3:6378"
+    assert evaluate_in(tf_eval, "memorystore", ca) == "CA-1\nCA-2"
+    assert evaluate_in(tf_eval, "external", url) is None
+    assert evaluate_in(tf_eval, "external", ca) is None
+    secrets = resources()
+    assert secrets["google_secret_manager_secret_version.redis_url"]["secret_data"] == "${local.memorystore_url}"
+    assert secrets["google_secret_manager_secret_version.redis_ca"]["secret_data"] == "${local.memorystore_ca}"
+
+
+def test_redis_host_output_in_each_mode(tf_eval):
+    value = facts.tf_outputs()["redis_host"]["value"]
+    assert evaluate_in(tf_eval, "cluster", value) == "10.8.0.5:6379"
+    assert evaluate_in(tf_eval, "memorystore", value) == "10.9.0.3:6378"
+    assert evaluate_in(tf_eval, "external", value) is None
+
+
+def test_service_env_in_each_mode(tf_eval):
+    """REDIS_CLUSTER=true only in cluster mode; the CA (SSL_CERT_FILE, its volume) and
+    REDIS_TLS_VERIFY=chain with either kind of Memorystore."""
+    container = facts.tf_ingress_container()
+    dynamic = {facts.unquote(block["content"][0]["name"]): block for block in facts.hcl_dynamic(container, "env")}
+    assert facts.unquote(dynamic["REDIS_CLUSTER"]["content"][0]["value"]) == "true"
+    present = {
+        name: {mode: len(evaluate_in(tf_eval, mode, dynamic[name]["for_each"])) for mode in MODES}
+        for name in ("REDIS_CLUSTER", "SSL_CERT_FILE", "REDIS_TLS_VERIFY")
+    }
+    assert present == {
+        "REDIS_CLUSTER": {"memorystore": 0, "cluster": 1, "external": 0},
+        "SSL_CERT_FILE": {"memorystore": 1, "cluster": 1, "external": 0},
+        "REDIS_TLS_VERIFY": {"memorystore": 1, "cluster": 1, "external": 0},
+    }
+    [mount] = facts.hcl_dynamic(container, "volume_mounts")
+    assert len(evaluate_in(tf_eval, "cluster", mount["for_each"])) == 1
+    # Set here, so extra_env may not set it behind redis_mode's back.
+    assert '"REDIS_CLUSTER"' in facts.tf_variables()["extra_env"]["validation"][0]["condition"]
+
+
+def test_deploy_settings_carry_the_cluster_mode(tf_eval):
+    lines = tf_eval(facts.tf_output_expression("deploy_settings"), redis_mode="cluster").splitlines()
+    assert "redis_mode=cluster" in lines
 
 
 def test_public_access_only_when_asked():
@@ -228,9 +393,9 @@ def console(tmp_path_factory) -> Callable[..., tuple[str, str]]:
     run = terraform_console(tmp_path_factory, "variables-only")
 
     def evaluate(expression: str, **variables) -> tuple[str, str]:
-        # JSON lists and bools are HCL too.
+        # A string variable takes its value as it is; JSON lists, numbers and bools are HCL.
         assignments = ["project_id=my-project-1"] + [
-            f"{name}={json.dumps(value)}" for name, value in variables.items()
+            f"{name}={value if isinstance(value, str) else json.dumps(value)}" for name, value in variables.items()
         ]
         result = run(assignments, expression)
         assert result.returncode == 0, result.stderr
