@@ -240,10 +240,12 @@ async fn two_instances_on_a_cluster_deliver_one_order_with_history_and_resume() 
     );
 }
 
-// Quarantined: in about one run in five a retried post is answered 401 (its member's token
-// not found) during the failover, for a reason not found yet; until it is, this test would make
-// the suite flaky. Run it with `cargo nextest run --features bench --run-ignored all -E
-// 'test(/a_master_killed/)'`.
+// Quarantined: in about one run in three a post is answered 401 during the failover. The post
+// script answered `{'unauthorized'}` (no member for the token), though the replica had caught
+// up before the kill; seen on message 5, the post sent as the master's writes were paused.
+// Why is not found yet (a node serving the slot without the room's data?); until it is, this
+// test would make the suite flaky. Run it with
+// `cargo nextest run --features bench --run-ignored only -E 'test(/a_master_killed/)'`.
 #[ignore = "flaky: a post may get 401 during the failover, cause not found yet (issue 18)"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_master_killed_under_traffic_loses_no_acked_message() {
@@ -280,10 +282,11 @@ async fn a_master_killed_under_traffic_loses_no_acked_message() {
                     acked.push(body["id"].as_str().expect("an id").to_owned());
                     break;
                 }
+                let status = reply.status().as_u16();
+                let body = reply.text().await.unwrap_or_default();
                 assert_eq!(
-                    reply.status().as_u16(),
-                    503,
-                    "only unavailability is retried"
+                    status, 503,
+                    "only unavailability is retried: message {n}: {body}"
                 );
                 assert!(Instant::now() < deadline, "message {n} never acknowledged");
                 // A retry pace, not a synchronisation: the next attempt is the check.
