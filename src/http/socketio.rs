@@ -414,17 +414,7 @@ impl Connection {
         let started = Instant::now();
         let Incoming { name, event, reply } = incoming;
         let label = name.as_str();
-        let span = tracing::info_span!(
-            parent: None,
-            "socketio.event",
-            otel.name = format!("socketio {label}"),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            chat.event = label,
-            chat.room = tracing::field::Empty,
-            chat.outcome = tracing::field::Empty,
-            chat.messages = tracing::field::Empty,
-        );
+        let span = crate::client_event_span!("socketio.event", "socketio", label);
         if let Ok(event) = &event {
             span.record("chat.room", event.room().as_str());
         }

@@ -341,17 +341,7 @@ impl Connection {
         } = decoded;
         let label = name.as_str();
         // Each client event is the root of its own trace, linked to the upgrade request.
-        let span = tracing::info_span!(
-            parent: None,
-            "ws.event",
-            otel.name = format!("ws {label}"),
-            otel.kind = "server",
-            otel.status_code = tracing::field::Empty,
-            chat.event = label,
-            chat.room = tracing::field::Empty,
-            chat.outcome = tracing::field::Empty,
-            chat.messages = tracing::field::Empty,
-        );
+        let span = crate::client_event_span!("ws.event", "ws", label);
         span.add_link(self.upgraded_in.clone());
         if let Ok(event) = &event {
             span.record("chat.room", event.room().as_str());

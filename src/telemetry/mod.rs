@@ -106,6 +106,27 @@ impl DeliveryLatency {
     }
 }
 
+/// The span of one client event on a connection (`$name`: the span's name, `ws.event` or
+/// `socketio.event`; `$transport`: the prefix of its OpenTelemetry name): the root of a trace
+/// of its own, with the fields [`finish_client_event`] fills in. A macro because a span's name
+/// must be a literal.
+#[macro_export]
+macro_rules! client_event_span {
+    ($name:literal, $transport:literal, $label:expr) => {
+        tracing::info_span!(
+            parent: None,
+            $name,
+            otel.name = format!(concat!($transport, " {}"), $label),
+            otel.kind = "server",
+            otel.status_code = tracing::field::Empty,
+            chat.event = $label,
+            chat.room = tracing::field::Empty,
+            chat.outcome = tracing::field::Empty,
+            chat.messages = tracing::field::Empty,
+        )
+    };
+}
+
 /// Ends a client event's span with its outcome (the first refusal, for a run of posts) and
 /// records its handling time in `histogram` (the transport's) once per event it answered.
 pub fn finish_client_event(
