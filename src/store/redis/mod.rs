@@ -565,11 +565,7 @@ impl RoomLog for RedisStore {
             let reply = self
                 .room_script("issue_ticket", &ISSUE_TICKET, room, &[&key], &args, false)
                 .await?;
-            match reply.status.as_str() {
-                "ok" => Ok(Authorized::Member(())),
-                "unauthorized" => Ok(Authorized::Unauthorized),
-                _ => Err(malformed("issue_ticket status")),
-            }
+            reply.authorized("issue_ticket status", |_| Ok(()))
         })
     }
 
@@ -607,23 +603,16 @@ impl RoomLog for RedisStore {
             let before = before.map(|id| id.to_string()).unwrap_or_default();
             let want = (limit + 1).to_string();
             let args = [token_hash.as_str(), &lease_ttl, &before, &want];
-            let mut reply = self
+            let reply = self
                 .room_script("history", &HISTORY, room, &[], &args, false)
                 .await?;
-            match reply.status.as_str() {
-                "ok" => {
-                    let mut newest_first = array(reply.take(0)?)?
-                        .into_iter()
-                        .map(|entry| stream_entry(room, entry))
-                        .collect::<StoreResult<Vec<_>>>()?;
-                    Ok(Authorized::Member(page_from_newest_first(
-                        &mut newest_first,
-                        limit,
-                    )))
-                }
-                "unauthorized" => Ok(Authorized::Unauthorized),
-                _ => Err(malformed("history status")),
-            }
+            reply.authorized("history status", |mut reply| {
+                let mut newest_first = array(reply.take(0)?)?
+                    .into_iter()
+                    .map(|entry| stream_entry(room, entry))
+                    .collect::<StoreResult<Vec<_>>>()?;
+                Ok(page_from_newest_first(&mut newest_first, limit))
+            })
         })
     }
 
@@ -635,33 +624,29 @@ impl RoomLog for RedisStore {
         Box::pin(async move {
             let lease_ttl = self.lease_ttl();
             let args = [token_hash.as_str(), &lease_ttl];
-            let mut reply = self
+            let reply = self
                 .room_script("members", &MEMBERS, room, &[], &args, false)
                 .await?;
-            match reply.status.as_str() {
-                "ok" => {
-                    let online: std::collections::HashSet<String> = array(reply.take(1)?)?
-                        .into_iter()
-                        .map(text)
-                        .collect::<StoreResult<_>>()?;
-                    let flat = array(reply.take(0)?)?;
-                    let mut members = Vec::with_capacity(flat.len() / 2);
-                    let mut flat = flat.into_iter();
-                    while let (Some(key), Some(record)) = (flat.next(), flat.next()) {
-                        let key = text(key)?;
-                        let record = text(record)?;
-                        let username = replies::member_record_display(&record)?;
-                        members.push(MemberInfo {
-                            username: username.to_owned(),
-                            online: online.contains(&key),
-                        });
-                    }
-                    members.sort_by(|a, b| a.username.cmp(&b.username));
-                    Ok(Authorized::Member(members))
+            reply.authorized("members status", |mut reply| {
+                let online: std::collections::HashSet<String> = array(reply.take(1)?)?
+                    .into_iter()
+                    .map(text)
+                    .collect::<StoreResult<_>>()?;
+                let flat = array(reply.take(0)?)?;
+                let mut members = Vec::with_capacity(flat.len() / 2);
+                let mut flat = flat.into_iter();
+                while let (Some(key), Some(record)) = (flat.next(), flat.next()) {
+                    let key = text(key)?;
+                    let record = text(record)?;
+                    let username = replies::member_record_display(&record)?;
+                    members.push(MemberInfo {
+                        username: username.to_owned(),
+                        online: online.contains(&key),
+                    });
                 }
-                "unauthorized" => Ok(Authorized::Unauthorized),
-                _ => Err(malformed("members status")),
-            }
+                members.sort_by(|a, b| a.username.cmp(&b.username));
+                Ok(members)
+            })
         })
     }
 

@@ -61,14 +61,24 @@ impl Reply {
             .map_err(|_| malformed("event id"))
     }
 
-    /// A reply `{'ok', display name}` or `{'unauthorized'}`: the member a token (or a ticket)
-    /// names (`authenticate.lua`, `redeem_ticket.lua`).
-    pub(super) fn member(&self, what: &'static str) -> StoreResult<Authorized<Username>> {
+    /// A reply `{'ok', ...}` or `{'unauthorized'}` of a script that acts for a member's token
+    /// (or ticket): `ok`'s values decoded by `decode`.
+    pub(super) fn authorized<T>(
+        self,
+        what: &'static str,
+        decode: impl FnOnce(Self) -> StoreResult<T>,
+    ) -> StoreResult<Authorized<T>> {
         match self.status.as_str() {
-            "ok" => Ok(Authorized::Member(Username::from_stored(self.string(0)?))),
+            "ok" => decode(self).map(Authorized::Member),
             "unauthorized" => Ok(Authorized::Unauthorized),
             _ => Err(malformed(what)),
         }
+    }
+
+    /// A reply `{'ok', display name}` or `{'unauthorized'}`: the member a token (or a ticket)
+    /// names (`authenticate.lua`, `redeem_ticket.lua`).
+    pub(super) fn member(self, what: &'static str) -> StoreResult<Authorized<Username>> {
+        self.authorized(what, |reply| Ok(Username::from_stored(reply.string(0)?)))
     }
 
     /// The values after the status, in order.
