@@ -490,17 +490,10 @@ impl Connection {
                 }
             }
         }
-        span.record("chat.messages", run.len());
-        let answers = self.session.post_run(run).instrument(span.clone()).await;
-        let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
-        telemetry::finish_client_event(
-            span,
-            SOCKETIO_EVENT_DURATION,
-            "create:chat",
-            started,
-            first_refusal,
-            answers.len(),
-        );
+        let answers = self
+            .session
+            .post_run_traced(run, span, SOCKETIO_EVENT_DURATION, started)
+            .await;
         for (reply, answer) in replies.into_iter().zip(answers) {
             reply.send(&self.socket, answer)?;
         }

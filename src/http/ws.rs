@@ -418,17 +418,10 @@ impl Connection {
                 }
             }
         }
-        span.record("chat.messages", run.len());
-        let answers = self.session.post_run(run).instrument(span.clone()).await;
-        let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
-        telemetry::finish_client_event(
-            span,
-            WS_EVENT_DURATION,
-            "create:chat",
-            started,
-            first_refusal,
-            answers.len(),
-        );
+        let answers = self
+            .session
+            .post_run_traced(run, span, WS_EVENT_DURATION, started)
+            .await;
         for (reference, answer) in references.iter().zip(answers) {
             self.feed_reply(reference.as_ref(), answer).await?;
         }

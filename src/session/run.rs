@@ -7,10 +7,15 @@
 //! decides what may *join* the run: posts to the same room under the membership it holds,
 //! claiming no other name. A post carrying its own token is checked on its own.
 
+use std::time::Instant;
+
+use tracing::{Instrument, Span};
+
 use crate::domain::{ChatMessage, RoomId, TokenHash};
 use crate::error::ApiError;
 use crate::protocol::Chat;
 use crate::store::NewMessage;
+use crate::telemetry;
 
 use super::held::Held;
 use super::{Session, not_member};
@@ -90,6 +95,30 @@ impl Session {
                 .collect(),
             Err(err) => vec![Err(err)],
         }
+    }
+
+    /// [`Session::post_run`] inside a client event's `span` (see
+    /// `telemetry::client_event_span!`), recording the run's size, its first refusal and its
+    /// handling time (`histogram`, the transport's) once per post.
+    pub async fn post_run_traced(
+        &self,
+        run: PostRun,
+        span: &Span,
+        histogram: &'static str,
+        started: Instant,
+    ) -> Vec<Result<ChatMessage, ApiError>> {
+        span.record("chat.messages", run.len());
+        let answers = self.post_run(run).instrument(span.clone()).await;
+        let first_refusal = answers.iter().find_map(|answer| answer.as_ref().err());
+        telemetry::finish_client_event(
+            span,
+            histogram,
+            "create:chat",
+            started,
+            first_refusal,
+            answers.len(),
+        );
+        answers
     }
 
     /// Who posts `chat` (its token hash): the membership this session holds in the room, or
