@@ -424,17 +424,12 @@ impl Connection {
                     .post_chat(reply, chat, may_take_run, &span, started)
                     .await;
             }
-            Ok(event) => self.session.handle(event).instrument(span.clone()).await,
-            Err(err) => Err(err),
+            other => {
+                self.session
+                    .handle_traced(other, label, &span, SOCKETIO_EVENT_DURATION, started)
+                    .await
+            }
         };
-        telemetry::finish_client_event(
-            &span,
-            SOCKETIO_EVENT_DURATION,
-            label,
-            started,
-            outcome.as_ref().err(),
-            1,
-        );
         match outcome {
             Ok(Answer {
                 reply: data,

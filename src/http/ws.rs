@@ -352,17 +352,12 @@ impl Connection {
                     .post_chat(reference, chat, may_take_run, &span, started)
                     .await;
             }
-            Ok(event) => self.session.handle(event).instrument(span.clone()).await,
-            Err(err) => Err(err),
+            other => {
+                self.session
+                    .handle_traced(other, label, &span, WS_EVENT_DURATION, started)
+                    .await
+            }
         };
-        telemetry::finish_client_event(
-            &span,
-            WS_EVENT_DURATION,
-            label,
-            started,
-            outcome.as_ref().err(),
-            1,
-        );
         let Answer { reply, follow } = match outcome {
             Ok(answer) => answer,
             Err(err) => return self.reply_error(reference, err).await.map(|()| None),

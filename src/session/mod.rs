@@ -25,8 +25,10 @@ pub use run::{POST_RUN, PostRun};
 
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, Span};
 
 use crate::domain::{EventId, RoomId, TokenHash, Username};
 use crate::error::ApiError;
@@ -34,6 +36,7 @@ use crate::hub::{Frame, Hub, Inbox, Mailbox, mailbox};
 use crate::presence::Presence;
 use crate::protocol::{ClientEvent, Join, Remove, Resume};
 use crate::rooms::Rooms;
+use crate::telemetry;
 use held::{Held, Holdings};
 
 /// What every session of this instance shares; built once by the app.
@@ -139,6 +142,25 @@ impl Session {
             reply,
             follow: Vec::new(),
         })
+    }
+
+    /// [`Session::handle`] of a decoded client event, or its refusal, inside the event's `span`
+    /// (see `telemetry::client_event_span!`), recording the outcome and the handling time in
+    /// the transport's `histogram` under `label`.
+    pub async fn handle_traced(
+        &mut self,
+        event: Result<ClientEvent, ApiError>,
+        label: &'static str,
+        span: &Span,
+        histogram: &'static str,
+        started: Instant,
+    ) -> Result<Answer, ApiError> {
+        let outcome = match event {
+            Ok(event) => self.handle(event).instrument(span.clone()).await,
+            Err(err) => Err(err),
+        };
+        telemetry::finish_client_event(span, histogram, label, started, outcome.as_ref().err(), 1);
+        outcome
     }
 
     /// `create:room` (`create`) or `add:member`: the member joins, and this session holds it.
