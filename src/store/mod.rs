@@ -152,8 +152,8 @@ pub struct MemberInfo {
 pub struct LogRead {
     pub events: Vec<RoomEvent>,
     /// False when the log no longer holds everything after the given id: events after it were
-    /// trimmed, or the id is newer than anything the log holds (the log lost events whoever
-    /// holds that id had seen).
+    /// trimmed, or the log lost the id itself (whoever holds it had seen events the log no
+    /// longer has, and may have missed others lost with them).
     pub complete: bool,
 }
 
@@ -162,8 +162,12 @@ impl LogRead {
     /// `newest` (`None`: the log is empty or the room is gone). Both stores answer through
     /// this, so they cannot disagree on what a gap is.
     pub fn after(after: EventId, events: Vec<RoomEvent>, newest: Option<EventId>) -> Self {
+        // Every event names the one before it, so the first event after `after` names `after`
+        // exactly when the log still holds it. A smaller `prev` means `after` was lost (a
+        // failover to a replica that lagged, a Redis restart): the log went on from an earlier
+        // event, and what followed `after` before the loss is gone too, unseen by its holder.
         let complete = match events.first() {
-            Some(first) => first.prev <= after,
+            Some(first) => first.prev == after,
             None => after == EventId::ZERO || newest.is_some_and(|newest| newest >= after),
         };
         Self { events, complete }

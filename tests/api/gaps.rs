@@ -2,7 +2,9 @@
 //! A resume (WebSocket) or a `Last-Event-ID` (SSE) after an id the log does not reach gets
 //! `complete: false` / `resume:gap`, on both stores; a live connection whose room finds its
 //! log emptied behind it, when it must read it, is closed with 1012 (SSE: the stream ends), and
-//! its resume is told (Redis only: only Redis can lose a log under a running app).
+//! its resume is told (Redis only: only Redis can lose a log under a running app). An event
+//! lost behind newer ones (the log went on from an earlier event, as after a failover to a
+//! replica that lagged) is told the same way, on an instance that never saw it too.
 
 use std::time::Duration;
 
@@ -118,4 +120,53 @@ async fn a_live_sse_stream_whose_log_is_lost_ends_and_its_reconnect_gets_a_gap()
     assert_eq!(gap.json(), json!({"roomId": room, "complete": false}));
     let next = app.say(&room, &alice.token, "next").await;
     assert_eq!(again.event().await.id.as_deref(), Some(next.id.as_str()));
+}
+
+/// Loses `room`'s newest event, `lost`, as a failover to a replica that had not received it
+/// would: the log and the room's record of its last event go back to `kept`, the one before.
+fn lose_the_newest_event(redis: &RedisServer, room: &str, lost: &str, kept: &str) {
+    assert_eq!(
+        redis.command(&["XDEL", &format!("room:{{{room}}}:log"), lost]),
+        "1"
+    );
+    redis.command(&["HSET", &format!("room:{{{room}}}:meta"), "last", kept]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_lost_behind_newer_ones_is_told_on_every_instance() {
+    let redis = RedisServer::start();
+    let (first, room, alice) = alice_s_room_on(&redis, "lost-behind").await;
+    let second = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let (mut ws, _) =
+        WsClient::resumed(&first.base_url, &room, &alice.token, &alice.last_event_id).await;
+    let kept = first.say(&room, &alice.token, "kept").await;
+    let lost = first.say(&room, &alice.token, "lost").await;
+    assert_eq!(ws.event().await["id"], kept.id);
+    assert_eq!(ws.event().await["id"], lost.id);
+
+    lose_the_newest_event(&redis, &room, &lost.id, &kept.id);
+    let after = first.say(&room, &alice.token, "after").await;
+    assert!(
+        event_id(&after.id) > event_id(&lost.id),
+        "a later id ({}) is greater than the lost one ({})",
+        after.id,
+        lost.id
+    );
+    // The log goes on from `kept`: the connection that had `lost` cannot be given what else
+    // was lost with it, and is closed.
+    assert_eq!(ws.closed().await, WsEnd::Closed(Some(1012)));
+
+    // The other instance never delivered any of it: the log and the id tell it.
+    let (mut resumed_ws, resumed) =
+        WsClient::resumed(&second.base_url, &room, &alice.token, &lost.id).await;
+    assert_eq!(resumed["complete"], false, "{resumed}");
+    assert_eq!(resumed_ws.event().await["id"], after.id);
+    let mut sse = sse_open(&second, &room, &alice.token, Some(&lost.id)).await;
+    let gap = sse.event().await;
+    assert_eq!(gap.event.as_deref(), Some("resume:gap"));
+    assert_eq!(sse.event().await.id.as_deref(), Some(after.id.as_str()));
+    // After an id the log still holds, nothing is missing.
+    let (mut whole, ack) = WsClient::resumed(&second.base_url, &room, &alice.token, &kept.id).await;
+    assert_eq!(ack["complete"], true, "{ack}");
+    assert_eq!(whole.event().await["id"], after.id);
 }

@@ -114,6 +114,14 @@ impl RedisCluster {
         wait_until("three masters, each with a replica", || {
             Ok(cluster.masters().len() == 3 && cluster.replicas().len() == 3)
         })?;
+        // A replica says its role at once but holds its master's data only once its first
+        // full sync is done: until then a failover would promote an empty node.
+        wait_until("every replica in sync with its master", || {
+            Ok(cluster
+                .replicas()
+                .into_iter()
+                .all(|port| cluster.replica_synced(port)))
+        })?;
         Ok(cluster)
     }
 
@@ -158,6 +166,15 @@ impl RedisCluster {
             })
             .map(|node| node.port)
             .collect()
+    }
+
+    /// Whether the replica at `port` has finished its sync with its master and is connected to
+    /// it (`master_link_status:up`, set once the master's snapshot is loaded).
+    pub fn replica_synced(&self, port: u16) -> bool {
+        query::<String>(port, &["INFO", "replication"]).is_ok_and(|info| {
+            info.lines()
+                .any(|line| line.trim() == "master_link_status:up")
+        })
     }
 
     /// Runs one command on the node at `port`; panics if it fails.
