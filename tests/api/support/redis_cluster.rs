@@ -339,6 +339,9 @@ fn launch(port: u16, bus_port: u16, dir: &std::path::Path) -> Child {
         .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
         .args(["--cluster-node-timeout", NODE_TIMEOUT_MS])
         .args(["--save", "", "--appendonly", "no"])
+        // A replica's first sync starts at once rather than after 5 s (the default delay,
+        // which waits for more replicas to share one snapshot; each master has one).
+        .args(["--repl-diskless-sync-delay", "0"])
         .arg("--dir")
         .arg(dir)
         .stdin(Stdio::null())
