@@ -1,10 +1,13 @@
 //! The service on a real Redis Cluster (3 masters, 3 replicas; `REDIS_CLUSTER=true`): rooms
 //! spread over every master while each room stays in one slot; room events go by sharded
-//! pub/sub only; a shard that does not answer fails only its rooms; two instances deliver one order to WebSocket and SSE clients; history and
-//! resume work; a master killed under traffic loses no acknowledged message and delivers
-//! each one once, in order. Each test starts its own cluster (a few seconds) and checks
-//! several things on it. The lease index's buckets replaced one global key on single Redis
-//! too: rooms an earlier version left in that key move to their bucket.
+//! pub/sub only; a shard that does not answer fails only its rooms; two instances deliver one
+//! order to WebSocket and SSE clients; history and resume work; a master killed under traffic
+//! loses no acknowledged message and delivers each one once, in order; a replica promoted
+//! without the newest events (it lagged) is no silent gap: the live connection that had them
+//! is closed, a resume on any instance is told, and later ids stay greater. Each test starts
+//! its own cluster (a few seconds) and checks several things on it. The lease index's buckets
+//! replaced one global key on single Redis too: rooms an earlier version left in that key move
+//! to their bucket.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -13,8 +16,8 @@ use serde_json::json;
 
 use crate::cluster::{assert_strictly_increasing, chat_ids};
 use crate::support::redis_cluster::RedisCluster;
-use crate::support::stream::{SseClient, WsClient};
-use crate::support::{Backend, RedisServer, TestApp, eventually, unique_room};
+use crate::support::stream::{SseClient, WsClient, WsEnd};
+use crate::support::{Backend, Message, RedisServer, TestApp, event_id, eventually, unique_room};
 
 /// Rooms created at most while looking for one on every master.
 const MAX_ROOMS: usize = 60;
@@ -293,22 +296,7 @@ async fn a_master_killed_under_traffic_loses_no_acked_message() {
     // not received would be lost with the master, which this test is not about.
     let first_events = chat_ids(&mut ws, 5).await;
     let _: String = cluster.command(master, &["CLIENT", "PAUSE", "10000", "WRITE"]);
-    let replica_caught_up = || {
-        let info: String = cluster.command(master, &["INFO", "replication"]);
-        let field = |name: &str| {
-            info.lines()
-                .find_map(|line| line.strip_prefix(name))
-                .map(|value| value.trim().to_owned())
-        };
-        let offset = field("master_repl_offset:").expect("a replication offset");
-        field("slave0:").is_some_and(|replica| replica.contains(&format!("offset={offset},")))
-    };
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !replica_caught_up() {
-        assert!(Instant::now() < deadline, "the replica never caught up");
-        // A poll interval, not a synchronisation: the offsets are the check.
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    cluster.wait_replica_caught_up(master);
     cluster.kill(master);
     cluster.wait_for_failover();
     let acked = sender.await.expect("the sender task");
@@ -364,4 +352,86 @@ async fn rooms_in_the_old_global_lease_index_move_to_their_bucket() {
         },
     )
     .await;
+}
+
+/// Posts `message` as `token`'s member, retrying while the cluster answers 503 (a failover
+/// under way); the stored message.
+async fn say_once_available(app: &TestApp, room: &str, token: &str, message: &str) -> Message {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let reply = app
+            .post_with_key(room, Some(token), message, Some(message))
+            .await;
+        if reply.status != 503 {
+            return reply.expect_as(201);
+        }
+        assert!(Instant::now() < deadline, "the room never became available");
+        // A retry pace, not a synchronisation: the next attempt is the check.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_promoted_without_the_newest_events_tells_every_instance() {
+    let mut cluster = RedisCluster::start();
+    let first = app_with(&cluster, &[("RATE_LIMITS", "off")]).await;
+    let second = app_on(&cluster).await;
+    let room = unique_room("lagging");
+    let owner = first.create_room(&room, "owner").await;
+    let master = *holders(&cluster, std::slice::from_ref(&room))[&room]
+        .iter()
+        .next()
+        .expect("the room's master");
+    let replica = cluster.replica_of(master);
+    let (mut ws, _) =
+        WsClient::resumed(&first.base_url, &room, &owner.token, &owner.last_event_id).await;
+    let kept = first.say(&room, &owner.token, "kept").await;
+    assert_eq!(chat_ids(&mut ws, 1).await, vec![kept.id.clone()]);
+    cluster.wait_replica_caught_up(master);
+
+    // The replica falls behind: stopped, and its link cut, it never receives what the master
+    // acknowledges next (a stopped process's socket would still buffer the master's writes).
+    cluster.freeze(replica);
+    let cut: i64 = cluster.command(master, &["CLIENT", "KILL", "TYPE", "replica"]);
+    assert_eq!(cut, 1, "the master's link to its replica");
+    let lost = first.say(&room, &owner.token, "lost").await;
+    assert_eq!(chat_ids(&mut ws, 1).await, vec![lost.id.clone()]);
+    cluster.kill(master);
+    cluster.thaw(replica);
+    cluster.wait_for_failover();
+    assert!(
+        cluster.masters().contains(&replica),
+        "the lagging replica was promoted"
+    );
+
+    // The instance that delivered `lost` finds the log without it and closes its connection.
+    assert_eq!(ws.closed().await, WsEnd::Closed(Some(1012)));
+    let after = say_once_available(&first, &room, &owner.token, "after").await;
+    assert!(
+        event_id(&after.id) > event_id(&lost.id),
+        "a later id ({}) is greater than the lost one ({})",
+        after.id,
+        lost.id
+    );
+    // The other instance never saw `lost`: the log and the id tell it, on both transports.
+    let (mut resumed_ws, ack) =
+        WsClient::resumed(&second.base_url, &room, &owner.token, &lost.id).await;
+    assert_eq!(ack["complete"], false, "{ack}");
+    assert_eq!(chat_ids(&mut resumed_ws, 1).await, vec![after.id.clone()]);
+    let mut sse = SseClient::open(
+        second
+            .client
+            .get(format!("{}/rooms/{room}/events", second.base_url))
+            .bearer_auth(&owner.token)
+            .header("Last-Event-ID", &lost.id),
+    )
+    .await;
+    let gap = sse.event().await;
+    assert_eq!(gap.event.as_deref(), Some("resume:gap"));
+    assert_eq!(gap.json(), json!({"roomId": room, "complete": false}));
+    assert_eq!(sse_chat_ids(&mut sse, 1).await, vec![after.id.clone()]);
+    // After an id the promoted replica holds, nothing is missing.
+    let (mut whole, ack) = WsClient::resumed(&first.base_url, &room, &owner.token, &kept.id).await;
+    assert_eq!(ack["complete"], true, "{ack}");
+    assert_eq!(chat_ids(&mut whole, 1).await, vec![after.id]);
 }

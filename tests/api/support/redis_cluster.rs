@@ -177,6 +177,63 @@ impl RedisCluster {
         })
     }
 
+    /// The port of the replica of the master at `port` (each master has one).
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let info: String = self.command(master, &["INFO", "replication"]);
+        info.lines()
+            .find_map(|line| line.strip_prefix("slave0:"))
+            .and_then(|fields| {
+                fields
+                    .split(',')
+                    .find_map(|field| field.strip_prefix("port="))
+            })
+            .and_then(|port| port.parse().ok())
+            .unwrap_or_else(|| panic!("master {master} names no replica: {info}"))
+    }
+
+    /// Waits until the replica of the master at `port` has acknowledged every write the master
+    /// has made (its acknowledged offset is the master's).
+    pub fn wait_replica_caught_up(&self, master: u16) {
+        wait_until(&format!("master {master}'s replica catches up"), || {
+            let info: String =
+                query(master, &["INFO", "replication"]).map_err(|err| err.to_string())?;
+            let field = |name: &str| {
+                info.lines()
+                    .find_map(|line| line.strip_prefix(name))
+                    .map(|value| value.trim().to_owned())
+            };
+            let offset = field("master_repl_offset:").ok_or("no replication offset")?;
+            Ok(field("slave0:")
+                .is_some_and(|replica| replica.contains(&format!("offset={offset},"))))
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    /// Stops the node at `port` (`SIGSTOP`): it neither answers nor receives its master's
+    /// writes until [`Self::thaw`], as a replica cut off from its master would.
+    pub fn freeze(&self, port: u16) {
+        self.signal(port, "-STOP");
+    }
+
+    /// Lets a node stopped by [`Self::freeze`] run again (`SIGCONT`).
+    pub fn thaw(&self, port: u16) {
+        self.signal(port, "-CONT");
+    }
+
+    fn signal(&self, port: u16, signal: &str) {
+        let pid = self
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .and_then(Node::pid)
+            .expect("a running node of this cluster");
+        let status = Command::new("kill")
+            .args([signal, &pid.to_string()])
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill {signal} {pid} failed");
+    }
+
     /// Runs one command on the node at `port`; panics if it fails.
     pub fn command<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
         query(port, args).unwrap_or_else(|err| panic!("{args:?} on node {port} failed: {err}"))
