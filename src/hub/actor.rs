@@ -193,8 +193,15 @@ impl RoomActor {
             };
             match read {
                 Ok(read) => {
-                    if !read.complete {
-                        self.close_for_gap();
+                    // A log that starts over (its first event names no predecessor) is a room
+                    // created anew after the store lost this one: no gap in this room but
+                    // another room, which the sessions that held this one recognise and leave.
+                    let anew = read
+                        .events
+                        .first()
+                        .is_some_and(|first| first.prev == EventId::ZERO);
+                    if !read.complete && !anew {
+                        self.close_for_gap(read.events.first());
                     }
                     let count = read.events.len();
                     for event in read.events {
@@ -217,16 +224,26 @@ impl RoomActor {
     }
 
     /// The log no longer holds what followed `last` (trimmed past it, or lost): the events the
-    /// feed missed cannot be delivered. Every subscriber is closed so that it resumes and is
-    /// told (API.md: no silent gap); the events held for them go with them.
-    fn close_for_gap(&mut self) {
+    /// feed missed cannot be delivered. Every subscriber the gap is behind is closed so that it
+    /// resumes and is told (API.md: no silent gap); the events held for them go with them.
+    /// A subscriber whose replay already reached the log's continuation, `first` (the first
+    /// event the log holds after `last`), keeps going: e.g. one who joined the room created
+    /// anew after the store lost it.
+    fn close_for_gap(&mut self, first: Option<&RoomEvent>) {
+        let before_gap = |subscriber: &Subscriber| {
+            !first
+                .is_some_and(|first| subscriber.after >= first.id || subscriber.after == first.prev)
+        };
+        let (behind, past): (Vec<Subscriber>, Vec<Subscriber>) =
+            self.subscribers.drain(..).partition(before_gap);
+        self.subscribers = past;
         tracing::warn!(
             room = %self.room,
-            subscribers = self.subscribers.len(),
-            "the log lost events after the last delivered one; closing the room's connections"
+            subscribers = behind.len(),
+            "the log lost events after the last delivered one; closing the connections behind"
         );
-        metrics::counter!("chat_gap_disconnects_total").increment(self.subscribers.len() as u64);
-        for subscriber in self.subscribers.drain(..) {
+        metrics::counter!("chat_gap_disconnects_total").increment(behind.len() as u64);
+        for subscriber in behind {
             subscriber.mailbox.close(Closed::Gap);
         }
         self.pending.clear();

@@ -1,7 +1,8 @@
 //! The service on a real Redis Cluster (3 masters, 3 replicas; `REDIS_CLUSTER=true`): rooms
 //! spread over every master while each room stays in one slot; room events go by sharded
 //! pub/sub only; a shard that does not answer fails only its rooms; two instances deliver one
-//! order to WebSocket and SSE clients; history and resume work; a master killed under traffic
+//! order to WebSocket and SSE clients; history and resume work; a room its shard lost and
+//! someone created anew is not streamed to the old room's connections; a master killed under traffic
 //! loses no acknowledged message and delivers each one once, in order; a replica promoted
 //! without the newest events (it lagged) is no silent gap: the live connection that had them
 //! is closed, a resume on any instance is told, and later ids stay greater. Each test starts
@@ -241,6 +242,18 @@ async fn two_instances_on_a_cluster_deliver_one_order_with_history_and_resume() 
         chat_ids(&mut resumed, by_ws.len() - half).await,
         by_ws[half..]
     );
+
+    // A room its shard lost (as a failover to a replica that never had it would), created
+    // anew by someone else, is not streamed to the old room's connections.
+    let lost_room = unique_room("cluster-lost");
+    crate::session::room_lost_and_created_anew_is_not_streamed(&first, &lost_room, || {
+        let held = holders(&cluster, std::slice::from_ref(&lost_room));
+        let master = *held[&lost_room].iter().next().expect("the room's master");
+        for key in keys(&cluster, master, &format!("room:{{{lost_room}}}:*")) {
+            let _: i64 = cluster.command(master, &["DEL", &key]);
+        }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -82,6 +82,19 @@ async fn a_room_lost_and_created_anew_is_not_streamed_to_its_old_members() {
     let redis = RedisServer::start();
     let app = TestApp::spawn(Backend::Redis(&redis), &[]).await;
     let room = unique_room("lost");
+    room_lost_and_created_anew_is_not_streamed(&app, &room, || {
+        redis.command(&["FLUSHALL"]);
+    })
+    .await;
+}
+
+/// The check of [`a_room_lost_and_created_anew_is_not_streamed_to_its_old_members`] on `app`,
+/// where `lose` makes the store lose `room` (also run on a Redis Cluster).
+pub async fn room_lost_and_created_anew_is_not_streamed(
+    app: &TestApp,
+    room: &str,
+    lose: impl FnOnce(),
+) {
     let (mut alice, ack) = WsClient::creator_of(&app.base_url, &room, "alice").await;
     let token = ack["token"].as_str().expect("a token");
     let mut alice_sse = SseClient::open(
@@ -100,7 +113,7 @@ async fn a_room_lost_and_created_anew_is_not_streamed_to_its_old_members() {
     assert_eq!(alice.event().await["data"]["message"], "before");
     assert_eq!(alice_sse.event().await.json()["message"], "before");
 
-    redis.command(&["FLUSHALL"]);
+    lose();
     // Bob's connection is on the same instance: the room's events reach him and alice in one
     // push of the room's actor, so once he has his message, alice's connection has it too.
     let (mut bob, _) = WsClient::creator_of(&app.base_url, &room, "bob").await;
