@@ -95,7 +95,7 @@ pub async fn room_lost_and_created_anew_is_not_streamed(
     room: &str,
     lose: impl FnOnce(),
 ) {
-    let (mut alice, ack) = WsClient::creator_of(&app.base_url, &room, "alice").await;
+    let (mut alice, ack) = WsClient::creator_of(&app.base_url, room, "alice").await;
     let token = ack["token"].as_str().expect("a token");
     let mut alice_sse = SseClient::open(
         app.client
@@ -116,7 +116,7 @@ pub async fn room_lost_and_created_anew_is_not_streamed(
     lose();
     // Bob's connection is on the same instance: the room's events reach him and alice in one
     // push of the room's actor, so once he has his message, alice's connection has it too.
-    let (mut bob, _) = WsClient::creator_of(&app.base_url, &room, "bob").await;
+    let (mut bob, _) = WsClient::creator_of(&app.base_url, room, "bob").await;
     bob.ack(
         "create:chat",
         "b",
