@@ -22,7 +22,7 @@ use super::keys::{channel_of, room_of_channel};
 use super::replies::event_kind;
 use crate::backoff::Backoff;
 use crate::config::RedisTarget;
-use crate::domain::{EventId, RoomEvent, RoomId};
+use crate::domain::{RoomEvent, RoomId};
 use crate::store::{Feed, FeedItem, FeedSink, StoreError, StoreFuture};
 
 /// How often the idle pub/sub connection is pinged to find out it is gone.
@@ -112,7 +112,7 @@ pub(super) enum Command {
     Unsubscribe(String),
 }
 
-/// What `post.lua` and the other scripts publish: the event as stored.
+/// One event as the scripts publish it: as stored (see prelude.lua's `publish_appended`).
 #[derive(serde::Deserialize)]
 struct Published {
     id: String,
@@ -125,24 +125,46 @@ struct Published {
     r: Option<String>,
 }
 
-pub(super) fn parse_message(channel: &str, payload: &str) -> Option<RoomEvent> {
+/// The events of one pub/sub message, in log order: a script publishes the one event it
+/// appended as a JSON object, several (a run of posts) as an array. `None` when malformed.
+pub(super) fn parse_message(channel: &str, payload: &str) -> Option<Vec<RoomEvent>> {
     let room = room_of_channel(channel)?;
-    let published: Published = serde_json::from_str(payload).ok()?;
-    let id: EventId = published.id.parse().ok()?;
-    let prev: EventId = published.p.parse().ok()?;
-    let kind = event_kind(
-        Some(&published.t),
-        Some(published.u),
-        published.m,
-        published.r.as_deref(),
-    )
-    .ok()?;
-    Some(RoomEvent {
-        id,
-        prev,
-        room,
-        kind,
-    })
+    let published: Vec<Published> = if payload.trim_start().starts_with('[') {
+        serde_json::from_str(payload).ok()?
+    } else {
+        vec![serde_json::from_str(payload).ok()?]
+    };
+    published
+        .into_iter()
+        .map(|published| {
+            let kind = event_kind(
+                Some(&published.t),
+                Some(published.u),
+                published.m,
+                published.r.as_deref(),
+            )
+            .ok()?;
+            Some(RoomEvent {
+                id: published.id.parse().ok()?,
+                prev: published.p.parse().ok()?,
+                room: room.clone(),
+                kind,
+            })
+        })
+        .collect()
+}
+
+/// Hands the events of one pub/sub message to the hub, in order (the plain and the sharded
+/// feed alike).
+pub(super) fn deliver_message(channel: &str, payload: Option<&str>, sink: &dyn FeedSink) {
+    match payload.and_then(|payload| parse_message(channel, payload)) {
+        Some(events) => {
+            for event in events {
+                sink.deliver(FeedItem::Event(event));
+            }
+        }
+        None => tracing::warn!("ignored a malformed pub/sub message"),
+    }
 }
 
 async fn run(
@@ -191,10 +213,8 @@ async fn run(
                 message = messages.next() => match message {
                     Some(message) => {
                         let channel = message.get_channel_name().to_owned();
-                        match message.get_payload::<String>().ok().and_then(|payload| parse_message(&channel, &payload)) {
-                            Some(event) => sink.deliver(FeedItem::Event(event)),
-                            None => tracing::warn!("ignored a malformed pub/sub message"),
-                        }
+                        let payload = message.get_payload::<String>().ok();
+                        deliver_message(&channel, payload.as_deref(), sink.as_ref());
                     }
                     None => break,
                 },
@@ -271,15 +291,18 @@ pub(super) async fn pause(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::EventKind;
+    use crate::domain::{EventId, EventKind};
 
     #[test]
     fn published_events_parse() {
-        let event = parse_message(
+        let events = parse_message(
             "room:{lobby}",
             r#"{"id":"5-1","p":"5-0","t":"create:chat:success","u":"alice","m":"hi"}"#,
         )
         .unwrap();
+        let [event] = &events[..] else {
+            panic!("one event: {events:?}")
+        };
         assert_eq!(event.id, EventId::new(5, 1));
         assert_eq!(event.prev, EventId::new(5, 0));
         assert_eq!(event.room.as_str(), "lobby");
@@ -291,5 +314,17 @@ mod tests {
             }
         );
         assert!(parse_message("other", "{}").is_none());
+        let run = parse_message(
+            "room:{lobby}",
+            r#"[{"id":"5-1","p":"5-0","t":"create:chat:success","u":"a","m":"x"},
+                {"id":"5-2","p":"5-1","t":"create:chat:success","u":"a","m":"y"}]"#,
+        )
+        .unwrap();
+        let ids: Vec<EventId> = run.iter().map(|event| event.id).collect();
+        assert_eq!(ids, [EventId::new(5, 1), EventId::new(5, 2)]);
+        assert!(
+            parse_message("room:{lobby}", r#"[{"id":"5-1"}]"#).is_none(),
+            "one malformed event fails the message"
+        );
     }
 }

@@ -55,7 +55,9 @@ macro_rules! room_script {
         LazyLock::new(|| {
             RoomScript::new(concat!(
                 include_str!("scripts/prelude.lua"),
-                include_str!(concat!("scripts/", $file))
+                "local function script_body()\n",
+                include_str!(concat!("scripts/", $file)),
+                include_str!("scripts/epilogue.lua")
             ))
         })
     };

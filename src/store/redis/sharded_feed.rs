@@ -21,7 +21,7 @@ use redis::{PushInfo, PushKind, Value};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::feed::{Command, FIRST_BACKOFF, MAX_BACKOFF, parse_message, pause};
+use super::feed::{Command, FIRST_BACKOFF, MAX_BACKOFF, deliver_message, pause};
 use super::keys::room_of_channel;
 use crate::backoff::Backoff;
 use crate::config::ClusterSeeds;
@@ -138,14 +138,8 @@ fn on_push(
     let channel = data.next().and_then(text);
     match (push.kind, channel) {
         (PushKind::SMessage, Some(channel)) => {
-            match data
-                .next()
-                .and_then(text)
-                .and_then(|payload| parse_message(&channel, &payload))
-            {
-                Some(event) => sink.deliver(FeedItem::Event(event)),
-                None => tracing::warn!("ignored a malformed pub/sub message"),
-            }
+            let payload = data.next().and_then(text);
+            deliver_message(&channel, payload.as_deref(), sink);
         }
         (PushKind::SSubscribe, Some(channel)) if wanted.contains(&channel) => {
             if let Some(room) = room_of_channel(&channel) {

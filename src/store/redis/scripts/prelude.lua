@@ -38,17 +38,33 @@ local function record_display(record)
   return string.sub(record, 66)
 end
 
--- Appends one event to the log, records it as the room's last, and publishes it with the id
--- of the event before it, so subscribers can tell a gap from a quiet room. Returns the id.
+-- The events this script appended, in log order, and the last one's id: `append` adds to
+-- them, and the epilogue (epilogue.lua, after every script) records the room's last id and
+-- publishes them once the script is done, so a run of posts costs one HGET, one HSET and
+-- one message on the room's channel however many chat messages it holds.
+local appended, appended_last = {}, nil
+
+-- Appends one event to the log with the id of the event before it, so readers of the log and
+-- subscribers can tell a gap from a quiet room. Returns the id.
 local function append(kind, username, message, reason)
-  local prev = redis.call('HGET', meta, 'last') or '0-0'
+  local prev = appended_last or redis.call('HGET', meta, 'last') or '0-0'
   local fields = {'t', kind, 'u', username, 'p', prev}
   if message then fields[#fields + 1] = 'm'; fields[#fields + 1] = message end
   if reason then fields[#fields + 1] = 'r'; fields[#fields + 1] = reason end
   local id = redis.call('XADD', log, 'MAXLEN', history_limit, '*', unpack(fields))
-  redis.call('HSET', meta, 'last', id)
-  redis.call('PUBLISH', channel, cjson.encode({id = id, p = prev, t = kind, u = username, m = message, r = reason}))
+  appended_last = id
+  appended[#appended + 1] = {id = id, p = prev, t = kind, u = username, m = message, r = reason}
   return id
+end
+
+-- Records the room's last event and publishes what the script appended: one event as a JSON
+-- object, several as an array of them in log order (feed.rs's parse_message reads both).
+local function publish_appended()
+  if appended_last == nil then return end
+  redis.call('HSET', meta, 'last', appended_last)
+  local payload
+  if #appended == 1 then payload = cjson.encode(appended[1]) else payload = cjson.encode(appended) end
+  redis.call('PUBLISH', channel, payload)
 end
 
 -- The member a token names (its username key and display name), or nil.
