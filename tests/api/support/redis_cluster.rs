@@ -239,6 +239,13 @@ impl RedisCluster {
         query(port, args).unwrap_or_else(|err| panic!("{args:?} on node {port} failed: {err}"))
     }
 
+    /// Runs one command on the replica at `port` as a read of its own data (`READONLY` first,
+    /// on the same connection, or the replica would redirect to its master); panics if it fails.
+    pub fn replica_command<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
+        query_after(port, &["READONLY"], args)
+            .unwrap_or_else(|err| panic!("{args:?} on replica {port} failed: {err}"))
+    }
+
     /// Kills the node at `port` (as a crash would: no goodbye to the cluster), and keeps its
     /// port: another test's fresh, empty `redis-server` must not start there, where clients
     /// still looking for the dead node would run their scripts on it. Connections to the port
@@ -421,13 +428,28 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> Result<bool, String>) -> Re
 }
 
 fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
+    query_after(port, &[], args)
+}
+
+/// Runs `first` (unless empty) then `args` on one connection to the node at `port`.
+fn query_after<T: redis::FromRedisValue>(
+    port: u16,
+    first: &[&str],
+    args: &[&str],
+) -> redis::RedisResult<T> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
     let mut connection = client.get_connection_with_timeout(Duration::from_millis(500))?;
     connection.set_read_timeout(Some(Duration::from_secs(2)))?;
     connection.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
+    let command = |args: &[&str]| {
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+    };
+    if !first.is_empty() {
+        command(first).exec(&mut connection)?;
     }
-    command.query(&mut connection)
+    command(args).query(&mut connection)
 }
