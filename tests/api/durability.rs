@@ -2,8 +2,9 @@
 //! write is acknowledged only once N replicas hold it; when they do not within
 //! `REDIS_WAIT_TIMEOUT_MS` the client gets 503 `unavailable`, the write stays, and a retry with
 //! the same idempotency key returns it once. Real `redis-server`s: a master and a replica, and
-//! a Redis Cluster (3 masters, 3 replicas), where a write waits for its room's shard's replica
-//! and a stuck replica fails the writes of its shard only.
+//! a Redis Cluster (3 masters, 3 replicas), where a write waits for its room's shard's replica,
+//! a stuck replica fails the writes of its shard only, and a write redirected (MOVED) to the
+//! slot's new master waits for that master's replica.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -287,5 +288,85 @@ async fn on_a_cluster_a_post_waits_for_its_shards_replica_and_a_stuck_one_fails_
     assert_eq!(
         last_event_on_replica(&cluster, stuck_replica, &stuck_room),
         Some(written)
+    );
+}
+
+/// How many times the node at `port` answered MOVED (`INFO errorstats`).
+fn moved_count(cluster: &RedisCluster, port: u16) -> u64 {
+    let stats: String = cluster.command(port, &["INFO", "errorstats"]);
+    stats
+        .lines()
+        .find_map(|line| line.strip_prefix("errorstat_MOVED:count="))
+        .map_or(0, |count| {
+            count.trim().parse().expect("a count of MOVED errors")
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_a_write_redirected_to_a_new_master_waits_for_that_masters_replica() {
+    let mut cluster = RedisCluster::start();
+    for master in cluster.masters() {
+        cluster.wait_replica_caught_up(master);
+    }
+    let app = spawn_waiting_with(Backend::Memory, cluster.app_vars(), WAIT).await;
+    let room = unique_room("durable-moved");
+    let alice = app.create_room(&room, "alice").await;
+    let held = holders(&cluster, std::slice::from_ref(&room));
+    let from = *held[&room].iter().next().expect("the room's master");
+    let to = cluster
+        .masters()
+        .into_iter()
+        .find(|master| *master != from)
+        .expect("another master");
+    let to_replica = cluster.replica_of(to);
+    // Every write connection sends a script of the room to its master before the slot moves
+    // (they take turns), so each knows the old owner.
+    for n in 0..20 {
+        app.say(&room, &alice.token, &format!("before {n}")).await;
+    }
+    let slot: u16 = cluster.command(from, &["CLUSTER", "KEYSLOT", &meta_key(&room)]);
+    cluster.move_slot(slot, from, to);
+    eventually(
+        "the new master's replica to hold the slot",
+        SYNC,
+        || async {
+            cluster
+                .replica_query::<Option<String>>(to_replica, &["HGET", &meta_key(&room), "last"])
+                .ok()
+                .flatten()
+        },
+    )
+    .await;
+
+    // The old master answers MOVED; the script and its WAIT go again, together, to the new
+    // master, so the 201 comes once the new master's replica holds the post.
+    let moved = moved_count(&cluster, from);
+    let posted = app.say(&room, &alice.token, "after the move").await;
+    assert!(
+        moved_count(&cluster, from) > moved,
+        "the post was not redirected: the test proves nothing"
+    );
+    assert_eq!(
+        last_event_on_replica(&cluster, to_replica, &room).as_deref(),
+        Some(posted.id.as_str())
+    );
+
+    // Without the new master's replica, a redirected post is refused: its WAIT ran on the new
+    // master (the old one's replica is there and would have acknowledged).
+    cluster.kill(to_replica);
+    let moved = moved_count(&cluster, from);
+    let started = Instant::now();
+    app.post_with_key(&room, Some(&alice.token), "alone", Some("k-1"))
+        .await
+        .expect_error(503, "unavailable");
+    assert_refused_in_time("the redirected post", started.elapsed(), WAIT);
+    assert!(
+        moved_count(&cluster, from) > moved,
+        "the refused post was not redirected: the test proves nothing"
+    );
+    let written: String = cluster.command(to, &["HGET", &meta_key(&room), "last"]);
+    assert_ne!(
+        written, posted.id,
+        "the refused post is not on the new master"
     );
 }
