@@ -7,8 +7,8 @@
 //! default (the [`section!`] macro). Its type refuses bad values by itself (`NonZero…`,
 //! enums, [`Bounded`], parsed URLs and origins), and the error's "what it expects" comes from
 //! that same type ([`Expects`]), so the check and its message cannot drift apart. The
-//! only checks across fields are `METRICS_PORT` ≠ `PORT`, a `REDIS_URL` list only with
-//! `REDIS_CLUSTER=true`, and no `REDIS_WAIT_REPLICAS` with it (not built for a cluster yet).
+//! only checks across fields are `METRICS_PORT` ≠ `PORT` and a `REDIS_URL` list only with
+//! `REDIS_CLUSTER=true`.
 //!
 //! Each section is read by its own `envy::from_iter` over the same variables rather than one
 //! struct of `#[serde(flatten)]` sections: serde buffers flattened fields as strings, and
@@ -237,16 +237,6 @@ impl Config {
                 variable: "REDIS_URL".to_owned(),
                 expected:
                     "one URL unless REDIS_CLUSTER=true (only a cluster takes a list of seed nodes)"
-                        .to_owned(),
-            });
-        }
-        if config.redis.redis_cluster && config.redis.redis_wait_replicas.get() > 0 {
-            // Durable acks run `WAIT` on write connections of their own to one server; the
-            // cluster's are not built yet.
-            return Err(ConfigError {
-                variable: "REDIS_WAIT_REPLICAS".to_owned(),
-                expected:
-                    "0 with REDIS_CLUSTER=true (durable acks are not built for a cluster yet)"
                         .to_owned(),
             });
         }

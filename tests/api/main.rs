@@ -7,7 +7,8 @@
 //! - [`concurrency`]: one winner under racing creates, joins and idempotent posts.
 //! - [`faults`]: Redis going away and coming back (Redis only).
 //! - [`durability`]: `REDIS_WAIT_REPLICAS`: writes acknowledged once a replica holds them, 503
-//!   when it does not in time, and the retry that finds the write once.
+//!   when it does not in time, and the retry that finds the write once; on one Redis and on a
+//!   Redis Cluster, where a stuck replica fails only its shard's writes.
 //! - [`abuse`]: rate limits, caps, slowloris, origins, abusive crowds, no leaked secrets.
 //! - [`hardening`]: what one request or address must not cost: secret-check memory, metric
 //!   series, slow bodies, per-address connections, writers that never drain.

@@ -43,7 +43,7 @@ fn keys(cluster: &RedisCluster, port: u16, pattern: &str) -> Vec<String> {
 }
 
 /// Which master holds each of `rooms`' keys: room → the masters holding any of its keys.
-fn holders(cluster: &RedisCluster, rooms: &[String]) -> HashMap<String, BTreeSet<u16>> {
+pub(crate) fn holders(cluster: &RedisCluster, rooms: &[String]) -> HashMap<String, BTreeSet<u16>> {
     let mut held: HashMap<String, BTreeSet<u16>> = HashMap::new();
     for port in cluster.masters() {
         for room in rooms {

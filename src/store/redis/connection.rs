@@ -27,18 +27,28 @@ pub(super) enum Connection {
 }
 
 impl Connection {
-    /// A connection that connects on its first command.
-    pub(super) fn new(target: RedisTarget, timeout: Duration) -> redis::RedisResult<Self> {
+    /// A connection that connects on its first command, within `timeout`; a reply may take
+    /// `response_timeout` (longer than `timeout` for a write that waits for replicas).
+    pub(super) fn new(
+        target: &RedisTarget,
+        timeout: Duration,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<Self> {
         Ok(match target {
             RedisTarget::Single(client) => {
                 let config = redis::aio::ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
+                    .set_response_timeout(Some(response_timeout))
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_millis(500));
-                Self::Single(ConnectionManager::new_lazy_with_config(*client, config)?)
+                Self::Single(ConnectionManager::new_lazy_with_config(
+                    (**client).clone(),
+                    config,
+                )?)
             }
-            RedisTarget::Cluster(seeds) => Self::Cluster(LazyCluster::new(&seeds, timeout)?),
+            RedisTarget::Cluster(seeds) => {
+                Self::Cluster(LazyCluster::new(seeds, timeout, response_timeout)?)
+            }
         })
     }
 }
@@ -52,11 +62,16 @@ pub(super) struct LazyCluster {
 }
 
 impl LazyCluster {
-    fn new(seeds: &ClusterSeeds, timeout: Duration) -> redis::RedisResult<Self> {
+    fn new(
+        seeds: &ClusterSeeds,
+        timeout: Duration,
+        response_timeout: Duration,
+    ) -> redis::RedisResult<Self> {
+        // The response timeout is also the bound of a command's retries together.
         let client = seeds
             .builder()
             .connection_timeout(timeout)
-            .response_timeout(timeout)
+            .response_timeout(response_timeout)
             .retries(CLUSTER_RETRIES)
             .build()?;
         Ok(Self {

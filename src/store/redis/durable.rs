@@ -3,17 +3,29 @@
 //!
 //! `WAIT` counts the replicas that acknowledged every write of the connection it runs on, so
 //! it must follow the script on the same connection, and nothing may reconnect in between:
-//! the script and `WAIT` go in one pipeline, which the connection manager sends whole on one
-//! connection (a reconnect fails the pipeline, and the client gets 503).
+//! the script and `WAIT` go in one pipeline, which is sent whole on one connection.
+//!
+//! - On one Redis, the connection manager fails the pipeline on a reconnect, and the client
+//!   gets 503.
+//! - On a cluster, the pipeline goes whole to the master of the room's slot: redis-rs routes
+//!   a pipeline by its first keyed command (the script; `WAIT` alone would go to every master
+//!   and answer their minimum, but inside a pipeline it is unkeyed and follows the script).
+//!   A redirection (MOVED, ASK), a lost connection or a failover makes redis-rs send the
+//!   whole pipeline again, script then `WAIT`, on one connection to the node now owning the
+//!   slot: so `WAIT` still follows the script it answers for. A script run again finds what
+//!   its first run wrote there (a post's idempotent replay, below), and replication is one
+//!   stream per master, so the second run's `WAIT` covers the first run's write too. Retries
+//!   end with the write's deadline, and then the client gets 503.
 //!
 //! They do not go on the store's shared connection. `WAIT` blocks the server-side client, and
 //! on a multiplexed connection every other task's command (history, authentication, the
 //! sweep) would queue behind it: for a replica's round trip when all is well, and for the
 //! whole `REDIS_WAIT_TIMEOUT_MS` when a replica is gone, one blocked `WAIT` after another.
-//! Writes therefore take turns over [`WRITE_CONNECTIONS`] connections of their own; reads
-//! never wait for replicas. A write still queues behind the writes sent before it on its
-//! connection (Redis runs one client's commands in order), which is what bounds the rate:
-//! each connection carries about one write per replica acknowledgement.
+//! Writes therefore take turns over [`WRITE_CONNECTIONS`] connections of their own (on a
+//! cluster, cluster connections of their own, each with its own connection to every node);
+//! reads never wait for replicas. A write still queues behind the writes sent before it on
+//! its connection (Redis runs one client's commands in order), which is what bounds the rate:
+//! each connection carries about one write per replica acknowledgement, per master.
 //!
 //! A reply that changed nothing ("room exists", "unauthorized") waits too, and fails the same
 //! way: what it reports was read from state a failover could still lose. A retried post that
@@ -23,10 +35,9 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-
 use super::super::{StoreError, StoreResult};
-use crate::config::Durability;
+use super::connection::Connection;
+use crate::config::{Durability, RedisTarget};
 
 /// How many connections the writes that wait for replicas take turns on. Each carries about
 /// one write per replica acknowledgement (a loopback replica acknowledges in well under a
@@ -37,7 +48,7 @@ const WRITE_CONNECTIONS: usize = 16;
 pub(super) struct Durable {
     replicas: u64,
     wait: Duration,
-    connections: Box<[ConnectionManager]>,
+    connections: Box<[Connection]>,
     next: AtomicUsize,
 }
 
@@ -45,7 +56,7 @@ impl Durable {
     /// `None` when no replica is asked for: writes then go on the shared connection, with no
     /// `WAIT` and no extra round trip.
     pub(super) fn new(
-        client: &redis::Client,
+        target: &RedisTarget,
         durability: Durability,
         timeout: Duration,
     ) -> redis::RedisResult<Option<Self>> {
@@ -53,13 +64,8 @@ impl Durable {
             return Ok(None);
         }
         // A write's reply comes after its `WAIT`, which may take all of its timeout.
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout + durability.timeout))
-            .set_number_of_retries(2)
-            .set_max_delay(Duration::from_millis(500));
         let connections = (0..WRITE_CONNECTIONS)
-            .map(|_| ConnectionManager::new_lazy_with_config(client.clone(), config.clone()))
+            .map(|_| Connection::new(target, timeout, timeout + durability.timeout))
             .collect::<redis::RedisResult<_>>()?;
         Ok(Some(Self {
             replicas: durability.replicas,
@@ -75,7 +81,7 @@ impl Durable {
     }
 
     /// The next write connection, in turn.
-    pub(super) fn connection(&self) -> ConnectionManager {
+    pub(super) fn connection(&self) -> Connection {
         let turn = self.next.fetch_add(1, Ordering::Relaxed) % self.connections.len();
         self.connections[turn].clone()
     }

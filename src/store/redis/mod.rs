@@ -120,14 +120,8 @@ impl RedisStore {
         durability: Durability,
     ) -> redis::RedisResult<Self> {
         let sharded = matches!(target, crate::config::RedisTarget::Cluster(_));
-        let durable = match &target {
-            crate::config::RedisTarget::Single(client) => {
-                Durable::new(client, durability, timeout)?
-            }
-            // The configuration refuses REDIS_WAIT_REPLICAS with REDIS_CLUSTER.
-            crate::config::RedisTarget::Cluster(_) => None,
-        };
-        let connection = Connection::new(target, timeout)?;
+        let durable = Durable::new(&target, durability, timeout)?;
+        let connection = Connection::new(&target, timeout, timeout)?;
         Ok(Self {
             sharded,
             connection,
@@ -230,7 +224,7 @@ impl RedisStore {
         durable.append_wait(&mut pipe);
         let (value, replicas): (Value, u64) = self
             .query_scripts_on(
-                Connection::Single(durable.connection()),
+                durable.connection(),
                 self.timeout + durable.wait(),
                 what,
                 &pipe,

@@ -239,6 +239,50 @@ impl RedisCluster {
         query(port, args).unwrap_or_else(|err| panic!("{args:?} on node {port} failed: {err}"))
     }
 
+    /// Runs one command on the replica at `port` as a read of its own data (`READONLY` first,
+    /// on the same connection, or the replica would redirect to its master); panics if it fails.
+    pub fn replica_command<T: redis::FromRedisValue>(&self, port: u16, args: &[&str]) -> T {
+        self.replica_query(port, args)
+            .unwrap_or_else(|err| panic!("{args:?} on replica {port} failed: {err}"))
+    }
+
+    /// [`RedisCluster::replica_command`], failing instead of panicking (a replica that does
+    /// not know yet that its master took a slot redirects with MOVED).
+    pub fn replica_query<T: redis::FromRedisValue>(
+        &self,
+        port: u16,
+        args: &[&str],
+    ) -> redis::RedisResult<T> {
+        query_after(port, &["READONLY"], args)
+    }
+
+    /// Moves hash slot `slot`, keys and all, from the master at `from` to the master at `to`,
+    /// as a resharding does: `IMPORTING` / `MIGRATING`, `MIGRATE` of its keys, then `SETSLOT
+    /// NODE` on the destination, the source and the other masters. Clients that knew the old
+    /// owner are answered MOVED by it from then on.
+    pub fn move_slot(&self, slot: u16, from: u16, to: u16) {
+        let slot = slot.to_string();
+        let from_id: String = self.command(from, &["CLUSTER", "MYID"]);
+        let to_id: String = self.command(to, &["CLUSTER", "MYID"]);
+        let () = self.command(to, &["CLUSTER", "SETSLOT", &slot, "IMPORTING", &from_id]);
+        let () = self.command(from, &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &to_id]);
+        let to_port = to.to_string();
+        loop {
+            let keys: Vec<String> = self.command(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            if keys.is_empty() {
+                break;
+            }
+            let mut migrate = vec!["MIGRATE", "127.0.0.1", &to_port, "", "0", "5000", "KEYS"];
+            migrate.extend(keys.iter().map(String::as_str));
+            let () = self.command(from, &migrate);
+        }
+        let mut masters = self.masters();
+        masters.sort_by_key(|port| (*port != to, *port != from));
+        for master in masters {
+            let () = self.command(master, &["CLUSTER", "SETSLOT", &slot, "NODE", &to_id]);
+        }
+    }
+
     /// Kills the node at `port` (as a crash would: no goodbye to the cluster), and keeps its
     /// port: another test's fresh, empty `redis-server` must not start there, where clients
     /// still looking for the dead node would run their scripts on it. Connections to the port
@@ -421,13 +465,28 @@ fn wait_until(what: &str, mut ready: impl FnMut() -> Result<bool, String>) -> Re
 }
 
 fn query<T: redis::FromRedisValue>(port: u16, args: &[&str]) -> redis::RedisResult<T> {
+    query_after(port, &[], args)
+}
+
+/// Runs `first` (unless empty) then `args` on one connection to the node at `port`.
+fn query_after<T: redis::FromRedisValue>(
+    port: u16,
+    first: &[&str],
+    args: &[&str],
+) -> redis::RedisResult<T> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/"))?;
     let mut connection = client.get_connection_with_timeout(Duration::from_millis(500))?;
     connection.set_read_timeout(Some(Duration::from_secs(2)))?;
     connection.set_write_timeout(Some(Duration::from_secs(2)))?;
-    let mut command = redis::cmd(args[0]);
-    for arg in &args[1..] {
-        command.arg(*arg);
+    let command = |args: &[&str]| {
+        let mut command = redis::cmd(args[0]);
+        for arg in &args[1..] {
+            command.arg(*arg);
+        }
+        command
+    };
+    if !first.is_empty() {
+        command(first).exec(&mut connection)?;
     }
-    command.query(&mut connection)
+    command(args).query(&mut connection)
 }
