@@ -19,11 +19,11 @@ use crate::support::{Backend, RedisServer, TestApp, eventually, unique_room};
 /// Rooms created at most while looking for one on every master.
 const MAX_ROOMS: usize = 60;
 
-async fn app_on(cluster: &RedisCluster) -> TestApp {
+pub(crate) async fn app_on(cluster: &RedisCluster) -> TestApp {
     app_with(cluster, &[]).await
 }
 
-async fn app_with(cluster: &RedisCluster, extra: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn app_with(cluster: &RedisCluster, extra: &[(&str, &str)]) -> TestApp {
     let vars = cluster.app_vars();
     let mut vars: Vec<(&str, &str)> = vars
         .iter()
@@ -39,7 +39,7 @@ fn keys(cluster: &RedisCluster, port: u16, pattern: &str) -> Vec<String> {
 }
 
 /// Which master holds each of `rooms`' keys: room → the masters holding any of its keys.
-fn holders(cluster: &RedisCluster, rooms: &[String]) -> HashMap<String, BTreeSet<u16>> {
+pub(crate) fn holders(cluster: &RedisCluster, rooms: &[String]) -> HashMap<String, BTreeSet<u16>> {
     let mut held: HashMap<String, BTreeSet<u16>> = HashMap::new();
     for port in cluster.masters() {
         for room in rooms {
