@@ -19,8 +19,9 @@ const MAX_ROOMS: usize = 60;
 const DETECTION: Duration = Duration::from_secs(9);
 /// How long the stuck master answers nobody: longer than [`DETECTION`].
 const PAUSE: Duration = Duration::from_secs(10);
-/// How soon a room on a shard that works gets its events while another shard is stuck.
-const PROMPT: Duration = Duration::from_secs(3);
+/// How soon a room on a shard that works gets its events while another shard is stuck, also
+/// while the feed replaces its connection (the old one delivers until the new one is live).
+const PROMPT: Duration = Duration::from_secs(1);
 
 /// A room with its master and its creator.
 struct Placed {

@@ -17,11 +17,21 @@
 //! the subscriptions on that node stay silent and the rooms it gave away are never found
 //! again. Every `PING_EVERY` the feed pings every master; when one does not answer within the
 //! timeout, a new cluster connection (fresh nodes, fresh slot map) replaces the whole old one
-//! and every wanted room is subscribed and resynced on it. So a stuck shard delays its rooms'
-//! events by at most about `PING_EVERY` plus the time to connect and subscribe again, after
-//! which the log fills in what was published meanwhile; rooms on the other shards get one
-//! resync each per new connection. Subscribing, unsubscribing and pinging all run under the
-//! timeout beside the message loop, so a shard that does not answer holds up no other one.
+//! (redis-rs cannot be told to reconnect one node) and every wanted room is subscribed and
+//! resynced on it. So a stuck shard's rooms get their events at most about `PING_EVERY` plus
+//! a few timeouts late (the log fills in what was published meanwhile), and while the shard
+//! stays stuck the connection is replaced again each `PING_EVERY`, each time costing one log
+//! read per room on the other shards. Those rooms lose no time meanwhile: the replaced
+//! connection's messages are still delivered until every room is live on the new one (or a
+//! few timeouts have passed), and subscribing, unsubscribing and pinging all run under the
+//! timeout beside the message loop.
+//!
+//! After a failover or a slot move redis-rs's slot map is stale until a command is
+//! redirected, and the old master turned replica accepts `SSUBSCRIBE` (replicas serve
+//! sharded pub/sub); in the failover test a message published just after the failover did
+//! not reach a subscription made there. So a lost subscription is first looked up by a key
+//! of its slot, whose `MOVED` makes redis-rs refresh its map, and then subscribed on the
+//! slot's master.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -114,6 +124,12 @@ pub(super) async fn run(
     let mut subscribing: HashSet<String> = HashSet::new();
     // A ping of every master, then a new connection if one did not answer.
     let mut probe: Option<BoxFuture<'static, Option<Connected>>> = None;
+    // The connection replaced last, whose messages are still delivered until every wanted
+    // room is live on the new one (or `retire_at`): the shards that work lose no time while
+    // the new connection subscribes, which redis-rs holds up while it waits on a stuck node.
+    let mut retiring: Option<Connected> = None;
+    let retire_at = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(retire_at);
     let mut repair = tokio::time::interval(REPAIR_EVERY);
     repair.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut ping = tokio::time::interval(PING_EVERY);
@@ -131,6 +147,20 @@ pub(super) async fn run(
                     probe = Some(Box::pin(async move { connect(&client, timeout).await }));
                 }
             },
+            push = async {
+                match retiring.as_mut() {
+                    Some(old) => old.pushes.recv().await,
+                    None => std::future::pending().await,
+                }
+            }, if retiring.is_some() => match push {
+                // Only its messages: what it says of its subscriptions is past.
+                Some(push) if push.kind == PushKind::SMessage => {
+                    on_push(push, &wanted, &mut lost, sink.as_ref());
+                }
+                Some(_) => {}
+                None => retiring = None,
+            },
+            () = &mut retire_at, if retiring.is_some() => retiring = None,
             command = commands.recv() => match command {
                 None => return,
                 Some(Command::Subscribe { channel, done }) => {
@@ -185,7 +215,8 @@ pub(super) async fn run(
             }, if probe.is_some() => {
                 probe = None;
                 if let Some(replacement) = replacement {
-                    current = replacement;
+                    retiring = Some(std::mem::replace(&mut current, replacement));
+                    retire_at.as_mut().reset(tokio::time::Instant::now() + timeout * CONNECT_TIMEOUTS);
                     // What was under way went to the old connection: the hub's questions
                     // are answered by their senders' drop (its rooms retry), and every
                     // wanted room is subscribed on the new one and resynced.
@@ -196,6 +227,9 @@ pub(super) async fn run(
                     metrics::counter!("chat_feed_reconnects_total").increment(1);
                 }
             }
+        }
+        if lost.is_empty() && subscribing.is_empty() {
+            retiring = None;
         }
     }
 }
@@ -254,12 +288,8 @@ async fn check(
 /// Subscribes one channel under the timeout: whether it is live now. Its confirmation push
 /// follows (and resyncs the room).
 ///
-/// A subscription lost to a slot-map change (`done` is `None`: a repair) is first looked up
-/// by a key of its slot: redis-rs still has the old map, and the node it would send
-/// `SSUBSCRIBE` to may be the old master turned replica, which accepts it (replicas serve
-/// sharded pub/sub) but hears its shard's messages only once its new master counts it among
-/// its replicas. A node that no longer owns the slot answers the key `MOVED` instead, which
-/// redis-rs follows by refreshing its map, so the subscription goes to the owner.
+/// A repair (`done` is `None`) first looks the channel's slot up by a key (see the module's
+/// doc): a node that no longer owns it answers `MOVED`, and redis-rs refreshes its map.
 fn subscribe(
     connection: &ClusterConnection,
     channel: String,
