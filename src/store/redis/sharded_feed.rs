@@ -216,7 +216,8 @@ pub(super) async fn run(
                 probe = None;
                 if let Some(replacement) = replacement {
                     retiring = Some(std::mem::replace(&mut current, replacement));
-                    retire_at.as_mut().reset(tokio::time::Instant::now() + timeout * CONNECT_TIMEOUTS);
+                    let retire_by = tokio::time::Instant::now() + timeout * CONNECT_TIMEOUTS;
+                    retire_at.as_mut().reset(retire_by);
                     // What was under way went to the old connection: the hub's questions
                     // are answered by their senders' drop (its rooms retry), and every
                     // wanted room is subscribed on the new one and resynced.
