@@ -28,6 +28,8 @@
 //! - [`redis_cluster`]: the service on a real Redis Cluster (`RedisCluster`: 3 masters, 3
 //!   replicas): rooms over every master in one slot each, sharded channels only, one order
 //!   across instances, history and resume, a master killed under traffic.
+//! - [`redis_cluster_faults`]: the sharded feed through node faults: a master that stops
+//!   answering (half-open), a live room's slot moved, a manual failover, a restarted node.
 //! - [`browser`]: the browser client at `/`, in headless Chromium (playwright-core, run by
 //!   node): both transports, the fallback to SSE, a restart under the page, markup as text.
 //! - [`socketio`]: the original tutorial's socket.io clients (the real `socket.io-client`,
@@ -58,6 +60,7 @@ mod hardening;
 mod readme;
 mod realtime;
 mod redis_cluster;
+mod redis_cluster_faults;
 mod rest;
 mod session;
 mod socketio;

@@ -23,11 +23,11 @@ use crate::support::{Backend, Message, RedisServer, TestApp, event_id, eventuall
 /// Rooms created at most while looking for one on every master.
 const MAX_ROOMS: usize = 60;
 
-async fn app_on(cluster: &RedisCluster) -> TestApp {
+pub(crate) async fn app_on(cluster: &RedisCluster) -> TestApp {
     app_with(cluster, &[]).await
 }
 
-async fn app_with(cluster: &RedisCluster, extra: &[(&str, &str)]) -> TestApp {
+pub(crate) async fn app_with(cluster: &RedisCluster, extra: &[(&str, &str)]) -> TestApp {
     let vars = cluster.app_vars();
     let mut vars: Vec<(&str, &str)> = vars
         .iter()

@@ -26,7 +26,7 @@ use crate::domain::{RoomEvent, RoomId};
 use crate::store::{Feed, FeedItem, FeedSink, StoreError, StoreFuture};
 
 /// How often the idle pub/sub connection is pinged to find out it is gone.
-const PING_EVERY: Duration = Duration::from_secs(5);
+pub(super) const PING_EVERY: Duration = Duration::from_secs(5);
 pub(super) const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 pub(super) const MAX_BACKOFF: Duration = Duration::from_secs(2);
 

@@ -70,19 +70,7 @@ impl RedisCluster {
             });
         }
         for node in &mut cluster.nodes {
-            let port = node.port;
-            wait_until(&format!("node {port} answers"), || {
-                if node.exited() {
-                    return Err(format!("node {port} exited"));
-                }
-                // Its own process id: another test's server may hold the port (ours then
-                // exits, having failed to bind it, but maybe not yet).
-                match query::<String>(port, &["INFO", "server"]) {
-                    Ok(info) if info_process_id(&info) == node.pid() => Ok(true),
-                    Ok(_) => Err(format!("port {port} is another process's redis-server")),
-                    Err(_) => Ok(false),
-                }
-            })?;
+            node.wait_answers()?;
         }
         let addresses: Vec<String> = cluster
             .nodes
@@ -288,11 +276,7 @@ impl RedisCluster {
     /// still looking for the dead node would run their scripts on it. Connections to the port
     /// are refused from now on (accepted and closed at once) for the rest of the test process.
     pub fn kill(&mut self, port: u16) {
-        let node = self
-            .nodes
-            .iter_mut()
-            .find(|node| node.port == port)
-            .expect("a node of this cluster");
+        let node = self.node_mut(port);
         node.stop();
         let listener = TcpListener::bind(("127.0.0.1", port))
             .unwrap_or_else(|err| panic!("keeping the dead node's port {port}: {err}"));
@@ -316,6 +300,187 @@ impl RedisCluster {
         })
         .unwrap_or_else(|err| panic!("{err}"));
     }
+
+    /// The id of the node at `port`.
+    pub fn node_id(&self, port: u16) -> String {
+        self.command(port, &["CLUSTER", "MYID"])
+    }
+
+    /// The slot of `key`.
+    pub fn key_slot(&self, key: &str) -> u16 {
+        let port = self
+            .nodes
+            .iter()
+            .find(|node| node.child.is_some())
+            .expect("a node")
+            .port;
+        self.command(port, &["CLUSTER", "KEYSLOT", key])
+    }
+
+    /// The port of the running replica of the master at `port`.
+    pub fn replica_of(&self, master: u16) -> u16 {
+        let needle = format!("master_port:{master}\r\n");
+        self.replicas()
+            .into_iter()
+            .find(|port| {
+                query::<String>(*port, &["INFO", "replication"])
+                    .is_ok_and(|info| info.contains(&needle))
+            })
+            .unwrap_or_else(|| panic!("no replica of master {master}"))
+    }
+
+    /// The first half of moving `slot` from master `from` to master `to`, as `redis-cli
+    /// --cluster reshard` does it: the slot importing on `to` and migrating on `from`, whose
+    /// commands on keys already moved are answered ASK from now on.
+    pub fn begin_slot_move(&self, slot: u16, from: u16, to: u16) {
+        let slot = slot.to_string();
+        let _: String = self.command(
+            to,
+            &[
+                "CLUSTER",
+                "SETSLOT",
+                &slot,
+                "IMPORTING",
+                &self.node_id(from),
+            ],
+        );
+        let _: String = self.command(
+            from,
+            &["CLUSTER", "SETSLOT", &slot, "MIGRATING", &self.node_id(to)],
+        );
+    }
+
+    /// The keys of `slot` moved from `from` to `to` (`MIGRATE`): commands on them are
+    /// answered ASK by `from` and served by `to` after `ASKING`.
+    pub fn migrate_slot_keys(&self, slot: u16, from: u16, to: u16) {
+        let slot = slot.to_string();
+        loop {
+            let keys: Vec<String> = self.command(from, &["CLUSTER", "GETKEYSINSLOT", &slot, "100"]);
+            if keys.is_empty() {
+                return;
+            }
+            let to = to.to_string();
+            let mut args = vec!["MIGRATE", "127.0.0.1", &to, "", "0", "5000", "KEYS"];
+            args.extend(keys.iter().map(String::as_str));
+            let _: String = self.command(from, &args);
+        }
+    }
+
+    /// The last half of the move: `slot` given to `to` on `to`, on `from` and on the other
+    /// masters (`from` then answers MOVED for it); returns once every running node says `to`
+    /// owns it.
+    pub fn finish_slot_move(&self, slot: u16, from: u16, to: u16) {
+        let owner = self.node_id(to);
+        let slot_arg = slot.to_string();
+        let others = self
+            .masters()
+            .into_iter()
+            .filter(|port| ![from, to].contains(port));
+        for port in [to, from].into_iter().chain(others) {
+            let _: String = self.command(port, &["CLUSTER", "SETSLOT", &slot_arg, "NODE", &owner]);
+        }
+        wait_until(
+            &format!("every node to see slot {slot} on node {to}"),
+            || {
+                Ok(self
+                    .nodes
+                    .iter()
+                    .filter(|node| node.child.is_some())
+                    .all(|node| {
+                        query::<String>(node.port, &["CLUSTER", "NODES"])
+                            .is_ok_and(|nodes| slot_owner(&nodes, slot).as_deref() == Some(&*owner))
+                    }))
+            },
+        )
+        .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    /// A manual failover (`CLUSTER FAILOVER`, no data lost): the replica at `replica` is
+    /// promoted and its master becomes its replica; returns once both say so and every
+    /// running node says `cluster_state:ok`.
+    pub fn promote(&self, replica: u16) {
+        let master: String = self.command(replica, &["INFO", "replication"]);
+        let master = master
+            .lines()
+            .find_map(|line| line.strip_prefix("master_port:"))
+            .and_then(|port| port.trim().parse::<u16>().ok())
+            .unwrap_or_else(|| panic!("node {replica} is not a replica"));
+        let _: String = self.command(replica, &["CLUSTER", "FAILOVER"]);
+        wait_until(&format!("node {replica} promoted over {master}"), || {
+            let masters = self.masters();
+            Ok(masters.contains(&replica)
+                && self.replicas().contains(&master)
+                && self
+                    .nodes
+                    .iter()
+                    .filter(|node| node.child.is_some())
+                    .all(|node| {
+                        query::<String>(node.port, &["CLUSTER", "INFO"])
+                            .is_ok_and(|info| info.contains("cluster_state:ok"))
+                    }))
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    /// Kills the node at `port` (as a crash would) and starts a fresh, empty one on the same
+    /// ports and directory, which rejoins the cluster from its `nodes-<port>.conf`; returns
+    /// once it answers. Meant for a replica: a master restarted empty before its replica
+    /// took over would come back owning its slots with none of their keys.
+    pub fn restart(&mut self, port: u16) {
+        let bus_port: Vec<String> = self.command(port, &["CONFIG", "GET", "cluster-port"]);
+        let bus_port: u16 = bus_port
+            .get(1)
+            .and_then(|value| value.parse().ok())
+            .unwrap_or_else(|| panic!("no cluster-port on node {port}: {bus_port:?}"));
+        let dir = self.dir.clone();
+        let node = self.node_mut(port);
+        node.stop();
+        node.child = Some(launch(port, bus_port, &dir));
+        node.wait_answers().unwrap_or_else(|err| panic!("{err}"));
+    }
+
+    fn node_mut(&mut self, port: u16) -> &mut Node {
+        self.nodes
+            .iter_mut()
+            .find(|node| node.port == port)
+            .expect("a node of this cluster")
+    }
+
+    /// Whether the node at `port` answers a command now (within the query's timeouts).
+    pub fn answers(&self, port: u16) -> bool {
+        query::<String>(port, &["PING"]).is_ok()
+    }
+
+    /// Waits until the node at `port` is a replica whose link to its master is up (its
+    /// initial sync done) and it sees the cluster ok with all six nodes.
+    pub fn wait_for_replica_in_sync(&self, port: u16) {
+        wait_until(&format!("node {port} a replica in sync"), || {
+            Ok(
+                query::<String>(port, &["INFO", "replication"]).is_ok_and(|info| {
+                    info.contains("role:slave") && info.contains("master_link_status:up")
+                }) && query::<String>(port, &["CLUSTER", "INFO"]).is_ok_and(|info| {
+                    info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
+                }),
+            )
+        })
+        .unwrap_or_else(|err| panic!("{err}"));
+    }
+}
+
+/// The id of the node owning `slot` in `CLUSTER NODES` output (`<id> <addr> ... <slots>`,
+/// slots from the ninth field: `n`, `a-b`, or a `[n->-id]` migration mark, skipped).
+fn slot_owner(nodes: &str, slot: u16) -> Option<String> {
+    nodes.lines().find_map(|line| {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let owns = fields.iter().skip(8).any(|range| {
+            let (low, high) = range.split_once('-').unwrap_or((range, range));
+            matches!(
+                (low.parse::<u16>(), high.parse::<u16>()),
+                (Ok(low), Ok(high)) if (low..=high).contains(&slot)
+            )
+        });
+        owns.then(|| fields[0].to_owned())
+    })
 }
 
 /// The cluster every conformance test's `cluster` variant of one test run shares (each on
@@ -385,6 +550,22 @@ impl SharedCluster {
 }
 
 impl Node {
+    /// Waits until the node answers as itself: its own process id, since another test's
+    /// server may hold the port (ours then exits, having failed to bind it, but maybe not yet).
+    fn wait_answers(&mut self) -> Result<(), String> {
+        let port = self.port;
+        wait_until(&format!("node {port} answers"), || {
+            if self.exited() {
+                return Err(format!("node {port} exited"));
+            }
+            match query::<String>(port, &["INFO", "server"]) {
+                Ok(info) if info_process_id(&info) == self.pid() => Ok(true),
+                Ok(_) => Err(format!("port {port} is another process's redis-server")),
+                Err(_) => Ok(false),
+            }
+        })
+    }
+
     fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
