@@ -160,23 +160,11 @@ impl RedisCluster {
     /// it (`master_link_status:up`, set once the master's snapshot is loaded).
     pub fn replica_synced(&self, port: u16) -> bool {
         query::<String>(port, &["INFO", "replication"]).is_ok_and(|info| {
-            info.lines()
-                .any(|line| line.trim() == "master_link_status:up")
+            info.lines().any(|line| line.trim() == "role:slave")
+                && info
+                    .lines()
+                    .any(|line| line.trim() == "master_link_status:up")
         })
-    }
-
-    /// The port of the replica of the master at `port` (each master has one).
-    pub fn replica_of(&self, master: u16) -> u16 {
-        let info: String = self.command(master, &["INFO", "replication"]);
-        info.lines()
-            .find_map(|line| line.strip_prefix("slave0:"))
-            .and_then(|fields| {
-                fields
-                    .split(',')
-                    .find_map(|field| field.strip_prefix("port="))
-            })
-            .and_then(|port| port.parse().ok())
-            .unwrap_or_else(|| panic!("master {master} names no replica: {info}"))
     }
 
     /// Waits until the replica of the master at `port` has acknowledged every write the master
@@ -455,13 +443,10 @@ impl RedisCluster {
     /// initial sync done) and it sees the cluster ok with all six nodes.
     pub fn wait_for_replica_in_sync(&self, port: u16) {
         wait_until(&format!("node {port} a replica in sync"), || {
-            Ok(
-                query::<String>(port, &["INFO", "replication"]).is_ok_and(|info| {
-                    info.contains("role:slave") && info.contains("master_link_status:up")
-                }) && query::<String>(port, &["CLUSTER", "INFO"]).is_ok_and(|info| {
+            Ok(self.replica_synced(port)
+                && query::<String>(port, &["CLUSTER", "INFO"]).is_ok_and(|info| {
                     info.contains("cluster_state:ok") && info.contains("cluster_known_nodes:6")
-                }),
-            )
+                }))
         })
         .unwrap_or_else(|err| panic!("{err}"));
     }
