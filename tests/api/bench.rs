@@ -265,6 +265,12 @@ async fn chat_bench_spreads_every_room_over_two_servers_on_one_redis() {
         ServerProcess::start(&vars).await,
         ServerProcess::start(&vars).await,
     ];
+    let info = redis.command(&["info", "server"]);
+    let redis_pid = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("process_id:"))
+        .unwrap_or_else(|| panic!("INFO server names the process: {info}"))
+        .to_owned();
 
     // (scenario, members per room, rate per sender, messages its second sends, senders), in
     // two rooms: fan-out's two senders are on different servers.
@@ -272,7 +278,9 @@ async fn chat_bench_spreads_every_room_over_two_servers_on_one_redis() {
         ("fanout", 10, 10, 2 * 10, 2),
         ("chat", 4, 2, 2 * 4 * 2, 2 * 4),
     ] {
-        let report = chat_bench_on(&servers, true, &load(&[scenario], 2, members, rate)).await;
+        let mut args = vec!["--redis-pid".to_owned(), redis_pid.clone()];
+        args.extend(load(&[scenario], 2, members, rate));
+        let report = chat_bench_on(&servers, true, &args).await;
         assert_lossless(&report, members, nominal_sent, senders);
         let sent = count(&report, "sent");
         let shares = report["servers"]
@@ -288,7 +296,8 @@ async fn chat_bench_spreads_every_room_over_two_servers_on_one_redis() {
             assert_eq!(count(share, "delivered"), sent * members / 2, "{report}");
             assert!(count(share, "sent") > 0, "{report}");
             sent_by_servers += count(share, "sent");
-            assert!(figure(share, "cpu_s") > 0.0, "{report}");
+            // CPU time is read in clock ticks (10 ms): a server's share of a small run may be 0.
+            assert!(figure(share, "cpu_s") >= 0.0, "{report}");
             assert!(count(share, "rss_kib_after") > 0, "{report}");
         }
         assert_eq!(sent_by_servers, sent, "{report}");
@@ -300,6 +309,12 @@ async fn chat_bench_spreads_every_room_over_two_servers_on_one_redis() {
         assert!(
             figure(&report, "redis_post_round_trips_per_message") > 0.0,
             "both servers' metrics are read: {report}"
+        );
+        // Read, though Redis' part of a small run is often under a clock tick.
+        assert!(figure(&report, "redis_cpu_s") >= 0.0, "{report}");
+        assert!(
+            figure(&report, "redis_cpu_us_per_message") >= 0.0,
+            "{report}"
         );
     }
 }

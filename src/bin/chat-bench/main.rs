@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use clients::{
     Http, Incoming, Received, Servers, Tally, Target, Transport, Ws, bench_message, receive,
 };
-use report::{Process, Report, sample_all};
+use report::{Process, Report, Watched};
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -56,6 +56,10 @@ struct Cli {
     /// per server in the same order.
     #[arg(long, global = true, value_delimiter = ',')]
     server_pid: Vec<u32>,
+    /// Redis' process id (several for a cluster, comma-separated), to report its CPU time per
+    /// message.
+    #[arg(long, global = true, value_delimiter = ',')]
+    redis_pid: Vec<u32>,
     /// Also write the report as JSON here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -215,19 +219,19 @@ async fn run(cli: Cli) -> BenchResult<()> {
     if !cli.server_pid.is_empty() && cli.server_pid.len() != cli.server.len() {
         return Err("--server-pid needs one process id per --server".into());
     }
-    let server: Vec<Process> = cli.server_pid.iter().copied().map(Process::of).collect();
+    let watched = Watched::new(&cli.server_pid, &cli.redis_pid);
     let reports = match &cli.scenario {
         Scenario::Idle {
             connections,
             members,
-        } => vec![idle(&servers, &server, *connections, (*members).max(1)).await?],
+        } => vec![idle(&servers, &watched, *connections, (*members).max(1)).await?],
         Scenario::Fanout(load) | Scenario::Chat(load) | Scenario::Sse(load) => {
             let kind = match &cli.scenario {
                 Scenario::Fanout(_) => SweepOf::Fanout,
                 Scenario::Chat(_) => SweepOf::Chat,
                 _ => SweepOf::Sse,
             };
-            let run = load_run(&servers, &server, kind, load);
+            let run = load_run(&servers, &watched, kind, load);
             vec![with_redis_calls(&servers, cli.redis, run).await?]
         }
         Scenario::Startup {
@@ -245,7 +249,7 @@ async fn run(cli: Cli) -> BenchResult<()> {
         } => {
             sweep(
                 &servers,
-                &server,
+                &watched,
                 *of,
                 load,
                 *max_p99_ms,
@@ -339,12 +343,12 @@ async fn ws_room(
 
 async fn idle(
     servers: &Servers,
-    server: &[Process],
+    watched: &Watched,
     connections: usize,
     members: usize,
 ) -> BenchResult<Report> {
     let bench = Process::own();
-    let before = sample_all(server)?;
+    let before = watched.sample()?;
     let started = Instant::now();
     let id = run_id();
     let transport = servers.transport();
@@ -378,7 +382,7 @@ async fn idle(
     let setup = started.elapsed();
     // Let allocations settle (the server has answered every join already).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = sample_all(server)?;
+    let after = watched.sample()?;
     // A reader that ended early lost its connection: it would not be measured.
     let open = held.len()
         + readers
@@ -403,7 +407,7 @@ async fn idle(
 
 async fn load_run(
     servers: &Servers,
-    server: &[Process],
+    watched: &Watched,
     kind: SweepOf,
     load: &Load,
 ) -> BenchResult<Report> {
@@ -468,7 +472,7 @@ async fn load_run(
     let setup = setup_started.elapsed();
 
     // Send for `duration` seconds at `rate` per sender.
-    let server_before = sample_all(server)?;
+    let watched_before = watched.sample()?;
     let bench_before = bench.sample()?;
     let sending_started = Instant::now();
     let deadline = sending_started + Duration::from_secs(load.duration);
@@ -544,7 +548,7 @@ async fn load_run(
         }
     }
     let elapsed = sending_started.elapsed();
-    let server_after = sample_all(server)?;
+    let watched_after = watched.sample()?;
     let bench_after = bench.sample()?;
     stop_receiving.cancel();
     let mut report = Report::new(match kind {
@@ -578,7 +582,7 @@ async fn load_run(
         report.connections += load.rooms;
     }
     report.set_latencies(clients::take_latencies());
-    report.finish(&server_before, &server_after, bench_before, bench_after);
+    report.finish(&watched_before, &watched_after, bench_before, bench_after);
     drop(sinks);
     Ok(report)
 }
@@ -830,7 +834,7 @@ fn token_of(reply: &[u8]) -> BenchResult<String> {
 
 async fn sweep(
     servers: &Servers,
-    server: &[Process],
+    watched: &Watched,
     of: SweepOf,
     load: &Load,
     max_p99_ms: f64,
@@ -841,7 +845,7 @@ async fn sweep(
     let mut load = load.clone();
     let mut best: Option<f64> = None;
     for _ in 0..max_steps {
-        let mut report = load_run(servers, server, of, &load).await?;
+        let mut report = load_run(servers, watched, of, &load).await?;
         let clean = report.lost == 0
             && report.duplicates_or_reordered == 0
             && report.latency_ms.p99 <= max_p99_ms;

@@ -1,6 +1,7 @@
 //! What a run reports (JSON and a human summary), and the `/proc` readings behind the CPU and
-//! memory figures of the servers (`--server-pid`) and of the load generator itself. With
-//! several servers the server figures are their sums, and each server's share is listed too.
+//! memory figures of the servers (`--server-pid`), of Redis (`--redis-pid`) and of the load
+//! generator itself. With several servers the server figures are their sums, and each
+//! server's share is listed too.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -57,9 +58,37 @@ impl Process {
     }
 }
 
-/// One reading of each process, in order.
-pub fn sample_all(processes: &[Process]) -> BenchResult<Vec<Sample>> {
-    processes.iter().map(Process::sample).collect()
+/// The processes a run reports on besides itself: the servers, in `--server` order, and the
+/// Redis processes (several for a cluster). Either list may be empty.
+pub struct Watched {
+    servers: Vec<Process>,
+    redis: Vec<Process>,
+}
+
+/// One reading of each watched process.
+pub struct Readings {
+    servers: Vec<Sample>,
+    redis: Vec<Sample>,
+}
+
+impl Watched {
+    pub fn new(server_pids: &[u32], redis_pids: &[u32]) -> Self {
+        let of = |pids: &[u32]| pids.iter().copied().map(Process::of).collect();
+        Self {
+            servers: of(server_pids),
+            redis: of(redis_pids),
+        }
+    }
+
+    pub fn sample(&self) -> BenchResult<Readings> {
+        let all = |processes: &[Process]| -> BenchResult<Vec<Sample>> {
+            processes.iter().map(Process::sample).collect()
+        };
+        Ok(Readings {
+            servers: all(&self.servers)?,
+            redis: all(&self.redis)?,
+        })
+    }
 }
 
 /// The sum of several readings (`None` for none).
@@ -145,6 +174,10 @@ pub struct Report {
     pub redis_round_trips_per_message: Option<f64>,
     /// Round trips of the post operation itself per chat message.
     pub redis_post_round_trips_per_message: Option<f64>,
+    /// Redis' CPU time during the run (`--redis-pid`, all of them summed), and per message
+    /// sent.
+    pub redis_cpu_s: Option<f64>,
+    pub redis_cpu_us_per_message: Option<f64>,
     pub startup_ms_median: Option<f64>,
     pub startup_ms_max: Option<f64>,
     pub best_clean_rate: Option<f64>,
@@ -207,12 +240,12 @@ impl Report {
         self.histogram = Some(latencies_us);
     }
 
-    /// The figures of a load run, from its counts and from readings of the servers (one per
-    /// `--server-pid`, none without) and of the load generator.
+    /// The figures of a load run, from its counts and from readings of the watched processes
+    /// and of the load generator.
     pub fn finish(
         &mut self,
-        server_before: &[Sample],
-        server_after: &[Sample],
+        before: &Readings,
+        after: &Readings,
         bench_before: Sample,
         bench_after: Sample,
     ) {
@@ -227,9 +260,16 @@ impl Report {
                 max: ms(histogram.max()),
             };
         }
-        self.set_servers(server_before, server_after);
+        self.set_servers(&before.servers, &after.servers);
         if let (Some(cpu), true) = (self.server_cpu_s, self.delivered > 0) {
             self.server_cpu_us_per_delivery = Some(cpu * 1e6 / self.delivered as f64);
+        }
+        if let (Some(before), Some(after)) = (total(&before.redis), total(&after.redis)) {
+            let cpu = after.cpu_s - before.cpu_s;
+            self.redis_cpu_s = Some(cpu);
+            if self.sent > 0 {
+                self.redis_cpu_us_per_message = Some(cpu * 1e6 / self.sent as f64);
+            }
         }
         self.bench_cpu_s = bench_after.cpu_s - bench_before.cpu_s;
         self.bench_cpu_utilization = self.bench_cpu_s / self.elapsed_s.max(1e-9);
@@ -252,8 +292,8 @@ impl Report {
     }
 
     /// For the idle scenario: memory only.
-    pub fn with_process(&mut self, before: &[Sample], after: &[Sample], bench: &Process) {
-        self.set_servers(before, after);
+    pub fn with_process(&mut self, before: &Readings, after: &Readings, bench: &Process) {
+        self.set_servers(&before.servers, &after.servers);
         // Connection set-up is not what idle measures.
         self.server_cpu_s = None;
         for share in &mut self.servers {
@@ -328,6 +368,9 @@ impl Report {
                             "; Redis round trips per message: {posts:.2} to post, {:.2} in all",
                             self.redis_round_trips_per_message.unwrap_or(f64::NAN)
                         )
+                    })
+                    + &self.redis_cpu_us_per_message.map_or(String::new(), |us| {
+                        format!("; Redis CPU {us:.2} us per message")
                     })
                     + &self.servers_summary()
             }
