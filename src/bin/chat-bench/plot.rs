@@ -105,8 +105,8 @@ fn panel(
             .collect::<Vec<_>>()
     };
     let all: Vec<(f64, f64)> = series.iter().flat_map(xy).collect();
-    let x = padded(all.iter().map(|(x, _)| *x));
-    let y = padded(all.iter().map(|(_, y)| *y));
+    let x = decades(all.iter().map(|(x, _)| *x));
+    let y = decades(all.iter().map(|(_, y)| *y));
     let mut chart = ChartBuilder::on(area)
         .margin(15)
         .x_label_area_size(40)
@@ -136,17 +136,20 @@ fn panel(
     Ok(())
 }
 
-/// A logarithmic axis' range around `values`, a little wider on both sides.
-fn padded(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
+/// A logarithmic axis' range around `values`, in whole decades: plotters labels the powers of
+/// ten and the steps between them only from the first power on, so a range starting between
+/// two powers would leave its start unlabelled.
+fn decades(values: impl Iterator<Item = f64>) -> std::ops::Range<f64> {
     let (low, high) = values.fold((f64::INFINITY, 0.0_f64), |(low, high), value| {
         (low.min(value), high.max(value))
     });
-    if low.is_finite() {
-        low / 1.25..high * 1.25
-    } else {
+    if !low.is_finite() {
         // Nothing to show: any range will do.
-        1.0..10.0
+        return 1.0..10.0;
     }
+    let low = 10_f64.powf(low.log10().floor());
+    let high = 10_f64.powf(high.log10().ceil()).max(low * 10.0);
+    low..high
 }
 
 #[cfg(test)]

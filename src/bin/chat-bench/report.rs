@@ -133,6 +133,8 @@ pub struct ServerShare {
     /// Messages delivered by it.
     pub delivered: u64,
     pub cpu_s: Option<f64>,
+    /// Its CPU time per message sent through any server: what each message costs it.
+    pub cpu_us_per_message: Option<f64>,
     pub rss_kib_before: Option<u64>,
     pub rss_kib_after: Option<u64>,
 }
@@ -160,6 +162,8 @@ pub struct Report {
     pub latency_ms: Latency,
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The servers' CPU time per message sent.
+    pub server_cpu_us_per_message: Option<f64>,
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
     /// Idle scenario: server RSS growth per connection.
@@ -261,15 +265,19 @@ impl Report {
             };
         }
         self.set_servers(&before.servers, &after.servers);
-        if let (Some(cpu), true) = (self.server_cpu_s, self.delivered > 0) {
-            self.server_cpu_us_per_delivery = Some(cpu * 1e6 / self.delivered as f64);
+        let per = |cpu_s: Option<f64>, count: u64| {
+            cpu_s
+                .filter(|_| count > 0)
+                .map(|cpu| cpu * 1e6 / count as f64)
+        };
+        self.server_cpu_us_per_delivery = per(self.server_cpu_s, self.delivered);
+        self.server_cpu_us_per_message = per(self.server_cpu_s, self.sent);
+        for share in &mut self.servers {
+            share.cpu_us_per_message = per(share.cpu_s, self.sent);
         }
         if let (Some(before), Some(after)) = (total(&before.redis), total(&after.redis)) {
-            let cpu = after.cpu_s - before.cpu_s;
-            self.redis_cpu_s = Some(cpu);
-            if self.sent > 0 {
-                self.redis_cpu_us_per_message = Some(cpu * 1e6 / self.sent as f64);
-            }
+            self.redis_cpu_s = Some(after.cpu_s - before.cpu_s);
+            self.redis_cpu_us_per_message = per(self.redis_cpu_s, self.sent);
         }
         self.bench_cpu_s = bench_after.cpu_s - bench_before.cpu_s;
         self.bench_cpu_utilization = self.bench_cpu_s / self.elapsed_s.max(1e-9);
@@ -369,8 +377,11 @@ impl Report {
                             self.redis_round_trips_per_message.unwrap_or(f64::NAN)
                         )
                     })
+                    + &self.server_cpu_us_per_message.map_or(String::new(), |us| {
+                        format!("; server CPU {us:.1} us per message sent")
+                    })
                     + &self.redis_cpu_us_per_message.map_or(String::new(), |us| {
-                        format!("; Redis CPU {us:.2} us per message")
+                        format!("; Redis CPU {us:.1} us per message sent")
                     })
                     + &self.servers_summary()
             }
@@ -382,12 +393,15 @@ impl Report {
             .iter()
             .map(|share| {
                 format!(
-                    "; {}: {} connections, sent {}, delivered {}, CPU {} s, RSS {} KiB",
+                    "; {}: {} connections, sent {}, delivered {}, CPU {} s ({} us/message), RSS {} KiB",
                     share.server,
                     share.connections,
                     share.sent,
                     share.delivered,
                     share.cpu_s.map_or("?".to_owned(), |s| format!("{s:.2}")),
+                    share
+                        .cpu_us_per_message
+                        .map_or("?".to_owned(), |us| format!("{us:.1}")),
                     opt(share.rss_kib_after),
                 )
             })
