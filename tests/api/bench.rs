@@ -1,8 +1,9 @@
 //! `chat-bench`, the load generator BENCHMARKS.md is measured with, run against the real server
 //! binary on both stores: every scenario, small, over `/ws` and socket.io, and what its report
 //! must say (every message delivered once and in order, the server's CPU and memory read from
-//! `/proc`, one Redis round trip per post at most). Only with the `bench` feature, which builds the tool; `scripts/test`
-//! enables it.
+//! `/proc`, one Redis round trip per post at most), and with two server instances on one Redis,
+//! every room spread over both. Only with the `bench` feature, which builds the tool;
+//! `scripts/test` enables it.
 
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,16 +27,26 @@ const LOAD_TEST_VARS: [(&str, &str); 4] = [
 
 /// Runs `chat-bench` against `server` and returns its JSON report (an array for `sweep`).
 async fn chat_bench(server: &ServerProcess, redis: bool, args: &[String]) -> Value {
-    let address = server
+    chat_bench_on(std::slice::from_ref(server), redis, args).await
+}
+
+/// The host:port `chat-bench --server` takes.
+fn address(server: &ServerProcess) -> &str {
+    server
         .base_url
         .strip_prefix("http://")
         .expect("the server's base URL is http://host:port")
-        .to_owned();
+}
+
+/// Runs `chat-bench` with its members spread over `servers`.
+async fn chat_bench_on(servers: &[ServerProcess], redis: bool, args: &[String]) -> Value {
+    let join =
+        |each: fn(&ServerProcess) -> String| servers.iter().map(each).collect::<Vec<_>>().join(",");
     let mut all = vec![
         "--server".to_owned(),
-        address,
+        join(|server| address(server).to_owned()),
         "--server-pid".to_owned(),
-        server.pid().to_string(),
+        join(|server| server.pid().to_string()),
     ];
     if redis {
         all.push("--redis".to_owned());
@@ -242,4 +253,68 @@ async fn chat_bench_on_redis_counts_at_most_one_round_trip_per_post() {
         0.0 < median && median <= max,
         "startup median {median} ms, max {max} ms"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_bench_spreads_every_room_over_two_servers_on_one_redis() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut vars = LOAD_TEST_VARS.to_vec();
+    vars.push(("REDIS_URL", &url));
+    let servers = [
+        ServerProcess::start(&vars).await,
+        ServerProcess::start(&vars).await,
+    ];
+    let info = redis.command(&["info", "server"]);
+    let redis_pid = info
+        .lines()
+        .find_map(|line| line.trim().strip_prefix("process_id:"))
+        .unwrap_or_else(|| panic!("INFO server names the process: {info}"))
+        .to_owned();
+
+    // (scenario, members per room, rate per sender, messages its second sends, senders), in
+    // two rooms: fan-out's two senders are on different servers.
+    for (scenario, members, rate, nominal_sent, senders) in [
+        ("fanout", 10, 10, 2 * 10, 2),
+        ("chat", 4, 2, 2 * 4 * 2, 2 * 4),
+    ] {
+        let mut args = vec!["--redis-pid".to_owned(), redis_pid.clone()];
+        args.extend(load(&[scenario], 2, members, rate));
+        let report = chat_bench_on(&servers, true, &args).await;
+        assert_lossless(&report, members, nominal_sent, senders);
+        let sent = count(&report, "sent");
+        let shares = report["servers"]
+            .as_array()
+            .unwrap_or_else(|| panic!("a share per server: {report}"));
+        assert_eq!(shares.len(), 2, "{report}");
+        let mut sent_by_servers = 0;
+        for (share, server) in shares.iter().zip(&servers) {
+            assert_eq!(share["server"], address(server), "{report}");
+            // Half of every room is on each server, so each delivers every message to its
+            // half, the other server's senders' included: those crossed over Redis.
+            assert_eq!(count(share, "connections"), members, "{report}");
+            assert_eq!(count(share, "delivered"), sent * members / 2, "{report}");
+            assert!(count(share, "sent") > 0, "{report}");
+            sent_by_servers += count(share, "sent");
+            // CPU time is read in clock ticks (10 ms): a server's share of a small run may be 0.
+            assert!(figure(share, "cpu_s") >= 0.0, "{report}");
+            assert!(count(share, "rss_kib_after") > 0, "{report}");
+        }
+        assert_eq!(sent_by_servers, sent, "{report}");
+        let cpu: f64 = shares.iter().map(|share| figure(share, "cpu_s")).sum();
+        assert!(
+            (figure(&report, "server_cpu_s") - cpu).abs() < 1e-9,
+            "the total is the servers' sum: {report}"
+        );
+        assert!(
+            figure(&report, "redis_post_round_trips_per_message") > 0.0,
+            "both servers' metrics are read: {report}"
+        );
+        // Read, though Redis' part of a small run is often under a clock tick.
+        assert!(figure(&report, "redis_cpu_s") >= 0.0, "{report}");
+        assert!(
+            figure(&report, "redis_cpu_us_per_message") >= 0.0,
+            "{report}"
+        );
+    }
 }

@@ -81,6 +81,37 @@ impl Target {
     }
 }
 
+/// The servers under load, in `--server` order (at least one).
+#[derive(Clone)]
+pub struct Servers(Vec<Target>);
+
+impl Servers {
+    pub fn new(targets: Vec<Target>) -> BenchResult<Self> {
+        if targets.is_empty() {
+            return Err("no server to connect to".into());
+        }
+        Ok(Self(targets))
+    }
+
+    pub fn all(&self) -> &[Target] {
+        &self.0
+    }
+
+    /// What the WebSocket members speak (the same to every server).
+    pub fn transport(&self) -> Transport {
+        self.0[0].transport
+    }
+
+    /// The server (its index and target) of member `n` of the `room`th room: a room's members
+    /// take the servers in turn, so every room spans every server and its messages cross
+    /// instances, and each room starts one server further, so that fan-out's senders (a
+    /// room's first member) take turns too.
+    pub fn member(&self, room: usize, n: usize) -> (usize, &Target) {
+        let index = (room + n) % self.0.len();
+        (index, &self.0[index])
+    }
+}
+
 /// The protocol the bench's WebSocket members speak.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum Transport {

@@ -5,11 +5,14 @@
 //!
 //! Scenarios: `idle` (memory per idle connection), `fanout` (one sender per room), `chat`
 //! (every member sends), `sse` (fan-out to SSE receivers, REST senders) and `sweep` (raises a
-//! scenario's rate until loss appears or p99 passes a bound). Every chat message carries its
+//! scenario's rate until loss appears or p99 passes a bound; `--svg` draws it, and `plot`
+//! draws several sweeps' JSON reports in one picture). Every chat message carries its
 //! sender, sequence number and send time (`b <sender> <seq> <ns> …`), so receivers measure
-//! latency and detect loss, duplicates and reordering without any shared state.
+//! latency and detect loss, duplicates and reordering without any shared state. With several
+//! `--server`s (instances on one Redis) each room's members are spread over all of them.
 
 mod clients;
+mod plot;
 mod report;
 mod socketio;
 
@@ -25,8 +28,10 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use clients::{Http, Incoming, Received, Tally, Target, Transport, Ws, bench_message, receive};
-use report::{Process, Report};
+use clients::{
+    Http, Incoming, Received, Servers, Tally, Target, Transport, Ws, bench_message, receive,
+};
+use report::{Process, Report, Watched};
 
 pub type BenchResult<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
@@ -38,12 +43,23 @@ const SETUP_CONCURRENCY: usize = 128;
 struct Cli {
     #[command(subcommand)]
     scenario: Scenario,
-    /// The server, host:port.
-    #[arg(long, global = true, default_value = "127.0.0.1:8080")]
-    server: String,
-    /// The server's process id, to report its CPU time and memory.
-    #[arg(long, global = true)]
-    server_pid: Option<u32>,
+    /// The server, host:port; or several, comma-separated or the flag repeated, over which
+    /// each room's members (and the senders) are spread in turn.
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1:8080"
+    )]
+    server: Vec<String>,
+    /// The server's process id, to report its CPU time and memory; with several servers, one
+    /// per server in the same order.
+    #[arg(long, global = true, value_delimiter = ',')]
+    server_pid: Vec<u32>,
+    /// Redis' process id (several for a cluster, comma-separated), to report its CPU time per
+    /// message.
+    #[arg(long, global = true, value_delimiter = ',')]
+    redis_pid: Vec<u32>,
     /// Also write the report as JSON here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -100,6 +116,20 @@ enum Scenario {
         factor: f64,
         #[arg(long, default_value_t = 12)]
         max_steps: usize,
+        /// Also draw the sweep here, as SVG: p99 and delivered/s against the asked rate.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+    },
+    /// Draws sweeps' JSON reports (`--json`) into one SVG, a line per report.
+    Plot {
+        /// The SVG file to write.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value = "chat-bench sweep")]
+        title: String,
+        /// `[LABEL=]FILE`: a report and its line's label (default: the file's name).
+        #[arg(required = true)]
+        reports: Vec<String>,
     },
 }
 
@@ -153,38 +183,56 @@ fn main() -> std::process::ExitCode {
 }
 
 async fn run(cli: Cli) -> BenchResult<()> {
-    let addr = cli
-        .server
-        .to_socket_addrs()?
-        .next()
-        .ok_or("the server address does not resolve")?;
-    let target = Target {
-        addr,
-        host: cli.server.clone(),
-        source_addrs: cli.source_addrs.max(1),
-        transport: cli.transport,
-    };
+    if let Scenario::Plot {
+        out,
+        title,
+        reports,
+    } = &cli.scenario
+    {
+        let series = reports
+            .iter()
+            .map(|arg| plot::Series::read(arg))
+            .collect::<BenchResult<Vec<_>>>()?;
+        return Ok(std::fs::write(out, plot::svg(title, &series)?)?);
+    }
+    let mut targets = Vec::new();
+    for server in &cli.server {
+        let addr = server
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| format!("{server} does not resolve"))?;
+        targets.push(Target {
+            addr,
+            host: server.clone(),
+            source_addrs: cli.source_addrs.max(1),
+            transport: cli.transport,
+        });
+    }
+    let servers = Servers::new(targets)?;
     let websocket_scenario = matches!(
         cli.scenario,
         Scenario::Idle { .. } | Scenario::Fanout(_) | Scenario::Chat(_)
     ) || matches!(cli.scenario, Scenario::Sweep { of, .. } if of != SweepOf::Sse);
-    if target.transport != Transport::Ws && !websocket_scenario {
+    if cli.transport != Transport::Ws && !websocket_scenario {
         return Err("--transport applies to idle, fanout and chat (and their sweeps)".into());
     }
-    let server = cli.server_pid.map(Process::of);
+    if !cli.server_pid.is_empty() && cli.server_pid.len() != cli.server.len() {
+        return Err("--server-pid needs one process id per --server".into());
+    }
+    let watched = Watched::new(&cli.server_pid, &cli.redis_pid);
     let reports = match &cli.scenario {
         Scenario::Idle {
             connections,
             members,
-        } => vec![idle(&target, server.as_ref(), *connections, (*members).max(1)).await?],
+        } => vec![idle(&servers, &watched, *connections, (*members).max(1)).await?],
         Scenario::Fanout(load) | Scenario::Chat(load) | Scenario::Sse(load) => {
             let kind = match &cli.scenario {
                 Scenario::Fanout(_) => SweepOf::Fanout,
                 Scenario::Chat(_) => SweepOf::Chat,
                 _ => SweepOf::Sse,
             };
-            let run = load_run(&target, server.as_ref(), kind, load);
-            vec![with_redis_calls(&target, cli.redis, run).await?]
+            let run = load_run(&servers, &watched, kind, load);
+            vec![with_redis_calls(&servers, cli.redis, run).await?]
         }
         Scenario::Startup {
             binary,
@@ -197,10 +245,11 @@ async fn run(cli: Cli) -> BenchResult<()> {
             max_p99_ms,
             factor,
             max_steps,
+            svg: _,
         } => {
             sweep(
-                &target,
-                server.as_ref(),
+                &servers,
+                &watched,
                 *of,
                 load,
                 *max_p99_ms,
@@ -209,6 +258,7 @@ async fn run(cli: Cli) -> BenchResult<()> {
             )
             .await?
         }
+        Scenario::Plot { .. } => unreachable!("plot returned above"),
     };
     for report in &reports {
         println!("{}", report.summary());
@@ -221,6 +271,15 @@ async fn run(cli: Cli) -> BenchResult<()> {
     match &cli.json {
         Some(path) => std::fs::write(path, json)?,
         None => println!("{json}"),
+    }
+    // Drawn once the report is safe, from its JSON as `plot` would read it.
+    if let Scenario::Sweep {
+        svg: Some(path), ..
+    } = &cli.scenario
+    {
+        let label = format!("{} over {}", reports[0].scenario, reports[0].transport);
+        let series = plot::Series::from_report(&label, &serde_json::to_value(&reports)?)?;
+        std::fs::write(path, plot::svg(&label, &[series])?)?;
     }
     Ok(())
 }
@@ -235,14 +294,17 @@ fn run_id() -> String {
     )
 }
 
-/// Creates `room` with a first member and joins `members - 1` more, each a WebSocket of its
-/// own speaking the target's transport.
+/// Creates `room`, the `room_index`th, with a first member and joins `members - 1` more, each
+/// a WebSocket of its own speaking the servers' transport, spread over the servers. Each comes
+/// with its server's index; the creator is first.
 async fn ws_room(
-    target: &Target,
+    servers: &Servers,
+    room_index: usize,
     room: &str,
     members: usize,
     first_conn: usize,
-) -> BenchResult<Vec<Ws>> {
+) -> BenchResult<Vec<(usize, Ws)>> {
+    let (server, target) = servers.member(room_index, 0);
     let transport = target.transport;
     let mut creator = target.member(first_conn).await?;
     transport
@@ -252,9 +314,10 @@ async fn ws_room(
             json!({"roomId": room, "username": "m0"}),
         )
         .await?;
-    let mut all = vec![creator];
-    let joined: Vec<BenchResult<Ws>> = stream::iter(1..members)
+    let mut all = vec![(server, creator)];
+    let joined: Vec<BenchResult<(usize, Ws)>> = stream::iter(1..members)
         .map(|n| {
+            let (server, target) = servers.member(room_index, n);
             let target = target.clone();
             let room = room.to_owned();
             async move {
@@ -266,7 +329,7 @@ async fn ws_room(
                         json!({"roomId": room, "username": format!("m{n}")}),
                     )
                     .await?;
-                Ok(ws)
+                Ok((server, ws))
             }
         })
         .buffer_unordered(SETUP_CONCURRENCY)
@@ -279,16 +342,18 @@ async fn ws_room(
 }
 
 async fn idle(
-    target: &Target,
-    server: Option<&Process>,
+    servers: &Servers,
+    watched: &Watched,
     connections: usize,
     members: usize,
 ) -> BenchResult<Report> {
     let bench = Process::own();
-    let before = server.map(Process::sample).transpose()?;
+    let before = watched.sample()?;
     let started = Instant::now();
     let id = run_id();
-    let transport = target.transport;
+    let transport = servers.transport();
+    let mut report = Report::new("idle");
+    report.spread_over(&hosts(servers));
     let rooms = connections.div_ceil(members);
     let mut held = Vec::with_capacity(connections);
     // socket.io members are read, to answer Engine.IO's pings: the server drops a socket that
@@ -299,7 +364,8 @@ async fn idle(
     for room in 0..rooms {
         let size = members.min(connections - room * members);
         let name = format!("idle-{id}-{room}");
-        for ws in ws_room(target, &name, size, room * members).await? {
+        for (server, ws) in ws_room(servers, room, &name, size, room * members).await? {
+            report.add_connection(server);
             if transport == Transport::Ws {
                 held.push(ws);
                 continue;
@@ -316,7 +382,7 @@ async fn idle(
     let setup = started.elapsed();
     // Let allocations settle (the server has answered every join already).
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let after = server.map(Process::sample).transpose()?;
+    let after = watched.sample()?;
     // A reader that ended early lost its connection: it would not be measured.
     let open = held.len()
         + readers
@@ -326,13 +392,11 @@ async fn idle(
     if open != connections {
         return Err(format!("{} of {connections} connections closed", connections - open).into());
     }
-    let mut report = Report::new("idle");
     report.transport = transport.name();
-    report.connections = open;
     report.rooms = rooms;
     report.members = members;
     report.setup_s = setup.as_secs_f64();
-    report.with_process(before, after, &bench);
+    report.with_process(&before, &after, &bench);
     stop.cancel();
     for reader in readers {
         reader.await?;
@@ -342,13 +406,13 @@ async fn idle(
 }
 
 async fn load_run(
-    target: &Target,
-    server: Option<&Process>,
+    servers: &Servers,
+    watched: &Watched,
     kind: SweepOf,
     load: &Load,
 ) -> BenchResult<Report> {
     let bench = Process::own();
-    let transport = target.transport;
+    let transport = servers.transport();
     let epoch = Instant::now();
     let id = run_id();
     // Nothing from an earlier run (a sweep makes several) counts in this one.
@@ -360,18 +424,19 @@ async fn load_run(
     } else {
         1
     };
-    let mut receivers: Vec<tokio::task::JoinHandle<Received>> = Vec::new();
-    // Per room: the senders' sending halves (WebSocket), or a REST connection and token.
-    let mut ws_senders: Vec<(String, Vec<clients::WsSink>)> = Vec::new();
-    let mut rest_senders: Vec<(String, Vec<Http>, String)> = Vec::new();
+    // Each receiver and each sender with the index of its server.
+    let mut receivers: Vec<(usize, tokio::task::JoinHandle<Received>)> = Vec::new();
+    // Per room: the senders' sending halves (WebSocket), or REST connections and a token.
+    let mut ws_senders: Vec<(String, Vec<(usize, clients::WsSink)>)> = Vec::new();
+    let mut rest_senders: Vec<RestSender> = Vec::new();
     let setup_started = Instant::now();
     for room_index in 0..load.rooms {
         let room = format!("bench-{id}-{room_index}");
         let first_conn = room_index * (2 * load.members + REST_SENDERS_PER_ROOM);
         if kind == SweepOf::Sse {
             let (sender, streams) = sse_room(
-                target,
-                &room,
+                servers,
+                (room_index, &room),
                 load.members,
                 first_conn,
                 epoch,
@@ -383,42 +448,45 @@ async fn load_run(
             receivers.extend(streams);
             continue;
         }
-        let members = ws_room(target, &room, load.members, first_conn).await?;
+        let members = ws_room(servers, room_index, &room, load.members, first_conn).await?;
         let mut sinks = Vec::new();
-        for (n, ws) in members.into_iter().enumerate() {
+        for (n, (server, ws)) in members.into_iter().enumerate() {
             let tally = Tally::new(senders_per_room, epoch, delivered_total.clone());
             // Only senders split their connection: the halves' lock costs every read.
             let incoming = if n < senders_per_room {
                 let (sink, stream) = ws.split();
                 let sink = Arc::new(tokio::sync::Mutex::new(sink));
-                sinks.push(sink.clone());
+                sinks.push((server, sink.clone()));
                 Incoming::Half(stream, sink)
             } else {
                 Incoming::Whole(Box::new(ws))
             };
             let stop = stop_receiving.clone();
-            receivers.push(tokio::spawn(receive(incoming, transport, tally, stop)));
+            receivers.push((
+                server,
+                tokio::spawn(receive(incoming, transport, tally, stop)),
+            ));
         }
         ws_senders.push((room, sinks));
     }
     let setup = setup_started.elapsed();
 
     // Send for `duration` seconds at `rate` per sender.
-    let server_before = server.map(Process::sample).transpose()?;
+    let watched_before = watched.sample()?;
     let bench_before = bench.sample()?;
     let sending_started = Instant::now();
     let deadline = sending_started + Duration::from_secs(load.duration);
     let period = Duration::from_secs_f64(1.0 / load.rate.max(0.001));
-    let sent = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    // Each sender counts what it sent and gives it back with its server's index.
     let mut senders = Vec::new();
     for (room, sinks) in ws_senders {
-        for (n, sink) in sinks.into_iter().enumerate() {
-            let (sent, failed, room, size) =
-                (sent.clone(), failed.clone(), room.clone(), load.size);
+        for (n, (server, sink)) in sinks.into_iter().enumerate() {
+            let (failed, room, size) = (failed.clone(), room.clone(), load.size);
             let phase = period.mul_f64(spread(senders.len()));
             senders.push(tokio::spawn(async move {
                 let mut pace = Pace::start(phase, period, deadline).await;
+                let mut sent = 0;
                 while let Some(seq) = pace.next().await {
                     let message = bench_message(n, seq, epoch, size);
                     let text = transport.chat_frame(&room, &message, seq);
@@ -426,43 +494,46 @@ async fn load_run(
                         failed.fetch_add(1, Ordering::Relaxed);
                         break;
                     }
-                    sent.fetch_add(1, Ordering::Relaxed);
+                    sent += 1;
                 }
                 // Keep the connection: its receiving half is still counting.
-                sink
+                (server, sent, Some(sink))
             }));
         }
     }
-    let mut rest_tasks = Vec::new();
     for (room, connections, token) in rest_senders {
         // Each of a room's REST connections sends its share of the room's rate.
         let share = period.mul_f64(connections.len() as f64);
-        for (n, mut http) in connections.into_iter().enumerate() {
-            let (sent, failed, size) = (sent.clone(), failed.clone(), load.size);
+        for (n, (server, mut http)) in connections.into_iter().enumerate() {
+            let (failed, size) = (failed.clone(), load.size);
             let (room, token) = (room.clone(), token.clone());
-            let phase = share.mul_f64(spread(rest_tasks.len()));
-            rest_tasks.push(tokio::spawn(async move {
+            let phase = share.mul_f64(spread(senders.len()));
+            senders.push(tokio::spawn(async move {
                 let path = format!("/rooms/{room}/messages");
                 let mut pace = Pace::start(phase, share, deadline).await;
+                let mut sent = 0;
                 while let Some(seq) = pace.next().await {
                     let body = json!({"message": bench_message(n, seq, epoch, size)}).to_string();
                     match http.json("POST", &path, Some(&token), Some(body)).await {
-                        Ok((201, _)) => sent.fetch_add(1, Ordering::Relaxed),
-                        _ => failed.fetch_add(1, Ordering::Relaxed),
-                    };
+                        Ok((201, _)) => sent += 1,
+                        _ => {
+                            failed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                 }
+                (server, sent, None)
             }));
         }
     }
+    let mut sent_by = Vec::new();
     let mut sinks = Vec::new();
     for sender in senders {
-        sinks.push(sender.await?);
-    }
-    for task in rest_tasks {
-        task.await?;
+        let (server, sent, sink) = sender.await?;
+        sent_by.push((server, sent));
+        sinks.extend(sink);
     }
     let sending = sending_started.elapsed();
-    let sent = sent.load(Ordering::Relaxed);
+    let sent: u64 = sent_by.iter().map(|(_, sent)| sent).sum();
     let receivers_per_room = load.members as u64;
     let expected = sent * receivers_per_room;
     // Drain: until everything expected arrived, or nothing moved for 2 s.
@@ -477,7 +548,7 @@ async fn load_run(
         }
     }
     let elapsed = sending_started.elapsed();
-    let server_after = server.map(Process::sample).transpose()?;
+    let watched_after = watched.sample()?;
     let bench_after = bench.sample()?;
     stop_receiving.cancel();
     let mut report = Report::new(match kind {
@@ -485,6 +556,7 @@ async fn load_run(
         SweepOf::Chat => "chat",
         SweepOf::Sse => "sse",
     });
+    report.spread_over(&hosts(servers));
     report.transport = if kind == SweepOf::Sse {
         "sse"
     } else {
@@ -492,20 +564,25 @@ async fn load_run(
     };
     report.rooms = load.rooms;
     report.members = load.members;
-    report.connections = receivers.len() + if kind == SweepOf::Sse { load.rooms } else { 0 };
     report.rate_per_sender = load.rate;
     report.message_bytes = load.size;
     report.setup_s = setup.as_secs_f64();
     report.sending_s = sending.as_secs_f64();
     report.elapsed_s = elapsed.as_secs_f64();
-    report.sent = sent;
+    for (server, sent) in sent_by {
+        report.add_sent(server, sent);
+    }
     report.send_failures = failed.load(Ordering::Relaxed);
     report.expected = expected;
-    for receiver in receivers {
-        report.add(receiver.await?);
+    for (server, receiver) in receivers {
+        report.add(server, receiver.await?);
+    }
+    // An SSE room's REST sender counted as one connection, as it always has.
+    if kind == SweepOf::Sse {
+        report.connections += load.rooms;
     }
     report.set_latencies(clients::take_latencies());
-    report.finish(server_before, server_after, bench_before, bench_after);
+    report.finish(&watched_before, &watched_after, bench_before, bench_after);
     drop(sinks);
     Ok(report)
 }
@@ -516,31 +593,38 @@ async fn load_run(
 /// rate asked for is not capped by one request's round trip.
 const REST_SENDERS_PER_ROOM: usize = 4;
 
+/// A room's REST sender: its name, its connections (each with its server's index), its token.
+type RestSender = (String, Vec<(usize, Http)>, String);
+
+/// Creates a room for SSE, given as its index and name: its REST sender and its receivers'
+/// streams, each receiver with its server's index; both are spread over the servers.
 async fn sse_room(
-    target: &Target,
-    room: &str,
+    servers: &Servers,
+    (room_index, room): (usize, &str),
     members: usize,
     first_conn: usize,
     epoch: Instant,
     delivered_total: &Arc<AtomicU64>,
     stop: &CancellationToken,
-) -> BenchResult<(
-    (String, Vec<Http>, String),
-    Vec<tokio::task::JoinHandle<Received>>,
-)> {
+) -> BenchResult<(RestSender, Vec<(usize, tokio::task::JoinHandle<Received>)>)> {
+    let (server, target) = servers.member(room_index, 0);
     let mut http = Http::connect(target, first_conn).await?;
     let body = json!({"roomId": room, "username": "sender"}).to_string();
     let (status, reply) = http.json("POST", "/rooms", None, Some(body)).await?;
     if status != 201 {
         return Err(format!("creating {room}: {status}").into());
     }
-    let mut connections = vec![http];
+    let mut connections = vec![(server, http)];
     for n in 1..REST_SENDERS_PER_ROOM {
-        connections.push(Http::connect(target, first_conn + 2 * members + n).await?);
+        let (server, target) = servers.member(room_index, n);
+        let http = Http::connect(target, first_conn + 2 * members + n).await?;
+        connections.push((server, http));
     }
     let sender = (room.to_owned(), connections, token_of(&reply)?);
-    let opened: Vec<BenchResult<tokio::task::JoinHandle<Received>>> = stream::iter(0..members)
+    type Opened = BenchResult<(usize, tokio::task::JoinHandle<Received>)>;
+    let opened: Vec<Opened> = stream::iter(0..members)
         .map(|n| {
+            let (server, target) = servers.member(room_index, n);
             let (target, room, total, stop) = (
                 target.clone(),
                 room.to_owned(),
@@ -572,7 +656,7 @@ async fn sse_room(
                         })
                 });
                 is_open.await.map_err(|_| "an SSE stream did not open")?;
-                Ok(task)
+                Ok((server, task))
             }
         })
         .buffer_unordered(SETUP_CONCURRENCY)
@@ -582,19 +666,19 @@ async fn sse_room(
     Ok((sender, streams))
 }
 
-/// Runs a load and adds the server's Redis round trips per chat message, from its own
+/// Runs a load and adds the servers' Redis round trips per chat message, from their own
 /// `chat_redis_round_trip_seconds_count` (every exchange, posts and background work alike).
 async fn with_redis_calls(
-    target: &Target,
+    servers: &Servers,
     redis: bool,
     run: impl std::future::Future<Output = BenchResult<Report>>,
 ) -> BenchResult<Report> {
     if !redis {
         return run.await;
     }
-    let before = round_trips(target).await?;
+    let before = round_trips(servers).await?;
     let mut report = run.await?;
-    let after = round_trips(target).await?;
+    let after = round_trips(servers).await?;
     let posts = after.0 - before.0;
     let all = after.1 - before.1;
     report.redis_round_trips = Some(all as u64);
@@ -605,14 +689,25 @@ async fn with_redis_calls(
     Ok(report)
 }
 
-/// (round trips of posts, all round trips) so far, from the server's `/metrics`.
-async fn round_trips(target: &Target) -> BenchResult<(f64, f64)> {
-    let mut http = Http::connect(target, 0).await?;
-    let (status, body) = http.json("GET", "/metrics", None, None).await?;
-    if status != 200 {
-        return Err(format!("/metrics answered {status}").into());
+/// (round trips of posts, all round trips) so far, from every server's `/metrics`.
+async fn round_trips(servers: &Servers) -> BenchResult<(f64, f64)> {
+    let mut posts = 0.0;
+    let mut all = 0.0;
+    for target in servers.all() {
+        let mut http = Http::connect(target, 0).await?;
+        let (status, body) = http.json("GET", "/metrics", None, None).await?;
+        if status != 200 {
+            return Err(format!("{}: /metrics answered {status}", target.host).into());
+        }
+        let (server_posts, server_all) = count_round_trips(&String::from_utf8_lossy(&body));
+        posts += server_posts;
+        all += server_all;
     }
-    let text = String::from_utf8_lossy(&body);
+    Ok((posts, all))
+}
+
+/// (round trips of posts, all round trips) in a server's metrics text.
+fn count_round_trips(text: &str) -> (f64, f64) {
     let mut posts = 0.0;
     let mut all = 0.0;
     for line in text.lines() {
@@ -629,7 +724,7 @@ async fn round_trips(target: &Target) -> BenchResult<(f64, f64)> {
             posts += value;
         }
     }
-    Ok((posts, all))
+    (posts, all)
 }
 
 /// Starts the server `runs` times and measures start to the first `/readyz` 200.
@@ -720,6 +815,15 @@ fn spread(n: usize) -> f64 {
     (n as f64 * 0.618_033_988_749_895).fract()
 }
 
+/// The servers' host:port, in order.
+fn hosts(servers: &Servers) -> Vec<String> {
+    servers
+        .all()
+        .iter()
+        .map(|target| target.host.clone())
+        .collect()
+}
+
 fn token_of(reply: &[u8]) -> BenchResult<String> {
     let value: serde_json::Value = serde_json::from_slice(reply)?;
     value["token"]
@@ -729,8 +833,8 @@ fn token_of(reply: &[u8]) -> BenchResult<String> {
 }
 
 async fn sweep(
-    target: &Target,
-    server: Option<&Process>,
+    servers: &Servers,
+    watched: &Watched,
     of: SweepOf,
     load: &Load,
     max_p99_ms: f64,
@@ -741,7 +845,7 @@ async fn sweep(
     let mut load = load.clone();
     let mut best: Option<f64> = None;
     for _ in 0..max_steps {
-        let mut report = load_run(target, server, of, &load).await?;
+        let mut report = load_run(servers, watched, of, &load).await?;
         let clean = report.lost == 0
             && report.duplicates_or_reordered == 0
             && report.latency_ms.p99 <= max_p99_ms;

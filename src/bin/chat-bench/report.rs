@@ -1,5 +1,7 @@
 //! What a run reports (JSON and a human summary), and the `/proc` readings behind the CPU and
-//! memory figures of the server (`--server-pid`) and of the load generator itself.
+//! memory figures of the servers (`--server-pid`), of Redis (`--redis-pid`) and of the load
+//! generator itself. With several servers the server figures are their sums, and each
+//! server's share is listed too.
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -14,7 +16,7 @@ pub struct Process {
 }
 
 /// One reading of a process.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 pub struct Sample {
     pub cpu_s: f64,
     pub rss_kib: u64,
@@ -56,6 +58,47 @@ impl Process {
     }
 }
 
+/// The processes a run reports on besides itself: the servers, in `--server` order, and the
+/// Redis processes (several for a cluster). Either list may be empty.
+pub struct Watched {
+    servers: Vec<Process>,
+    redis: Vec<Process>,
+}
+
+/// One reading of each watched process.
+pub struct Readings {
+    servers: Vec<Sample>,
+    redis: Vec<Sample>,
+}
+
+impl Watched {
+    pub fn new(server_pids: &[u32], redis_pids: &[u32]) -> Self {
+        let of = |pids: &[u32]| pids.iter().copied().map(Process::of).collect();
+        Self {
+            servers: of(server_pids),
+            redis: of(redis_pids),
+        }
+    }
+
+    pub fn sample(&self) -> BenchResult<Readings> {
+        let all = |processes: &[Process]| -> BenchResult<Vec<Sample>> {
+            processes.iter().map(Process::sample).collect()
+        };
+        Ok(Readings {
+            servers: all(&self.servers)?,
+            redis: all(&self.redis)?,
+        })
+    }
+}
+
+/// The sum of several readings (`None` for none).
+fn total(samples: &[Sample]) -> Option<Sample> {
+    (!samples.is_empty()).then(|| Sample {
+        cpu_s: samples.iter().map(|sample| sample.cpu_s).sum(),
+        rss_kib: samples.iter().map(|sample| sample.rss_kib).sum(),
+    })
+}
+
 /// `getconf CLK_TCK`: the unit of `/proc/<pid>/stat` times (100 on Linux).
 fn clock_ticks_per_second() -> f64 {
     static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
@@ -76,6 +119,24 @@ pub struct Latency {
     pub p90: f64,
     pub p99: f64,
     pub max: f64,
+}
+
+/// One server's share of a run with several.
+#[derive(Debug, Default, Serialize)]
+pub struct ServerShare {
+    /// host:port, as given to `--server`.
+    pub server: String,
+    /// The run's connections to it that receive (members, or SSE streams).
+    pub connections: usize,
+    /// Messages sent through it.
+    pub sent: u64,
+    /// Messages delivered by it.
+    pub delivered: u64,
+    pub cpu_s: Option<f64>,
+    /// Its CPU time per message sent through any server: what each message costs it.
+    pub cpu_us_per_message: Option<f64>,
+    pub rss_kib_before: Option<u64>,
+    pub rss_kib_after: Option<u64>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -101,6 +162,8 @@ pub struct Report {
     pub latency_ms: Latency,
     pub server_cpu_s: Option<f64>,
     pub server_cpu_us_per_delivery: Option<f64>,
+    /// The servers' CPU time per message sent.
+    pub server_cpu_us_per_message: Option<f64>,
     pub server_rss_kib_before: Option<u64>,
     pub server_rss_kib_after: Option<u64>,
     /// Idle scenario: server RSS growth per connection.
@@ -115,9 +178,16 @@ pub struct Report {
     pub redis_round_trips_per_message: Option<f64>,
     /// Round trips of the post operation itself per chat message.
     pub redis_post_round_trips_per_message: Option<f64>,
+    /// Redis' CPU time during the run (`--redis-pid`, all of them summed), and per message
+    /// sent.
+    pub redis_cpu_s: Option<f64>,
+    pub redis_cpu_us_per_message: Option<f64>,
     pub startup_ms_median: Option<f64>,
     pub startup_ms_max: Option<f64>,
     pub best_clean_rate: Option<f64>,
+    /// Only with several servers: each one's share (the server figures above are sums).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub servers: Vec<ServerShare>,
     #[serde(skip)]
     histogram: Option<Histogram<u64>>,
 }
@@ -130,10 +200,43 @@ impl Report {
         }
     }
 
-    /// Adds one receiver's tally.
-    pub fn add(&mut self, received: Received) {
+    /// With several servers, gives each a share in the report.
+    pub fn spread_over(&mut self, servers: &[String]) {
+        if servers.len() > 1 {
+            self.servers = servers
+                .iter()
+                .map(|server| ServerShare {
+                    server: server.clone(),
+                    ..ServerShare::default()
+                })
+                .collect();
+        }
+    }
+
+    /// Counts a receiving connection to the `server`th server.
+    pub fn add_connection(&mut self, server: usize) {
+        self.connections += 1;
+        if let Some(share) = self.servers.get_mut(server) {
+            share.connections += 1;
+        }
+    }
+
+    /// Adds one receiver's tally; it read from the `server`th server.
+    pub fn add(&mut self, server: usize, received: Received) {
+        self.add_connection(server);
         self.delivered += received.delivered;
         self.duplicates_or_reordered += received.duplicates_or_reordered;
+        if let Some(share) = self.servers.get_mut(server) {
+            share.delivered += received.delivered;
+        }
+    }
+
+    /// Adds one sender's count; it sent through the `server`th server.
+    pub fn add_sent(&mut self, server: usize, sent: u64) {
+        self.sent += sent;
+        if let Some(share) = self.servers.get_mut(server) {
+            share.sent += sent;
+        }
     }
 
     /// The run's send-to-receive latencies, in microseconds.
@@ -141,10 +244,12 @@ impl Report {
         self.histogram = Some(latencies_us);
     }
 
+    /// The figures of a load run, from its counts and from readings of the watched processes
+    /// and of the load generator.
     pub fn finish(
         &mut self,
-        server_before: Option<Sample>,
-        server_after: Option<Sample>,
+        before: &Readings,
+        after: &Readings,
         bench_before: Sample,
         bench_after: Sample,
     ) {
@@ -159,29 +264,56 @@ impl Report {
                 max: ms(histogram.max()),
             };
         }
-        if let (Some(before), Some(after)) = (server_before, server_after) {
-            let cpu = after.cpu_s - before.cpu_s;
-            self.server_cpu_s = Some(cpu);
-            if self.delivered > 0 {
-                self.server_cpu_us_per_delivery = Some(cpu * 1e6 / self.delivered as f64);
-            }
-            self.server_rss_kib_before = Some(before.rss_kib);
-            self.server_rss_kib_after = Some(after.rss_kib);
+        self.set_servers(&before.servers, &after.servers);
+        let per = |cpu_s: Option<f64>, count: u64| {
+            cpu_s
+                .filter(|_| count > 0)
+                .map(|cpu| cpu * 1e6 / count as f64)
+        };
+        self.server_cpu_us_per_delivery = per(self.server_cpu_s, self.delivered);
+        self.server_cpu_us_per_message = per(self.server_cpu_s, self.sent);
+        for share in &mut self.servers {
+            share.cpu_us_per_message = per(share.cpu_s, self.sent);
+        }
+        if let (Some(before), Some(after)) = (total(&before.redis), total(&after.redis)) {
+            self.redis_cpu_s = Some(after.cpu_s - before.cpu_s);
+            self.redis_cpu_us_per_message = per(self.redis_cpu_s, self.sent);
         }
         self.bench_cpu_s = bench_after.cpu_s - bench_before.cpu_s;
         self.bench_cpu_utilization = self.bench_cpu_s / self.elapsed_s.max(1e-9);
     }
 
+    /// The servers' CPU time and memory between two readings of each, in total and (with
+    /// several) per server.
+    fn set_servers(&mut self, before: &[Sample], after: &[Sample]) {
+        let (Some(sum_before), Some(sum_after)) = (total(before), total(after)) else {
+            return;
+        };
+        self.server_cpu_s = Some(sum_after.cpu_s - sum_before.cpu_s);
+        self.server_rss_kib_before = Some(sum_before.rss_kib);
+        self.server_rss_kib_after = Some(sum_after.rss_kib);
+        for ((share, before), after) in self.servers.iter_mut().zip(before).zip(after) {
+            share.cpu_s = Some(after.cpu_s - before.cpu_s);
+            share.rss_kib_before = Some(before.rss_kib);
+            share.rss_kib_after = Some(after.rss_kib);
+        }
+    }
+
     /// For the idle scenario: memory only.
-    pub fn with_process(&mut self, before: Option<Sample>, after: Option<Sample>, bench: &Process) {
-        if let (Some(before), Some(after)) = (before, after) {
-            self.server_rss_kib_before = Some(before.rss_kib);
-            self.server_rss_kib_after = Some(after.rss_kib);
-            if self.connections > 0 {
-                self.server_rss_kib_per_connection = Some(
-                    after.rss_kib.saturating_sub(before.rss_kib) as f64 / self.connections as f64,
-                );
-            }
+    pub fn with_process(&mut self, before: &Readings, after: &Readings, bench: &Process) {
+        self.set_servers(&before.servers, &after.servers);
+        // Connection set-up is not what idle measures.
+        self.server_cpu_s = None;
+        for share in &mut self.servers {
+            share.cpu_s = None;
+        }
+        if let (Some(before), Some(after), true) = (
+            self.server_rss_kib_before,
+            self.server_rss_kib_after,
+            self.connections > 0,
+        ) {
+            self.server_rss_kib_per_connection =
+                Some(after.saturating_sub(before) as f64 / self.connections as f64);
         }
         if let Ok(sample) = bench.sample() {
             self.bench_cpu_s = sample.cpu_s;
@@ -245,8 +377,35 @@ impl Report {
                             self.redis_round_trips_per_message.unwrap_or(f64::NAN)
                         )
                     })
+                    + &self.server_cpu_us_per_message.map_or(String::new(), |us| {
+                        format!("; server CPU {us:.1} us per message sent")
+                    })
+                    + &self.redis_cpu_us_per_message.map_or(String::new(), |us| {
+                        format!("; Redis CPU {us:.1} us per message sent")
+                    })
+                    + &self.servers_summary()
             }
         }
+    }
+
+    fn servers_summary(&self) -> String {
+        self.servers
+            .iter()
+            .map(|share| {
+                format!(
+                    "; {}: {} connections, sent {}, delivered {}, CPU {} s ({} us/message), RSS {} KiB",
+                    share.server,
+                    share.connections,
+                    share.sent,
+                    share.delivered,
+                    share.cpu_s.map_or("?".to_owned(), |s| format!("{s:.2}")),
+                    share
+                        .cpu_us_per_message
+                        .map_or("?".to_owned(), |us| format!("{us:.1}")),
+                    opt(share.rss_kib_after),
+                )
+            })
+            .collect()
     }
 }
 
