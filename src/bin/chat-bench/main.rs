@@ -56,6 +56,22 @@ struct Cli {
     /// What the WebSocket members of `idle`, `fanout` and `chat` speak.
     #[arg(long, global = true, value_enum, default_value_t = Transport::Ws)]
     transport: Transport,
+    /// Another process whose CPU time is reported over the server's window (a load run's
+    /// sending and draining, not its setup; an idle run's `--hold`), as NAME=PID; repeatable.
+    /// For the Redis nodes behind the server, whose cost per message setup would blur.
+    #[arg(long = "cpu-of", global = true, value_parser = named_process)]
+    cpu_of: Vec<(String, u32)>,
+}
+
+/// A `NAME=PID` of `--cpu-of`.
+fn named_process(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=PID"))?;
+    let pid = pid
+        .parse()
+        .map_err(|err| format!("{pid:?} is not a process id: {err}"))?;
+    Ok((name.to_owned(), pid))
 }
 
 #[derive(Subcommand)]
@@ -67,6 +83,13 @@ enum Scenario {
         /// Members per room.
         #[arg(long, default_value_t = 10)]
         members: usize,
+        /// Seconds to hold the connections open and idle after setup, measuring the CPU the
+        /// server and `--cpu-of` processes spend on them meanwhile (pings, presence refreshes)
+        /// and, with `--redis`, the server's Redis round trips. `/ws` members are not read, so
+        /// the server closes them once two pings went unanswered (`WS_PING_SECS` × 2, 50 s by
+        /// default, counted from their join): hold them for less.
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
     },
     /// R rooms × M members over WebSocket (`/ws` or socket.io), one sender per room.
     Fanout(Load),
@@ -172,18 +195,31 @@ async fn run(cli: Cli) -> BenchResult<()> {
         return Err("--transport applies to idle, fanout and chat (and their sweeps)".into());
     }
     let server = cli.server_pid.map(Process::of);
+    let others: Vec<(String, Process)> = cli
+        .cpu_of
+        .iter()
+        .map(|(name, pid)| (name.clone(), Process::of(*pid)))
+        .collect();
     let reports = match &cli.scenario {
         Scenario::Idle {
             connections,
             members,
-        } => vec![idle(&target, server.as_ref(), *connections, (*members).max(1)).await?],
+            hold,
+        } => {
+            let shape = IdleShape {
+                connections: *connections,
+                members: (*members).max(1),
+                hold: Duration::from_secs(*hold),
+            };
+            vec![idle(&target, server.as_ref(), &others, shape, cli.redis).await?]
+        }
         Scenario::Fanout(load) | Scenario::Chat(load) | Scenario::Sse(load) => {
             let kind = match &cli.scenario {
                 Scenario::Fanout(_) => SweepOf::Fanout,
                 Scenario::Chat(_) => SweepOf::Chat,
                 _ => SweepOf::Sse,
             };
-            let run = load_run(&target, server.as_ref(), kind, load);
+            let run = load_run(&target, server.as_ref(), &others, kind, load);
             vec![with_redis_calls(&target, cli.redis, run).await?]
         }
         Scenario::Startup {
@@ -201,6 +237,7 @@ async fn run(cli: Cli) -> BenchResult<()> {
             sweep(
                 &target,
                 server.as_ref(),
+                &others,
                 *of,
                 load,
                 *max_p99_ms,
@@ -278,11 +315,23 @@ async fn ws_room(
     Ok(all)
 }
 
+/// What `idle` opens and how long it holds it.
+struct IdleShape {
+    connections: usize,
+    members: usize,
+    hold: Duration,
+}
+
 async fn idle(
     target: &Target,
     server: Option<&Process>,
-    connections: usize,
-    members: usize,
+    others: &[(String, Process)],
+    IdleShape {
+        connections,
+        members,
+        hold,
+    }: IdleShape,
+    redis: bool,
 ) -> BenchResult<Report> {
     let bench = Process::own();
     let before = server.map(Process::sample).transpose()?;
@@ -316,7 +365,23 @@ async fn idle(
     let setup = started.elapsed();
     // Let allocations settle (the server has answered every join already).
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let counting = redis && !hold.is_zero();
+    let round_trips_held = if counting {
+        Some(round_trips(target).await?.1)
+    } else {
+        None
+    };
+    let (server_held, others_held) = (
+        server.map(Process::sample).transpose()?,
+        sample_all(others)?,
+    );
+    tokio::time::sleep(hold).await;
     let after = server.map(Process::sample).transpose()?;
+    let others_after = sample_all(others)?;
+    let round_trips_during_hold = match round_trips_held {
+        Some(held) => Some(round_trips(target).await?.1 - held),
+        None => None,
+    };
     // A reader that ended early lost its connection: it would not be measured.
     let open = held.len()
         + readers
@@ -333,6 +398,14 @@ async fn idle(
     report.members = members;
     report.setup_s = setup.as_secs_f64();
     report.with_process(before, after, &bench);
+    if !hold.is_zero() {
+        report.held_s = Some(hold.as_secs_f64());
+        if let (Some(held), Some(after)) = (server_held, after) {
+            report.server_cpu_s = Some(after.cpu_s - held.cpu_s);
+        }
+        report.set_others_cpu(others, &others_held, &others_after);
+        report.redis_round_trips = round_trips_during_hold.map(|all| all as u64);
+    }
     stop.cancel();
     for reader in readers {
         reader.await?;
@@ -344,6 +417,7 @@ async fn idle(
 async fn load_run(
     target: &Target,
     server: Option<&Process>,
+    others: &[(String, Process)],
     kind: SweepOf,
     load: &Load,
 ) -> BenchResult<Report> {
@@ -405,6 +479,7 @@ async fn load_run(
 
     // Send for `duration` seconds at `rate` per sender.
     let server_before = server.map(Process::sample).transpose()?;
+    let others_before = sample_all(others)?;
     let bench_before = bench.sample()?;
     let sending_started = Instant::now();
     let deadline = sending_started + Duration::from_secs(load.duration);
@@ -478,6 +553,7 @@ async fn load_run(
     }
     let elapsed = sending_started.elapsed();
     let server_after = server.map(Process::sample).transpose()?;
+    let others_after = sample_all(others)?;
     let bench_after = bench.sample()?;
     stop_receiving.cancel();
     let mut report = Report::new(match kind {
@@ -506,8 +582,14 @@ async fn load_run(
     }
     report.set_latencies(clients::take_latencies());
     report.finish(server_before, server_after, bench_before, bench_after);
+    report.set_others_cpu(others, &others_before, &others_after);
     drop(sinks);
     Ok(report)
+}
+
+/// One reading of each of `others`, in their order.
+fn sample_all(others: &[(String, Process)]) -> BenchResult<Vec<report::Sample>> {
+    others.iter().map(|(_, process)| process.sample()).collect()
 }
 
 /// An SSE room: a REST sender (its connection and token) and `members` SSE receivers.
@@ -731,6 +813,7 @@ fn token_of(reply: &[u8]) -> BenchResult<String> {
 async fn sweep(
     target: &Target,
     server: Option<&Process>,
+    others: &[(String, Process)],
     of: SweepOf,
     load: &Load,
     max_p99_ms: f64,
@@ -741,7 +824,7 @@ async fn sweep(
     let mut load = load.clone();
     let mut best: Option<f64> = None;
     for _ in 0..max_steps {
-        let mut report = load_run(target, server, of, &load).await?;
+        let mut report = load_run(target, server, others, of, &load).await?;
         let clean = report.lost == 0
             && report.duplicates_or_reordered == 0
             && report.latency_ms.p99 <= max_p99_ms;

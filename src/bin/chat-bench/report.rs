@@ -1,5 +1,8 @@
 //! What a run reports (JSON and a human summary), and the `/proc` readings behind the CPU and
-//! memory figures of the server (`--server-pid`) and of the load generator itself.
+//! memory figures of the server (`--server-pid`), of other processes (`--cpu-of`) and of the
+//! load generator itself.
+
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -105,16 +108,23 @@ pub struct Report {
     pub server_rss_kib_after: Option<u64>,
     /// Idle scenario: server RSS growth per connection.
     pub server_rss_kib_per_connection: Option<f64>,
+    /// Idle scenario with `--hold`: how long the connections were held idle, over which
+    /// `server_cpu_s` and `others_cpu_s` were measured.
+    pub held_s: Option<f64>,
     pub bench_cpu_s: f64,
     /// CPU seconds per wall second: near the core count means the load generator was the
     /// limit.
     pub bench_cpu_utilization: f64,
     pub sweep_clean: Option<bool>,
-    /// The server's Redis round trips during the run (posts, presence, sweeps, reads).
+    /// The server's Redis round trips during the run (posts, presence, sweeps, reads); for
+    /// `idle` with `--hold`, during the hold.
     pub redis_round_trips: Option<u64>,
     pub redis_round_trips_per_message: Option<f64>,
     /// Round trips of the post operation itself per chat message.
     pub redis_post_round_trips_per_message: Option<f64>,
+    /// CPU seconds of each `--cpu-of` process over the server's window, by name.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub others_cpu_s: BTreeMap<String, f64>,
     pub startup_ms_median: Option<f64>,
     pub startup_ms_max: Option<f64>,
     pub best_clean_rate: Option<f64>,
@@ -172,6 +182,33 @@ impl Report {
         self.bench_cpu_utilization = self.bench_cpu_s / self.elapsed_s.max(1e-9);
     }
 
+    /// The CPU each of `others` spent between its two readings.
+    pub fn set_others_cpu(
+        &mut self,
+        others: &[(String, Process)],
+        before: &[Sample],
+        after: &[Sample],
+    ) {
+        for (((name, _), before), after) in others.iter().zip(before).zip(after) {
+            self.others_cpu_s
+                .insert(name.clone(), after.cpu_s - before.cpu_s);
+        }
+    }
+
+    /// `--cpu-of` processes: seconds, and microseconds per message sent if any were.
+    fn others_summary(&self) -> String {
+        self.others_cpu_s
+            .iter()
+            .map(|(name, cpu)| match self.sent {
+                0 => format!("; {name} CPU {cpu:.2} s"),
+                sent => format!(
+                    "; {name} CPU {cpu:.2} s ({:.1} us/message)",
+                    cpu * 1e6 / sent as f64
+                ),
+            })
+            .collect()
+    }
+
     /// For the idle scenario: memory only.
     pub fn with_process(&mut self, before: Option<Sample>, after: Option<Sample>, bench: &Process) {
         if let (Some(before), Some(after)) = (before, after) {
@@ -190,17 +227,26 @@ impl Report {
 
     pub fn summary(&self) -> String {
         match self.scenario {
-            "idle" => format!(
-                "idle over {}: {} connections in {} rooms (set up in {:.1} s); server RSS {} -> {} KiB = {} KiB per connection",
-                self.transport,
-                self.connections,
-                self.rooms,
-                self.setup_s,
-                opt(self.server_rss_kib_before),
-                opt(self.server_rss_kib_after),
-                self.server_rss_kib_per_connection
-                    .map_or("?".to_owned(), |kib| format!("{kib:.2}")),
-            ),
+            "idle" => {
+                format!(
+                    "idle over {}: {} connections in {} rooms (set up in {:.1} s); server RSS {} -> {} KiB = {} KiB per connection",
+                    self.transport,
+                    self.connections,
+                    self.rooms,
+                    self.setup_s,
+                    opt(self.server_rss_kib_before),
+                    opt(self.server_rss_kib_after),
+                    self.server_rss_kib_per_connection
+                        .map_or("?".to_owned(), |kib| format!("{kib:.2}")),
+                ) + &self.held_s.map_or(String::new(), |held| {
+                    format!(
+                        "; held {held:.0} s: server CPU {} s, {} Redis round trips",
+                        self.server_cpu_s
+                            .map_or("?".to_owned(), |s| format!("{s:.2}")),
+                        opt(self.redis_round_trips)
+                    )
+                }) + &self.others_summary()
+            }
             "startup" => format!(
                 "startup: process start to /readyz 200: median {:.1} ms, max {:.1} ms",
                 self.startup_ms_median.unwrap_or(f64::NAN),
@@ -245,6 +291,7 @@ impl Report {
                             self.redis_round_trips_per_message.unwrap_or(f64::NAN)
                         )
                     })
+                    + &self.others_summary()
             }
         }
     }
