@@ -200,6 +200,10 @@ async fn run(cli: Cli) -> BenchResult<()> {
         .iter()
         .map(|(name, pid)| (name.clone(), Process::of(*pid)))
         .collect();
+    let watched = Watched {
+        server: server.as_ref(),
+        others: &others,
+    };
     let reports = match &cli.scenario {
         Scenario::Idle {
             connections,
@@ -211,7 +215,7 @@ async fn run(cli: Cli) -> BenchResult<()> {
                 members: (*members).max(1),
                 hold: Duration::from_secs(*hold),
             };
-            vec![idle(&target, server.as_ref(), &others, shape, cli.redis).await?]
+            vec![idle(&target, watched, shape, cli.redis).await?]
         }
         Scenario::Fanout(load) | Scenario::Chat(load) | Scenario::Sse(load) => {
             let kind = match &cli.scenario {
@@ -219,7 +223,7 @@ async fn run(cli: Cli) -> BenchResult<()> {
                 Scenario::Chat(_) => SweepOf::Chat,
                 _ => SweepOf::Sse,
             };
-            let run = load_run(&target, server.as_ref(), &others, kind, load);
+            let run = load_run(&target, watched, kind, load);
             vec![with_redis_calls(&target, cli.redis, run).await?]
         }
         Scenario::Startup {
@@ -236,8 +240,7 @@ async fn run(cli: Cli) -> BenchResult<()> {
         } => {
             sweep(
                 &target,
-                server.as_ref(),
-                &others,
+                watched,
                 *of,
                 load,
                 *max_p99_ms,
@@ -315,6 +318,13 @@ async fn ws_room(
     Ok(all)
 }
 
+/// The processes a run measures: the server (`--server-pid`) and others (`--cpu-of`).
+#[derive(Clone, Copy)]
+struct Watched<'a> {
+    server: Option<&'a Process>,
+    others: &'a [(String, Process)],
+}
+
 /// What `idle` opens and how long it holds it.
 struct IdleShape {
     connections: usize,
@@ -324,8 +334,7 @@ struct IdleShape {
 
 async fn idle(
     target: &Target,
-    server: Option<&Process>,
-    others: &[(String, Process)],
+    Watched { server, others }: Watched<'_>,
     IdleShape {
         connections,
         members,
@@ -416,8 +425,7 @@ async fn idle(
 
 async fn load_run(
     target: &Target,
-    server: Option<&Process>,
-    others: &[(String, Process)],
+    Watched { server, others }: Watched<'_>,
     kind: SweepOf,
     load: &Load,
 ) -> BenchResult<Report> {
@@ -812,8 +820,7 @@ fn token_of(reply: &[u8]) -> BenchResult<String> {
 
 async fn sweep(
     target: &Target,
-    server: Option<&Process>,
-    others: &[(String, Process)],
+    watched: Watched<'_>,
     of: SweepOf,
     load: &Load,
     max_p99_ms: f64,
@@ -824,7 +831,7 @@ async fn sweep(
     let mut load = load.clone();
     let mut best: Option<f64> = None;
     for _ in 0..max_steps {
-        let mut report = load_run(target, server, others, of, &load).await?;
+        let mut report = load_run(target, watched, of, &load).await?;
         let clean = report.lost == 0
             && report.duplicates_or_reordered == 0
             && report.latency_ms.p99 <= max_p99_ms;
