@@ -56,10 +56,12 @@ struct Cli {
     /// per server in the same order.
     #[arg(long, global = true, value_delimiter = ',')]
     server_pid: Vec<u32>,
-    /// Redis' process id (several for a cluster, comma-separated), to report its CPU time per
-    /// message.
-    #[arg(long, global = true, value_delimiter = ',')]
-    redis_pid: Vec<u32>,
+    /// Redis' process id, to report its CPU time per message over the servers' window (a load
+    /// run's sending and draining, not its setup; an idle run's `--hold`). Several for a
+    /// cluster, comma-separated or repeated, each `PID` or `NAME=PID`: the report gives their
+    /// sum and each one's share by name (the PID when unnamed).
+    #[arg(long, global = true, value_delimiter = ',', value_parser = redis_process)]
+    redis_pid: Vec<(String, u32)>,
     /// Also write the report as JSON here.
     #[arg(long, global = true)]
     json: Option<PathBuf>,
@@ -74,6 +76,15 @@ struct Cli {
     transport: Transport,
 }
 
+/// A `PID` or `NAME=PID` of `--redis-pid`.
+fn redis_process(text: &str) -> Result<(String, u32), String> {
+    let (name, pid) = text.split_once('=').unwrap_or((text, text));
+    let pid = pid
+        .parse()
+        .map_err(|err| format!("{pid:?} is not a process id: {err}"))?;
+    Ok((name.to_owned(), pid))
+}
+
 #[derive(Subcommand)]
 enum Scenario {
     /// N connections, each a member of a room; reports server RSS per connection.
@@ -83,6 +94,13 @@ enum Scenario {
         /// Members per room.
         #[arg(long, default_value_t = 10)]
         members: usize,
+        /// Seconds to hold the connections open and idle after setup, measuring the CPU the
+        /// server and `--cpu-of` processes spend on them meanwhile (pings, presence refreshes)
+        /// and, with `--redis`, the server's Redis round trips. `/ws` members are not read, so
+        /// the server closes them once two pings went unanswered (`WS_PING_SECS` × 2, 50 s by
+        /// default, counted from their join): hold them for less.
+        #[arg(long, default_value_t = 0)]
+        hold: u64,
     },
     /// R rooms × M members over WebSocket (`/ws` or socket.io), one sender per room.
     Fanout(Load),
@@ -224,7 +242,15 @@ async fn run(cli: Cli) -> BenchResult<()> {
         Scenario::Idle {
             connections,
             members,
-        } => vec![idle(&servers, &watched, *connections, (*members).max(1)).await?],
+            hold,
+        } => {
+            let shape = IdleShape {
+                connections: *connections,
+                members: (*members).max(1),
+                hold: Duration::from_secs(*hold),
+            };
+            vec![idle(&servers, &watched, shape, cli.redis).await?]
+        }
         Scenario::Fanout(load) | Scenario::Chat(load) | Scenario::Sse(load) => {
             let kind = match &cli.scenario {
                 Scenario::Fanout(_) => SweepOf::Fanout,
@@ -341,11 +367,22 @@ async fn ws_room(
     Ok(all)
 }
 
+/// What `idle` opens and how long it holds it.
+struct IdleShape {
+    connections: usize,
+    members: usize,
+    hold: Duration,
+}
+
 async fn idle(
     servers: &Servers,
     watched: &Watched,
-    connections: usize,
-    members: usize,
+    IdleShape {
+        connections,
+        members,
+        hold,
+    }: IdleShape,
+    redis: bool,
 ) -> BenchResult<Report> {
     let bench = Process::own();
     let before = watched.sample()?;
@@ -383,6 +420,18 @@ async fn idle(
     // Let allocations settle (the server has answered every join already).
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = watched.sample()?;
+    let counting = redis && !hold.is_zero();
+    let round_trips_held = if counting {
+        Some(round_trips(servers).await?.1)
+    } else {
+        None
+    };
+    tokio::time::sleep(hold).await;
+    let after_hold = watched.sample()?;
+    let round_trips_during_hold = match round_trips_held {
+        Some(held) => Some(round_trips(servers).await?.1 - held),
+        None => None,
+    };
     // A reader that ended early lost its connection: it would not be measured.
     let open = held.len()
         + readers
@@ -397,6 +446,11 @@ async fn idle(
     report.members = members;
     report.setup_s = setup.as_secs_f64();
     report.with_process(&before, &after, &bench);
+    if !hold.is_zero() {
+        report.held_s = Some(hold.as_secs_f64());
+        report.with_hold(&after, &after_hold);
+        report.redis_round_trips = round_trips_during_hold.map(|all| all as u64);
+    }
     stop.cancel();
     for reader in readers {
         reader.await?;

@@ -1,7 +1,9 @@
 //! What a run reports (JSON and a human summary), and the `/proc` readings behind the CPU and
-//! memory figures of the servers (`--server-pid`), of Redis (`--redis-pid`) and of the load
-//! generator itself. With several servers the server figures are their sums, and each
-//! server's share is listed too.
+//! memory figures of the servers (`--server-pid`), of Redis (`--redis-pid`, a cluster's nodes
+//! by name) and of the load generator itself. With several servers the server figures are their
+//! sums, and each server's share is listed too.
+
+use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 use serde::Serialize;
@@ -63,20 +65,23 @@ impl Process {
 pub struct Watched {
     servers: Vec<Process>,
     redis: Vec<Process>,
+    redis_names: Vec<String>,
 }
 
 /// One reading of each watched process.
 pub struct Readings {
     servers: Vec<Sample>,
     redis: Vec<Sample>,
+    redis_names: Vec<String>,
 }
 
 impl Watched {
-    pub fn new(server_pids: &[u32], redis_pids: &[u32]) -> Self {
-        let of = |pids: &[u32]| pids.iter().copied().map(Process::of).collect();
+    /// `redis` names each Redis process (a cluster node's role, or its pid).
+    pub fn new(server_pids: &[u32], redis: &[(String, u32)]) -> Self {
         Self {
-            servers: of(server_pids),
-            redis: of(redis_pids),
+            servers: server_pids.iter().copied().map(Process::of).collect(),
+            redis: redis.iter().map(|(_, pid)| Process::of(*pid)).collect(),
+            redis_names: redis.iter().map(|(name, _)| name.clone()).collect(),
         }
     }
 
@@ -87,6 +92,7 @@ impl Watched {
         Ok(Readings {
             servers: all(&self.servers)?,
             redis: all(&self.redis)?,
+            redis_names: self.redis_names.clone(),
         })
     }
 }
@@ -168,20 +174,27 @@ pub struct Report {
     pub server_rss_kib_after: Option<u64>,
     /// Idle scenario: server RSS growth per connection.
     pub server_rss_kib_per_connection: Option<f64>,
+    /// Idle scenario with `--hold`: how long the connections were held idle, over which
+    /// `server_cpu_s` and the Redis CPU figures were measured.
+    pub held_s: Option<f64>,
     pub bench_cpu_s: f64,
     /// CPU seconds per wall second: near the core count means the load generator was the
     /// limit.
     pub bench_cpu_utilization: f64,
     pub sweep_clean: Option<bool>,
-    /// The server's Redis round trips during the run (posts, presence, sweeps, reads).
+    /// The server's Redis round trips during the run (posts, presence, sweeps, reads); for
+    /// `idle` with `--hold`, during the hold.
     pub redis_round_trips: Option<u64>,
     pub redis_round_trips_per_message: Option<f64>,
     /// Round trips of the post operation itself per chat message.
     pub redis_post_round_trips_per_message: Option<f64>,
-    /// Redis' CPU time during the run (`--redis-pid`, all of them summed), and per message
-    /// sent.
+    /// Redis' CPU time over the servers' window (`--redis-pid`, all of them summed), and per
+    /// message sent.
     pub redis_cpu_s: Option<f64>,
     pub redis_cpu_us_per_message: Option<f64>,
+    /// Each `--redis-pid`'s CPU seconds, by name (a cluster's nodes each).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub redis_cpu_s_by_process: BTreeMap<String, f64>,
     pub startup_ms_median: Option<f64>,
     pub startup_ms_max: Option<f64>,
     pub best_clean_rate: Option<f64>,
@@ -275,10 +288,7 @@ impl Report {
         for share in &mut self.servers {
             share.cpu_us_per_message = per(share.cpu_s, self.sent);
         }
-        if let (Some(before), Some(after)) = (total(&before.redis), total(&after.redis)) {
-            self.redis_cpu_s = Some(after.cpu_s - before.cpu_s);
-            self.redis_cpu_us_per_message = per(self.redis_cpu_s, self.sent);
-        }
+        self.set_redis(before, after);
         self.bench_cpu_s = bench_after.cpu_s - bench_before.cpu_s;
         self.bench_cpu_utilization = self.bench_cpu_s / self.elapsed_s.max(1e-9);
     }
@@ -297,6 +307,51 @@ impl Report {
             share.rss_kib_before = Some(before.rss_kib);
             share.rss_kib_after = Some(after.rss_kib);
         }
+    }
+
+    /// Redis' CPU time between two readings: the sum, per message sent if any were, and with
+    /// several processes each one's share by name.
+    fn set_redis(&mut self, before: &Readings, after: &Readings) {
+        let (Some(sum_before), Some(sum_after)) = (total(&before.redis), total(&after.redis))
+        else {
+            return;
+        };
+        let cpu_s = sum_after.cpu_s - sum_before.cpu_s;
+        self.redis_cpu_s = Some(cpu_s);
+        self.redis_cpu_us_per_message = (self.sent > 0).then(|| cpu_s * 1e6 / self.sent as f64);
+        self.redis_cpu_s_by_process = before
+            .redis_names
+            .iter()
+            .zip(&before.redis)
+            .zip(&after.redis)
+            .map(|((name, before), after)| (name.clone(), after.cpu_s - before.cpu_s))
+            .collect();
+    }
+
+    /// For an idle run held open (`--hold`): the servers' and Redis' CPU over the hold.
+    pub fn with_hold(&mut self, held: &Readings, after: &Readings) {
+        if let (Some(held), Some(after)) = (total(&held.servers), total(&after.servers)) {
+            self.server_cpu_s = Some(after.cpu_s - held.cpu_s);
+        }
+        self.set_redis(held, after);
+    }
+
+    /// With several Redis processes, each one's CPU seconds by name, and per message sent if
+    /// any were.
+    fn redis_processes_summary(&self) -> String {
+        if self.redis_cpu_s_by_process.len() < 2 {
+            return String::new();
+        }
+        self.redis_cpu_s_by_process
+            .iter()
+            .map(|(name, cpu)| match self.sent {
+                0 => format!("; {name} CPU {cpu:.2} s"),
+                sent => format!(
+                    "; {name} CPU {cpu:.2} s ({:.1} us/message)",
+                    cpu * 1e6 / sent as f64
+                ),
+            })
+            .collect()
     }
 
     /// For the idle scenario: memory only.
@@ -322,17 +377,28 @@ impl Report {
 
     pub fn summary(&self) -> String {
         match self.scenario {
-            "idle" => format!(
-                "idle over {}: {} connections in {} rooms (set up in {:.1} s); server RSS {} -> {} KiB = {} KiB per connection",
-                self.transport,
-                self.connections,
-                self.rooms,
-                self.setup_s,
-                opt(self.server_rss_kib_before),
-                opt(self.server_rss_kib_after),
-                self.server_rss_kib_per_connection
-                    .map_or("?".to_owned(), |kib| format!("{kib:.2}")),
-            ),
+            "idle" => {
+                format!(
+                    "idle over {}: {} connections in {} rooms (set up in {:.1} s); server RSS {} -> {} KiB = {} KiB per connection",
+                    self.transport,
+                    self.connections,
+                    self.rooms,
+                    self.setup_s,
+                    opt(self.server_rss_kib_before),
+                    opt(self.server_rss_kib_after),
+                    self.server_rss_kib_per_connection
+                        .map_or("?".to_owned(), |kib| format!("{kib:.2}")),
+                ) + &self.held_s.map_or(String::new(), |held| {
+                    format!(
+                        "; held {held:.0} s: server CPU {} s, {} Redis round trips{}",
+                        self.server_cpu_s
+                            .map_or("?".to_owned(), |s| format!("{s:.2}")),
+                        opt(self.redis_round_trips),
+                        self.redis_cpu_s
+                            .map_or(String::new(), |s| format!(", Redis CPU {s:.2} s"))
+                    )
+                }) + &self.redis_processes_summary()
+            }
             "startup" => format!(
                 "startup: process start to /readyz 200: median {:.1} ms, max {:.1} ms",
                 self.startup_ms_median.unwrap_or(f64::NAN),
@@ -383,6 +449,7 @@ impl Report {
                     + &self.redis_cpu_us_per_message.map_or(String::new(), |us| {
                         format!("; Redis CPU {us:.1} us per message sent")
                     })
+                    + &self.redis_processes_summary()
                     + &self.servers_summary()
             }
         }
