@@ -549,7 +549,10 @@ mod tests {
         assert!(probes.returned(CHANNEL, &token));
         assert!(!probes.returned(CHANNEL, &token), "returned once");
         let next = probes.start(CHANNEL, Duration::from_secs(60));
-        assert!(next.is_some_and(|next| next != token), "a new probe, a new token");
+        assert!(
+            next.is_some_and(|next| next != token),
+            "a new probe, a new token"
+        );
     }
 
     #[tokio::test]
