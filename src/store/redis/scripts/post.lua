@@ -9,10 +9,13 @@ local key, display = member_of(ARGV[3])
 if not key then return {'unauthorized'} end
 refresh_lease(key, ARGV[4])
 
--- The text of a chat event still in the log, or nil once trimmed.
+-- The text of a chat event still in the log, or nil once trimmed (also when the approximate
+-- trim has not removed it yet: it is out of history all the same).
 local function logged_text(id)
   local entry = redis.call('XRANGE', log, id, id)[1]
   if not entry then return nil end
+  local oldest = oldest_kept()
+  if oldest and id_before(id, oldest) then return nil end
   local fields = entry[2]
   for f = 1, #fields, 2 do
     if fields[f] == 'm' then return fields[f + 1] end

@@ -46,15 +46,45 @@ local appended, appended_last = {}, nil
 
 -- Appends one event to the log with the id of the event before it, so readers of the log and
 -- subscribers can tell a gap from a quiet room. Returns the id.
+--
+-- The trim is approximate (`MAXLEN ~`): Redis drops only whole stream nodes (up to
+-- stream-node-max-entries events, 100 by default), which costs next to nothing, where an
+-- exact trim deletes inside a node entry by entry on every append, most of Redis's CPU per
+-- message. The log so holds the last history_limit events and up to a node's worth more;
+-- every reader keeps to the last history_limit (`oldest_kept`), so no one sees the rest.
 local function append(kind, username, message, reason)
   local prev = appended_last or redis.call('HGET', meta, 'last') or '0-0'
   local fields = {'t', kind, 'u', username, 'p', prev}
   if message then fields[#fields + 1] = 'm'; fields[#fields + 1] = message end
   if reason then fields[#fields + 1] = 'r'; fields[#fields + 1] = reason end
-  local id = redis.call('XADD', log, 'MAXLEN', history_limit, '*', unpack(fields))
+  local id = redis.call('XADD', log, 'MAXLEN', '~', history_limit, '*', unpack(fields))
   appended_last = id
   appended[#appended + 1] = {id = id, p = prev, t = kind, u = username, m = message, r = reason}
   return id
+end
+
+-- The id of the oldest event the room keeps (the history_limit-th newest), or nil when the
+-- log holds no more than that. The excess (what `MAXLEN ~` has not trimmed yet) is at most
+-- about a stream node, so this reads that many entries, never the whole log.
+local function oldest_kept()
+  local excess = redis.call('XLEN', log) - tonumber(history_limit)
+  if excess <= 0 then return nil end
+  local head = redis.call('XRANGE', log, '-', '+', 'COUNT', excess + 1)
+  return head[#head][1]
+end
+
+-- Whether stream id `a` comes before `b`. Both are '<ms>-<seq>' in decimal without leading
+-- zeros (Redis's and EventId's Display), compared digit-exactly: u64 parts do not fit a Lua
+-- number.
+local function id_before(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  local function less(x, y)
+    if #x ~= #y then return #x < #y end
+    return x < y
+  end
+  if a_ms ~= b_ms then return less(a_ms, b_ms) end
+  return less(a_seq, b_seq)
 end
 
 -- Records the room's last event and publishes what the script appended: one event as a JSON
