@@ -7,7 +7,6 @@
 -- decoded by replies.rs's post_answers.
 local key, display = member_of(ARGV[3])
 if not key then return {'unauthorized'} end
-refresh_lease(key, ARGV[4])
 
 -- The text of a chat event still in the log, or nil once trimmed (also when the approximate
 -- trim has not removed it yet: it is out of history all the same).
@@ -59,4 +58,6 @@ for i = 6, #ARGV, 3 do
     answer('new', id, '')
   end
 end
+-- After the appends, so that the clock comes with the last one's id (see `id_ms`).
+refresh_lease(key, ARGV[4], appended_last and id_ms(appended_last))
 return reply

@@ -151,6 +151,13 @@ local function remove_member(key, room_ttl_secs)
   return record_display(record)
 end
 
-local function refresh_lease(key, lease_ttl_ms)
-  redis.call('ZADD', leases, 'XX', now_ms() + tonumber(lease_ttl_ms), key)
+-- `now`: Redis's clock in ms if the caller has it (`id_ms`), else TIME is asked.
+local function refresh_lease(key, lease_ttl_ms, now)
+  redis.call('ZADD', leases, 'XX', (now or now_ms()) + tonumber(lease_ttl_ms), key)
+end
+
+-- The time in an id from `XADD *`: Redis's clock in ms when it was made (or the log's newest
+-- time, if the clock went back since), which spares a TIME call right after an append.
+local function id_ms(id)
+  return tonumber(string.match(id, '^(%d+)-'))
 end
