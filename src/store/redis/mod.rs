@@ -51,11 +51,14 @@ use super::{
 use crate::config::Durability;
 use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TokenHash, Username};
 
+/// A room script: prelude.lua, the libraries it names (each function a script defines costs
+/// it a closure per run, so each script gets only those it uses), then its own text.
 macro_rules! room_script {
-    ($file:literal) => {
+    ($file:literal $(, $library:literal)*) => {
         LazyLock::new(|| {
             RoomScript::new(concat!(
                 include_str!("scripts/prelude.lua"),
+                $(include_str!(concat!("scripts/", $library)),)*
                 "local function script_body()\n",
                 include_str!(concat!("scripts/", $file)),
                 include_str!("scripts/epilogue.lua")
@@ -85,15 +88,15 @@ impl RoomScript {
     }
 }
 
-static CREATE: LazyLock<RoomScript> = room_script!("create.lua");
-static JOIN: LazyLock<RoomScript> = room_script!("join.lua");
-static LEAVE: LazyLock<RoomScript> = room_script!("leave.lua");
+static CREATE: LazyLock<RoomScript> = room_script!("create.lua", "membership.lua");
+static JOIN: LazyLock<RoomScript> = room_script!("join.lua", "membership.lua");
+static LEAVE: LazyLock<RoomScript> = room_script!("leave.lua", "membership.lua");
 static POST: LazyLock<RoomScript> = room_script!("post.lua");
 static AUTHENTICATE: LazyLock<RoomScript> = room_script!("authenticate.lua");
 static HISTORY: LazyLock<RoomScript> = room_script!("history.lua");
 static READ_LOG: LazyLock<RoomScript> = room_script!("read_log.lua");
 static MEMBERS: LazyLock<RoomScript> = room_script!("members.lua");
-static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua");
+static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua", "membership.lua");
 static ISSUE_TICKET: LazyLock<RoomScript> = room_script!("issue_ticket.lua");
 static REDEEM_TICKET: LazyLock<RoomScript> = room_script!("redeem_ticket.lua");
 static HOLD: LazyLock<RoomScript> = room_script!("hold.lua");
