@@ -151,14 +151,8 @@ pub async fn create_room(
     ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<CreateRoomRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
-    let room = RoomId::parse(&body.room_id)?;
-    let joiner = anonymous(&body.username)?;
-    let secret = optional_secret(body.secret)?;
-    let joined = state
-        .rooms
-        .create_room(client, room, joiner, secret)
-        .await?;
-    Ok((StatusCode::CREATED, Json(joined.into())))
+    let joiner = anonymous(&body.username);
+    enter(&state, client, &body.room_id, joiner, body.secret, true).await
 }
 
 /// [`create_room`] when identity is required (the router picks one of the two at start, so
@@ -169,14 +163,8 @@ pub async fn create_room_signed_in(
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignedInCreateRoomRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
-    let room = RoomId::parse(&body.room_id)?;
-    let joiner = signed_in(&headers, body.username.as_deref())?;
-    let secret = optional_secret(body.secret)?;
-    let joined = state
-        .rooms
-        .create_room(client, room, joiner, secret)
-        .await?;
-    Ok((StatusCode::CREATED, Json(joined.into())))
+    let joiner = signed_in(&headers, body.username.as_deref());
+    enter(&state, client, &body.room_id, joiner, body.secret, true).await
 }
 
 /// [`join_room`] when identity is required.
@@ -187,10 +175,28 @@ pub async fn join_room_signed_in(
     headers: HeaderMap,
     ApiJson(body): ApiJson<SignedInJoinRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
-    let room = RoomId::parse(&room)?;
-    let joiner = signed_in(&headers, body.username.as_deref())?;
-    let secret = optional_secret(body.secret)?;
-    let joined = state.rooms.join(client, room, joiner, secret).await?;
+    let joiner = signed_in(&headers, body.username.as_deref());
+    enter(&state, client, &room, joiner, body.secret, false).await
+}
+
+/// A create (`create`) or a join, its parts checked in the order they always were: room,
+/// name, secret.
+async fn enter(
+    state: &AppState,
+    client: std::net::IpAddr,
+    room: &str,
+    joiner: Result<Joiner, ApiError>,
+    secret: Option<String>,
+    create: bool,
+) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
+    let room = RoomId::parse(room)?;
+    let (joiner, secret) = (joiner?, optional_secret(secret)?);
+    let rooms = &state.rooms;
+    let joined = if create {
+        rooms.create_room(client, room, joiner, secret).await?
+    } else {
+        rooms.join(client, room, joiner, secret).await?
+    };
     Ok((StatusCode::CREATED, Json(joined.into())))
 }
 
@@ -231,11 +237,8 @@ pub async fn join_room(
     ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<JoinRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
-    let room = RoomId::parse(&room)?;
-    let joiner = anonymous(&body.username)?;
-    let secret = optional_secret(body.secret)?;
-    let joined = state.rooms.join(client, room, joiner, secret).await?;
-    Ok((StatusCode::CREATED, Json(joined.into())))
+    let joiner = anonymous(&body.username);
+    enter(&state, client, &room, joiner, body.secret, false).await
 }
 
 /// Leave a room (only a member can remove itself).

@@ -65,6 +65,10 @@ pub struct Joiner {
 #[derive(Clone, Default)]
 pub struct Identity(Option<Arc<Verifier>>);
 
+/// A join without a name and without identity: what the event decoder said when the field
+/// was required (REST's anonymous body still requires it, with its own words).
+const MISSING_USERNAME: &str = "invalid event data: missing field `username`";
+
 /// The claims the username is taken from when `AUTH_USERNAME_CLAIM` is unset, in order.
 const DEFAULT_USERNAME_CLAIMS: [&str; 3] = ["name", "email", "sub"];
 
@@ -104,7 +108,7 @@ impl Identity {
         let Some(verifier) = &self.0 else {
             return joiner
                 .username
-                .ok_or_else(|| ApiError::invalid("username is required"));
+                .ok_or_else(|| ApiError::invalid(MISSING_USERNAME));
         };
         let token = joiner.id_token.ok_or(ApiError::SignInRequired)?;
         let claims = verifier
