@@ -15,6 +15,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("a valid member token for this room is required")]
     Unauthorized,
+    /// A join without a valid JWT when identity is required; one answer for every reason.
+    #[error("sign-in required: joining needs a valid ID token from the app's identity provider")]
+    SignInRequired,
     #[error("{0}")]
     Forbidden(String),
     #[error("room not found")]
@@ -47,7 +50,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::SignInRequired => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::RoomNotFound => "room_not_found",
             ApiError::NotMember => "not_member",

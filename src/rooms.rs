@@ -14,6 +14,7 @@ use crate::domain::{
     TokenHash, Username,
 };
 use crate::error::ApiError;
+use crate::identity::{Identity, Joiner};
 use crate::limits::Limits;
 use crate::room_secrets::SecretHasher;
 use crate::store::{
@@ -40,6 +41,8 @@ pub struct Rooms {
     max_message_bytes: usize,
     limits: Arc<Limits>,
     secrets: SecretHasher,
+    /// Whose names members join under: the client's, or its JWT's.
+    identity: Identity,
 }
 
 impl Rooms {
@@ -48,13 +51,19 @@ impl Rooms {
         max_message_bytes: usize,
         limits: Arc<Limits>,
         secrets: SecretHasher,
+        identity: Identity,
     ) -> Self {
         Self {
             store,
             max_message_bytes,
             limits,
             secrets,
+            identity,
         }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -70,10 +79,12 @@ impl Rooms {
         &self,
         client: IpAddr,
         room: RoomId,
-        username: Username,
+        joiner: Joiner,
         secret: Option<RoomSecret>,
     ) -> Result<Joined, ApiError> {
         self.limits.check_join(client)?;
+        // Before anything about the room: who may not join learns nothing of it.
+        let username = self.identity.username_for(&room, joiner).await?;
         let secret_hash = match secret {
             Some(secret) => Some(self.secrets.hash(secret).await?),
             None => None,
@@ -95,10 +106,11 @@ impl Rooms {
         &self,
         client: IpAddr,
         room: RoomId,
-        username: Username,
+        joiner: Joiner,
         secret: Option<RoomSecret>,
     ) -> Result<Joined, ApiError> {
         self.limits.check_join(client)?;
+        let username = self.identity.username_for(&room, joiner).await?;
         let expected_secret_hash = match self.store.room_access(&room).await? {
             RoomAccess::NotFound => return Err(ApiError::RoomNotFound),
             RoomAccess::Open => None,

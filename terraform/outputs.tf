@@ -83,7 +83,7 @@ output "deploy_settings" {
       "public=${var.allow_unauthenticated}",
       "metrics_sidecar=${var.metrics_sidecar}",
     ],
-    [for name, value in var.extra_env : "env=${jsonencode({ name = name, value = value })}"],
+    [for name, value in local.server_env : "env=${jsonencode({ name = name, value = value })}"],
   ))
 
   # Every plan evaluates these, whichever side owns the service (a variable's validation may

@@ -7,8 +7,8 @@
 //! default (the [`section!`] macro). Its type refuses bad values by itself (`NonZero…`,
 //! enums, [`Bounded`], parsed URLs and origins), and the error's "what it expects" comes from
 //! that same type ([`Expects`]), so the check and its message cannot drift apart. The
-//! only checks across fields are `METRICS_PORT` ≠ `PORT` and a `REDIS_URL` list only with
-//! `REDIS_CLUSTER=true`.
+//! only checks across fields are `METRICS_PORT` ≠ `PORT`, a `REDIS_URL` list only with
+//! `REDIS_CLUSTER=true`, and the `AUTH_*` variables all three or none.
 //!
 //! Each section is read by its own `envy::from_iter` over the same variables rather than one
 //! struct of `#[serde(flatten)]` sections: serde buffers flattened fields as strings, and
@@ -73,6 +73,7 @@ macro_rules! nonzero {
     };
 }
 
+mod auth;
 mod hardening;
 mod limits;
 mod listen;
@@ -82,6 +83,7 @@ mod streams;
 mod telemetry;
 mod values;
 
+pub use auth::{Auth, JwtSettings};
 pub use hardening::Hardening;
 pub use limits::Limits;
 pub use listen::Listen;
@@ -90,8 +92,8 @@ pub use rooms::Rooms;
 pub use streams::Streams;
 pub use telemetry::Telemetry;
 pub use values::{
-    AllowedOrigins, Bounded, Expects, LogFormat, OtlpEndpoint, OtlpProtocol, RedisTlsVerify,
-    RedisUrl, Switch,
+    AllowedOrigins, Bounded, Expects, JwksUrl, LogFormat, OtlpEndpoint, OtlpProtocol,
+    RedisTlsVerify, RedisUrl, Switch,
 };
 
 /// What [`section!`] says about a section.
@@ -152,6 +154,8 @@ sections! {
     hardening: Hardening,
     /// Logs and traces.
     telemetry: Telemetry,
+    /// JWT joins (the app's own users).
+    auth: Auth,
 }
 
 /// A configuration error, already phrased for the one line the binary prints.
@@ -238,6 +242,13 @@ impl Config {
                 expected:
                     "one URL unless REDIS_CLUSTER=true (only a cluster takes a list of seed nodes)"
                         .to_owned(),
+            });
+        }
+        let missing = config.auth.missing();
+        if !missing.is_empty() {
+            return Err(ConfigError {
+                variable: missing.join(", "),
+                expected: "set too: AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE go together (all three or none)".to_owned(),
             });
         }
         Ok(config)

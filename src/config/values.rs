@@ -276,3 +276,46 @@ expects!(
     OtlpEndpoint,
     "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)"
 );
+
+/// Where a JSON Web Key Set is fetched: `https://`, or `http://` only on a loopback address
+/// (a provider's keys over plain HTTP could be swapped by anyone on the path; the exception is
+/// for tests and a local sidecar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksUrl(String);
+
+impl JwksUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for JwksUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        let uri = value
+            .parse::<axum::http::Uri>()
+            .map_err(|_| D::Error::custom("not a URL"))?;
+        let host = uri.host().unwrap_or("");
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let allowed = match uri.scheme_str() {
+            Some("https") => !host.is_empty(),
+            Some("http") => loopback,
+            _ => false,
+        };
+        if allowed {
+            Ok(Self(value))
+        } else {
+            Err(D::Error::custom("not an https:// URL"))
+        }
+    }
+}
+
+expects!(
+    JwksUrl,
+    "an https:// URL of a JSON Web Key Set (http:// only on a loopback address)"
+);

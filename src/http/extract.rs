@@ -106,12 +106,15 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
 
 /// The hash of the token in the `Authorization` header, if it holds a Bearer token.
 pub fn bearer_from(headers: &HeaderMap) -> Option<TokenHash> {
+    bearer_text(headers).and_then(presented_token)
+}
+
+/// The credential of an `Authorization: Bearer` header as sent (a member token, or the JWT
+/// of a signed-in join).
+pub fn bearer_text(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| presented_token(token))
-        .flatten()
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// The hash of a token as presented in the `Authorization` header or `?token=`: white space

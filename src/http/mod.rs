@@ -95,12 +95,19 @@ pub struct StreamSettings {
 }
 
 pub fn router(state: AppState) -> Router {
-    let rooms = Router::new()
-        .route("/rooms", post(rest::create_room))
-        .route(
-            "/rooms/{roomId}/members",
-            post(rest::join_room).get(rest::members),
+    // Signed-in joins read their body differently (`username` optional): one pair of handlers
+    // or the other, decided once, so anonymous joins keep exactly their rules.
+    let (create_room, join_room) = if state.rooms.identity().required() {
+        (
+            post(rest::create_room_signed_in),
+            post(rest::join_room_signed_in),
         )
+    } else {
+        (post(rest::create_room), post(rest::join_room))
+    };
+    let rooms = Router::new()
+        .route("/rooms", create_room)
+        .route("/rooms/{roomId}/members", join_room.get(rest::members))
         .route(
             "/rooms/{roomId}/members/{username}",
             delete(rest::leave_room),

@@ -57,6 +57,7 @@ mod durability;
 mod faults;
 mod gaps;
 mod hardening;
+mod jwt;
 mod readme;
 mod realtime;
 mod redis_cluster;
