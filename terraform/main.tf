@@ -34,26 +34,14 @@
 # Left unset (caps, server defaults): MAX_CONNECTIONS_PER_IP, MAX_ROOMS_PER_CONNECTION, MAX_MEMBERS_PER_ROOM, MAX_CONNECTIONS
 # Left unset (hardening, server defaults): REQUEST_BODY_TIMEOUT_SECS, WRITE_TIMEOUT_SECS, MAX_HTTP_CONNECTIONS_PER_IP
 # Left unset (room secrets, server defaults: one hash per CPU): SECRET_HASH_CONCURRENCY, RATE_SECRET_FAILURES_PER_MIN, RATE_ROOM_SECRET_FAILURES_PER_MIN
-# Set from var.auth when not null: AUTH_JWKS_URL, AUTH_ISSUER, AUTH_AUDIENCE, AUTH_USERNAME_CLAIM,
-# AUTH_ROOMS_CLAIM (JWT joins; as extra_env lines for cloudrun/deploy.sh)
+# Left unset (JWT joins off unless var.auth sets them, as env.tf's server_env): AUTH_JWKS_URL, AUTH_ISSUER, AUTH_AUDIENCE
+# Left unset (JWT joins off unless var.auth sets them): AUTH_USERNAME_CLAIM, AUTH_ROOMS_CLAIM
 # Left unset (no trace export without a collector; the service name follows K_SERVICE): OTEL_EXPORTER_OTLP_ENDPOINT
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_SERVICE_NAME
 # (any of the defaulted ones can be set through var.extra_env)
 
 locals {
-  # JWT joins (var.auth): the server's AUTH_* variables, the optional ones only when set.
-  auth_env = var.auth == null ? {} : { for name, value in {
-    AUTH_JWKS_URL       = var.auth.jwks_url
-    AUTH_ISSUER         = var.auth.issuer
-    AUTH_AUDIENCE       = var.auth.audience
-    AUTH_USERNAME_CLAIM = var.auth.username_claim
-    AUTH_ROOMS_CLAIM    = var.auth.rooms_claim
-  } : name => value if value != null }
-  # What the server gets besides the variables set one by one below (extra_env may not
-  # overlap: its validation).
-  server_env = merge(local.auth_env, var.extra_env)
-
   # Memorystore of either kind: the private network, Direct VPC egress, TLS against a CA of its
   # own (mounted from Secret Manager). Then one of the two kinds.
   memorystore    = contains(["memorystore", "cluster"], var.redis_mode)
