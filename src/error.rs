@@ -15,6 +15,9 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("a valid member token for this room is required")]
     Unauthorized,
+    /// `unauthorized` on the server API: the key is missing or wrong.
+    #[error("a valid server API key is required: Authorization: ApiKey <key>")]
+    UnauthorizedApiKey,
     #[error("{0}")]
     Forbidden(String),
     #[error("room not found")]
@@ -47,7 +50,7 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::UnauthorizedApiKey => "unauthorized",
             ApiError::Forbidden(_) => "forbidden",
             ApiError::RoomNotFound => "room_not_found",
             ApiError::NotMember => "not_member",
