@@ -78,7 +78,6 @@ const ROOM_KEY_SUFFIXES: [&str; ROOM_KEY_COUNT] = [
     "meta", "members", "tokens", "leases", "log", "online", "names",
 ];
 const META: usize = 0;
-const LOG: usize = 4;
 
 /// The keys of one room, in the order every room script expects them.
 pub(crate) struct RoomKeys {
@@ -97,10 +96,6 @@ impl RoomKeys {
     /// All of them, in script order.
     pub(super) fn all(&self) -> &[String] {
         &self.keys
-    }
-
-    pub(crate) fn log(&self) -> &str {
-        &self.keys[LOG]
     }
 
     pub(crate) fn meta(&self) -> &str {
