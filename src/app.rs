@@ -183,6 +183,7 @@ impl App {
                 ),
                 metrics_on_main_port: metrics_listener.is_none(),
             },
+            server_api_key: config.server_api.server_api_key.clone().map(Arc::new),
         };
         Ok(Self {
             listener,

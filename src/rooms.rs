@@ -5,6 +5,8 @@
 //! concurrency; wrong secrets are limited per client and per room), and store outcomes become
 //! API.md's errors. Nothing here knows about HTTP, WebSocket or SSE.
 
+mod admin;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,7 +34,7 @@ pub struct Joined {
     pub last_event_id: EventId,
 }
 
-/// The most history one request may ask for.
+/// The most history one request may ask for (and the most rooms one server API page lists).
 pub const MAX_HISTORY_PAGE: usize = 200;
 
 #[derive(Clone)]
@@ -142,6 +144,7 @@ impl Rooms {
             JoinOutcome::AccessChanged => Err(ApiError::forbidden(
                 "the room changed while joining, try again",
             )),
+            JoinOutcome::Banned => Err(ApiError::forbidden("this name is banned from this room")),
         }
     }
 

@@ -246,9 +246,21 @@ variable "extra_env" {
   default     = {}
 
   validation {
-    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "REDIS_TLS_VERIFY", "REDIS_CLUSTER", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS", "AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_USERNAME_CLAIM", "AUTH_ROOMS_CLAIM"])) == 0
-    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, REDIS_CLUSTER (use redis_mode), GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins), AUTH_* (use auth) or RUST_LOG (use rust_log)."
+    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "REDIS_TLS_VERIFY", "REDIS_CLUSTER", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS", "AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_USERNAME_CLAIM", "AUTH_ROOMS_CLAIM", "SERVER_API_KEY"])) == 0
+    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, REDIS_CLUSTER (use redis_mode), GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins), AUTH_* (use auth), SERVER_API_KEY (use server_api: a secret) or RUST_LOG (use rust_log)."
   }
+}
+
+variable "server_api" {
+  description = <<-EOT
+    Enables the server API (/api/, README "Server API") for an app's backend: Terraform creates
+    the Secret Manager secret <service_name>-server-api-key (no version: add the key with
+    `openssl rand -hex 32 | gcloud secrets versions add <secret> --data-file=-`, so it never
+    enters the state) and passes it to the service as SERVER_API_KEY. false: no secret, no
+    SERVER_API_KEY, every /api/ path is 404.
+  EOT
+  type        = bool
+  default     = false
 }
 
 variable "allowed_origins" {

@@ -14,8 +14,9 @@
 //! struct of `#[serde(flatten)]` sections: serde buffers flattened fields as strings, and
 //! envy's numbers then fail to parse.
 //!
-//! `REDIS_URL` may carry a password, so it is kept in a [`RedisUrl`] whose `Debug` hides it,
-//! and no value is ever echoed in an error.
+//! `REDIS_URL` may carry a password and `SERVER_API_KEY` is one, so they are kept in
+//! [`RedisUrl`] and [`ServerApiKey`], whose `Debug` hides them, and no value is ever echoed in
+//! an error.
 
 use std::num::NonZeroU16;
 
@@ -79,6 +80,7 @@ mod limits;
 mod listen;
 mod redis;
 mod rooms;
+mod server_api;
 mod streams;
 mod telemetry;
 mod values;
@@ -89,11 +91,12 @@ pub use limits::Limits;
 pub use listen::Listen;
 pub use redis::{ClusterSeeds, Durability, Redis, RedisTarget};
 pub use rooms::Rooms;
+pub use server_api::ServerApi;
 pub use streams::Streams;
 pub use telemetry::Telemetry;
 pub use values::{
     AllowedOrigins, Bounded, Expects, JwksUrl, LogFormat, OtlpEndpoint, OtlpProtocol,
-    RedisTlsVerify, RedisUrl, Switch,
+    RedisTlsVerify, RedisUrl, ServerApiKey, Switch,
 };
 
 /// What [`section!`] says about a section.
@@ -152,6 +155,8 @@ sections! {
     limits: Limits,
     /// Connection caps, timeouts, origins and proxies.
     hardening: Hardening,
+    /// The server API's key.
+    server_api: ServerApi,
     /// Logs and traces.
     telemetry: Telemetry,
     /// JWT joins (the app's own users).

@@ -86,6 +86,14 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
         "ALLOWED_ORIGINS",
         &["chat.internal", "https://ok.example,bad\norigin"],
     ),
+    (
+        "SERVER_API_KEY",
+        &[
+            "short-key-hunter2",
+            "a key with spaces in it, long enough to pass",
+            "\u{e9}tait-une-cl\u{e9}-de-plus-de-trente-deux-caract\u{e8}res",
+        ],
+    ),
     ("LOG_FORMAT", &["xml"]),
     (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -228,6 +236,7 @@ fn documented_defaults(document: &str) -> Vec<(String, Option<String>)> {
 const COMPUTED_DEFAULTS: &[&str] = &[
     "METRICS_PORT",
     "REDIS_URL",
+    "SERVER_API_KEY",
     "SECRET_HASH_CONCURRENCY",
     "TRUSTED_PROXY_HOPS",
     "ALLOWED_ORIGINS",
@@ -286,6 +295,7 @@ fn defaults_equal_the_documented_tables() {
     let config = Config::default();
     assert_eq!(config.listen.metrics_port, None);
     assert_eq!(config.redis.redis_url, None);
+    assert_eq!(config.server_api.server_api_key, None);
     assert_eq!(
         config.hardening.effective_secret_hash_concurrency(),
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -321,6 +331,28 @@ fn redis_password_never_printed() {
         Some("redis://:hunter2@localhost:1")
     );
     assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn server_api_key_is_never_printed_and_compared_whole() {
+    let key = "k3y-hunter2-0123456789abcdef0123456789";
+    let config = Config::from_vars(vars(&[("SERVER_API_KEY", key)])).unwrap();
+    let parsed = config
+        .server_api
+        .server_api_key
+        .as_ref()
+        .expect("the key is set");
+    assert!(!format!("{config:?}").contains("hunter2"));
+    assert!(parsed.matches(key.as_bytes()));
+    assert!(!parsed.matches(&key.as_bytes()[..key.len() - 1]));
+    assert!(!parsed.matches(format!("{key}x").as_bytes()));
+    assert!(!parsed.matches(b""));
+    // 31 characters is one short; 32 is enough.
+    let err = error_of("SERVER_API_KEY", &"h".repeat(31));
+    assert_eq!(err.variable, "SERVER_API_KEY");
+    assert!(err.expected.starts_with("32-256 "), "{err}");
+    assert!(Config::from_vars(vars(&[("SERVER_API_KEY", &"h".repeat(32))])).is_ok());
+    assert!(Config::from_vars(vars(&[("SERVER_API_KEY", &"h".repeat(257))])).is_err());
 }
 
 #[test]

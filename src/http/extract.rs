@@ -90,6 +90,17 @@ where
     }
 }
 
+/// A page's `?limit=`: 50 when absent; a number, whose range the operation checks (history
+/// and the server API's room list both take 1-200).
+pub fn page_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(50),
+        Some(raw) => raw
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("limit must be between 1 and 200")),
+    }
+}
+
 /// The hash of the member token a request presents as `Authorization: Bearer <token>`. Its
 /// absence (or another scheme) is 401 before anything else is looked at.
 pub struct BearerToken(pub TokenHash);

@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod origins;
 pub mod rest;
 pub mod serve;
+pub mod server_api;
 pub mod socketio;
 pub mod sse;
 pub mod write_timeout;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub realtime: Arc<Realtime>,
     pub http: HttpSettings,
+    /// `SERVER_API_KEY`: with it the server API's routes exist (see [`server_api`]).
+    pub server_api_key: Option<Arc<crate::config::ServerApiKey>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -119,8 +122,11 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{roomId}/events", get(sse::events))
         .route("/rooms/{roomId}/events/ticket", post(sse::issue_ticket))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));
-    let mut app = Router::new()
-        .merge(rooms)
+    let mut app = Router::new().merge(rooms);
+    if let Some(server_api) = server_api::routes(&state) {
+        app = app.merge(server_api);
+    }
+    let mut app = app
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

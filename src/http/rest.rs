@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::extract::{ApiJson, ApiPath, ApiQuery, BearerToken, bearer_text};
+use super::extract::{ApiJson, ApiPath, ApiQuery, BearerToken, bearer_text, page_limit};
 use super::openapi;
 use crate::domain::{ChatMessage, ClientMsgId, EventId, RoomId, RoomSecret, Username};
 use crate::error::{ApiError, ErrorBody};
@@ -322,12 +322,7 @@ pub async fn history(
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let room = RoomId::parse(&room)?;
-    let limit = match query.limit.as_deref() {
-        None => 50,
-        Some(raw) => raw
-            .parse::<usize>()
-            .map_err(|_| ApiError::invalid("limit must be between 1 and 200"))?,
-    };
+    let limit = page_limit(query.limit.as_deref())?;
     let before = query
         .before
         .as_deref()

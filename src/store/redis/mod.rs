@@ -4,6 +4,7 @@
 //! concern:
 //!
 //! - `keys`: every key and channel name, in the order the scripts expect them;
+//! - `admin`: the server API's operations and the room index it lists rooms from;
 //! - `replies`: script replies decoded into typed values;
 //! - `lease`: the lease index and the sweep;
 //! - `connection`: the command connection, to one Redis or to a cluster;
@@ -12,7 +13,8 @@
 //! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
-//! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream holding the
+//! `room:{id}:meta` (with the room's bans), `:members`, `:tokens`, `:leases`, `:log` (a
+//! stream holding the
 //! last `HISTORY_LIMIT` events and, trimmed lazily, up to a stream node more that no reader
 //! returns), `:online` and `:names` (the identity keys that make look-alikes of
 //! members' names taken), plus `room:{id}:idem:<token hash>:<key>` strings for
@@ -23,6 +25,7 @@
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
 //! so the store recovers when Redis comes back without a restart.
 
+mod admin;
 mod connection;
 mod durable;
 mod feed;
@@ -101,6 +104,10 @@ static ISSUE_TICKET: LazyLock<RoomScript> = room_script!("issue_ticket.lua");
 static REDEEM_TICKET: LazyLock<RoomScript> = room_script!("redeem_ticket.lua");
 static HOLD: LazyLock<RoomScript> = room_script!("hold.lua");
 static RELEASE: LazyLock<RoomScript> = room_script!("release.lua");
+static POST_AS: LazyLock<RoomScript> = room_script!("post_as.lua");
+static KICK: LazyLock<RoomScript> = room_script!("kick.lua", "membership.lua");
+static DELETE_ROOM: LazyLock<RoomScript> = room_script!("delete_room.lua");
+static ROOM_SUMMARY: LazyLock<RoomScript> = room_script!("room_summary.lua");
 
 pub struct RedisStore {
     connection: Connection,
@@ -334,12 +341,14 @@ impl RedisStore {
     }
 }
 
-/// Whether `script`'s answer tells a client its write was made (create, join, post, leave):
+/// Whether `script`'s answer tells a client its write was made (create, join, post, leave, and
+/// the server API's post, kick and delete):
 /// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
 /// lease refreshes on reads are not acknowledged to anyone, and do not wait.
 fn acknowledged(script: &RoomScript) -> bool {
     [&*CREATE, &*JOIN, &*POST, &*LEAVE]
         .into_iter()
+        .chain(admin::acknowledged_scripts())
         .any(|acked| std::ptr::eq(acked, script))
 }
 
@@ -436,6 +445,7 @@ impl RoomLog for RedisStore {
                 "username_taken" => Ok(JoinOutcome::UsernameTaken),
                 "room_full" => Ok(JoinOutcome::RoomFull),
                 "access_changed" => Ok(JoinOutcome::AccessChanged),
+                "banned" => Ok(JoinOutcome::Banned),
                 _ => Err(malformed("join status")),
             }
         })

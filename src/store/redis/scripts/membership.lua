@@ -1,5 +1,5 @@
 -- Membership changes, for the scripts that add or remove members (create, join, leave,
--- sweep_room): mod.rs's room_script! puts this after prelude.lua in those only, as every
+-- sweep_room, kick): mod.rs's room_script! puts this after prelude.lua in those only, as every
 -- function defined costs each run of a script (a closure made per call).
 
 -- A `members` record, '<64 hex token hash>:<display name>'. replies.rs's
@@ -20,6 +20,14 @@ local function name_taken(identity_keys)
         or redis.call('HEXISTS', members, identity_key) == 1 then
       return true
     end
+  end
+  return false
+end
+
+-- Whether a banned name holds one of these identity keys (bans are kept in meta, see prelude).
+local function name_banned(identity_keys)
+  for _, identity_key in ipairs(identity_keys) do
+    if redis.call('HEXISTS', meta, 'ban:' .. identity_key) == 1 then return true end
   end
   return false
 end

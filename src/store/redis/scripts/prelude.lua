@@ -1,7 +1,11 @@
 -- Shared by every room script (concatenated in front of each one by redis/mod.rs).
 --
 -- KEYS of every room script, all under the room's hash tag so one script touches one slot:
---   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id)
+--   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id),
+--                        ban:<identity key> -> '1' for each identity key of a banned name (in
+--                        meta, which lives exactly as long as the room: a key of their own
+--                        would be missing in most rooms, and a script naming a missing key is
+--                        refused while its slot migrates)
 --   2 room:{id}:members  hash: username key -> <64 hex token hash>:<display name>
 --   3 room:{id}:tokens   hash: token hash -> username key
 --   4 room:{id}:leases   zset: username key -> lease deadline (ms, Redis clock)
@@ -54,6 +58,12 @@ local function append(kind, username, message, reason)
   return id
 end
 
+-- Publishes on the room's channel: the one publish call of every script, which mod.rs makes
+-- the sharded one on a cluster.
+local function publish(payload)
+  redis.call('PUBLISH', channel, payload)
+end
+
 -- The id of the oldest event the room keeps (the history_limit-th newest), or nil when the
 -- log holds no more than that. The excess (what `MAXLEN ~` has not trimmed yet) is at most
 -- about a stream node, so this reads that many entries, never the whole log.
@@ -85,7 +95,7 @@ local function publish_appended()
   redis.call('HSET', meta, 'last', appended_last)
   local payload
   if #appended == 1 then payload = cjson.encode(appended[1]) else payload = cjson.encode(appended) end
-  redis.call('PUBLISH', channel, payload)
+  publish(payload)
 end
 
 -- The member a token names (its username key and display name), or nil.
