@@ -22,9 +22,11 @@ section! {
         pub ws_ping_secs: NonZeroU64 = nonzero!(25),
         /// How many events may wait for one slow connection before it is closed (1013).
         pub client_queue_len: NonZeroUsize = nonzero!(1024),
-        /// A busy room (over 100 events/s) pushes its events to connections at most once per
-        /// this many milliseconds, in batches; 0 pushes every event at once. Over a second
-        /// would be felt in a conversation.
-        pub fanout_coalesce_ms: Bounded<0, 1000> = Bounded::new(10),
+        /// Opt-in: a busy room (over 100 events/s) pushes its events to connections at most
+        /// once per this many milliseconds, in batches. 0 (the default) holds nothing: a room
+        /// pushes each event at once, or the events that queued while it waited its turn
+        /// together, and each connection writes whatever is queued for it when its socket is
+        /// ready. Over a second would be felt in a conversation.
+        pub fanout_coalesce_ms: Bounded<0, 1000> = Bounded::new(0),
     }
 }

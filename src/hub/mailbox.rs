@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::Batch;
 
+/// How many batch slots an emptied queue keeps: enough for the few batches a connection that
+/// keeps up has waiting, without giving its buffer back and growing it again each time.
+const KEPT_SLOTS: usize = 16;
+
 /// One connection's queue: a plain deque under a lock, which costs an idle connection about a
 /// hundred bytes (a channel's preallocated block and padded halves cost a kilobyte).
 struct Queue {
@@ -178,6 +182,12 @@ impl Inbox {
     fn take(state: &mut QueueState) -> Option<Batch> {
         let batch = state.batches.pop_front()?;
         state.events -= batch.len();
+        // A connection that fell behind may have queued hundreds of single events; the deque
+        // keeps its grown buffer, which an idle connection should not carry for the rest of
+        // its life.
+        if state.batches.is_empty() && state.batches.capacity() > KEPT_SLOTS {
+            state.batches = VecDeque::new();
+        }
         Some(batch)
     }
 }

@@ -1,5 +1,8 @@
 //! Coalescing pace: when a room pushes its pending events, at once while it is quiet, at most
-//! once per coalescing window while it is busy.
+//! once per coalescing window while it is busy. The window is opt-in (`FANOUT_COALESCE_MS`,
+//! default 0): events share writes by queueing while a connection is behind, which costs no
+//! latency (see the hub's module docs); a window holds every event of a busy room up to its
+//! length, keeper or not.
 //!
 //! Why apart from the actor: the decision is pure arithmetic over instants, tested here
 //! without a runtime, store or connection.
@@ -14,7 +17,7 @@ const BUSY_EVENTS_PER_SEC: u32 = 100;
 /// How often a room's busy state is re-decided from its event rate.
 const RATE_PERIOD: Duration = Duration::from_millis(100);
 /// The most events one batch holds.
-const MAX_BATCH: usize = 64;
+pub(super) const MAX_BATCH: usize = 64;
 
 /// When a room pushes its pending events: at once while it is quiet; while it is busy, at
 /// most once per coalescing window.
