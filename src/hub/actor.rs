@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{Batch, Frame};
-use super::mailbox::Closed;
+use super::mailbox::{Closed, Pushed};
 use super::pace::{MAX_BATCH, Pace};
 use super::{Command, HubInner, Replay, Subscriber};
 use crate::backoff::Backoff;
@@ -34,7 +34,8 @@ pub(super) struct RoomActor {
     /// The last event delivered here, in log order.
     last: EventId,
     /// Events up to `last` not yet pushed to the subscribers: those taken together from the
-    /// inbox, or held by an opt-in coalescing window while the room is busy.
+    /// inbox, or held by the coalescing window while the room is busy and its connections
+    /// behind (see [`Pace`]).
     pending: Vec<Arc<Frame>>,
     pace: Pace,
     stopping: CancellationToken,
@@ -285,15 +286,15 @@ impl RoomActor {
         self.pending.push(Arc::new(Frame::new(event)));
     }
 
-    /// Pushes the pending events to every subscriber, as one batch each.
+    /// Pushes the pending events to every subscriber, as one batch each, and tells the pace
+    /// how many of them were still behind.
     fn push(&mut self, now: Instant) {
-        self.pace.last_push = now;
         let batch: Batch = std::mem::take(&mut self.pending).into();
         let (Some(first), Some(newest)) = (batch.first(), batch.last()) else {
             return;
         };
         let (first, newest) = (first.event.id, newest.event.id);
-        let (mut delivered, mut pushes) = (0u64, 0u64);
+        let (mut delivered, mut pushes, mut behind) = (0u64, 0u64, 0u64);
         self.subscribers.retain(|subscriber| {
             // A subscriber has the events up to `after` from its replay.
             let share = if newest <= subscriber.after {
@@ -308,13 +309,16 @@ impl RoomActor {
                     .collect()
             };
             let count = share.len() as u64;
-            let kept = subscriber.mailbox.push(share);
-            if kept {
-                delivered += count;
-                pushes += 1;
+            let pushed = subscriber.mailbox.push(share);
+            if pushed == Pushed::Refused {
+                return false;
             }
-            kept
+            delivered += count;
+            pushes += 1;
+            behind += u64::from(pushed == Pushed::Behind);
+            true
         });
+        self.pace.pushed(now, behind, pushes);
         metrics::counter!("chat_events_delivered_total").increment(delivered);
         metrics::counter!("chat_fanout_pushes_total").increment(pushes);
     }

@@ -1,7 +1,7 @@
 //! The hub's pacing on the memory store, in paused time: whether an event waits for anything
 //! but its turn. Paused time makes a held event visible without timing anything: a runtime
-//! with nothing to do jumps to its next timer, so an event held by a window arrives at a
-//! later instant than it was stored, and one pushed at once at the same instant.
+//! with nothing to do jumps to its next timer, so an event held by the coalescing window
+//! arrives at a later instant than it was stored, and one pushed at once at the same instant.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +15,7 @@ use crate::domain::{EventKind, MessageText, RoomId, TokenHash, Username};
 use crate::store::memory::{LocalFeed, MemoryStore};
 use crate::store::{NewMember, NewMessage, NewMessages, RoomLog, StoreSettings};
 
-/// The opt-in window the comparisons use.
+/// The coalescing window (`FANOUT_COALESCE_MS`'s default).
 const WINDOW: Duration = Duration::from_millis(10);
 
 struct Room {
@@ -129,22 +129,44 @@ async fn one_at_a_time(room: &mut Room, count: usize) -> Duration {
 
 #[tokio::test(start_paused = true)]
 async fn a_busy_room_holds_no_event_for_a_connection_that_keeps_up() {
-    let mut room = room(Duration::ZERO, 1024).await;
+    let mut room = room(WINDOW, 1024).await;
     // 300 events at one instant: far over the busy rate.
     assert_eq!(one_at_a_time(&mut room, 300).await, Duration::ZERO);
 }
 
+/// Posts `count` messages one at a time while the connection reads nothing, then reads
+/// them; answers how long that took and how many batches they came in.
+async fn behind(room: &mut Room, count: usize) -> (Duration, usize) {
+    let started = Instant::now();
+    for n in 0..count {
+        room.post(n, 1).await;
+        // Lets the room's actor take the event before the next one.
+        tokio::task::yield_now().await;
+    }
+    let (mut seen, mut batches) = (Vec::new(), 0);
+    while seen.len() < count {
+        seen.extend(numbers(&room.recv().await));
+        batches += 1;
+    }
+    assert_eq!(
+        seen,
+        (0..count).collect::<Vec<_>>(),
+        "every event once, in order"
+    );
+    (started.elapsed(), batches)
+}
+
 #[tokio::test(start_paused = true)]
-async fn the_opt_in_window_holds_a_busy_rooms_events() {
+async fn a_busy_room_coalesces_while_its_connection_is_behind() {
     let mut room = room(WINDOW, 1024).await;
-    // Quiet for its first events, then busy: then an event waits for its window.
-    let waited = one_at_a_time(&mut room, 300).await;
-    assert!(waited >= WINDOW, "300 events waited {waited:?} in all");
+    let (waited, batches) = behind(&mut room, 300).await;
+    assert!(waited >= WINDOW, "held for a window: {waited:?}");
+    assert!(batches < 100, "300 events in {batches} batches");
 }
 
 #[tokio::test(start_paused = true)]
 async fn events_queued_together_are_pushed_together_up_to_a_batch() {
-    let mut room = room(Duration::ZERO, 1024).await;
+    let mut room = room(WINDOW, 1024).await;
     // 100 events reach the actor before it runs: one push of a full batch, then the rest.
     room.post(0, 100).await;
     let first = room.recv().await;
@@ -155,18 +177,10 @@ async fn events_queued_together_are_pushed_together_up_to_a_batch() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_connection_that_falls_behind_gets_every_event_once_in_order() {
+async fn without_a_window_a_connection_that_falls_behind_gets_every_event_once_in_order() {
     let mut room = room(Duration::ZERO, 1024).await;
-    // The connection reads nothing while 1000 events are pushed one by one (each post
-    // lets the actor run before the next one).
-    for n in 0..1000 {
-        room.post(n, 1).await;
-        tokio::task::yield_now().await;
-    }
-    let mut seen = Vec::new();
-    while let Some(batch) = room.inbox.try_recv() {
-        seen.extend(numbers(&batch));
-    }
-    assert_eq!(seen, (0..1000).collect::<Vec<_>>());
+    // Each event is pushed on its own: nothing holds them.
+    let (waited, batches) = behind(&mut room, 1000).await;
+    assert_eq!((waited, batches), (Duration::ZERO, 1000));
     assert!(!room.inbox.closed.is_cancelled(), "1000 events fit in 1024");
 }
