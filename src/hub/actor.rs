@@ -69,12 +69,13 @@ impl RoomActor {
         if !self.start().await {
             return;
         }
-        // Armed while pending events wait for their push time (an opt-in window, see `Pace`).
+        // Armed while pending events wait for their push time (the coalescing window, see
+        // `Pace`).
         let push_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(push_timer);
         let mut push_armed = false;
-        // A command taken from the inbox while gathering queued events, handled after the
-        // push it ended.
+        // A command taken from the inbox while gathering queued events: handled next, after
+        // the push it ended (unless the window holds the events).
         let mut carried: Option<Command> = None;
         loop {
             enum Next {
@@ -137,8 +138,8 @@ impl RoomActor {
     /// ones (up to [`MAX_BATCH`]) before they are pushed, so a room whose events come faster
     /// than it pushes them (its task waited its turn behind the connections it woke) pushes
     /// them together, one queue push and one wake-up per connection, and a room that keeps up
-    /// pushes each event at once. Returns the first queued command that is not an event: it
-    /// is handled after the push, in its order.
+    /// pushes each event at once. Returns the first queued command that is not an event, to
+    /// be handled next, in its order.
     async fn take_queued_events(&mut self) -> Option<Command> {
         while self.pending.len() < MAX_BATCH {
             match self.inbox.try_recv().ok()? {
