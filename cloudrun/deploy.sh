@@ -147,7 +147,7 @@ while IFS= read -r line; do
     fi
 done <<<"$settings"
 for key in owner project_id region service_name redis_mode min_instances max_instances \
-    concurrency cpu memory rust_log allowed_origins public metrics_sidecar; do
+    concurrency cpu memory rust_log allowed_origins public metrics_sidecar server_api; do
     [ -n "${setting[$key]+set}" ] ||
         die "terraform's deploy_settings has no $key: terraform apply with this checkout's terraform/ first"
 done
@@ -257,7 +257,7 @@ fi
 
 # Render service.yaml: the placeholders, and the lines marked for an option kept only with it
 # (their marker removed): "# memorystore" (the VPC, CA mount, SSL_CERT_FILE, REDIS_TLS_VERIFY:
-# a Memorystore instance or cluster), "# cluster" (REDIS_CLUSTER), "# metrics-sidecar" (the collector), "# allowed-origins" (ALLOWED_ORIGINS), "# public" (no
+# a Memorystore instance or cluster), "# cluster" (REDIS_CLUSTER), "# metrics-sidecar" (the collector), "# allowed-origins" (ALLOWED_ORIGINS), "# server-api" (SERVER_API_KEY from its secret), "# public" (no
 # invoker IAM check); extra_env's entries go where "# extra-env" is. Other comment lines are
 # left out. The string settings arrive JSON-quoted, so they are YAML scalars as they are.
 rendered="$(mktemp "${TMPDIR:-/tmp}/chat-server-service.XXXXXX")"
@@ -275,12 +275,14 @@ while IFS= read -r line || [ -n "$line" ]; do
         *" # cluster") [ "$redis_mode" = "cluster" ] || continue ;;
         *" # metrics-sidecar") [ "${setting[metrics_sidecar]}" = "true" ] || continue ;;
         *" # allowed-origins") [ "${setting[allowed_origins]}" != '""' ] || continue ;;
+        *" # server-api") [ "${setting[server_api]}" = "true" ] || continue ;;
         *" # public") [ "${setting[public]}" = "true" ] || continue ;;
     esac
     line="${line% # memorystore}"
     line="${line% # cluster}"
     line="${line% # metrics-sidecar}"
     line="${line% # allowed-origins}"
+    line="${line% # server-api}"
     line="${line% # public}"
     line="${line//"\${PROJECT_ID}"/$project}"
     line="${line//"\${REGION}"/$region}"

@@ -21,6 +21,7 @@ use crate::http::{
     AppState, HttpSettings, Origins, Realtime, StreamSettings, metrics_router, router,
 };
 use crate::hub::Hub;
+use crate::identity::Identity;
 use crate::limits::Limits;
 use crate::presence::Presence;
 use crate::room_secrets::SecretHasher;
@@ -38,6 +39,8 @@ pub enum BuildError {
     RedisUrl,
     #[error("cannot listen on METRICS_PORT: {0}")]
     MetricsPort(std::io::Error),
+    #[error("cannot build the HTTP client for AUTH_JWKS_URL")]
+    JwksClient,
 }
 
 pub struct App {
@@ -125,12 +128,18 @@ impl App {
         if config.limits.rate_limits == crate::config::Switch::Off {
             tracing::warn!("RATE_LIMITS=off: no rate limits apply");
         }
+        let identity =
+            Identity::from_settings(config.auth.jwt()).map_err(|_| BuildError::JwksClient)?;
+        if identity.required() {
+            tracing::info!("identity: joins need a JWT (AUTH_JWKS_URL is set)");
+        }
         let rooms = Rooms::new(
             store,
             // At most 65536 (its type's bound), so it fits any usize.
             config.rooms.max_message_bytes.get() as usize,
             limits.clone(),
             SecretHasher::new(config.hardening.effective_secret_hash_concurrency()),
+            identity,
         );
         // A quarter of the lease, so a lapsed member goes within 25% of MEMBER_TTL_SECS.
         let sweep_interval = Duration::from_millis((settings.member_ttl_ms / 4).clamp(50, 1000));
@@ -174,6 +183,7 @@ impl App {
                 ),
                 metrics_on_main_port: metrics_listener.is_none(),
             },
+            server_api_key: config.server_api.server_api_key.clone().map(Arc::new),
         };
         Ok(Self {
             listener,
@@ -191,6 +201,11 @@ impl App {
                 write_timeout: Duration::from_secs(config.hardening.write_timeout_secs.get()),
             },
         })
+    }
+
+    /// Whose names members join under (tests shorten its JWKS refetch interval).
+    pub fn identity(&self) -> &Identity {
+        self.state.rooms.identity()
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {

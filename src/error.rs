@@ -15,6 +15,12 @@ pub enum ApiError {
     UnsupportedMediaType,
     #[error("a valid member token for this room is required")]
     Unauthorized,
+    /// A join without a valid JWT when identity is required; one answer for every reason.
+    #[error("sign-in required: joining needs a valid ID token from the app's identity provider")]
+    SignInRequired,
+    /// `unauthorized` on the server API: the key is missing or wrong.
+    #[error("a valid server API key is required: Authorization: ApiKey <key>")]
+    UnauthorizedApiKey,
     #[error("{0}")]
     Forbidden(String),
     #[error("room not found")]
@@ -47,7 +53,9 @@ impl ApiError {
         match self {
             ApiError::InvalidRequest(_) => "invalid_request",
             ApiError::UnsupportedMediaType => "unsupported_media_type",
-            ApiError::Unauthorized => "unauthorized",
+            ApiError::Unauthorized | ApiError::SignInRequired | ApiError::UnauthorizedApiKey => {
+                "unauthorized"
+            }
             ApiError::Forbidden(_) => "forbidden",
             ApiError::RoomNotFound => "room_not_found",
             ApiError::NotMember => "not_member",

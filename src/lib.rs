@@ -22,6 +22,7 @@
 //! - [`rooms`]: the operations every transport calls.
 //! - [`session`]: a connection's memberships and their rules, shared by every streaming
 //!   transport; typed replies and close reasons.
+//! - [`identity`]: JWT joins (the app's own users): the JWKS, the token check, the username.
 //! - [`room_secrets`]: argon2id hashing of room secrets, bounded in memory and concurrency.
 //! - [`hub`]: this instance's fan-out: per-room actors, replay then live, bounded queues.
 //! - [`presence`]: which members live connections hold; leases and online marks.
@@ -39,6 +40,7 @@ pub mod domain;
 pub mod error;
 pub mod http;
 pub mod hub;
+pub mod identity;
 pub mod limits;
 pub mod presence;
 pub mod protocol;

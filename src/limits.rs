@@ -12,6 +12,7 @@
 //!
 //! - Wrong room secrets, per client address and per room: past the limit a join is refused
 //!   before its secret is hashed, so guessing costs the guesser time and the server nothing.
+//!   Wrong server API keys, per client address, the same way (and the same budget).
 //! - Plain HTTP connections per client address (at accept when the peer is the client,
 //!   per request in flight when trusted proxies name the client), at most half the instance.
 //!
@@ -89,6 +90,9 @@ pub struct Limits {
     ws_events: Quota,
     secret_failures_by_ip: Lockouts<IpAddr>,
     secret_failures_by_room: Lockouts<RoomId>,
+    /// Wrong or missing server API keys, per client address (`RATE_SECRET_FAILURES_PER_MIN`,
+    /// the same budget as wrong room secrets: both are guesses at a secret).
+    api_key_failures_by_ip: Lockouts<IpAddr>,
     streams_per_ip: Counts,
     max_streams_per_ip: usize,
     http_per_ip: Counts,
@@ -130,6 +134,7 @@ impl Limits {
             ws_events: per_second(limits.rate_ws_events_per_sec, limits.rate_ws_event_burst),
             secret_failures_by_ip: Lockouts::per_minute(limits.rate_secret_failures_per_min),
             secret_failures_by_room: Lockouts::per_minute(limits.rate_room_secret_failures_per_min),
+            api_key_failures_by_ip: Lockouts::per_minute(limits.rate_secret_failures_per_min),
             streams_per_ip: Counts::default(),
             max_streams_per_ip: limits.max_connections_per_ip.get(),
             http_per_ip: Counts::default(),
@@ -192,6 +197,26 @@ impl Limits {
     pub fn record_wrong_secret(&self, ip: IpAddr, room: &RoomId) {
         self.secret_failures_by_ip.strike(client_bucket(ip));
         self.secret_failures_by_room.strike(room.clone());
+    }
+
+    /// Whether this client may present a server API key: not while it has presented too many
+    /// wrong ones lately (checked before the key, so a locked-out guesser learns nothing).
+    pub fn check_api_key_attempt(&self, ip: IpAddr) -> Result<(), ApiError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        match self.api_key_failures_by_ip.locked_for(&client_bucket(ip)) {
+            Some(wait) => {
+                metrics::counter!("chat_api_key_checks_refused_total").increment(1);
+                Err(rate_limited(wait))
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// A wrong or missing server API key from this client.
+    pub fn record_wrong_api_key(&self, ip: IpAddr) {
+        self.api_key_failures_by_ip.strike(client_bucket(ip));
     }
 
     /// The client-event limiter of one new WebSocket connection (`None` when limits are off).
@@ -260,6 +285,7 @@ impl Limits {
         self.joins.shrink_to_fit();
         self.secret_failures_by_ip.forget_idle();
         self.secret_failures_by_room.forget_idle();
+        self.api_key_failures_by_ip.forget_idle();
     }
 }
 

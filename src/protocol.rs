@@ -24,6 +24,7 @@ use serde_json::value::RawValue;
 
 use crate::domain::{ClientMsgId, EventId, MemberToken, MessageText, RoomId, RoomSecret, Username};
 use crate::error::ApiError;
+use crate::identity::IdToken;
 
 /// A client frame, decoded as far as it goes.
 #[derive(Debug)]
@@ -112,8 +113,11 @@ impl ClientEvent {
 #[derive(Debug)]
 pub struct Join {
     pub room: RoomId,
-    pub username: Username,
+    /// Always present without identity; with it, the token's name decides (see `identity`).
+    pub username: Option<Username>,
     pub secret: Option<RoomSecret>,
+    /// The JWT of a join when identity is required (`idToken`).
+    pub id_token: Option<IdToken>,
 }
 
 /// `create:chat`.
@@ -162,9 +166,12 @@ struct Envelope {
 #[serde(rename_all = "camelCase")]
 struct JoinData {
     room_id: String,
-    username: String,
+    #[serde(default)]
+    username: Option<String>,
     #[serde(default)]
     secret: Option<String>,
+    #[serde(default)]
+    id_token: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -289,10 +296,13 @@ fn data_of<T: DeserializeOwned>(data: &str) -> Result<T, ApiError> {
 // same error as before: room, then the name or message, then the optional fields.
 
 fn join(data: JoinData) -> Result<Join, ApiError> {
+    // Whether the name may be left out depends on identity: `identity` decides, with the
+    // words serde used when the field was required.
     Ok(Join {
         room: RoomId::parse(&data.room_id)?,
-        username: Username::parse(&data.username)?,
+        username: data.username.as_deref().map(Username::parse).transpose()?,
         secret: data.secret.map(RoomSecret::parse).transpose()?,
+        id_token: data.id_token.as_deref().map(IdToken::presented),
     })
 }
 
@@ -347,7 +357,13 @@ mod tests {
             panic!("not a create:room: {out:?}");
         };
         assert_eq!(
-            (join.room.as_str(), join.username.as_str()),
+            (
+                join.room.as_str(),
+                join.username
+                    .as_ref()
+                    .map(Username::as_str)
+                    .unwrap_or_default()
+            ),
             ("lobby", "alice")
         );
         assert_eq!(join.secret.map(|s| s.expose().to_owned()), Some("s".into()));
@@ -387,7 +403,8 @@ mod tests {
         assert_eq!(unknown.name, EventName::Unknown);
         assert_eq!(unknown.reference, Some(Value::from("x")));
 
-        let missing = decoded(r#"{"event":"add:member","data":{"roomId":"r"}}"#);
+        // (A join's name may be missing: `identity` decides; see its tests.)
+        let missing = decoded(r#"{"event":"remove:member","data":{"roomId":"r"}}"#);
         let err = missing.event.unwrap_err();
         assert!(
             err.to_string().contains("missing field `username`"),

@@ -5,6 +5,8 @@
 //! concurrency; wrong secrets are limited per client and per room), and store outcomes become
 //! API.md's errors. Nothing here knows about HTTP, WebSocket or SSE.
 
+mod admin;
+
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +16,7 @@ use crate::domain::{
     TokenHash, Username,
 };
 use crate::error::ApiError;
+use crate::identity::{Identity, Joiner};
 use crate::limits::Limits;
 use crate::room_secrets::SecretHasher;
 use crate::store::{
@@ -31,7 +34,7 @@ pub struct Joined {
     pub last_event_id: EventId,
 }
 
-/// The most history one request may ask for.
+/// The most history one request may ask for (and the most rooms one server API page lists).
 pub const MAX_HISTORY_PAGE: usize = 200;
 
 #[derive(Clone)]
@@ -40,6 +43,8 @@ pub struct Rooms {
     max_message_bytes: usize,
     limits: Arc<Limits>,
     secrets: SecretHasher,
+    /// Whose names members join under: the client's, or its JWT's.
+    identity: Identity,
 }
 
 impl Rooms {
@@ -48,13 +53,19 @@ impl Rooms {
         max_message_bytes: usize,
         limits: Arc<Limits>,
         secrets: SecretHasher,
+        identity: Identity,
     ) -> Self {
         Self {
             store,
             max_message_bytes,
             limits,
             secrets,
+            identity,
         }
+    }
+
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -70,10 +81,12 @@ impl Rooms {
         &self,
         client: IpAddr,
         room: RoomId,
-        username: Username,
+        joiner: Joiner,
         secret: Option<RoomSecret>,
     ) -> Result<Joined, ApiError> {
         self.limits.check_join(client)?;
+        // Before anything about the room: who may not join learns nothing of it.
+        let username = self.identity.username_for(&room, joiner).await?;
         let secret_hash = match secret {
             Some(secret) => Some(self.secrets.hash(secret).await?),
             None => None,
@@ -95,10 +108,11 @@ impl Rooms {
         &self,
         client: IpAddr,
         room: RoomId,
-        username: Username,
+        joiner: Joiner,
         secret: Option<RoomSecret>,
     ) -> Result<Joined, ApiError> {
         self.limits.check_join(client)?;
+        let username = self.identity.username_for(&room, joiner).await?;
         let expected_secret_hash = match self.store.room_access(&room).await? {
             RoomAccess::NotFound => return Err(ApiError::RoomNotFound),
             RoomAccess::Open => None,
@@ -130,6 +144,7 @@ impl Rooms {
             JoinOutcome::AccessChanged => Err(ApiError::forbidden(
                 "the room changed while joining, try again",
             )),
+            JoinOutcome::Banned => Err(ApiError::forbidden("this name is banned from this room")),
         }
     }
 

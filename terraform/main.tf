@@ -2,7 +2,7 @@
 #
 #   project services ─ Artifact Registry (images, with a cleanup policy)
 #   runtime service account ─ reads its own secrets and nothing else
-#   Secret Manager: REDIS_URL (and, with Memorystore, its server CA)
+#   Secret Manager: REDIS_URL (and, with Memorystore, its server CA; with server_api, SERVER_API_KEY)
 #   Redis (redis_mode): a Memorystore instance (AUTH + in-transit encryption, private IP, reached
 #          over Direct VPC egress from a subnet of its own network), Memorystore for Redis
 #          Cluster (in-transit encryption, reached from the same subnet through the Private
@@ -23,6 +23,7 @@
 # Env set here: REDIS_TLS_VERIFY (chain with Memorystore: its certificate names its IP only in the CN)
 # Env set here: REDIS_CLUSTER (true with redis_mode = "cluster": REDIS_URL is the cluster's discovery endpoint)
 # Env set here: METRICS_PORT (/metrics off the ingress port), ALLOWED_ORIGINS (var.allowed_origins, when not empty)
+# Env set here: SERVER_API_KEY (from Secret Manager, only with var.server_api)
 # Left unset (Cloud Run sets them): PORT, K_SERVICE
 # Left unset (durable acks off, server defaults; extra_env sets them): REDIS_WAIT_REPLICAS, REDIS_WAIT_TIMEOUT_MS
 # Left unset (server defaults): HOST, REDIS_TIMEOUT_MS, MAX_MESSAGE_BYTES, HISTORY_LIMIT, MEMBER_TTL_SECS, ROOM_TTL_SECS
@@ -34,6 +35,8 @@
 # Left unset (caps, server defaults): MAX_CONNECTIONS_PER_IP, MAX_ROOMS_PER_CONNECTION, MAX_MEMBERS_PER_ROOM, MAX_CONNECTIONS
 # Left unset (hardening, server defaults): REQUEST_BODY_TIMEOUT_SECS, WRITE_TIMEOUT_SECS, MAX_HTTP_CONNECTIONS_PER_IP
 # Left unset (room secrets, server defaults: one hash per CPU): SECRET_HASH_CONCURRENCY, RATE_SECRET_FAILURES_PER_MIN, RATE_ROOM_SECRET_FAILURES_PER_MIN
+# Left unset (JWT joins off unless var.auth sets them, as env.tf's server_env): AUTH_JWKS_URL, AUTH_ISSUER, AUTH_AUDIENCE
+# Left unset (JWT joins off unless var.auth sets them): AUTH_USERNAME_CLAIM, AUTH_ROOMS_CLAIM
 # Left unset (no trace export without a collector; the service name follows K_SERVICE): OTEL_EXPORTER_OTLP_ENDPOINT
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_PROTOCOL
 # Left unset (no trace export without a collector): OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, OTEL_SERVICE_NAME
@@ -230,6 +233,29 @@ resource "google_secret_manager_secret_version" "redis_url" {
 
 resource "google_secret_manager_secret_iam_member" "redis_url" {
   secret_id = google_secret_manager_secret.redis_url.id
+  role      = "roles/secretmanager.secretAccessor"
+  member    = local.runtime_member
+}
+
+# The server API's key (var.server_api): created here without a version, exactly as an external
+# Redis's REDIS_URL is: the operator adds the key with `gcloud secrets versions add` (README),
+# so it never enters the state. Only the runtime identity may read it.
+resource "google_secret_manager_secret" "server_api_key" {
+  count = var.server_api ? 1 : 0
+
+  secret_id = "${var.service_name}-server-api-key"
+
+  replication {
+    auto {}
+  }
+
+  depends_on = [google_project_service.apis]
+}
+
+resource "google_secret_manager_secret_iam_member" "server_api_key" {
+  count = var.server_api ? 1 : 0
+
+  secret_id = google_secret_manager_secret.server_api_key[0].id
   role      = "roles/secretmanager.secretAccessor"
   member    = local.runtime_member
 }
@@ -479,6 +505,19 @@ resource "google_cloud_run_v2_service" "chat" {
       }
 
       dynamic "env" {
+        for_each = var.server_api ? [1] : []
+        content {
+          name = "SERVER_API_KEY"
+          value_source {
+            secret_key_ref {
+              secret  = google_secret_manager_secret.server_api_key[0].secret_id
+              version = "latest"
+            }
+          }
+        }
+      }
+
+      dynamic "env" {
         for_each = local.memorystore ? [1] : []
         content {
           name  = "SSL_CERT_FILE"
@@ -538,7 +577,7 @@ resource "google_cloud_run_v2_service" "chat" {
       }
 
       dynamic "env" {
-        for_each = var.extra_env
+        for_each = local.server_env
         content {
           name  = env.key
           value = env.value
@@ -634,6 +673,7 @@ resource "google_cloud_run_v2_service" "chat" {
     google_project_iam_member.metric_writer,
     google_secret_manager_secret_iam_member.redis_url,
     google_secret_manager_secret_iam_member.redis_ca,
+    google_secret_manager_secret_iam_member.server_api_key,
     google_secret_manager_secret_version.redis_url,
     google_secret_manager_secret_version.redis_ca,
   ]

@@ -48,6 +48,11 @@ output "redis_url_secret" {
   value       = google_secret_manager_secret.redis_url.secret_id
 }
 
+output "server_api_key_secret" {
+  description = "Secret Manager secret that holds SERVER_API_KEY with server_api = true (null otherwise; its value is never output). Add the key: openssl rand -hex 32 | gcloud secrets versions add SECRET --data-file=-"
+  value       = var.server_api ? google_secret_manager_secret.server_api_key[0].secret_id : null
+}
+
 output "redis_host" {
   description = "Private address and TLS port of the Memorystore instance, or of the cluster's discovery endpoint (null with an external Redis)."
   value = local.redis_instance ? "${google_redis_instance.chat[0].host}:${google_redis_instance.chat[0].port}" : (
@@ -65,7 +70,7 @@ output "service_owner" {
 # entry). cloudrun/deploy.sh renders cloudrun/service.yaml from it, so terraform.tfvars is the
 # one place where the service's settings live, whichever path owns the service.
 output "deploy_settings" {
-  description = "The service's settings for cloudrun/deploy.sh (KEY=VALUE lines): scaling, concurrency, resources, RUST_LOG, ALLOWED_ORIGINS, public access, the metrics sidecar, the Redis mode, extra_env."
+  description = "The service's settings for cloudrun/deploy.sh (KEY=VALUE lines): scaling, concurrency, resources, RUST_LOG, ALLOWED_ORIGINS, public access, the metrics sidecar, the server API, the Redis mode, extra_env."
   value = join("\n", concat(
     [
       "owner=${var.image_tag == null ? "deploy.sh" : "terraform"}",
@@ -82,8 +87,9 @@ output "deploy_settings" {
       "allowed_origins=${jsonencode(join(",", var.allowed_origins))}",
       "public=${var.allow_unauthenticated}",
       "metrics_sidecar=${var.metrics_sidecar}",
+      "server_api=${var.server_api}",
     ],
-    [for name, value in var.extra_env : "env=${jsonencode({ name = name, value = value })}"],
+    [for name, value in local.server_env : "env=${jsonencode({ name = name, value = value })}"],
   ))
 
   # Every plan evaluates these, whichever side owns the service (a variable's validation may

@@ -223,15 +223,44 @@ variable "rust_log" {
   }
 }
 
+variable "auth" {
+  description = "JWT joins with the app's own users (README \"Sign-in with your app's users\"): the server's AUTH_* variables. The three first go together (the type requires them). Firebase Authentication / Identity Platform: { jwks_url = \"https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com\", issuer = \"https://securetoken.google.com/<project-id>\", audience = \"<project-id>\" }. null: anonymous names."
+  type = object({
+    jwks_url       = string
+    issuer         = string
+    audience       = string
+    username_claim = optional(string)
+    rooms_claim    = optional(string)
+  })
+  default = null
+
+  validation {
+    condition     = var.auth == null || startswith(try(var.auth.jwks_url, ""), "https://")
+    error_message = "auth.jwks_url must be an https:// URL."
+  }
+}
+
 variable "extra_env" {
   description = "More environment variables for the server (README \"Configuration\"), e.g. { ALLOWED_ORIGINS = \"https://chat.example.com\" }. Not for PORT and K_SERVICE (Cloud Run sets them) nor REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, REDIS_CLUSTER, GOOGLE_CLOUD_PROJECT and RUST_LOG (set here)."
   type        = map(string)
   default     = {}
 
   validation {
-    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "REDIS_TLS_VERIFY", "REDIS_CLUSTER", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS"])) == 0
-    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, REDIS_CLUSTER (use redis_mode), GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins) or RUST_LOG (use rust_log)."
+    condition     = length(setintersection(keys(var.extra_env), ["PORT", "K_SERVICE", "K_REVISION", "K_CONFIGURATION", "REDIS_URL", "SSL_CERT_FILE", "REDIS_TLS_VERIFY", "REDIS_CLUSTER", "RUST_LOG", "GOOGLE_CLOUD_PROJECT", "METRICS_PORT", "ALLOWED_ORIGINS", "AUTH_JWKS_URL", "AUTH_ISSUER", "AUTH_AUDIENCE", "AUTH_USERNAME_CLAIM", "AUTH_ROOMS_CLAIM", "SERVER_API_KEY"])) == 0
+    error_message = "extra_env must not set PORT, K_SERVICE, K_REVISION, K_CONFIGURATION, REDIS_URL, SSL_CERT_FILE, REDIS_TLS_VERIFY, REDIS_CLUSTER (use redis_mode), GOOGLE_CLOUD_PROJECT, METRICS_PORT (the sidecar scrapes it where main.tf puts it), ALLOWED_ORIGINS (use allowed_origins), AUTH_* (use auth), SERVER_API_KEY (use server_api: a secret) or RUST_LOG (use rust_log)."
   }
+}
+
+variable "server_api" {
+  description = <<-EOT
+    Enables the server API (/api/, README "Server API") for an app's backend: Terraform creates
+    the Secret Manager secret <service_name>-server-api-key (no version: add the key with
+    `openssl rand -hex 32 | gcloud secrets versions add <secret> --data-file=-`, so it never
+    enters the state) and passes it to the service as SERVER_API_KEY. false: no secret, no
+    SERVER_API_KEY, every /api/ path is 404.
+  EOT
+  type        = bool
+  default     = false
 }
 
 variable "allowed_origins" {

@@ -54,7 +54,7 @@ def root() -> Path:
 
 
 def terraform_console(tmp_path_factory, name: str):
-    """A copy of terraform/variables.tf, initialised offline (no provider needed), and a
+    """A copy of terraform/variables.tf and env.tf, initialised offline (no provider needed), and a
     function running `terraform console` over it with the given `-var` arguments and input:
     Terraform's own evaluation of variables, validations and expressions. Skips the test when no
     terraform binary is installed (none is installable; the parsed checks still run)."""
@@ -67,6 +67,8 @@ def terraform_console(tmp_path_factory, name: str):
         pytest.skip("no terraform binary here: the checks that need Terraform's evaluation skip")
     directory = tmp_path_factory.mktemp(name)
     shutil.copy(ROOT / "terraform" / "variables.tf", directory)
+    # The locals outputs.tf's deploy_settings reads (no resources, so no provider needed).
+    shutil.copy(ROOT / "terraform" / "env.tf", directory)
     (directory / "empty.tfrc").write_text("")
     env = {**os.environ, "CHECKPOINT_DISABLE": "1", "TF_IN_AUTOMATION": "1", "TF_INPUT": "0",
            "TF_CLI_CONFIG_FILE": str(directory / "empty.tfrc")}

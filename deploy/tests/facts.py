@@ -284,8 +284,9 @@ def tf_variables() -> dict[str, dict[str, Any]]:
 
 def tf_locals() -> dict[str, Any]:
     merged: dict[str, Any] = {}
-    for entry in tf("main.tf").get("locals", []):
-        merged.update(entry)
+    for path in tf_files():
+        for entry in tf(path.name).get("locals", []):
+            merged.update(entry)
     return merged
 
 

@@ -363,3 +363,17 @@ def test_delete_before_terraform_destroy(stubs, applied):
     result = deploy(stubs, "--delete")
     assert result.returncode == 2 and "Terraform owns the service" in result.stderr
     assert calls(stubs) == []
+
+
+def test_server_api_key_only_with_server_api(stubs, applied):
+    """SERVER_API_KEY reaches the service from its secret with server_api = true, and not at all
+    without it (the server then has no /api/)."""
+    result = deploy(stubs, "--deploy-only", "--tag", "v5")
+    assert result.returncode == 0, result.stderr
+    assert "SERVER_API_KEY" not in env_of(rendered(stubs))
+    applied(server_api=True)
+    result = deploy(stubs, "--deploy-only", "--tag", "v6")
+    assert result.returncode == 0, result.stderr
+    entry = env_of(rendered(stubs))["SERVER_API_KEY"]
+    assert entry["valueFrom"]["secretKeyRef"] == {"name": "chat-server-server-api-key", "key": "latest"}
+    assert "value" not in entry, "the key comes from Secret Manager, never inline"

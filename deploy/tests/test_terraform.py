@@ -324,8 +324,13 @@ def test_one_owner_for_the_service():
     # Every variable that shapes the Cloud Run service reaches deploy.sh's service too.
     for variable in ("project_id", "region", "service_name", "redis_mode", "min_instances", "max_instances",
                      "concurrency", "cpu", "memory", "rust_log", "allowed_origins", "allow_unauthenticated",
-                     "metrics_sidecar", "extra_env"):
+                     "metrics_sidecar"):
         assert f"var.{variable}" in settings, f"deploy_settings lacks var.{variable}"
+    # extra_env and auth reach it through env.tf's server_env, as they reach terraform's service.
+    assert "local.server_env" in settings, "deploy_settings lacks local.server_env"
+    server_env = facts.tf_locals()["server_env"]
+    assert "var.extra_env" in server_env and "local.auth_env" in server_env, server_env
+    assert "var.auth" in facts.tf_locals()["auth_env"]
 
 
 def test_deploy_settings_as_terraform_computes_them(tf_eval):

@@ -7,15 +7,16 @@
 //! default (the [`section!`] macro). Its type refuses bad values by itself (`NonZero…`,
 //! enums, [`Bounded`], parsed URLs and origins), and the error's "what it expects" comes from
 //! that same type ([`Expects`]), so the check and its message cannot drift apart. The
-//! only checks across fields are `METRICS_PORT` ≠ `PORT` and a `REDIS_URL` list only with
-//! `REDIS_CLUSTER=true`.
+//! only checks across fields are `METRICS_PORT` ≠ `PORT`, a `REDIS_URL` list only with
+//! `REDIS_CLUSTER=true`, and the `AUTH_*` variables all three or none.
 //!
 //! Each section is read by its own `envy::from_iter` over the same variables rather than one
 //! struct of `#[serde(flatten)]` sections: serde buffers flattened fields as strings, and
 //! envy's numbers then fail to parse.
 //!
-//! `REDIS_URL` may carry a password, so it is kept in a [`RedisUrl`] whose `Debug` hides it,
-//! and no value is ever echoed in an error.
+//! `REDIS_URL` may carry a password and `SERVER_API_KEY` is one, so they are kept in
+//! [`RedisUrl`] and [`ServerApiKey`], whose `Debug` hides them, and no value is ever echoed in
+//! an error.
 
 use std::num::NonZeroU16;
 
@@ -73,25 +74,29 @@ macro_rules! nonzero {
     };
 }
 
+mod auth;
 mod hardening;
 mod limits;
 mod listen;
 mod redis;
 mod rooms;
+mod server_api;
 mod streams;
 mod telemetry;
 mod values;
 
+pub use auth::{Auth, JwtSettings};
 pub use hardening::Hardening;
 pub use limits::Limits;
 pub use listen::Listen;
 pub use redis::{ClusterSeeds, Durability, Redis, RedisTarget};
 pub use rooms::Rooms;
+pub use server_api::ServerApi;
 pub use streams::Streams;
 pub use telemetry::Telemetry;
 pub use values::{
-    AllowedOrigins, Bounded, Expects, LogFormat, OtlpEndpoint, OtlpProtocol, RedisTlsVerify,
-    RedisUrl, Switch,
+    AllowedOrigins, Bounded, Expects, JwksUrl, LogFormat, OtlpEndpoint, OtlpProtocol,
+    RedisTlsVerify, RedisUrl, ServerApiKey, Switch,
 };
 
 /// What [`section!`] says about a section.
@@ -150,8 +155,12 @@ sections! {
     limits: Limits,
     /// Connection caps, timeouts, origins and proxies.
     hardening: Hardening,
+    /// The server API's key.
+    server_api: ServerApi,
     /// Logs and traces.
     telemetry: Telemetry,
+    /// JWT joins (the app's own users).
+    auth: Auth,
 }
 
 /// A configuration error, already phrased for the one line the binary prints.
@@ -238,6 +247,13 @@ impl Config {
                 expected:
                     "one URL unless REDIS_CLUSTER=true (only a cluster takes a list of seed nodes)"
                         .to_owned(),
+            });
+        }
+        let missing = config.auth.missing();
+        if !missing.is_empty() {
+            return Err(ConfigError {
+                variable: missing.join(", "),
+                expected: "set too: AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE go together (all three or none)".to_owned(),
             });
         }
         Ok(config)

@@ -22,7 +22,14 @@ fn error_of(variable: &str, value: &str) -> ConfigError {
 }
 
 /// Variables that take any text: nothing to refuse.
-const FREE_TEXT: &[&str] = &["K_SERVICE", "GOOGLE_CLOUD_PROJECT"];
+const FREE_TEXT: &[&str] = &[
+    "K_SERVICE",
+    "GOOGLE_CLOUD_PROJECT",
+    "AUTH_ISSUER",
+    "AUTH_AUDIENCE",
+    "AUTH_USERNAME_CLAIM",
+    "AUTH_ROOMS_CLAIM",
+];
 
 /// Values each variable must refuse: malformed, and out of range where a range matters.
 const BAD_VALUES: &[(&str, &[&str])] = &[
@@ -79,6 +86,14 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
         "ALLOWED_ORIGINS",
         &["chat.internal", "https://ok.example,bad\norigin"],
     ),
+    (
+        "SERVER_API_KEY",
+        &[
+            "short-key-hunter2",
+            "a key with spaces in it, long enough to pass",
+            "\u{e9}tait-une-cl\u{e9}-de-plus-de-trente-deux-caract\u{e8}res",
+        ],
+    ),
     ("LOG_FORMAT", &["xml"]),
     (
         "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -90,6 +105,15 @@ const BAD_VALUES: &[(&str, &[&str])] = &[
     ),
     ("OTEL_EXPORTER_OTLP_PROTOCOL", &["http/json"]),
     ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", &["udp"]),
+    (
+        "AUTH_JWKS_URL",
+        &[
+            "http://idp.example/jwks",
+            "http://10.0.0.3/jwks",
+            "ftp://idp.example/jwks",
+            "jwks.json",
+        ],
+    ),
 ];
 
 #[test]
@@ -212,6 +236,7 @@ fn documented_defaults(document: &str) -> Vec<(String, Option<String>)> {
 const COMPUTED_DEFAULTS: &[&str] = &[
     "METRICS_PORT",
     "REDIS_URL",
+    "SERVER_API_KEY",
     "SECRET_HASH_CONCURRENCY",
     "TRUSTED_PROXY_HOPS",
     "ALLOWED_ORIGINS",
@@ -222,6 +247,11 @@ const COMPUTED_DEFAULTS: &[&str] = &[
     "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
     "OTEL_EXPORTER_OTLP_PROTOCOL",
     "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "AUTH_JWKS_URL",
+    "AUTH_ISSUER",
+    "AUTH_AUDIENCE",
+    "AUTH_USERNAME_CLAIM",
+    "AUTH_ROOMS_CLAIM",
 ];
 
 #[test]
@@ -265,6 +295,7 @@ fn defaults_equal_the_documented_tables() {
     let config = Config::default();
     assert_eq!(config.listen.metrics_port, None);
     assert_eq!(config.redis.redis_url, None);
+    assert_eq!(config.server_api.server_api_key, None);
     assert_eq!(
         config.hardening.effective_secret_hash_concurrency(),
         std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
@@ -300,6 +331,28 @@ fn redis_password_never_printed() {
         Some("redis://:hunter2@localhost:1")
     );
     assert!(!format!("{config:?}").contains("hunter2"));
+}
+
+#[test]
+fn server_api_key_is_never_printed_and_compared_whole() {
+    let key = "k3y-hunter2-0123456789abcdef0123456789";
+    let config = Config::from_vars(vars(&[("SERVER_API_KEY", key)])).unwrap();
+    let parsed = config
+        .server_api
+        .server_api_key
+        .as_ref()
+        .expect("the key is set");
+    assert!(!format!("{config:?}").contains("hunter2"));
+    assert!(parsed.matches(key.as_bytes()));
+    assert!(!parsed.matches(&key.as_bytes()[..key.len() - 1]));
+    assert!(!parsed.matches(format!("{key}x").as_bytes()));
+    assert!(!parsed.matches(b""));
+    // 31 characters is one short; 32 is enough.
+    let err = error_of("SERVER_API_KEY", &"h".repeat(31));
+    assert_eq!(err.variable, "SERVER_API_KEY");
+    assert!(err.expected.starts_with("32-256 "), "{err}");
+    assert!(Config::from_vars(vars(&[("SERVER_API_KEY", &"h".repeat(32))])).is_ok());
+    assert!(Config::from_vars(vars(&[("SERVER_API_KEY", &"h".repeat(257))])).is_err());
 }
 
 #[test]
@@ -455,4 +508,58 @@ fn cloud_run_defaults_to_json_logs_and_one_proxy() {
     assert_eq!(config.effective_trusted_proxy_hops(), 1);
     let config = Config::from_vars(vars(&[("K_SERVICE", "chat"), ("LOG_FORMAT", "text")])).unwrap();
     assert_eq!(config.effective_log_format(), LogFormat::Text);
+}
+
+const FIREBASE_JWKS: &str =
+    "https://www.googleapis.com/service_accounts/v1/jwk/securetoken@system.gserviceaccount.com";
+
+#[test]
+fn jwt_joins_need_all_three_auth_variables_or_none() {
+    assert_eq!(Config::default().auth.jwt(), None, "unset: anonymous names");
+    let all = [
+        ("AUTH_JWKS_URL", FIREBASE_JWKS),
+        ("AUTH_ISSUER", "https://securetoken.google.com/my-app"),
+        ("AUTH_AUDIENCE", "my-app"),
+    ];
+    let config = Config::from_vars(vars(&all)).unwrap();
+    let jwt = config.auth.jwt().expect("all three set: JWT joins");
+    assert_eq!(jwt.jwks_url.as_str(), FIREBASE_JWKS);
+    assert_eq!(jwt.audience, "my-app");
+    assert_eq!((jwt.username_claim, jwt.rooms_claim), (None, None));
+    // Every partial set stops the server naming what is missing.
+    for (present, missing) in [
+        (&all[..1], "AUTH_ISSUER, AUTH_AUDIENCE"),
+        (&all[1..2], "AUTH_JWKS_URL, AUTH_AUDIENCE"),
+        (&all[1..], "AUTH_JWKS_URL"),
+        (&[all[0], all[2]][..], "AUTH_ISSUER"),
+        (
+            &[("AUTH_ROOMS_CLAIM", "rooms")][..],
+            "AUTH_JWKS_URL, AUTH_ISSUER, AUTH_AUDIENCE",
+        ),
+    ] {
+        let err = Config::from_vars(vars(present)).unwrap_err();
+        assert_eq!(err.variable, missing, "{present:?}");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("invalid configuration: {missing} must be set too")),
+            "{err}"
+        );
+    }
+    // Empty counts as unset there too.
+    let err = Config::from_vars(vars(&[all[0], all[1], ("AUTH_AUDIENCE", "")])).unwrap_err();
+    assert_eq!(err.variable, "AUTH_AUDIENCE");
+    // Plain HTTP only on loopback (tests, a local sidecar).
+    for url in [
+        "http://127.0.0.1:8081/jwks",
+        "http://[::1]:8081/jwks",
+        "http://localhost/jwks",
+    ] {
+        let config = Config::from_vars(vars(&[all[1], all[2], ("AUTH_JWKS_URL", url)])).unwrap();
+        assert!(config.auth.jwt().is_some(), "{url}");
+    }
+    let err = error_of("AUTH_JWKS_URL", "http://idp.example/jwks");
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration: AUTH_JWKS_URL must be an https:// URL of a JSON Web Key Set (http:// only on a loopback address)"
+    );
 }

@@ -197,6 +197,52 @@ expects!(
     "a redis:// or rediss:// URL (with REDIS_CLUSTER=true: a comma-separated list of them), without #insecure"
 );
 
+/// `SERVER_API_KEY`: 32-256 visible ASCII characters (no spaces: it travels in a header as
+/// `ApiKey <key>`). 32 characters is the least that carries 128 bits as hex; a shorter key is
+/// refused at start rather than accepted weak. `Debug` hides it, and it is only ever compared
+/// through [`ServerApiKey::matches`].
+#[derive(Clone, PartialEq, Eq)]
+pub struct ServerApiKey(String);
+
+impl ServerApiKey {
+    pub const MIN_CHARS: usize = 32;
+    pub const MAX_CHARS: usize = 256;
+
+    /// Whether `presented` is the key, in constant time: both sides are hashed first, so the
+    /// time taken tells neither how much matched nor how long the key is.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        use sha2::{Digest, Sha256};
+        use subtle::ConstantTimeEq;
+        let ours = Sha256::digest(self.0.as_bytes());
+        let theirs = Sha256::digest(presented);
+        ours.ct_eq(&theirs).into()
+    }
+}
+
+impl fmt::Debug for ServerApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ServerApiKey(<redacted>)")
+    }
+}
+
+impl<'de> Deserialize<'de> for ServerApiKey {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let key = String::deserialize(deserializer)?;
+        let valid = (Self::MIN_CHARS..=Self::MAX_CHARS).contains(&key.len())
+            && key.bytes().all(|byte| byte.is_ascii_graphic());
+        if valid {
+            Ok(Self(key))
+        } else {
+            Err(D::Error::custom("not a usable key"))
+        }
+    }
+}
+
+expects!(
+    ServerApiKey,
+    "32-256 visible ASCII characters without spaces (e.g. openssl rand -hex 32)"
+);
+
 /// How a `rediss://` server's certificate is checked (see `config/redis.rs`). There is no
 /// value that skips the chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -275,4 +321,47 @@ impl<'de> Deserialize<'de> for OtlpEndpoint {
 expects!(
     OtlpEndpoint,
     "an http:// URL of an OTLP receiver (TLS is not built in; use a local collector)"
+);
+
+/// Where a JSON Web Key Set is fetched: `https://`, or `http://` only on a loopback address
+/// (a provider's keys over plain HTTP could be swapped by anyone on the path; the exception is
+/// for tests and a local sidecar).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JwksUrl(String);
+
+impl JwksUrl {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for JwksUrl {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = String::deserialize(deserializer)?;
+        let uri = value
+            .parse::<axum::http::Uri>()
+            .map_err(|_| D::Error::custom("not a URL"))?;
+        let host = uri.host().unwrap_or("");
+        let loopback = host == "localhost"
+            || host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse::<IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        let allowed = match uri.scheme_str() {
+            Some("https") => !host.is_empty(),
+            Some("http") => loopback,
+            _ => false,
+        };
+        if allowed {
+            Ok(Self(value))
+        } else {
+            Err(D::Error::custom("not an https:// URL"))
+        }
+    }
+}
+
+expects!(
+    JwksUrl,
+    "an https:// URL of a JSON Web Key Set (http:// only on a loopback address)"
 );

@@ -230,6 +230,14 @@ impl EventId {
     pub fn new(ms: u64, seq: u64) -> Self {
         Self { ms, seq }
     }
+
+    /// The least id after this one.
+    pub fn next(self) -> Self {
+        Self {
+            ms: self.ms,
+            seq: self.seq.saturating_add(1),
+        }
+    }
 }
 
 impl fmt::Display for EventId {
@@ -276,6 +284,10 @@ pub fn now_ms() -> u64 {
 pub enum LeaveReason {
     Left,
     Timeout,
+    /// Removed by someone else (the server API today; a room's owner later).
+    Kicked,
+    /// Removed and its name banned from the room for the room's lifetime.
+    Banned,
 }
 
 impl LeaveReason {
@@ -283,13 +295,22 @@ impl LeaveReason {
         match self {
             LeaveReason::Left => "left",
             LeaveReason::Timeout => "timeout",
+            LeaveReason::Kicked => "kicked",
+            LeaveReason::Banned => "banned",
         }
+    }
+
+    /// The reason of a removal by someone else: `banned` when it bans the name too.
+    pub fn removal(ban: bool) -> Self {
+        if ban { Self::Banned } else { Self::Kicked }
     }
 
     pub fn parse(raw: &str) -> Option<Self> {
         match raw {
             "left" => Some(Self::Left),
             "timeout" => Some(Self::Timeout),
+            "kicked" => Some(Self::Kicked),
+            "banned" => Some(Self::Banned),
             _ => None,
         }
     }
@@ -312,6 +333,10 @@ pub enum EventKind {
         username: String,
         message: String,
     },
+    /// The room was deleted (the server API). Never in the log (the log went with the room):
+    /// its id only orders it after the room's last event for this instance's hub, and no
+    /// transport sends that id (it would move a client's resume point into nothing).
+    RoomDeleted,
 }
 
 impl EventKind {
@@ -322,16 +347,24 @@ impl EventKind {
             EventKind::MemberAdded { .. } => "add:member:success",
             EventKind::MemberRemoved { .. } => "remove:member:success",
             EventKind::Chat { .. } => "create:chat:success",
+            EventKind::RoomDeleted => "room:deleted",
         }
     }
 
+    /// The member the event names; `""` for the room's deletion, which names none.
     pub fn username(&self) -> &str {
         match self {
             EventKind::RoomCreated { username }
             | EventKind::MemberAdded { username }
             | EventKind::MemberRemoved { username, .. }
             | EventKind::Chat { username, .. } => username,
+            EventKind::RoomDeleted => "",
         }
+    }
+
+    /// Whether the event is one the room's log keeps, with an id clients may resume from.
+    pub fn is_logged(&self) -> bool {
+        !matches!(self, EventKind::RoomDeleted)
     }
 }
 
@@ -380,7 +413,9 @@ impl RoomEvent {
     /// The event's `data` object, identical on every transport.
     pub fn data(&self) -> EventData<'_> {
         let (message, reason, ts) = match &self.kind {
-            EventKind::RoomCreated { .. } | EventKind::MemberAdded { .. } => (None, None, None),
+            EventKind::RoomCreated { .. }
+            | EventKind::MemberAdded { .. }
+            | EventKind::RoomDeleted => (None, None, None),
             EventKind::MemberRemoved { reason, .. } => (None, Some(reason.as_str()), None),
             EventKind::Chat { message, .. } => {
                 (Some(message.as_str()), None, Some(timestamp(self.id)))
@@ -389,7 +424,7 @@ impl RoomEvent {
         EventData {
             id: None,
             room_id: self.room.as_str(),
-            username: self.kind.username(),
+            username: self.kind.is_logged().then(|| self.kind.username()),
             message,
             reason,
             ts,
@@ -398,7 +433,7 @@ impl RoomEvent {
 }
 
 /// The `data` of a room event: `{roomId, username}` plus `message` and `ts` for chat, `reason`
-/// for removals.
+/// for removals; `{roomId}` alone for the room's deletion.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventData<'a> {
@@ -407,7 +442,8 @@ pub struct EventData<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<EventId>,
     pub room_id: &'a str,
-    pub username: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]

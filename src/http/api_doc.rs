@@ -7,6 +7,7 @@
 //! the running server (README, "Schema testing").
 
 use axum::Json;
+use axum::extract::State;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
@@ -14,7 +15,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::openapi::{ContentBuilder, HeaderBuilder, Ref};
 use utoipa::{Modify, OpenApi};
 
-use super::{health, rest, sse};
+use super::{AppState, health, rest, server_api, sse};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -44,6 +45,48 @@ use super::{health, rest, sse};
     )
 )]
 pub struct ApiDoc;
+
+/// The server API's paths (`/api/`), in the document only when `SERVER_API_KEY` is set (the
+/// routes exist only then).
+#[derive(OpenApi)]
+#[openapi(
+    paths(
+        server_api::list_rooms,
+        server_api::post_message,
+        server_api::remove_member,
+        server_api::delete_room,
+    ),
+    modifiers(&ServerApiKeyScheme),
+    tags((name = "server", description = "The server API, for an app's backend (SERVER_API_KEY)")),
+)]
+pub struct ServerApiDoc;
+
+/// Declares the server API key: `Authorization: ApiKey <key>`.
+struct ServerApiKeyScheme;
+
+impl Modify for ServerApiKeyScheme {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "server_api_key",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "Authorization",
+                "ApiKey <SERVER_API_KEY>: the server API's key, for an app's backend only",
+            ))),
+        );
+    }
+}
+
+/// The document this server serves: the server API's paths only when it has them.
+pub fn document(server_api: bool) -> utoipa::openapi::OpenApi {
+    let mut doc = ApiDoc::openapi();
+    if server_api {
+        doc.merge(ServerApiDoc::openapi());
+        // Its routes answer 429 (too many wrong keys) and 503 like the others.
+        RoomsResponses.modify(&mut doc);
+    }
+    doc
+}
 
 /// Declares the member token: `Authorization: Bearer <token>`, or `?token=` where the
 /// endpoint allows it (the event stream, for EventSource), and the stream ticket that can
@@ -75,15 +118,15 @@ impl Modify for MemberTokenScheme {
     }
 }
 
-/// What every `/rooms` route may answer besides its own statuses: 429 (`rate_limited`, the
-/// REST limit per client IP runs before any handler) and 503 (`unavailable`), both with
-/// `Retry-After`.
+/// What every `/rooms` and `/api/` route may answer besides its own statuses: 429
+/// (`rate_limited`: the REST limit per client IP runs before any `/rooms` handler, the lockout
+/// for wrong keys before any `/api/` one) and 503 (`unavailable`), both with `Retry-After`.
 struct RoomsResponses;
 
 impl Modify for RoomsResponses {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         for (path, item) in openapi.paths.paths.iter_mut() {
-            if !path.starts_with("/rooms") {
+            if !path.starts_with("/rooms") && !path.starts_with("/api/") {
                 continue;
             }
             let operations = [&mut item.get, &mut item.post, &mut item.delete];
@@ -131,6 +174,6 @@ fn add_error(operation: &mut Operation, status: &str, description: &str) {
         .or_insert_with(|| response.into());
 }
 
-pub async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+pub async fn openapi_json(State(state): State<AppState>) -> Json<utoipa::openapi::OpenApi> {
+    Json(document(state.server_api_key.is_some()))
 }

@@ -12,7 +12,9 @@ pub fn status_of(error: &ApiError) -> StatusCode {
     match error {
         ApiError::InvalidRequest(_) => StatusCode::BAD_REQUEST,
         ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+        ApiError::Unauthorized | ApiError::SignInRequired | ApiError::UnauthorizedApiKey => {
+            StatusCode::UNAUTHORIZED
+        }
         ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
         ApiError::RoomNotFound | ApiError::NotMember => StatusCode::NOT_FOUND,
         ApiError::RoomExists | ApiError::UsernameTaken => StatusCode::CONFLICT,

@@ -90,6 +90,17 @@ where
     }
 }
 
+/// A page's `?limit=`: 50 when absent; a number, whose range the operation checks (history
+/// and the server API's room list both take 1-200).
+pub fn page_limit(raw: Option<&str>) -> Result<usize, ApiError> {
+    match raw {
+        None => Ok(50),
+        Some(raw) => raw
+            .parse::<usize>()
+            .map_err(|_| ApiError::invalid("limit must be between 1 and 200")),
+    }
+}
+
 /// The hash of the member token a request presents as `Authorization: Bearer <token>`. Its
 /// absence (or another scheme) is 401 before anything else is looked at.
 pub struct BearerToken(pub TokenHash);
@@ -106,12 +117,15 @@ impl<S: Send + Sync> FromRequestParts<S> for BearerToken {
 
 /// The hash of the token in the `Authorization` header, if it holds a Bearer token.
 pub fn bearer_from(headers: &HeaderMap) -> Option<TokenHash> {
+    bearer_text(headers).and_then(presented_token)
+}
+
+/// The credential of an `Authorization: Bearer` header as sent (a member token, or the JWT
+/// of a signed-in join).
+pub fn bearer_text(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| presented_token(token))
-        .flatten()
+    scheme.eq_ignore_ascii_case("bearer").then_some(token)
 }
 
 /// The hash of a token as presented in the `Authorization` header or `?token=`: white space

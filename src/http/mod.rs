@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod origins;
 pub mod rest;
 pub mod serve;
+pub mod server_api;
 pub mod socketio;
 pub mod sse;
 pub mod write_timeout;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub realtime: Arc<Realtime>,
     pub http: HttpSettings,
+    /// `SERVER_API_KEY`: with it the server API's routes exist (see [`server_api`]).
+    pub server_api_key: Option<Arc<crate::config::ServerApiKey>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -95,12 +98,19 @@ pub struct StreamSettings {
 }
 
 pub fn router(state: AppState) -> Router {
-    let rooms = Router::new()
-        .route("/rooms", post(rest::create_room))
-        .route(
-            "/rooms/{roomId}/members",
-            post(rest::join_room).get(rest::members),
+    // Signed-in joins read their body differently (`username` optional): one pair of handlers
+    // or the other, decided once, so anonymous joins keep exactly their rules.
+    let (create_room, join_room) = if state.rooms.identity().required() {
+        (
+            post(rest::create_room_signed_in),
+            post(rest::join_room_signed_in),
         )
+    } else {
+        (post(rest::create_room), post(rest::join_room))
+    };
+    let rooms = Router::new()
+        .route("/rooms", create_room)
+        .route("/rooms/{roomId}/members", join_room.get(rest::members))
         .route(
             "/rooms/{roomId}/members/{username}",
             delete(rest::leave_room),
@@ -112,8 +122,11 @@ pub fn router(state: AppState) -> Router {
         .route("/rooms/{roomId}/events", get(sse::events))
         .route("/rooms/{roomId}/events/ticket", post(sse::issue_ticket))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));
-    let mut app = Router::new()
-        .merge(rooms)
+    let mut app = Router::new().merge(rooms);
+    if let Some(server_api) = server_api::routes(&state) {
+        app = app.merge(server_api);
+    }
+    let mut app = app
         .route("/ws", get(ws::upgrade))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))

@@ -9,10 +9,11 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use super::extract::{ApiJson, ApiPath, ApiQuery, BearerToken};
+use super::extract::{ApiJson, ApiPath, ApiQuery, BearerToken, bearer_text, page_limit};
 use super::openapi;
 use crate::domain::{ChatMessage, ClientMsgId, EventId, RoomId, RoomSecret, Username};
 use crate::error::{ApiError, ErrorBody};
+use crate::identity::{IdToken, Joiner};
 use crate::limits::ClientIp;
 pub use crate::session::JoinedResponse;
 
@@ -43,6 +44,27 @@ pub struct JoinRequest {
     /// The room's secret, if it has one (ignored by an open room).
     #[serde(default)]
     #[schema(schema_with = openapi::secret)]
+    pub secret: Option<String>,
+}
+
+/// `POST /rooms` when identity is required (`AUTH_*` set): the JWT is the Bearer token and
+/// `username` may be left out (the token's name is the member's).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SignedInCreateRoomRequest {
+    pub room_id: String,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// `POST /rooms/{roomId}/members` when identity is required.
+#[derive(Debug, Deserialize)]
+pub struct SignedInJoinRequest {
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
     pub secret: Option<String>,
 }
 
@@ -129,14 +151,69 @@ pub async fn create_room(
     ClientIp(client): ClientIp,
     ApiJson(body): ApiJson<CreateRoomRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
-    let room = RoomId::parse(&body.room_id)?;
-    let username = Username::parse(&body.username)?;
-    let secret = optional_secret(body.secret)?;
-    let joined = state
-        .rooms
-        .create_room(client, room, username, secret)
-        .await?;
+    let joiner = anonymous(&body.username);
+    enter(&state, client, &body.room_id, joiner, body.secret, true).await
+}
+
+/// [`create_room`] when identity is required (the router picks one of the two at start, so
+/// without identity the body rules and their errors stay exactly as they were).
+pub async fn create_room_signed_in(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SignedInCreateRoomRequest>,
+) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
+    let joiner = signed_in(&headers, body.username.as_deref());
+    enter(&state, client, &body.room_id, joiner, body.secret, true).await
+}
+
+/// [`join_room`] when identity is required.
+pub async fn join_room_signed_in(
+    State(state): State<AppState>,
+    ClientIp(client): ClientIp,
+    ApiPath(room): ApiPath<String>,
+    headers: HeaderMap,
+    ApiJson(body): ApiJson<SignedInJoinRequest>,
+) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
+    let joiner = signed_in(&headers, body.username.as_deref());
+    enter(&state, client, &room, joiner, body.secret, false).await
+}
+
+/// A create (`create`) or a join, its parts checked in the order they always were: room,
+/// name, secret.
+async fn enter(
+    state: &AppState,
+    client: std::net::IpAddr,
+    room: &str,
+    joiner: Result<Joiner, ApiError>,
+    secret: Option<String>,
+    create: bool,
+) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
+    let room = RoomId::parse(room)?;
+    let (joiner, secret) = (joiner?, optional_secret(secret)?);
+    let rooms = &state.rooms;
+    let joined = if create {
+        rooms.create_room(client, room, joiner, secret).await?
+    } else {
+        rooms.join(client, room, joiner, secret).await?
+    };
     Ok((StatusCode::CREATED, Json(joined.into())))
+}
+
+fn anonymous(username: &str) -> Result<Joiner, ApiError> {
+    Ok(Joiner {
+        username: Some(Username::parse(username)?),
+        id_token: None,
+    })
+}
+
+/// The joiner of a signed-in REST join: the JWT in `Authorization: Bearer`, and the name
+/// the body may carry.
+fn signed_in(headers: &HeaderMap, username: Option<&str>) -> Result<Joiner, ApiError> {
+    Ok(Joiner {
+        username: username.map(Username::parse).transpose()?,
+        id_token: bearer_text(headers).map(IdToken::presented),
+    })
 }
 
 /// Join a room.
@@ -160,11 +237,8 @@ pub async fn join_room(
     ApiPath(room): ApiPath<String>,
     ApiJson(body): ApiJson<JoinRequest>,
 ) -> Result<(StatusCode, Json<JoinedResponse>), ApiError> {
-    let room = RoomId::parse(&room)?;
-    let username = Username::parse(&body.username)?;
-    let secret = optional_secret(body.secret)?;
-    let joined = state.rooms.join(client, room, username, secret).await?;
-    Ok((StatusCode::CREATED, Json(joined.into())))
+    let joiner = anonymous(&body.username);
+    enter(&state, client, &room, joiner, body.secret, false).await
 }
 
 /// Leave a room (only a member can remove itself).
@@ -248,12 +322,7 @@ pub async fn history(
     ApiQuery(query): ApiQuery<HistoryQuery>,
 ) -> Result<Json<HistoryResponse>, ApiError> {
     let room = RoomId::parse(&room)?;
-    let limit = match query.limit.as_deref() {
-        None => 50,
-        Some(raw) => raw
-            .parse::<usize>()
-            .map_err(|_| ApiError::invalid("limit must be between 1 and 200"))?,
-    };
+    let limit = page_limit(query.limit.as_deref())?;
     let before = query
         .before
         .as_deref()

@@ -36,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::value::RawValue;
 use socketioxide::adapter::LocalAdapter;
-use socketioxide::extract::{AckSender, SocketRef};
+use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::handler::{ConnectHandler, FromMessageParts, MessageHandler, Value};
 use socketioxide::layer::SocketIoLayer;
 use socketioxide::socket::Socket;
@@ -48,6 +48,7 @@ use tracing::{Instrument, Span};
 use super::{AppState, MAX_BODY_BYTES};
 use crate::error::{ApiError, ErrorDetail};
 use crate::hub::{Batch, Inbox};
+use crate::identity::IdToken;
 use crate::limits::{ClientIp, Refused, StreamSlot, WsEventLimiter};
 use crate::protocol::{self, Chat, ClientEvent, EventName};
 use crate::session::{Answer, Close, Session};
@@ -83,9 +84,11 @@ pub fn layer(state: &AppState) -> SocketIoLayer {
         .max_buffer_size(state.realtime.sessions.queue_len)
         .build_layer();
     let admit_state = state.clone();
-    let admit = move |socket: SocketRef| {
+    let admit = move |socket: SocketRef, TryData(auth): TryData<HandshakeAuth>| {
         let state = admit_state.clone();
-        async move { admit(&socket, &state) }
+        // Any other handshake `auth` (or none) is no token: joins then need `idToken` each.
+        let id_token = auth.ok().and_then(|auth| auth.id_token);
+        async move { admit(&socket, &state, id_token.as_deref().map(IdToken::presented)) }
     };
     let connect_state = state.clone();
     let connected = move |socket: SocketRef| {
@@ -161,10 +164,20 @@ pub fn is_socketio_path(path: &str) -> bool {
         .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
+/// The handshake's `auth` object: `{idToken}` when the app signs its users in (API.md).
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct HandshakeAuth {
+    #[serde(default)]
+    id_token: Option<String>,
+}
+
 /// What the connect middleware prepared for the socket's task, kept in the socket's
 /// extensions until the socket is connected.
 struct Admitted {
     client: IpAddr,
+    /// The handshake's JWT, for joins that carry none.
+    id_token: Option<IdToken>,
     slot: StreamSlot,
     packets: mpsc::Receiver<Box<Packet>>,
     gone: CancellationToken,
@@ -180,7 +193,7 @@ struct Pending(Arc<Mutex<Option<Admitted>>>);
 struct Refusal(ApiError);
 
 /// The connect middleware: the connection cap, and the queue the socket's packets go to.
-fn admit(socket: &SocketRef, state: &AppState) -> Result<(), Refusal> {
+fn admit(socket: &SocketRef, state: &AppState, id_token: Option<IdToken>) -> Result<(), Refusal> {
     let client = socket
         .req_parts()
         .extensions
@@ -200,6 +213,7 @@ fn admit(socket: &SocketRef, state: &AppState) -> Result<(), Refusal> {
         .extensions
         .insert(Pending(Arc::new(Mutex::new(Some(Admitted {
             client,
+            id_token,
             slot,
             packets,
             gone,
@@ -283,11 +297,13 @@ impl Connection {
     fn new(socket: SocketRef, state: AppState, admitted: Admitted) -> Self {
         let Admitted {
             client,
+            id_token,
             slot,
             packets,
             gone,
         } = admitted;
-        let (session, inbox) = Session::open(state.realtime.sessions.clone(), client);
+        let (mut session, inbox) = Session::open(state.realtime.sessions.clone(), client);
+        session.set_id_token(id_token);
         metrics::gauge!("chat_open_connections", "transport" => "socketio").increment(1.0);
         let events = state.limits.ws_event_limiter();
         Self {

@@ -207,7 +207,15 @@ impl RoomActor {
             }
             tracing::warn!(room = %self.room, "event missing from the log after a gap");
         }
+        let deleted = !event.kind.is_logged();
         self.deliver(event);
+        if deleted {
+            // Pushed now, not coalesced: every subscriber's session ends its membership on it.
+            // The room starts over from nothing, so a room created anew under this id is
+            // delivered from its first event (whose predecessor is `0-0`).
+            self.push(Instant::now());
+            self.last = EventId::ZERO;
+        }
     }
 
     /// Delivers everything the log holds after `last` (up to `until`, when given). Retries

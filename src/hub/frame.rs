@@ -54,6 +54,17 @@ impl Frame {
         self.removed_key.as_deref() == Some(member.key())
     }
 
+    /// Whether this is the room's deletion: the last frame of every membership in it.
+    pub fn deletes_room(&self) -> bool {
+        matches!(self.event.kind, EventKind::RoomDeleted)
+    }
+
+    /// The event id a transport sends with the frame: none for an event the log does not
+    /// keep, so a client's resume point never moves to it.
+    fn wire_id(&self) -> Option<EventId> {
+        self.event.kind.is_logged().then_some(self.event.id)
+    }
+
     /// `{"event": …, "id": …, "data": {…}}`, as the WebSocket transport's text type `T`
     /// (made once, by the first connection that asks). There is one WebSocket transport, so
     /// every caller asks for the same `T`.
@@ -66,12 +77,13 @@ impl Frame {
                 #[derive(serde::Serialize)]
                 struct WsEvent<'a> {
                     event: &'static str,
-                    id: EventId,
+                    #[serde(skip_serializing_if = "Option::is_none")]
+                    id: Option<EventId>,
                     data: crate::domain::EventData<'a>,
                 }
                 let text = serde_json::to_string(&WsEvent {
                     event: self.event.kind.name(),
-                    id: self.event.id,
+                    id: self.wire_id(),
                     data: self.event.data(),
                 })
                 .expect("an event of strings serializes to JSON");
@@ -87,7 +99,7 @@ impl Frame {
     pub fn socketio_data(&self) -> &RawValue {
         self.socketio.get_or_init(|| {
             let mut data = self.event.data();
-            data.id = Some(self.event.id);
+            data.id = self.wire_id();
             serde_json::value::to_raw_value(&data).expect("an event of strings serializes to JSON")
         })
     }
@@ -98,9 +110,12 @@ impl Frame {
             .get_or_init(|| {
                 let data = serde_json::to_string(&self.event.data())
                     .expect("an event of strings serializes to JSON");
+                let id = self
+                    .wire_id()
+                    .map(|id| format!("id: {id}\n"))
+                    .unwrap_or_default();
                 Bytes::from(format!(
-                    "id: {}\nevent: {}\ndata: {}\n\n",
-                    self.event.id,
+                    "{id}event: {}\ndata: {}\n\n",
                     self.event.kind.name(),
                     data
                 ))

@@ -121,7 +121,8 @@ impl Holdings {
     }
 
     /// Whether a frame belongs to a membership held here, ending the membership when the
-    /// frame is its last: the member's own removal (written), or the creation of a room
+    /// frame is its last: the member's own removal or the room's deletion (written), or the
+    /// creation of a room
     /// under the same id after the membership began (not written). A room is created once;
     /// created again, the room this membership belonged to was lost (e.g. Redis lost its
     /// data) and someone else made a new one, whose events are not this member's.
@@ -130,6 +131,11 @@ impl Holdings {
         let Some(held) = self.get(&event.room) else {
             return false;
         };
+        if frame.deletes_room() {
+            // Written: the client is told, and nothing of the room follows.
+            self.remove(&event.room);
+            return true;
+        }
         if event.id < held.from {
             return false;
         }

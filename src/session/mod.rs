@@ -33,6 +33,7 @@ use tracing::{Instrument, Span};
 use crate::domain::{EventId, RoomId, TokenHash, Username};
 use crate::error::ApiError;
 use crate::hub::{Frame, Hub, Inbox, Mailbox, mailbox};
+use crate::identity::{IdToken, Joiner};
 use crate::presence::Presence;
 use crate::protocol::{ClientEvent, Join, Remove, Resume};
 use crate::rooms::Rooms;
@@ -61,6 +62,9 @@ pub struct Session {
     /// The sending side of the connection's queue, cloned into each subscription.
     mailbox: Mailbox,
     held: Holdings,
+    /// The JWT the connection presented when it opened (socket.io's handshake `auth`), for
+    /// joins that carry none of their own.
+    id_token: Option<IdToken>,
 }
 
 /// A membership attached to a session with the logged events after the id asked for: the
@@ -86,8 +90,14 @@ impl Session {
             client,
             mailbox,
             held: Holdings::default(),
+            id_token: None,
         };
         (session, inbox)
+    }
+
+    /// The JWT the connection's handshake carried (see `id_token`).
+    pub fn set_id_token(&mut self, id_token: Option<IdToken>) {
+        self.id_token = id_token;
     }
 
     pub fn core(&self) -> &Core {
@@ -169,7 +179,12 @@ impl Session {
             room,
             username,
             secret,
+            id_token,
         } = join;
+        let joiner = Joiner {
+            username,
+            id_token: id_token.or_else(|| self.id_token.clone()),
+        };
         // Creating a room this session holds goes to the store on the subscription the
         // membership has: a second one, live before the store answers `room_exists`, would
         // push every event of that moment twice. (The store creates it only if the room was
@@ -190,11 +205,11 @@ impl Session {
         let rooms = &self.core.rooms;
         let joined = if create {
             rooms
-                .create_room(self.client, room.clone(), username, secret)
+                .create_room(self.client, room.clone(), joiner, secret)
                 .await?
         } else {
             rooms
-                .join(self.client, room.clone(), username, secret)
+                .join(self.client, room.clone(), joiner, secret)
                 .await?
         };
         let subscription = match subscription {

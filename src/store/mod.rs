@@ -5,7 +5,7 @@
 //! that differ in who uses them: [`RoomLog`] (the log and membership: requests and the hub),
 //! [`Holds`] (presence holds and the sweep: presence and the sweeper) and [`Feed`] (events
 //! appended anywhere reaching this instance: the hub), a separate object the app builds
-//! beside the store.
+//! beside the store; and [`Admin`], what the server API (`/api/`) does to rooms as a whole.
 //!
 //! - **Atomicity.** Every mutating operation checks its preconditions and applies its whole
 //!   change (membership, lease, log entry, published event) as one step: on Redis one Lua
@@ -93,6 +93,8 @@ pub enum JoinOutcome {
     /// The room's secret is not the one the caller checked against (it was deleted and
     /// recreated in between): the join is refused rather than let in unchecked.
     AccessChanged,
+    /// The name (or one it is compared equal to) is banned from this room.
+    Banned,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,11 +205,89 @@ pub(crate) fn count_appended(event: &'static str, count: u64) {
     metrics::counter!("chat_room_events_appended_total", "event" => event).increment(count);
 }
 
-/// The whole store as the app uses it: the room log and membership, and the presence holds
-/// with the sweep. Implemented for anything that has both parts.
-pub trait Store: RoomLog + Holds {}
+/// The whole store as the app uses it: the room log and membership, the presence holds with
+/// the sweep, and the server API's operations. Implemented for anything that has all three.
+pub trait Store: RoomLog + Holds + Admin {}
 
-impl<T: RoomLog + Holds + ?Sized> Store for T {}
+impl<T: RoomLog + Holds + Admin + ?Sized> Store for T {}
+
+/// One room as the server API lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomSummary {
+    pub room: RoomId,
+    pub members: usize,
+    /// Members a live connection holds now (on any instance).
+    pub online: usize,
+    /// `0-0` for a room with no event (never the case for a room made by `create_room`).
+    pub last_event_id: EventId,
+}
+
+/// A page of rooms, by room id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomsPage {
+    pub rooms: Vec<RoomSummary>,
+    /// Pass as `after` for the next page; `None` on the last page.
+    pub next_after: Option<RoomId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RemoveOutcome {
+    /// The member was removed; the id of its `remove:member:success`.
+    Removed(EventId),
+    /// Nobody of that name was a member, but the name is banned now (a ban was asked).
+    BannedOnly,
+    RoomNotFound,
+    /// Nobody of that name is a member (and no ban was asked).
+    NotMember,
+}
+
+/// Up to `limit + 1` rooms in id order as a page: the extra one only says that another page
+/// follows. Both stores answer through this.
+pub(crate) fn rooms_page(mut rooms: Vec<RoomSummary>, limit: usize) -> RoomsPage {
+    let next_after = if rooms.len() > limit {
+        rooms.truncate(limit);
+        rooms.last().map(|summary| summary.room.clone())
+    } else {
+        None
+    };
+    RoomsPage { rooms, next_after }
+}
+
+/// What the server API does to rooms: an app's backend, authenticated with the server API
+/// key, not a member. Each operation is atomic like the rest (one script per room on Redis).
+pub trait Admin: Send + Sync + 'static {
+    /// Rooms by id after `after` (all when `None`), up to `limit`, each with its counts.
+    /// Rooms that expired or were deleted are never listed.
+    fn list_rooms<'a>(
+        &'a self,
+        after: Option<&'a RoomId>,
+        limit: usize,
+    ) -> StoreFuture<'a, RoomsPage>;
+
+    /// Appends a chat message under `username` whether or not a member has that name (a
+    /// system or bot message). `None`: the room does not exist.
+    fn post_as<'a>(
+        &'a self,
+        room: &'a RoomId,
+        username: &'a Username,
+        text: MessageText,
+    ) -> StoreFuture<'a, Option<RoomEvent>>;
+
+    /// Removes the member holding `username` (compared by its username key), appending
+    /// `remove:member:success` with reason `kicked`, or `banned` with `ban`; its token stops
+    /// working in the same step. With `ban`, the name's identity keys are banned from joining
+    /// for as long as the room exists, member or not.
+    fn remove_member<'a>(
+        &'a self,
+        room: &'a RoomId,
+        username: &'a Username,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome>;
+
+    /// Deletes the room with everything it holds, and tells its subscribers with a
+    /// `room:deleted` event that the log does not keep. False: there was no such room.
+    fn delete_room<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, bool>;
+}
 
 /// The room log and membership: see the module documentation for the guarantees.
 pub trait RoomLog: Send + Sync + 'static {

@@ -17,10 +17,11 @@ use std::sync::Arc;
 use tracing::{Instrument, Span};
 
 use super::{
-    Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, Store, StoreFuture,
+    Admin, Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessages, PostOutcome, RemoveOutcome, RoomAccess, RoomLog, RoomsPage,
+    Store, StoreFuture,
 };
-use crate::domain::{EventId, RoomId, TokenHash, Username};
+use crate::domain::{EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
 
 /// A store (`Traced<dyn Store>`) or a feed (`Traced<dyn Feed>`) with spans around its calls.
 pub struct Traced<T: ?Sized> {
@@ -191,6 +192,42 @@ impl Holds for Traced<dyn Store> {
 
     fn sweep(&self) -> StoreFuture<'_, usize> {
         traced(self.housekeeping_span("store.sweep"), || self.inner.sweep())
+    }
+}
+
+impl Admin for Traced<dyn Store> {
+    fn list_rooms<'a>(
+        &'a self,
+        after: Option<&'a RoomId>,
+        limit: usize,
+    ) -> StoreFuture<'a, RoomsPage> {
+        let span = self.span("store.list_rooms", None);
+        traced(span, || self.inner.list_rooms(after, limit))
+    }
+
+    fn post_as<'a>(
+        &'a self,
+        room: &'a RoomId,
+        username: &'a Username,
+        text: MessageText,
+    ) -> StoreFuture<'a, Option<RoomEvent>> {
+        let span = self.span("store.post_as", Some(room));
+        traced(span, || self.inner.post_as(room, username, text))
+    }
+
+    fn remove_member<'a>(
+        &'a self,
+        room: &'a RoomId,
+        username: &'a Username,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
+        let span = self.span("store.remove_member", Some(room));
+        traced(span, || self.inner.remove_member(room, username, ban))
+    }
+
+    fn delete_room<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, bool> {
+        let span = self.span("store.delete_room", Some(room));
+        traced(span, || self.inner.delete_room(room))
     }
 }
 

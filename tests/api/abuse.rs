@@ -1,6 +1,7 @@
 //! Abuse resistance: rate limits on every path, connection caps, slowloris, origins, and a
 //! crowd of abusive clients that must not cost the well-behaved members a single message.
-//! Also: no secret (member token, room secret, Redis password) in anything the server emits.
+//! Also: no secret (member token, room secret, Redis password, server API key) in anything the
+//! server emits.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -515,10 +516,12 @@ async fn no_secret_appears_in_anything_the_server_emits() {
     let redis_password = "redis-pass-4f1c9a";
     redis.require_password(redis_password);
     let url = redis.url();
+    let api_key = "server-api-key-5e0b1d7c3a9f2e6b8d4c0a1f";
     let server = ServerProcess::start(&[
         ("REDIS_URL", url.as_str()),
         ("RUST_LOG", "trace"),
         ("LOG_FORMAT", "json"),
+        ("SERVER_API_KEY", api_key),
     ])
     .await;
     let client = reqwest::Client::new();
@@ -637,6 +640,38 @@ async fn no_secret_appears_in_anything_the_server_emits() {
         .send()
         .await
         .unwrap();
+    // The server API: every route with the key, and a wrong key.
+    let with_key = |request: reqwest::RequestBuilder| {
+        request.header("Authorization", format!("ApiKey {api_key}"))
+    };
+    emitted.push_str(
+        &with_key(client.get(format!("{base}/api/rooms")))
+            .body_text()
+            .await,
+    );
+    emitted.push_str(
+        &with_key(client.post(format!("{base}/api/rooms/{room}/messages")))
+            .json(&json!({"username": "System", "message": "hello from the backend"}))
+            .body_text()
+            .await,
+    );
+    emitted.push_str(
+        &client
+            .get(format!("{base}/api/rooms"))
+            .header("Authorization", format!("ApiKey {api_key}-wrong"))
+            .body_text()
+            .await,
+    );
+    emitted.push_str(
+        &with_key(client.delete(format!("{base}/api/rooms/{room}/members/alice?ban=true")))
+            .body_text()
+            .await,
+    );
+    emitted.push_str(
+        &with_key(client.delete(format!("{base}/api/rooms/{room}")))
+            .body_text()
+            .await,
+    );
     emitted.push_str(&client.get(format!("{base}/metrics")).body_text().await);
     emitted.push_str(&client.get(format!("{base}/openapi.json")).body_text().await);
     ws.close().await;
@@ -653,7 +688,7 @@ async fn no_secret_appears_in_anything_the_server_emits() {
     for secret in tokens
         .iter()
         .map(String::as_str)
-        .chain([room_secret, redis_password])
+        .chain([room_secret, redis_password, api_key])
     {
         assert!(!emitted.contains(secret), "a secret leaked: {secret}");
     }

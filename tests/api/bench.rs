@@ -242,6 +242,14 @@ async fn chat_bench_on_redis_counts_at_most_one_round_trip_per_post() {
             "Redis round trips per post: {per_post} in {report}"
         );
         assert!(count(&report, "redis_round_trips") > 0, "{report}");
+        let (p50, p99) = (
+            figure(&report, "redis_post_round_trip_ms_p50"),
+            figure(&report, "redis_post_round_trip_ms_p99"),
+        );
+        assert!(
+            p50 > 0.0 && p50 <= p99,
+            "post round trip p50 {p50}, p99 {p99} in {report}"
+        );
     }
 
     let startup = chat_bench_startup(&url, 3).await;

@@ -17,6 +17,9 @@
 //!   clients, lifetimes, shutdown.
 //! - [`gaps`]: no silent gap: a resume after an id the log lost is told `complete: false`
 //!   (SSE: `resume:gap`); a live connection whose room's log was lost is closed to resume.
+//! - [`server_api`]: `/api/` with `SERVER_API_KEY`: absent without it, the key and its
+//!   lockout, the room list, system messages, kicks and bans, deleting a room; a kick seen
+//!   by a connection on another instance.
 //! - [`session`]: the session core's membership rules on the WebSocket: a held room created
 //!   again, a room lost and created anew by someone else.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
@@ -57,11 +60,13 @@ mod durability;
 mod faults;
 mod gaps;
 mod hardening;
+mod jwt;
 mod readme;
 mod realtime;
 mod redis_cluster;
 mod redis_cluster_faults;
 mod rest;
+mod server_api;
 mod session;
 mod socketio;
 mod telemetry;

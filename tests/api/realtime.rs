@@ -120,6 +120,25 @@ async fn busy_room_delivers_every_event_once_in_order(
     )
 }
 
+/// An SSE stream resumed after `last_event_id`, past the `resume:gap` it must start with when
+/// `gap` (checked).
+async fn sse_resumed(
+    app: &TestApp,
+    room: &str,
+    token: &str,
+    last_event_id: &str,
+    gap: bool,
+) -> SseClient {
+    let mut sse =
+        SseClient::open(sse_request(app, room, token).header("Last-Event-ID", last_event_id)).await;
+    if gap {
+        let gap = sse.event().await;
+        assert_eq!(gap.event.as_deref(), Some("resume:gap"));
+        assert_eq!(gap.json(), json!({"roomId": room, "complete": false}));
+    }
+    sse
+}
+
 conformance! {
     async fn websocket_acks_come_before_the_broadcasts_they_cause(backend: Backend) {
         let app = TestApp::spawn(backend, &[]).await;
@@ -325,14 +344,71 @@ conformance! {
             .collect();
         assert_eq!(messages, vec![json!("m2"), json!("m3"), json!("m4")]);
 
-        let mut sse = SseClient::open(
-            sse_request(&app, &room, &alice.token).header("Last-Event-ID", &alice.last_event_id),
-        )
-        .await;
-        let gap = sse.event().await;
-        assert_eq!(gap.event.as_deref(), Some("resume:gap"));
-        assert_eq!(gap.json(), json!({"roomId": room, "complete": false}));
+        let mut sse = sse_resumed(&app, &room, &alice.token, &alice.last_event_id, true).await;
         assert_eq!(sse.event().await.json()["message"], "m2");
+    }
+
+    async fn history_and_resumes_keep_to_the_last_history_limit_events(backend: Backend) {
+        // Redis trims the log approximately, by whole stream nodes (100 events or 4 KiB, the
+        // defaults): well past one node's worth, the stream still holds more than HISTORY_LIMIT
+        // events, and none of the extra ones may show.
+        const LIMIT: usize = 7;
+        let app = TestApp::spawn(backend, &[("HISTORY_LIMIT", "7"), ("RATE_LIMITS", "off")]).await;
+        let room = unique_room("trim-window");
+        let alice = app.create_room(&room, "alice").await;
+        let mut posted = Vec::new();
+        for n in 0..130 {
+            posted.push(app.say(&room, &alice.token, &format!("m{n}")).await);
+        }
+        if let Backend::Redis(redis) = backend {
+            let held: usize = redis
+                .command(&["XLEN", &format!("room:{{{room}}}:log")])
+                .parse()
+                .expect("XLEN answers a number");
+            assert!(held > LIMIT, "the stream holds more than kept ({held}): the test tests it");
+        }
+        // Every kept event is a chat message: the oldest kept is kept[0], and its predecessor,
+        // the newest event gone, is `gone`; the one before that, `older`.
+        let kept = &posted[posted.len() - LIMIT..];
+        let gone = &posted[posted.len() - LIMIT - 1];
+        let older = &posted[posted.len() - LIMIT - 2];
+
+        let (page, next) = app.history_page(&room, &alice.token, "limit=200").await;
+        assert_eq!(page, kept, "history is the last {LIMIT} events");
+        assert_eq!(next, None, "nothing older is history");
+        let (page, next) = app.history_page(&room, &alice.token, "limit=5").await;
+        assert_eq!(page, kept[2..]);
+        assert_eq!(next.as_deref(), Some(kept[2].id.as_str()));
+        let query = format!("limit=5&before={}", kept[2].id);
+        let (page, next) = app.history_page(&room, &alice.token, &query).await;
+        assert_eq!(page, kept[..2], "the last page stops at the oldest kept event");
+        assert_eq!(next, None);
+        let query = format!("before={}", gone.id);
+        let (page, next) = app.history_page(&room, &alice.token, &query).await;
+        assert!(page.is_empty(), "before a trimmed event there is nothing: {page:?}");
+        assert_eq!(next, None);
+
+        let kept_text: Vec<Value> = kept.iter().map(|m| json!(m.message)).collect();
+        for (after, complete) in [(gone, true), (older, false)] {
+            let mut ws = WsClient::connect(&app.base_url).await;
+            let resumed = ws
+                .ack("resume", "r", json!({"roomId": room, "token": alice.token, "lastEventId": after.id}))
+                .await;
+            assert_eq!(resumed["complete"], complete, "resume after {}: {resumed}", after.message);
+            assert_eq!(resumed["replayed"], LIMIT);
+            let mut replayed = Vec::new();
+            for _ in 0..LIMIT {
+                replayed.push(ws.event().await["data"]["message"].clone());
+            }
+            assert_eq!(replayed, kept_text, "resume after {}", after.message);
+        }
+
+        let mut sse = sse_resumed(&app, &room, &alice.token, &older.id, true).await;
+        assert_eq!(sse.event().await.id.as_deref(), Some(kept[0].id.as_str()));
+        let mut sse = sse_resumed(&app, &room, &alice.token, &gone.id, false).await;
+        let first = sse.event().await;
+        assert_eq!(first.event.as_deref(), Some("create:chat:success"), "no gap: {first:?}");
+        assert_eq!(first.id.as_deref(), Some(kept[0].id.as_str()));
     }
 
     async fn sse_streams_the_same_events_as_websocket(backend: Backend) {

@@ -422,14 +422,14 @@ async fn idle(
     let after = watched.sample()?;
     let counting = redis && !hold.is_zero();
     let round_trips_held = if counting {
-        Some(round_trips(servers).await?.1)
+        Some(round_trips(servers).await?.all)
     } else {
         None
     };
     tokio::time::sleep(hold).await;
     let after_hold = watched.sample()?;
     let round_trips_during_hold = match round_trips_held {
-        Some(held) => Some(round_trips(servers).await?.1 - held),
+        Some(held) => Some(round_trips(servers).await?.all - held),
         None => None,
     };
     // A reader that ended early lost its connection: it would not be measured.
@@ -721,7 +721,8 @@ async fn sse_room(
 }
 
 /// Runs a load and adds the servers' Redis round trips per chat message, from their own
-/// `chat_redis_round_trip_seconds_count` (every exchange, posts and background work alike).
+/// `chat_redis_round_trip_seconds` (every exchange, posts and background work alike), and the
+/// posts' round-trip p50 and p99 over the run, from the histogram's buckets.
 async fn with_redis_calls(
     servers: &Servers,
     redis: bool,
@@ -733,52 +734,125 @@ async fn with_redis_calls(
     let before = round_trips(servers).await?;
     let mut report = run.await?;
     let after = round_trips(servers).await?;
-    let posts = after.0 - before.0;
-    let all = after.1 - before.1;
+    let posts = after.posts - before.posts;
+    let all = after.all - before.all;
     report.redis_round_trips = Some(all as u64);
     if report.sent > 0 {
         report.redis_round_trips_per_message = Some(all / report.sent as f64);
         report.redis_post_round_trips_per_message = Some(posts / report.sent as f64);
     }
+    let during = after.post_buckets.since(&before.post_buckets);
+    report.redis_post_round_trip_ms_p50 = during.quantile(0.50).map(|s| s * 1e3);
+    report.redis_post_round_trip_ms_p99 = during.quantile(0.99).map(|s| s * 1e3);
     Ok(report)
 }
 
-/// (round trips of posts, all round trips) so far, from every server's `/metrics`.
-async fn round_trips(servers: &Servers) -> BenchResult<(f64, f64)> {
-    let mut posts = 0.0;
-    let mut all = 0.0;
+/// The servers' Redis round trips so far, from every server's `/metrics`.
+#[derive(Default)]
+struct RoundTrips {
+    posts: f64,
+    all: f64,
+    post_buckets: Buckets,
+}
+
+/// A Prometheus histogram's cumulative buckets: (upper bound in seconds, count), by bound.
+#[derive(Default)]
+struct Buckets(std::collections::BTreeMap<u64, f64>);
+
+impl Buckets {
+    fn add(&mut self, le_seconds: f64, count: f64) {
+        *self.0.entry(le_seconds.to_bits()).or_default() += count;
+    }
+
+    /// What was recorded after `earlier`.
+    fn since(&self, earlier: &Buckets) -> Buckets {
+        Buckets(
+            self.0
+                .iter()
+                .map(|(le, count)| (*le, count - earlier.0.get(le).copied().unwrap_or(0.0)))
+                .collect(),
+        )
+    }
+
+    /// The q-quantile in seconds, interpolated inside its bucket as Prometheus's
+    /// `histogram_quantile` does; `None` without samples or beyond the last finite bound.
+    fn quantile(&self, q: f64) -> Option<f64> {
+        let mut bounds: Vec<(f64, f64)> = self
+            .0
+            .iter()
+            .map(|(le, count)| (f64::from_bits(*le), *count))
+            .collect();
+        bounds.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let total = bounds.last()?.1;
+        if total <= 0.0 {
+            return None;
+        }
+        let rank = q * total;
+        let (mut lower, mut below) = (0.0, 0.0);
+        for (le, count) in bounds {
+            if count >= rank {
+                if le.is_infinite() {
+                    return None;
+                }
+                let inside = count - below;
+                let share = if inside > 0.0 {
+                    (rank - below) / inside
+                } else {
+                    1.0
+                };
+                return Some(lower + (le - lower) * share);
+            }
+            (lower, below) = (le, count);
+        }
+        None
+    }
+}
+
+async fn round_trips(servers: &Servers) -> BenchResult<RoundTrips> {
+    let mut total = RoundTrips::default();
     for target in servers.all() {
         let mut http = Http::connect(target, 0).await?;
         let (status, body) = http.json("GET", "/metrics", None, None).await?;
         if status != 200 {
             return Err(format!("{}: /metrics answered {status}", target.host).into());
         }
-        let (server_posts, server_all) = count_round_trips(&String::from_utf8_lossy(&body));
-        posts += server_posts;
-        all += server_all;
+        read_round_trips(&String::from_utf8_lossy(&body), &mut total);
     }
-    Ok((posts, all))
+    Ok(total)
 }
 
-/// (round trips of posts, all round trips) in a server's metrics text.
-fn count_round_trips(text: &str) -> (f64, f64) {
-    let mut posts = 0.0;
-    let mut all = 0.0;
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix("chat_redis_round_trip_seconds_count") else {
-            continue;
-        };
-        let value: f64 = rest
-            .rsplit(' ')
+/// Adds a server's round trips (its metrics text) to `total`.
+fn read_round_trips(text: &str, total: &mut RoundTrips) {
+    const METRIC: &str = "chat_redis_round_trip_seconds";
+    let value = |line: &str| -> f64 {
+        line.rsplit(' ')
             .next()
             .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0);
-        all += value;
-        if rest.contains("op=\"post\"") {
-            posts += value;
+            .unwrap_or(0.0)
+    };
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(METRIC) else {
+            continue;
+        };
+        let post = rest.contains("op=\"post\"");
+        if rest.starts_with("_count") {
+            total.all += value(rest);
+            if post {
+                total.posts += value(rest);
+            }
+        } else if post && rest.starts_with("_bucket") {
+            let le = rest
+                .split_once("le=\"")
+                .and_then(|(_, tail)| tail.split_once('"'))
+                .and_then(|(le, _)| match le {
+                    "+Inf" => Some(f64::INFINITY),
+                    le => le.parse().ok(),
+                });
+            if let Some(le) = le {
+                total.post_buckets.add(le, value(rest));
+            }
         }
     }
-    (posts, all)
 }
 
 /// Starts the server `runs` times and measures start to the first `/readyz` 200.
@@ -915,4 +989,42 @@ async fn sweep(
     summary.best_clean_rate = best;
     reports.push(summary);
     Ok(reports)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const METRICS: &str = r#"chat_redis_round_trip_seconds_bucket{op="post",le="0.001"} 50
+chat_redis_round_trip_seconds_bucket{op="post",le="0.002"} 90
+chat_redis_round_trip_seconds_bucket{op="post",le="0.004"} 100
+chat_redis_round_trip_seconds_bucket{op="post",le="+Inf"} 100
+chat_redis_round_trip_seconds_count{op="post"} 100
+chat_redis_round_trip_seconds_bucket{op="read_log",le="0.001"} 7
+chat_redis_round_trip_seconds_count{op="read_log"} 7
+"#;
+
+    #[test]
+    fn post_round_trips_and_their_quantiles_come_from_the_buckets() {
+        let mut total = RoundTrips::default();
+        read_round_trips(METRICS, &mut total);
+        assert_eq!((total.posts, total.all), (100.0, 107.0));
+        let seconds = |q| total.post_buckets.quantile(q).expect("samples recorded");
+        assert!((seconds(0.5) - 0.001).abs() < 1e-12, "{}", seconds(0.5));
+        // The 99th of 100 is 9/10 of the way into (0.002, 0.004].
+        assert!((seconds(0.99) - 0.0038).abs() < 1e-12, "{}", seconds(0.99));
+    }
+
+    #[test]
+    fn quantiles_are_of_what_was_recorded_in_between() {
+        let mut before = RoundTrips::default();
+        read_round_trips(METRICS, &mut before);
+        let mut after = RoundTrips::default();
+        read_round_trips(&METRICS.replace("} 100", "} 200"), &mut after);
+        let during = after.post_buckets.since(&before.post_buckets);
+        // The 100 samples in between all fell in (0.002, 0.004].
+        let median = during.quantile(0.5).expect("samples recorded in between");
+        assert!((median - 0.003).abs() < 1e-12, "{median}");
+        assert_eq!(Buckets::default().quantile(0.5), None);
+    }
 }

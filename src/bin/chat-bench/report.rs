@@ -188,6 +188,9 @@ pub struct Report {
     pub redis_round_trips_per_message: Option<f64>,
     /// Round trips of the post operation itself per chat message.
     pub redis_post_round_trips_per_message: Option<f64>,
+    /// The posts' Redis round trip over the run (the servers' histogram buckets, interpolated).
+    pub redis_post_round_trip_ms_p50: Option<f64>,
+    pub redis_post_round_trip_ms_p99: Option<f64>,
     /// Redis' CPU time over the servers' window (`--redis-pid`, all of them summed), and per
     /// message sent.
     pub redis_cpu_s: Option<f64>,
@@ -443,6 +446,14 @@ impl Report {
                             self.redis_round_trips_per_message.unwrap_or(f64::NAN)
                         )
                     })
+                    + &self
+                        .redis_post_round_trip_ms_p99
+                        .map_or(String::new(), |p99| {
+                            format!(
+                                "; post round trip p50 {:.2} ms, p99 {p99:.2} ms",
+                                self.redis_post_round_trip_ms_p50.unwrap_or(f64::NAN)
+                            )
+                        })
                     + &self.server_cpu_us_per_message.map_or(String::new(), |us| {
                         format!("; server CPU {us:.1} us per message sent")
                     })

@@ -96,18 +96,24 @@ async function request(method, path, { token, body, idempotencyKey } = {}) {
   throw new ApiError('network', '', response.status);
 }
 
-/** `POST /rooms`: creates the room and joins it. */
-export function createRoom(roomId, username, secret) {
-  const body = { roomId, username };
+/**
+ * `POST /rooms`: creates the room and joins it. With `idToken` (the app's sign-in, when the
+ * server requires it) the JWT is the Bearer token and an empty name is left out: the
+ * token's name is the member's.
+ */
+export function createRoom(roomId, username, secret, idToken) {
+  const body = { roomId };
+  if (username.trim() || !idToken) body.username = username;
   if (secret) body.secret = secret;
-  return request('POST', '/rooms', { body });
+  return request('POST', '/rooms', { body, token: idToken });
 }
 
-/** `POST /rooms/{roomId}/members`. */
-export function joinRoom(roomId, username, secret) {
-  const body = { username };
+/** `POST /rooms/{roomId}/members`, signed in as `createRoom` is. */
+export function joinRoom(roomId, username, secret, idToken) {
+  const body = {};
+  if (username.trim() || !idToken) body.username = username;
   if (secret) body.secret = secret;
-  return request('POST', `/rooms/${segment(roomId)}/members`, { body });
+  return request('POST', `/rooms/${segment(roomId)}/members`, { body, token: idToken });
 }
 
 /** `DELETE /rooms/{roomId}/members/{username}`. */

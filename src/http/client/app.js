@@ -340,6 +340,21 @@ function exitRoom(text, kind) {
   ui.join.focus();
 }
 
+// ---- the app's sign-in ------------------------------------------------------------------
+
+// When the server requires the app's own users (AUTH_JWKS_URL), a join needs an ID token
+// (a JWT) from the app's identity provider. This client embeds no provider SDK: the page
+// that serves it may define `window.chatIdentity = { getIdToken: async () => '<jwt>' }`
+// (e.g. Firebase's `auth.currentUser.getIdToken()`), and it is asked when a join answers 401.
+async function signIn() {
+  try {
+    const token = await window.chatIdentity?.getIdToken?.();
+    return typeof token === 'string' && token ? token : null;
+  } catch {
+    return null;
+  }
+}
+
 // ---- the forms -------------------------------------------------------------------------
 
 ui.joinForm.addEventListener('submit', async (event) => {
@@ -347,17 +362,28 @@ ui.joinForm.addEventListener('submit', async (event) => {
   const create = event.submitter === ui.create;
   const roomId = ui.room.value.trim();
   const username = ui.username.value;
-  if (!roomId || !username.trim()) {
+  // A signed-in app (see signIn) may leave the name to its identity provider.
+  if (!roomId || (!username.trim() && !window.chatIdentity)) {
     setStatus('Enter a room name and your name.', { kind: 'error', state: 'idle' });
     (roomId ? ui.username : ui.room).focus();
     return;
   }
   ui.join.disabled = ui.create.disabled = true;
   setStatus(create ? `Creating ${roomId}…` : `Joining ${roomId}…`, { state: 'idle' });
+  const enter = (idToken) => create
+    ? api.createRoom(roomId, username, ui.secret.value, idToken)
+    : api.joinRoom(roomId, username, ui.secret.value, idToken);
   try {
-    const joined = create
-      ? await api.createRoom(roomId, username, ui.secret.value)
-      : await api.joinRoom(roomId, username, ui.secret.value);
+    let joined;
+    try {
+      joined = await enter(undefined);
+    } catch (error) {
+      // A join answers 401 only when the server requires the app's sign-in (API.md,
+      // "Identity"): ask the app for an ID token and try once more with it.
+      const idToken = error?.status === 401 ? await signIn() : null;
+      if (!idToken) throw error;
+      joined = await enter(idToken);
+    }
     enterRoom({
       roomId: joined.roomId,
       username: joined.username,

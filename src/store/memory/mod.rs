@@ -27,11 +27,12 @@ use self::expiry::ExpiryIndex;
 pub use self::feed::LocalFeed;
 use self::room::{KeptKey, Room};
 use super::{
-    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead, MemberInfo,
-    NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, StoreFuture, StoreSettings,
+    Admin, Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
+    MemberInfo, NewMember, NewMessages, PostOutcome, RemoveOutcome, RoomAccess, RoomLog,
+    RoomSummary, RoomsPage, StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    EventId, EventKind, LeaveReason, RoomEvent, RoomId, TokenHash, Username, now_ms,
+    EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash, Username, now_ms,
 };
 
 pub struct MemoryStore {
@@ -70,7 +71,7 @@ impl MemoryStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         let mut appended = Vec::new();
         let answer = f(&mut rooms, now_ms(), &mut appended);
-        for event in &appended {
+        for event in appended.iter().filter(|event| event.kind.is_logged()) {
             super::count_appended(event.kind.name(), 1);
         }
         self.feed.deliver(appended);
@@ -195,6 +196,9 @@ impl RoomLog for MemoryStore {
             };
             if room.secret_hash != expected_secret_hash {
                 return JoinOutcome::AccessChanged;
+            }
+            if room.name_banned(&identity_keys) {
+                return JoinOutcome::Banned;
             }
             if room.name_taken(&identity_keys) {
                 return JoinOutcome::UsernameTaken;
@@ -531,6 +535,121 @@ impl Holds for MemoryStore {
             timed_out
         });
         ready(timed_out)
+    }
+}
+
+impl Admin for MemoryStore {
+    fn list_rooms<'a>(
+        &'a self,
+        after: Option<&'a RoomId>,
+        limit: usize,
+    ) -> StoreFuture<'a, RoomsPage> {
+        let page = self.with_rooms(|rooms, now, _| {
+            // A scan of every room: the memory store is one instance's, for trying the server
+            // and for tests, where this is small.
+            let mut ids: Vec<&RoomId> = rooms
+                .map
+                .iter()
+                .filter(|(id, room)| {
+                    after.is_none_or(|after| *id > after) && !self.is_expired(room, now)
+                })
+                .map(|(id, _)| id)
+                .collect();
+            ids.sort_unstable();
+            let summaries: Vec<RoomSummary> = ids
+                .into_iter()
+                .take(limit + 1)
+                .map(|id| {
+                    let room = &rooms.map[id];
+                    RoomSummary {
+                        room: id.clone(),
+                        members: room.members.len(),
+                        online: room
+                            .members
+                            .values()
+                            .filter(|record| record.online_until_ms > now)
+                            .count(),
+                        last_event_id: room.last_id,
+                    }
+                })
+                .collect();
+            super::rooms_page(summaries, limit)
+        });
+        ready(page)
+    }
+
+    fn post_as<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        username: &'a Username,
+        text: MessageText,
+    ) -> StoreFuture<'a, Option<RoomEvent>> {
+        let posted = self.with_rooms(|rooms, now, appended| {
+            let limit = self.settings.history_limit;
+            let room = self.live_room(&mut rooms.map, room_id, now)?;
+            let kind = EventKind::Chat {
+                username: username.as_str().to_owned(),
+                message: text.into_string(),
+            };
+            Some(room.append(room_id, kind, now, limit, appended))
+        });
+        ready(posted)
+    }
+
+    fn remove_member<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        username: &'a Username,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
+        let identity_keys = ban.then(|| username.identity_keys());
+        let outcome = self.with_rooms(|rooms, now, appended| {
+            let limit = self.settings.history_limit;
+            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
+                return RemoveOutcome::RoomNotFound;
+            };
+            if let Some(keys) = identity_keys {
+                room.bans.extend(keys);
+            }
+            let Some(record) = room.remove_member(username.key(), now) else {
+                return if ban {
+                    RemoveOutcome::BannedOnly
+                } else {
+                    RemoveOutcome::NotMember
+                };
+            };
+            let kind = EventKind::MemberRemoved {
+                username: record.display,
+                reason: LeaveReason::removal(ban),
+            };
+            let event = room.append(room_id, kind, now, limit, appended);
+            if let Some(due) = room.next_due(self.room_ttl_ms()) {
+                rooms.expiry.schedule(room_id, due);
+            }
+            RemoveOutcome::Removed(event.id)
+        });
+        ready(outcome)
+    }
+
+    fn delete_room<'a>(&'a self, room_id: &'a RoomId) -> StoreFuture<'a, bool> {
+        let deleted = self.with_rooms(|rooms, now, appended| {
+            if self.live_room(&mut rooms.map, room_id, now).is_none() {
+                return false;
+            }
+            let Some(room) = rooms.map.remove(room_id) else {
+                return false;
+            };
+            // Not appended to any log: it tells this room's subscribers, through the feed,
+            // that the room is gone (see `EventKind::RoomDeleted`).
+            appended.push(RoomEvent {
+                id: room.last_id.next(),
+                prev: room.last_id,
+                room: room_id.clone(),
+                kind: EventKind::RoomDeleted,
+            });
+            true
+        });
+        ready(deleted)
     }
 }
 

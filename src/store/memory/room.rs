@@ -23,6 +23,9 @@ pub(super) struct Room {
     pub(super) members: HashMap<String, MemberRecord>,
     /// Every identity key held by a member: what makes a look-alike of a member's name taken.
     pub(super) names: HashSet<String>,
+    /// The identity keys of banned names: a name holding one of them may not join. Kept as
+    /// long as the room.
+    pub(super) bans: HashSet<String>,
     /// Token hash → username key.
     pub(super) tokens: HashMap<TokenHash, String>,
     pub(super) log: VecDeque<RoomEvent>,
@@ -50,6 +53,7 @@ impl Room {
             secret_hash,
             members: HashMap::new(),
             names: HashSet::new(),
+            bans: HashSet::new(),
             tokens: HashMap::new(),
             log: VecDeque::new(),
             last_id: EventId::ZERO,
@@ -117,6 +121,11 @@ impl Room {
     /// Whether a member holds one of the name's identity keys.
     pub(super) fn name_taken(&self, identity_keys: &[String]) -> bool {
         identity_keys.iter().any(|key| self.names.contains(key))
+    }
+
+    /// Whether a banned name holds one of the name's identity keys.
+    pub(super) fn name_banned(&self, identity_keys: &[String]) -> bool {
+        identity_keys.iter().any(|key| self.bans.contains(key))
     }
 
     pub(super) fn add_member(

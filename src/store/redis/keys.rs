@@ -20,13 +20,45 @@ pub(super) fn lease_bucket_key(bucket: u32) -> String {
     format!("leases:{{{bucket}}}")
 }
 
-/// The lease index bucket a room belongs to. FNV-1a of the id: stable across processes and
-/// versions, which every instance's sweeper and marker must agree on.
-pub(super) fn lease_index_of(room: &RoomId) -> String {
+/// The bucket a room belongs to, in the lease index and the room index alike. FNV-1a of the
+/// id: stable across processes and versions, which every instance's sweeper and marker must
+/// agree on.
+fn bucket_of(room: &RoomId) -> u32 {
     let hash = room.as_str().bytes().fold(0x811c_9dc5_u32, |hash, byte| {
         (hash ^ u32::from(byte)).wrapping_mul(0x0100_0193)
     });
-    lease_bucket_key(hash % LEASE_BUCKETS)
+    hash % LEASE_BUCKETS
+}
+
+/// The lease index bucket a room belongs to.
+pub(super) fn lease_index_of(room: &RoomId) -> String {
+    lease_bucket_key(bucket_of(room))
+}
+
+/// The room index bucket of `bucket`: a sorted set of room ids (all scored 0, so ordered by
+/// id) that the server API's room list reads with `ZRANGEBYLEX`. It shares its lease bucket's
+/// hash tag, so the lease index scripts keep both in one step on a cluster.
+pub(super) fn rooms_bucket_key(bucket: u32) -> String {
+    format!("rooms:{{{bucket}}}")
+}
+
+/// The room index bucket a room belongs to.
+pub(super) fn rooms_index_of(room: &RoomId) -> String {
+    rooms_bucket_key(bucket_of(room))
+}
+
+/// The room index bucket beside a lease index bucket key (`leases:{n}` → `rooms:{n}`); `None`
+/// for the legacy lease index, which has no bucket.
+pub(super) fn rooms_index_beside(lease_index: &str) -> Option<String> {
+    lease_index
+        .strip_prefix("leases:{")
+        .and_then(|rest| rest.strip_suffix('}'))
+        .map(|bucket| format!("rooms:{{{bucket}}}"))
+}
+
+/// Every room index bucket.
+pub(super) fn rooms_indexes() -> impl Iterator<Item = String> {
+    (0..LEASE_BUCKETS).map(rooms_bucket_key)
 }
 
 /// Every lease index a sweeper reads: the buckets, then the legacy index.
@@ -46,7 +78,6 @@ const ROOM_KEY_SUFFIXES: [&str; ROOM_KEY_COUNT] = [
     "meta", "members", "tokens", "leases", "log", "online", "names",
 ];
 const META: usize = 0;
-const LOG: usize = 4;
 
 /// The keys of one room, in the order every room script expects them.
 pub(crate) struct RoomKeys {
@@ -65,10 +96,6 @@ impl RoomKeys {
     /// All of them, in script order.
     pub(super) fn all(&self) -> &[String] {
         &self.keys
-    }
-
-    pub(crate) fn log(&self) -> &str {
-        &self.keys[LOG]
     }
 
     pub(crate) fn meta(&self) -> &str {
@@ -137,5 +164,13 @@ mod tests {
         // Fixed forever: every instance, of every version, must find a room in one bucket.
         let lobby = RoomId::parse("lobby").expect("a valid room id");
         assert_eq!(lease_index_of(&lobby), "leases:{3}");
+        // A room's two index entries share a hash tag, so one script keeps both.
+        assert_eq!(rooms_index_of(&lobby), "rooms:{3}");
+        assert_eq!(
+            rooms_index_beside("leases:{3}").as_deref(),
+            Some("rooms:{3}")
+        );
+        assert_eq!(rooms_index_beside(LEGACY_LEASE_INDEX), None);
+        assert_eq!(rooms_indexes().count(), LEASE_BUCKETS as usize);
     }
 }

@@ -10,6 +10,11 @@
 //! and sweepers write back the earliest lease they found only if the score is still the one
 //! they read (`lease_index_update.lua`), so a join in between wins. The index keys live outside
 //! any room's slot and are never touched in the same script as room keys.
+//!
+//! Beside each lease bucket, under the same hash tag, is the server API's room index bucket
+//! (`keys::rooms_bucket_key`): a mark adds the room to it, and the sweep's write-back keeps it
+//! right (out when the room is gone, back in while it lives), so a room the index lost, or one
+//! created before the index existed, is listed again after its next sweep.
 
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,7 +22,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use redis::Script;
 
 use super::RedisStore;
-use super::keys::{LEGACY_LEASE_INDEX, lease_index_of, lease_indexes};
+use super::keys::{
+    LEGACY_LEASE_INDEX, lease_index_of, lease_indexes, rooms_index_beside, rooms_index_of,
+};
 use super::replies::{SweepAnswer, sweep_answer};
 use crate::domain::{RoomId, now_ms};
 use crate::store::{StoreResult, count_appended};
@@ -88,16 +95,24 @@ impl RedisStore {
         Ok(timed_out)
     }
 
-    /// Marks a room "look now" in its bucket: a join's lease may be the earliest.
+    /// Marks a room "look now" in its bucket: a join's lease may be the earliest. The room
+    /// goes into the room index too (same hash tag, one round trip): before the create that
+    /// makes it, so no room is ever missing from the list; an entry whose create then fails
+    /// is left out when read.
     pub(super) async fn mark_for_sweep(&self, room: &RoomId) -> StoreResult<()> {
         let mut connection = self.connection.clone();
         // Always due, and never the score a sweeper read: its write-back then loses.
-        let _: i64 = self
+        let _: (i64, i64) = self
             .run(
                 "lease_mark",
-                redis::cmd("ZADD")
+                redis::pipe()
+                    .cmd("ZADD")
                     .arg(lease_index_of(room))
                     .arg(marker())
+                    .arg(room.as_str())
+                    .cmd("ZADD")
+                    .arg(rooms_index_of(room))
+                    .arg(0)
                     .arg(room.as_str())
                     .query_async(&mut connection),
             )
@@ -160,8 +175,11 @@ impl RedisStore {
         next: Option<f64>,
     ) -> StoreResult<()> {
         let mut invocation = LEASE_INDEX_UPDATE.prepare_invoke();
+        invocation.key(index);
+        if let Some(rooms_index) = rooms_index_beside(index) {
+            invocation.key(rooms_index);
+        }
         invocation
-            .key(index)
             .arg(room)
             .arg(score_read)
             .arg(next.map(|score| score.to_string()).unwrap_or_default());

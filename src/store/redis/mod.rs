@@ -4,6 +4,7 @@
 //! concern:
 //!
 //! - `keys`: every key and channel name, in the order the scripts expect them;
+//! - `admin`: the server API's operations and the room index it lists rooms from;
 //! - `replies`: script replies decoded into typed values;
 //! - `lease`: the lease index and the sweep;
 //! - `connection`: the command connection, to one Redis or to a cluster;
@@ -12,8 +13,10 @@
 //! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
-//! `room:{id}:meta`, `:members`, `:tokens`, `:leases`, `:log` (a stream trimmed to
-//! `HISTORY_LIMIT`), `:online` and `:names` (the identity keys that make look-alikes of
+//! `room:{id}:meta` (with the room's bans), `:members`, `:tokens`, `:leases`, `:log` (a
+//! stream holding the
+//! last `HISTORY_LIMIT` events and, trimmed lazily, up to a stream node more that no reader
+//! returns), `:online` and `:names` (the identity keys that make look-alikes of
 //! members' names taken), plus `room:{id}:idem:<token hash>:<key>` strings for
 //! idempotent sends and `room:{id}:ticket:<ticket hash>` strings (the member's token hash,
 //! with the ticket's lifetime as their TTL) for stream tickets. Event ids come from `XADD *`
@@ -22,6 +25,7 @@
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
 //! so the store recovers when Redis comes back without a restart.
 
+mod admin;
 mod connection;
 mod durable;
 mod feed;
@@ -50,11 +54,14 @@ use super::{
 use crate::config::Durability;
 use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TokenHash, Username};
 
+/// A room script: prelude.lua, the libraries it names (each function a script defines costs
+/// it a closure per run, so each script gets only those it uses), then its own text.
 macro_rules! room_script {
-    ($file:literal) => {
+    ($file:literal $(, $library:literal)*) => {
         LazyLock::new(|| {
             RoomScript::new(concat!(
                 include_str!("scripts/prelude.lua"),
+                $(include_str!(concat!("scripts/", $library)),)*
                 "local function script_body()\n",
                 include_str!(concat!("scripts/", $file)),
                 include_str!("scripts/epilogue.lua")
@@ -84,18 +91,23 @@ impl RoomScript {
     }
 }
 
-static CREATE: LazyLock<RoomScript> = room_script!("create.lua");
-static JOIN: LazyLock<RoomScript> = room_script!("join.lua");
-static LEAVE: LazyLock<RoomScript> = room_script!("leave.lua");
+static CREATE: LazyLock<RoomScript> = room_script!("create.lua", "membership.lua");
+static JOIN: LazyLock<RoomScript> = room_script!("join.lua", "membership.lua");
+static LEAVE: LazyLock<RoomScript> = room_script!("leave.lua", "membership.lua");
 static POST: LazyLock<RoomScript> = room_script!("post.lua");
 static AUTHENTICATE: LazyLock<RoomScript> = room_script!("authenticate.lua");
 static HISTORY: LazyLock<RoomScript> = room_script!("history.lua");
+static READ_LOG: LazyLock<RoomScript> = room_script!("read_log.lua");
 static MEMBERS: LazyLock<RoomScript> = room_script!("members.lua");
-static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua");
+static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua", "membership.lua");
 static ISSUE_TICKET: LazyLock<RoomScript> = room_script!("issue_ticket.lua");
 static REDEEM_TICKET: LazyLock<RoomScript> = room_script!("redeem_ticket.lua");
 static HOLD: LazyLock<RoomScript> = room_script!("hold.lua");
 static RELEASE: LazyLock<RoomScript> = room_script!("release.lua");
+static POST_AS: LazyLock<RoomScript> = room_script!("post_as.lua");
+static KICK: LazyLock<RoomScript> = room_script!("kick.lua", "membership.lua");
+static DELETE_ROOM: LazyLock<RoomScript> = room_script!("delete_room.lua");
+static ROOM_SUMMARY: LazyLock<RoomScript> = room_script!("room_summary.lua");
 
 pub struct RedisStore {
     connection: Connection,
@@ -329,12 +341,14 @@ impl RedisStore {
     }
 }
 
-/// Whether `script`'s answer tells a client its write was made (create, join, post, leave):
+/// Whether `script`'s answer tells a client its write was made (create, join, post, leave, and
+/// the server API's post, kick and delete):
 /// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
 /// lease refreshes on reads are not acknowledged to anyone, and do not wait.
 fn acknowledged(script: &RoomScript) -> bool {
     [&*CREATE, &*JOIN, &*POST, &*LEAVE]
         .into_iter()
+        .chain(admin::acknowledged_scripts())
         .any(|acked| std::ptr::eq(acked, script))
 }
 
@@ -431,6 +445,7 @@ impl RoomLog for RedisStore {
                 "username_taken" => Ok(JoinOutcome::UsernameTaken),
                 "room_full" => Ok(JoinOutcome::RoomFull),
                 "access_changed" => Ok(JoinOutcome::AccessChanged),
+                "banned" => Ok(JoinOutcome::Banned),
                 _ => Err(malformed("join status")),
             }
         })
@@ -653,34 +668,28 @@ impl RoomLog for RedisStore {
         limit: usize,
     ) -> StoreFuture<'a, LogRead> {
         Box::pin(async move {
-            let keys = RoomKeys::new(room);
-            let mut connection = self.connection.clone();
-            // The newest entry too, in the same round trip: when nothing follows `after`, only
-            // it tells a quiet room from a log that lost `after`.
-            let (entries, newest): (Value, Value) = self
-                .run(
+            let after_text = after.to_string();
+            let count = limit.to_string();
+            // A script, not a plain XRANGE: only the last `history_limit` events are the log
+            // (see prelude.lua's `append`), which takes reading the stream's length first.
+            let mut reply = self
+                .room_script(
                     "read_log",
-                    redis::pipe()
-                        .cmd("XRANGE")
-                        .arg(keys.log())
-                        .arg(format!("({after}"))
-                        .arg("+")
-                        .arg("COUNT")
-                        .arg(limit)
-                        .cmd("XREVRANGE")
-                        .arg(keys.log())
-                        .arg("+")
-                        .arg("-")
-                        .arg("COUNT")
-                        .arg(1)
-                        .query_async(&mut connection),
+                    &READ_LOG,
+                    room,
+                    &[],
+                    &[&after_text, &count],
+                    false,
                 )
                 .await?;
-            let events = array(entries)?
+            if reply.status != "ok" {
+                return Err(malformed("read_log status"));
+            }
+            let events = array(reply.take(0)?)?
                 .into_iter()
                 .map(|entry| stream_entry(room, entry))
                 .collect::<StoreResult<Vec<_>>>()?;
-            let newest = match array(newest)?.into_iter().next() {
+            let newest = match array(reply.take(1)?)?.into_iter().next() {
                 Some(entry) => Some(stream_entry(room, entry)?.id),
                 None => None,
             };

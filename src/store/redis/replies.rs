@@ -247,6 +247,8 @@ pub(crate) fn event_kind(
             username,
             message: message.ok_or_else(|| malformed("event message"))?,
         },
+        // Only ever published (`delete_room.lua`), never in a log.
+        Some("room:deleted") => EventKind::RoomDeleted,
         _ => return Err(malformed("event kind")),
     })
 }

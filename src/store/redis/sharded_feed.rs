@@ -27,13 +27,22 @@
 //! timeout beside the message loop.
 //!
 //! After a failover or a slot move redis-rs's slot map is stale until a command is
-//! redirected, and the old master turned replica accepts `SSUBSCRIBE` (replicas serve
-//! sharded pub/sub); in the failover test a message published just after the failover did
-//! not reach a subscription made there. So a lost subscription is first looked up by a key
-//! of its slot, whose `MOVED` makes redis-rs refresh its map, and then subscribed on the
-//! slot's master.
+//! redirected, and even then it may be read from a node that has not heard of the change yet;
+//! the old master turned replica accepts `SSUBSCRIBE` (replicas serve sharded pub/sub) but
+//! gets its new master's messages only once that master counts it among its replicas. In the
+//! failover test a message published in that window never reached a subscription made there.
+//! So a subscription is trusted only once it has carried a message: each confirmation
+//! (`ssubscribe` push) of a wanted room is followed by a probe, an `SPUBLISH` of
+//! `probe:<token>` on the room's channel (sent to the slot's master, redirected if need be),
+//! and the room is resynced from the log when this connection receives its own probe back —
+//! every event published after the probe reaches the subscription, every one before it is in
+//! the log. A probe not back within two timeouts sends the room back to repair, which first
+//! looks the channel's slot up by a key (its `MOVED` refreshes redis-rs's map) and subscribes
+//! again. Other instances subscribed to the room receive the probe too and ignore it, as they
+//! ignore a probe that is not their latest. The cost is one `SPUBLISH` per (re)subscription
+//! of a room, on top of its log read.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +65,10 @@ use crate::store::{FeedItem, FeedSink};
 
 /// How often subscriptions that are not live are tried again.
 const REPAIR_EVERY: Duration = Duration::from_millis(250);
+/// A probe's payload starts with this (never a JSON event, which starts with `{` or `[`).
+const PROBE_PREFIX: &str = "probe:";
+/// A probe not back within this many timeouts sends its room back to repair.
+const PROBE_TIMEOUTS: u32 = 2;
 /// Making a cluster connection may take this many timeouts: a seed that does not answer
 /// holds its connection attempt (connect, then the first command) for up to two, and the
 /// nodes of the slot map are connected after it.
@@ -80,6 +93,83 @@ enum Outcome {
         done: Option<oneshot::Sender<bool>>,
     },
     Unsubscribed,
+    /// A probe's `SPUBLISH` was answered (`sent`) or not.
+    Probed {
+        channel: String,
+        token: String,
+        sent: bool,
+    },
+}
+
+/// What a push message of the current connection asks of the loop.
+enum Pushed {
+    Nothing,
+    /// A wanted room's subscription was confirmed: probe it.
+    Confirmed(String),
+    /// A probe came back on a room's channel.
+    Probe {
+        channel: String,
+        token: String,
+    },
+}
+
+/// The probes under way, by channel: the latest token sent and when it is given up.
+#[derive(Default)]
+struct Probes {
+    /// Distinguishes this feed's probes from other instances' and from an earlier run's.
+    run: u64,
+    sent: u64,
+    waiting: HashMap<String, (String, tokio::time::Instant)>,
+}
+
+impl Probes {
+    fn new() -> Self {
+        Self {
+            run: rand::random(),
+            ..Self::default()
+        }
+    }
+
+    /// A token for a new probe of `channel`, which replaces any under way; `None` if one is
+    /// under way already (its return proves the subscription as well).
+    fn start(&mut self, channel: &str, give_up_after: Duration) -> Option<String> {
+        if self.waiting.contains_key(channel) {
+            return None;
+        }
+        self.sent += 1;
+        let token = format!("{:016x}.{}", self.run, self.sent);
+        let deadline = tokio::time::Instant::now() + give_up_after;
+        self.waiting
+            .insert(channel.to_owned(), (token.clone(), deadline));
+        Some(token)
+    }
+
+    /// Whether `token` is the probe awaited on `channel` (then no longer awaited).
+    fn returned(&mut self, channel: &str, token: &str) -> bool {
+        let awaited = self
+            .waiting
+            .get(channel)
+            .is_some_and(|(waiting, _)| waiting == token);
+        if awaited {
+            self.waiting.remove(channel);
+        }
+        awaited
+    }
+
+    /// The channels whose probe was not back in time, no longer awaited.
+    fn overdue(&mut self) -> Vec<String> {
+        let now = tokio::time::Instant::now();
+        let overdue: Vec<String> = self
+            .waiting
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(channel, _)| channel.clone())
+            .collect();
+        for channel in &overdue {
+            self.waiting.remove(channel);
+        }
+        overdue
+    }
 }
 
 pub(super) async fn run(
@@ -122,6 +212,7 @@ pub(super) async fn run(
     let mut sent: FuturesUnordered<BoxFuture<'static, Outcome>> = FuturesUnordered::new();
     // Channels with a subscription under way, which a repair does not send again.
     let mut subscribing: HashSet<String> = HashSet::new();
+    let mut probes = Probes::new();
     // A ping of every master, then a new connection if one did not answer.
     let mut probe: Option<BoxFuture<'static, Option<Connected>>> = None;
     // The connection replaced last, whose messages are still delivered until every wanted
@@ -139,7 +230,21 @@ pub(super) async fn run(
         tokio::select! {
             () = stopping.cancelled() => return,
             push = current.pushes.recv(), if !current.ended => match push {
-                Some(push) => on_push(push, &wanted, &mut lost, sink.as_ref()),
+                Some(push) => match on_push(push, &wanted, &mut lost, sink.as_ref()) {
+                    Pushed::Nothing => {}
+                    Pushed::Confirmed(channel) => {
+                        if let Some(token) = probes.start(&channel, timeout * PROBE_TIMEOUTS) {
+                            sent.push(send_probe(&current.connection, channel, token, timeout));
+                        }
+                    }
+                    Pushed::Probe { channel, token } => {
+                        if probes.returned(&channel, &token)
+                            && let Some(room) = room_of_channel(&channel)
+                        {
+                            sink.deliver(FeedItem::ResyncRoom(room));
+                        }
+                    }
+                },
                 None => {
                     // Its nodes are gone with it (not expected while it is held): a new one.
                     current.ended = true;
@@ -155,7 +260,8 @@ pub(super) async fn run(
             }, if retiring.is_some() => match push {
                 // Only its messages: what it says of its subscriptions is past.
                 Some(push) if push.kind == PushKind::SMessage => {
-                    on_push(push, &wanted, &mut lost, sink.as_ref());
+                    // A probe there proves nothing of the new connection.
+                    let _ = on_push(push, &wanted, &mut lost, sink.as_ref());
                 }
                 Some(_) => {}
                 None => retiring = None,
@@ -171,11 +277,12 @@ pub(super) async fn run(
                 Some(Command::Unsubscribe(channel)) => {
                     wanted.remove(&channel);
                     lost.remove(&channel);
+                    probes.waiting.remove(&channel);
                     sent.push(unsubscribe(&current.connection, channel, timeout));
                 }
             },
-            Some(outcome) = sent.next() => {
-                if let Outcome::Subscribed { channel, live, done } = outcome {
+            Some(outcome) = sent.next() => match outcome {
+                Outcome::Subscribed { channel, live, done } => {
                     subscribing.remove(&channel);
                     if let Some(done) = done {
                         let _receiver_may_be_gone = done.send(live);
@@ -192,8 +299,20 @@ pub(super) async fn run(
                         lost.insert(channel);
                     }
                 }
+                Outcome::Probed { channel, token, sent: false } => {
+                    if probes.returned(&channel, &token) && wanted.contains(&channel) {
+                        lost.insert(channel);
+                    }
+                }
+                Outcome::Probed { .. } | Outcome::Unsubscribed => {}
             },
-            _ = repair.tick(), if !lost.is_empty() => {
+            _ = repair.tick(), if !lost.is_empty() || !probes.waiting.is_empty() => {
+                for channel in probes.overdue() {
+                    if wanted.contains(&channel) {
+                        tracing::warn!("a redis cluster subscription carried no probe; resubscribing");
+                        lost.insert(channel);
+                    }
+                }
                 for channel in &lost {
                     if subscribing.insert(channel.clone()) {
                         sent.push(subscribe(&current.connection, channel.clone(), timeout, None));
@@ -223,13 +342,14 @@ pub(super) async fn run(
                     // wanted room is subscribed on the new one and resynced.
                     sent = FuturesUnordered::new();
                     subscribing.clear();
+                    probes.waiting.clear();
                     lost = wanted.clone();
                     ping.reset();
                     metrics::counter!("chat_feed_reconnects_total").increment(1);
                 }
             }
         }
-        if lost.is_empty() && subscribing.is_empty() {
+        if lost.is_empty() && subscribing.is_empty() && probes.waiting.is_empty() {
             retiring = None;
         }
     }
@@ -320,6 +440,27 @@ fn subscribe(
     })
 }
 
+/// Publishes a probe on `channel` under the timeout (see the module's doc).
+fn send_probe(
+    connection: &ClusterConnection,
+    channel: String,
+    token: String,
+    timeout: Duration,
+) -> BoxFuture<'static, Outcome> {
+    let mut connection = connection.clone();
+    Box::pin(async move {
+        let mut publish = redis::cmd("SPUBLISH");
+        publish.arg(&channel).arg(format!("{PROBE_PREFIX}{token}"));
+        let publish = publish.query_async::<Value>(&mut connection);
+        let sent = matches!(tokio::time::timeout(timeout, publish).await, Ok(Ok(_)));
+        Outcome::Probed {
+            channel,
+            token,
+            sent,
+        }
+    })
+}
+
 fn unsubscribe(
     connection: &ClusterConnection,
     channel: String,
@@ -344,18 +485,25 @@ fn on_push(
     wanted: &HashSet<String>,
     lost: &mut HashSet<String>,
     sink: &dyn FeedSink,
-) {
+) -> Pushed {
     let mut data = push.data.into_iter();
     let channel = data.next().and_then(text);
     match (push.kind, channel) {
         (PushKind::SMessage, Some(channel)) => {
             let payload = data.next().and_then(text);
+            if let Some(token) = payload
+                .as_deref()
+                .and_then(|payload| payload.strip_prefix(PROBE_PREFIX))
+            {
+                return Pushed::Probe {
+                    token: token.to_owned(),
+                    channel,
+                };
+            }
             deliver_message(&channel, payload.as_deref(), sink);
         }
         (PushKind::SSubscribe, Some(channel)) if wanted.contains(&channel) => {
-            if let Some(room) = room_of_channel(&channel) {
-                sink.deliver(FeedItem::ResyncRoom(room));
-            }
+            return Pushed::Confirmed(channel);
         }
         (PushKind::SUnsubscribe, Some(channel)) if wanted.contains(&channel) => {
             // The shard gave the room's slot away (a failover, a slot move): subscribe again,
@@ -372,6 +520,7 @@ fn on_push(
         }
         _ => {}
     }
+    Pushed::Nothing
 }
 
 fn text(value: Value) -> Option<String> {
@@ -379,5 +528,49 @@ fn text(value: Value) -> Option<String> {
         Value::BulkString(bytes) => String::from_utf8(bytes).ok(),
         Value::SimpleString(text) => Some(text),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CHANNEL: &str = "room:{lobby}";
+
+    #[tokio::test]
+    async fn a_probe_is_awaited_once_and_only_its_own_token_returns_it() {
+        let mut probes = Probes::new();
+        let token = probes
+            .start(CHANNEL, Duration::from_secs(60))
+            .expect("no probe of the channel is under way");
+        assert_eq!(probes.start(CHANNEL, Duration::from_secs(60)), None);
+        assert!(!probes.returned(CHANNEL, "another instance's token"));
+        assert!(!probes.returned("room:{other}", &token));
+        assert!(probes.returned(CHANNEL, &token));
+        assert!(!probes.returned(CHANNEL, &token), "returned once");
+        let next = probes.start(CHANNEL, Duration::from_secs(60));
+        assert!(
+            next.is_some_and(|next| next != token),
+            "a new probe, a new token"
+        );
+    }
+
+    #[tokio::test]
+    async fn probes_of_two_feeds_differ() {
+        let (mut one, mut other) = (Probes::new(), Probes::new());
+        assert_ne!(
+            one.start(CHANNEL, Duration::from_secs(60)),
+            other.start(CHANNEL, Duration::from_secs(60))
+        );
+    }
+
+    #[tokio::test]
+    async fn a_probe_not_back_in_time_is_overdue_once() {
+        let mut probes = Probes::new();
+        probes.start(CHANNEL, Duration::ZERO);
+        probes.start("room:{later}", Duration::from_secs(60));
+        assert_eq!(probes.overdue(), vec![CHANNEL.to_owned()]);
+        assert!(probes.overdue().is_empty());
+        assert!(probes.waiting.contains_key("room:{later}"));
     }
 }

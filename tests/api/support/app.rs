@@ -177,6 +177,15 @@ impl TestApp {
     /// Builds the app on a fresh loopback port with `Config::from_vars` (the store chosen by
     /// `backend`, then `extra_vars`) and serves it on this runtime until dropped.
     pub async fn spawn(backend: Backend<'_>, extra_vars: &[(&str, &str)]) -> Self {
+        Self::spawn_with(backend, extra_vars, |_| {}).await
+    }
+
+    /// [`TestApp::spawn`], with `adjust` given the built app before it serves.
+    pub async fn spawn_with(
+        backend: Backend<'_>,
+        extra_vars: &[(&str, &str)],
+        adjust: impl FnOnce(&App),
+    ) -> Self {
         let mut vars = vec![("HOST".to_owned(), "127.0.0.1".to_owned())];
         match backend {
             Backend::Memory => {}
@@ -198,6 +207,7 @@ impl TestApp {
         let app = App::build(config, listener)
             .await
             .expect("building the app");
+        adjust(&app);
         let addr = app.local_addr().expect("the app's address");
         let stop = CancellationToken::new();
         tokio::spawn(app.run_until_stopped(stop.clone().cancelled_owned()));

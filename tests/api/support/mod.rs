@@ -11,6 +11,7 @@
 mod app;
 pub mod browser;
 mod checks;
+pub mod jwks;
 pub mod node;
 pub mod process;
 pub mod redis_cluster;

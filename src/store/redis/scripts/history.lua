@@ -8,9 +8,11 @@ local cursor = '+'
 -- Nothing comes before 0-0 (and Redis refuses the range '(0-0' as an invalid end id).
 if ARGV[5] == '0-0' then return {'ok', found} end
 if ARGV[5] ~= '' then cursor = '(' .. ARGV[5] end
+-- Events the approximate trim left behind the last history_limit are not history.
+local floor = oldest_kept() or '-'
 -- Membership events are interleaved with chat: scan back in batches until enough chat is found.
 while #found < want do
-  local batch = redis.call('XREVRANGE', log, cursor, '-', 'COUNT', 256)
+  local batch = redis.call('XREVRANGE', log, cursor, floor, 'COUNT', 256)
   for _, entry in ipairs(batch) do
     local fields = entry[2]
     if fields[2] == 'create:chat:success' then

@@ -7,12 +7,14 @@
 -- decoded by replies.rs's post_answers.
 local key, display = member_of(ARGV[3])
 if not key then return {'unauthorized'} end
-refresh_lease(key, ARGV[4])
 
--- The text of a chat event still in the log, or nil once trimmed.
+-- The text of a chat event still in the log, or nil once trimmed (also when the approximate
+-- trim has not removed it yet: it is out of history all the same).
 local function logged_text(id)
   local entry = redis.call('XRANGE', log, id, id)[1]
   if not entry then return nil end
+  local oldest = oldest_kept()
+  if oldest and id_before(id, oldest) then return nil end
   local fields = entry[2]
   for f = 1, #fields, 2 do
     if fields[f] == 'm' then return fields[f + 1] end
@@ -56,4 +58,6 @@ for i = 6, #ARGV, 3 do
     answer('new', id, '')
   end
 end
+-- After the appends, so that the clock comes with the last one's id (see `id_ms`).
+refresh_lease(key, ARGV[4], appended_last and id_ms(appended_last))
 return reply

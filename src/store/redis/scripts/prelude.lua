@@ -1,7 +1,11 @@
 -- Shared by every room script (concatenated in front of each one by redis/mod.rs).
 --
 -- KEYS of every room script, all under the room's hash tag so one script touches one slot:
---   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id)
+--   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id),
+--                        ban:<identity key> -> '1' for each identity key of a banned name (in
+--                        meta, which lives exactly as long as the room: a key of their own
+--                        would be missing in most rooms, and a script naming a missing key is
+--                        refused while its slot migrates)
 --   2 room:{id}:members  hash: username key -> <64 hex token hash>:<display name>
 --   3 room:{id}:tokens   hash: token hash -> username key
 --   4 room:{id}:leases   zset: username key -> lease deadline (ms, Redis clock)
@@ -24,16 +28,7 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A `members` record, '<64 hex token hash>:<display name>'. replies.rs's
--- member_record_display is the one Rust reader of it.
-local function member_record(token_hash, display)
-  return token_hash .. ':' .. display
-end
-
-local function record_token_hash(record)
-  return string.sub(record, 1, 64)
-end
-
+-- The display name in a `members` record (membership.lua's member_record).
 local function record_display(record)
   return string.sub(record, 66)
 end
@@ -46,15 +41,51 @@ local appended, appended_last = {}, nil
 
 -- Appends one event to the log with the id of the event before it, so readers of the log and
 -- subscribers can tell a gap from a quiet room. Returns the id.
+--
+-- The trim is approximate (`MAXLEN ~`): Redis drops only whole stream nodes (up to
+-- stream-node-max-entries events, 100 by default), which costs next to nothing, where an
+-- exact trim deletes inside a node entry by entry on every append, most of Redis's CPU per
+-- message. The log so holds the last history_limit events and up to a node's worth more;
+-- every reader keeps to the last history_limit (`oldest_kept`), so no one sees the rest.
 local function append(kind, username, message, reason)
   local prev = appended_last or redis.call('HGET', meta, 'last') or '0-0'
   local fields = {'t', kind, 'u', username, 'p', prev}
   if message then fields[#fields + 1] = 'm'; fields[#fields + 1] = message end
   if reason then fields[#fields + 1] = 'r'; fields[#fields + 1] = reason end
-  local id = redis.call('XADD', log, 'MAXLEN', history_limit, '*', unpack(fields))
+  local id = redis.call('XADD', log, 'MAXLEN', '~', history_limit, '*', unpack(fields))
   appended_last = id
   appended[#appended + 1] = {id = id, p = prev, t = kind, u = username, m = message, r = reason}
   return id
+end
+
+-- Publishes on the room's channel: the one publish call of every script, which mod.rs makes
+-- the sharded one on a cluster.
+local function publish(payload)
+  redis.call('PUBLISH', channel, payload)
+end
+
+-- The id of the oldest event the room keeps (the history_limit-th newest), or nil when the
+-- log holds no more than that. The excess (what `MAXLEN ~` has not trimmed yet) is at most
+-- about a stream node, so this reads that many entries, never the whole log.
+local function oldest_kept()
+  local excess = redis.call('XLEN', log) - tonumber(history_limit)
+  if excess <= 0 then return nil end
+  local head = redis.call('XRANGE', log, '-', '+', 'COUNT', excess + 1)
+  return head[#head][1]
+end
+
+-- Whether stream id `a` comes before `b`. Both are '<ms>-<seq>' in decimal without leading
+-- zeros (Redis's and EventId's Display), compared digit-exactly: u64 parts do not fit a Lua
+-- number.
+local function id_before(a, b)
+  local a_ms, a_seq = string.match(a, '^(%d+)-(%d+)$')
+  local b_ms, b_seq = string.match(b, '^(%d+)-(%d+)$')
+  local function less(x, y)
+    if #x ~= #y then return #x < #y end
+    return x < y
+  end
+  if a_ms ~= b_ms then return less(a_ms, b_ms) end
+  return less(a_seq, b_seq)
 end
 
 -- Records the room's last event and publishes what the script appended: one event as a JSON
@@ -64,7 +95,7 @@ local function publish_appended()
   redis.call('HSET', meta, 'last', appended_last)
   local payload
   if #appended == 1 then payload = cjson.encode(appended[1]) else payload = cjson.encode(appended) end
-  redis.call('PUBLISH', channel, payload)
+  publish(payload)
 end
 
 -- The member a token names (its username key and display name), or nil.
@@ -76,51 +107,13 @@ local function member_of(token_hash)
   return key, record_display(record)
 end
 
--- Whether a member holds one of these identity keys. Members from before the names hash are
--- found by their username key alone.
-local function name_taken(identity_keys)
-  for _, identity_key in ipairs(identity_keys) do
-    if redis.call('HEXISTS', names, identity_key) == 1
-        or redis.call('HEXISTS', members, identity_key) == 1 then
-      return true
-    end
-  end
-  return false
+-- `now`: Redis's clock in ms if the caller has it (`id_ms`), else TIME is asked.
+local function refresh_lease(key, lease_ttl_ms, now)
+  redis.call('ZADD', leases, 'XX', (now or now_ms()) + tonumber(lease_ttl_ms), key)
 end
 
--- identity_keys: the name's, its username key first.
-local function add_member(key, display, token_hash, lease_deadline, identity_keys)
-  redis.call('HSET', members, key, member_record(token_hash, display))
-  redis.call('HSET', tokens, token_hash, key)
-  redis.call('ZADD', leases, lease_deadline, key)
-  local held = table.concat(identity_keys, '\31')
-  for _, identity_key in ipairs(identity_keys) do
-    redis.call('HSET', names, identity_key, held)
-  end
-  -- A room with members never expires.
-  for i = 1, room_key_count do redis.call('PERSIST', KEYS[i]) end
-end
-
--- Removes a member; when the room becomes empty, its keys start their ROOM_TTL countdown.
-local function remove_member(key, room_ttl_secs)
-  local record = redis.call('HGET', members, key)
-  if not record then return nil end
-  redis.call('HDEL', members, key)
-  redis.call('HDEL', tokens, record_token_hash(record))
-  redis.call('ZREM', leases, key)
-  redis.call('ZREMRANGEBYLEX', online, '[' .. key .. '\31', '[' .. key .. '\31\255')
-  local held = redis.call('HGET', names, key)
-  if held then
-    for identity_key in string.gmatch(held, '[^\31]+') do
-      redis.call('HDEL', names, identity_key)
-    end
-  end
-  if redis.call('HLEN', members) == 0 and tonumber(room_ttl_secs) > 0 then
-    for i = 1, room_key_count do redis.call('EXPIRE', KEYS[i], room_ttl_secs) end
-  end
-  return record_display(record)
-end
-
-local function refresh_lease(key, lease_ttl_ms)
-  redis.call('ZADD', leases, 'XX', now_ms() + tonumber(lease_ttl_ms), key)
+-- The time in an id from `XADD *`: Redis's clock in ms when it was made (or the log's newest
+-- time, if the clock went back since), which spares a TIME call right after an append.
+local function id_ms(id)
+  return tonumber(string.match(id, '^(%d+)-'))
 end
