@@ -22,9 +22,10 @@ section! {
         pub ws_ping_secs: NonZeroU64 = nonzero!(25),
         /// How many events may wait for one slow connection before it is closed (1013).
         pub client_queue_len: NonZeroUsize = nonzero!(1024),
-        /// A busy room (over 100 events/s) pushes its events to connections at most once per
-        /// this many milliseconds, in batches; 0 pushes every event at once. Over a second
-        /// would be felt in a conversation.
+        /// A busy room (over 100 events/s) whose connections are behind (half or more had
+        /// not taken its last push) pushes its events at most once per this many
+        /// milliseconds, in batches; while they keep up, every event goes at once. 0 never
+        /// holds an event. Over a second would be felt in a conversation.
         pub fanout_coalesce_ms: Bounded<0, 1000> = Bounded::new(10),
     }
 }

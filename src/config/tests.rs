@@ -456,7 +456,7 @@ fn a_cluster_takes_a_list_of_seeds_and_only_a_cluster_does() {
 fn values_are_read_into_their_sections() {
     let config = Config::from_vars(vars(&[
         ("HISTORY_LIMIT", "7"),
-        ("FANOUT_COALESCE_MS", "0"),
+        ("FANOUT_COALESCE_MS", "25"),
         ("RATE_LIMITS", "off"),
         (
             "ALLOWED_ORIGINS",
@@ -468,7 +468,7 @@ fn values_are_read_into_their_sections() {
     ]))
     .unwrap();
     assert_eq!(config.rooms.history_limit.get(), 7);
-    assert_eq!(config.streams.fanout_coalesce_ms.get(), 0);
+    assert_eq!(config.streams.fanout_coalesce_ms.get(), 25);
     assert_eq!(config.limits.rate_limits, Switch::Off);
     assert_eq!(
         config.hardening.origins(),

@@ -13,8 +13,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::frame::{Batch, Frame};
-use super::mailbox::Closed;
-use super::pace::Pace;
+use super::mailbox::{Closed, Pushed};
+use super::pace::{MAX_BATCH, Pace};
 use super::{Command, HubInner, Replay, Subscriber};
 use crate::backoff::Backoff;
 use crate::domain::{EventId, RoomEvent, RoomId};
@@ -33,7 +33,9 @@ pub(super) struct RoomActor {
     subscribers: Vec<Subscriber>,
     /// The last event delivered here, in log order.
     last: EventId,
-    /// Events up to `last` not yet pushed to the subscribers (held while the room is busy).
+    /// Events up to `last` not yet pushed to the subscribers: those taken together from the
+    /// inbox, or held by the coalescing window while the room is busy and its connections
+    /// behind (see [`Pace`]).
     pending: Vec<Arc<Frame>>,
     pace: Pace,
     stopping: CancellationToken,
@@ -67,40 +69,35 @@ impl RoomActor {
         if !self.start().await {
             return;
         }
-        // Armed while pending events wait for their push time.
+        // Armed while pending events wait for their push time (the coalescing window, see
+        // `Pace`).
         let push_timer = tokio::time::sleep(Duration::ZERO);
         tokio::pin!(push_timer);
         let mut push_armed = false;
+        // A command taken from the inbox while gathering queued events: handled next, after
+        // the push it ended (unless the window holds the events).
+        let mut carried: Option<Command> = None;
         loop {
             enum Next {
                 Command(Option<Command>),
                 Push,
             }
-            let next = tokio::select! {
-                biased;
-                () = self.stopping.cancelled() => return,
-                command = self.inbox.recv() => Next::Command(command),
-                () = &mut push_timer, if push_armed => Next::Push,
+            let next = match carried.take() {
+                Some(command) => Next::Command(Some(command)),
+                None => tokio::select! {
+                    biased;
+                    () = self.stopping.cancelled() => return,
+                    command = self.inbox.recv() => Next::Command(command),
+                    () = &mut push_timer, if push_armed => Next::Push,
+                },
             };
             match next {
                 Next::Command(None) => return,
-                Next::Command(Some(Command::Feed(FeedItem::Event(event)))) => {
-                    self.on_event(event).await;
-                }
-                Next::Command(Some(Command::Feed(FeedItem::Resync | FeedItem::ResyncRoom(_)))) => {
-                    self.catch_up(None).await
-                }
-                Next::Command(Some(Command::Subscribe {
-                    subscriber,
-                    after,
-                    reply,
-                })) => self.on_subscribe(subscriber, after, reply).await,
-                Next::Command(Some(Command::Unsubscribe(id))) => {
-                    self.subscribers.retain(|s| s.id != id);
-                }
+                Next::Command(Some(command)) => self.handle(command).await,
                 Next::Push => {}
             }
             if !self.pending.is_empty() {
+                carried = self.take_queued_events().await;
                 let now = Instant::now();
                 match self.pace.push_at(self.pending.len(), now) {
                     None => {
@@ -116,10 +113,41 @@ impl RoomActor {
             } else {
                 push_armed = false;
             }
-            if self.subscribers.is_empty() && self.retire() {
+            if self.subscribers.is_empty() && carried.is_none() && self.retire() {
                 return;
             }
         }
+    }
+
+    async fn handle(&mut self, command: Command) {
+        match command {
+            Command::Feed(FeedItem::Event(event)) => self.on_event(event).await,
+            Command::Feed(FeedItem::Resync | FeedItem::ResyncRoom(_)) => {
+                self.catch_up(None).await;
+            }
+            Command::Subscribe {
+                subscriber,
+                after,
+                reply,
+            } => self.on_subscribe(subscriber, after, reply).await,
+            Command::Unsubscribe(id) => self.subscribers.retain(|s| s.id != id),
+        }
+    }
+
+    /// Batching by what is queued: the events already waiting in the inbox join the pending
+    /// ones (up to [`MAX_BATCH`]) before they are pushed, so a room whose events come faster
+    /// than it pushes them (its task waited its turn behind the connections it woke) pushes
+    /// them together, one queue push and one wake-up per connection, and a room that keeps up
+    /// pushes each event at once. Returns the first queued command that is not an event, to
+    /// be handled next, in its order.
+    async fn take_queued_events(&mut self) -> Option<Command> {
+        while self.pending.len() < MAX_BATCH {
+            match self.inbox.try_recv().ok()? {
+                Command::Feed(FeedItem::Event(event)) => self.on_event(event).await,
+                other => return Some(other),
+            }
+        }
+        None
     }
 
     /// Makes the feed live for this room, then reads where its log stands: every event after
@@ -267,15 +295,15 @@ impl RoomActor {
         self.pending.push(Arc::new(Frame::new(event)));
     }
 
-    /// Pushes the pending events to every subscriber, as one batch each.
+    /// Pushes the pending events to every subscriber, as one batch each, and tells the pace
+    /// how many of them were still behind.
     fn push(&mut self, now: Instant) {
-        self.pace.last_push = now;
         let batch: Batch = std::mem::take(&mut self.pending).into();
         let (Some(first), Some(newest)) = (batch.first(), batch.last()) else {
             return;
         };
         let (first, newest) = (first.event.id, newest.event.id);
-        let (mut delivered, mut pushes) = (0u64, 0u64);
+        let (mut delivered, mut pushes, mut behind) = (0u64, 0u64, 0u64);
         self.subscribers.retain(|subscriber| {
             // A subscriber has the events up to `after` from its replay.
             let share = if newest <= subscriber.after {
@@ -290,13 +318,16 @@ impl RoomActor {
                     .collect()
             };
             let count = share.len() as u64;
-            let kept = subscriber.mailbox.push(share);
-            if kept {
-                delivered += count;
-                pushes += 1;
+            let pushed = subscriber.mailbox.push(share);
+            if pushed == Pushed::Refused {
+                return false;
             }
-            kept
+            delivered += count;
+            pushes += 1;
+            behind += u64::from(pushed == Pushed::Behind);
+            true
         });
+        self.pace.pushed(now, behind, pushes);
         metrics::counter!("chat_events_delivered_total").increment(delivered);
         metrics::counter!("chat_fanout_pushes_total").increment(pushes);
     }

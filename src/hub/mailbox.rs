@@ -12,6 +12,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::frame::Batch;
 
+/// How many batch slots an emptied queue keeps: enough for the few batches a connection that
+/// keeps up has waiting, without giving its buffer back and growing it again each time.
+const KEPT_SLOTS: usize = 16;
+
 /// One connection's queue: a plain deque under a lock, which costs an idle connection about a
 /// hundred bytes (a channel's preallocated block and padded halves cost a kilobyte).
 struct Queue {
@@ -28,6 +32,17 @@ struct QueueState {
     inbox_dropped: bool,
     /// Why a room closed the queue; the first reason stays.
     closed_because: Option<Closed>,
+}
+
+/// What became of a pushed batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Pushed {
+    /// Queued; the connection had taken everything before it (it keeps up).
+    Idle,
+    /// Queued behind events the connection has not taken yet: it is behind.
+    Behind,
+    /// Not queued: the connection is gone or too slow.
+    Refused,
 }
 
 /// Why a room closed a connection's queue (a stopping server closes it without one).
@@ -113,14 +128,15 @@ impl Drop for Mailbox {
 }
 
 impl Mailbox {
-    /// Queues a batch; false when the connection is gone or too slow (then `closed` fires and
-    /// the connection ends with 1013). A batch into an empty queue always fits, so a burst
+    /// Queues a batch; `Refused` when the connection is gone or too slow (then `closed` fires
+    /// and the connection ends with 1013). A batch into an empty queue always fits, so a burst
     /// larger than the queue is not mistaken for a slow client.
-    pub(super) fn push(&self, batch: Batch) -> bool {
+    pub(super) fn push(&self, batch: Batch) -> Pushed {
+        let pushed;
         {
             let mut state = self.queue.lock();
             if state.inbox_dropped {
-                return false;
+                return Pushed::Refused;
             }
             let count = batch.len();
             if state.events > 0 && state.events + count > self.capacity {
@@ -128,13 +144,18 @@ impl Mailbox {
                 drop(state);
                 metrics::counter!("chat_slow_client_disconnects_total").increment(1);
                 self.closed.cancel();
-                return false;
+                return Pushed::Refused;
             }
+            pushed = if state.events > 0 {
+                Pushed::Behind
+            } else {
+                Pushed::Idle
+            };
             state.events += count;
             state.batches.push_back(batch);
         }
         self.queue.ready.notify_one();
-        true
+        pushed
     }
 }
 
@@ -178,6 +199,12 @@ impl Inbox {
     fn take(state: &mut QueueState) -> Option<Batch> {
         let batch = state.batches.pop_front()?;
         state.events -= batch.len();
+        // A connection that fell behind may have queued hundreds of single events; the deque
+        // keeps its grown buffer, which an idle connection should not carry for the rest of
+        // its life.
+        if state.batches.is_empty() && state.batches.capacity() > KEPT_SLOTS {
+            state.batches = VecDeque::new();
+        }
         Some(batch)
     }
 }
@@ -222,9 +249,10 @@ mod tests {
         let stopping = CancellationToken::new();
         let (mailbox, mut inbox) = mailbox(4, &stopping);
         // A batch larger than the queue fits into an empty queue: a burst, not a slow client.
-        assert!(mailbox.push(batch_of(6)));
-        assert!(
-            !mailbox.push(batch_of(1)),
+        assert_eq!(mailbox.push(batch_of(6)), Pushed::Idle);
+        assert_eq!(
+            mailbox.push(batch_of(1)),
+            Pushed::Refused,
             "6 events wait, the queue holds 4"
         );
         assert!(inbox.closed.is_cancelled());
@@ -237,7 +265,12 @@ mod tests {
     async fn a_mailbox_closes_when_the_server_stops() {
         let stopping = CancellationToken::new();
         let (mailbox, inbox) = mailbox(4, &stopping);
-        assert!(mailbox.push(batch_of(2)));
+        assert_eq!(mailbox.push(batch_of(2)), Pushed::Idle);
+        assert_eq!(
+            mailbox.push(batch_of(1)),
+            Pushed::Behind,
+            "2 events not taken yet"
+        );
         stopping.cancel();
         assert!(inbox.closed.is_cancelled());
         assert_eq!(inbox.closed_because(), None);
@@ -250,8 +283,12 @@ mod tests {
         assert_eq!(inbox.closed_because(), None);
         mailbox.close(Closed::Gap);
         assert!(inbox.closed.is_cancelled());
-        assert!(mailbox.push(batch_of(1)), "an empty queue takes a batch");
-        assert!(!mailbox.push(batch_of(1)));
+        assert_eq!(
+            mailbox.push(batch_of(1)),
+            Pushed::Idle,
+            "an empty queue takes a batch"
+        );
+        assert_eq!(mailbox.push(batch_of(1)), Pushed::Refused);
         assert_eq!(inbox.closed_because(), Some(Closed::Gap));
     }
 }

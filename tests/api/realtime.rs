@@ -39,6 +39,87 @@ fn sse_request(app: &TestApp, room: &str, token: &str) -> reqwest::RequestBuilde
         .bearer_auth(token)
 }
 
+/// A busy room's events reach a WebSocket and an SSE stream once each and in order, the
+/// sender's acks each before the event it caused; answers the `(delivered, pushes)` counters.
+async fn busy_room_delivers_every_event_once_in_order(
+    backend: Backend<'_>,
+    env: &[(&str, &str)],
+) -> (f64, f64) {
+    let app = TestApp::spawn(backend, env).await;
+    let room = unique_room("busy");
+    let (mut alice, _) = ws_create(&app, &room, "alice").await;
+    let (mut bob, _) = ws_join(&app, &room, "bob").await;
+    let carol = app.join_room(&room, "carol").await;
+    let mut carol_sse = SseClient::open(sse_request(&app, &room, &carol.token)).await;
+    // Alice sends without waiting for acks: far more than the 100 events/s that make a
+    // room busy.
+    const MESSAGES: usize = 300;
+    for n in 0..MESSAGES {
+        alice
+            .send(
+                "create:chat",
+                &format!("m{n}"),
+                json!({"roomId": room, "message": format!("busy {n}")}),
+            )
+            .await;
+    }
+    // Alice's posts go out several at a time: her acks still come in the order she sent,
+    // each before the event it caused.
+    let mut acked = 0;
+    let mut echoed = 0;
+    while acked < MESSAGES || echoed < MESSAGES {
+        let frame = alice.recv().await;
+        match frame["event"].as_str() {
+            Some("ack") => {
+                assert_eq!(frame["ref"], format!("m{acked}"), "acks in order");
+                acked += 1;
+            }
+            Some("create:chat:success") => {
+                assert_eq!(frame["data"]["message"], format!("busy {echoed}"));
+                assert!(
+                    echoed < acked,
+                    "the ack of busy {echoed} comes before its event"
+                );
+                echoed += 1;
+            }
+            // Bob's and Carol's joins.
+            Some("add:member:success") => {}
+            other => panic!("unexpected frame {other:?}: {frame}"),
+        }
+    }
+    let mut last_id = String::new();
+    for n in 0..MESSAGES {
+        let event = bob.event_named("create:chat:success").await;
+        assert_eq!(
+            event["data"]["message"],
+            format!("busy {n}"),
+            "bob, in order"
+        );
+        let id = event["id"].as_str().expect("an event id").to_owned();
+        let over_sse = loop {
+            let event = carol_sse.event().await;
+            if event.event.as_deref() == Some("create:chat:success") {
+                break event;
+            }
+        };
+        assert_eq!(
+            over_sse.id.as_deref(),
+            Some(id.as_str()),
+            "carol, the same order"
+        );
+        assert_ne!(id, last_id, "no duplicate");
+        last_id = id;
+    }
+    let metrics = app.get("/metrics", None).await.text;
+    let counter = |name: &str| -> f64 {
+        metric_sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    (
+        counter("chat_events_delivered_total"),
+        counter("chat_fanout_pushes_total"),
+    )
+}
+
 /// An SSE stream resumed after `last_event_id`, past the `resume:gap` it must start with when
 /// `gap` (checked).
 async fn sse_resumed(
@@ -488,73 +569,20 @@ conformance! {
         assert_eq!(code, Some(1013));
     }
 
-    async fn a_busy_room_coalesces_and_still_delivers_every_event_once_in_order(backend: Backend) {
-        let app = TestApp::spawn(backend, &[("RATE_LIMITS", "off")]).await;
-        let room = unique_room("busy");
-        let (mut alice, _) = ws_create(&app, &room, "alice").await;
-        let (mut bob, _) = ws_join(&app, &room, "bob").await;
-        let carol = app.join_room(&room, "carol").await;
-        let mut carol_sse = SseClient::open(sse_request(&app, &room, &carol.token)).await;
-        // Alice sends without waiting for acks: far more than the 100 events/s that make a
-        // room busy, so its events are pushed in batches.
-        const MESSAGES: usize = 300;
-        for n in 0..MESSAGES {
-            alice
-                .send(
-                    "create:chat",
-                    &format!("m{n}"),
-                    json!({"roomId": room, "message": format!("busy {n}")}),
-                )
-                .await;
-        }
-        // Alice's posts go out several at a time: her acks still come in the order she sent,
-        // each before the event it caused.
-        let mut acked = 0;
-        let mut echoed = 0;
-        while acked < MESSAGES || echoed < MESSAGES {
-            let frame = alice.recv().await;
-            match frame["event"].as_str() {
-                Some("ack") => {
-                    assert_eq!(frame["ref"], format!("m{acked}"), "acks in order");
-                    acked += 1;
-                }
-                Some("create:chat:success") => {
-                    assert_eq!(frame["data"]["message"], format!("busy {echoed}"));
-                    assert!(echoed < acked, "the ack of busy {echoed} comes before its event");
-                    echoed += 1;
-                }
-                // Bob's and Carol's joins.
-                Some("add:member:success") => {}
-                other => panic!("unexpected frame {other:?}: {frame}"),
-            }
-        }
-        let mut last_id = String::new();
-        for n in 0..MESSAGES {
-            let event = bob.event_named("create:chat:success").await;
-            assert_eq!(event["data"]["message"], format!("busy {n}"), "bob, in order");
-            let id = event["id"].as_str().expect("an event id").to_owned();
-            let over_sse = loop {
-                let event = carol_sse.event().await;
-                if event.event.as_deref() == Some("create:chat:success") {
-                    break event;
-                }
-            };
-            assert_eq!(over_sse.id.as_deref(), Some(id.as_str()), "carol, the same order");
-            assert_ne!(id, last_id, "no duplicate");
-            last_id = id;
-        }
-        let metrics = app.get("/metrics", None).await.text;
-        let counter = |name: &str| -> f64 {
-            metric_sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
-        };
-        let (delivered, pushes) = (
-            counter("chat_events_delivered_total"),
-            counter("chat_fanout_pushes_total"),
-        );
+    async fn a_busy_room_coalesces_while_behind_and_delivers_every_event_once_in_order(backend: Backend) {
+        // Bob and Carol read nothing while Alice's acks are read: they fall behind.
+        let (delivered, pushes) =
+            busy_room_delivers_every_event_once_in_order(backend, &[("RATE_LIMITS", "off")]).await;
         assert!(
-            delivered >= (3 * MESSAGES) as f64 && pushes < delivered,
+            delivered >= 900.0 && pushes < delivered,
             "a busy room pushes batches: {delivered} events in {pushes} pushes"
         );
+    }
+
+    async fn a_busy_room_without_a_window_delivers_every_event_once_in_order(backend: Backend) {
+        let env = [("RATE_LIMITS", "off"), ("FANOUT_COALESCE_MS", "0")];
+        let (delivered, _) = busy_room_delivers_every_event_once_in_order(backend, &env).await;
+        assert!(delivered >= 900.0, "300 events to 3 connections: {delivered} delivered");
     }
 
     async fn posts_waiting_together_are_answered_and_stored_once_in_order(backend: Backend) {
@@ -647,7 +675,7 @@ conformance! {
         let (mut alice, _) = ws_create(&app, &room, "alice").await;
         let (mut bob, bob_ack) = ws_join(&app, &room, "bob").await;
         let bob_token = bob_ack["token"].as_str().expect("a token").to_owned();
-        // Alice keeps the room busy (1000 events/s, coalesced) while Bob drops and resumes.
+        // Alice keeps the room busy (1000 events/s) while Bob drops and resumes.
         const MESSAGES: usize = 400;
         let flood_room = room.clone();
         let flood = tokio::spawn(async move {
