@@ -58,6 +58,8 @@ pub struct App {
 
 impl App {
     pub async fn build(config: Config, listener: TcpListener) -> Result<Self, BuildError> {
+        // Before any TLS client (rediss://, the JWKS client) is made.
+        crate::tls::install_crypto_provider();
         let metrics_listener = match config.listen.metrics_port {
             Some(port) => Some(
                 TcpListener::bind(SocketAddr::new(config.listen.host, port.get()))

@@ -49,6 +49,7 @@ pub mod rooms;
 pub mod session;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::App;
 pub use config::Config;

@@ -46,6 +46,7 @@ pub(super) fn pipeline(config: &Config) -> Pipeline {
     let mut builder = SdkTracerProvider::builder().with_resource(resource(config));
     let mut export = Export::Off;
     if config.telemetry.otlp_export_enabled() {
+        crate::tls::install_crypto_provider();
         // The protocol comes from OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL (default http/protobuf),
         // the endpoint, headers and timeout from the other OTLP variables.
         match opentelemetry_otlp::SpanExporter::builder().build() {
