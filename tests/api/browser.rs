@@ -2,7 +2,7 @@
 //! headless Chromium (Debian's package, driven by playwright-core from
 //! `tests/browser/scenarios.mjs`): both transports across two instances, the fallback to SSE
 //! when WebSocket upgrades fail, an instance restarting under two pages, markup shown as text
-//! and every refusal shown as a sentence.
+//! and every refusal shown as a sentence, and the app's sign-in hook when joins need a JWT.
 //!
 //! The servers are owned here; the scenarios drive the pages and ask for restarts over
 //! stdin/stdout ([`BrowserScenario`]). The screenshot of a chat goes to
@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use reqwest::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
 
 use crate::support::browser::{BrowserScenario, Step};
+use crate::support::jwks::{Provider, SigningKey, claims};
 use crate::support::process::ServerProcess;
 use crate::support::{Backend, RedisServer, TestApp, unique_room};
 
@@ -198,6 +199,26 @@ async fn browser_shows_markup_as_text_and_errors_as_sentences() {
             ("CHAT_URL_A", app.base_url.clone()),
             ("CHAT_ROOM", unique_room("browser-text")),
             ("CHAT_SCREENSHOT", phone.display().to_string()),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_signs_in_through_the_apps_hook_when_the_server_requires_it() {
+    let key = SigningKey::ec("browser-1");
+    let provider = Provider::start(&[&key]).await;
+    let vars = provider.vars();
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let app = TestApp::spawn(Backend::Memory, &vars).await;
+    let name = "Ada Lovelace";
+    BrowserScenario::run(
+        "sign-in",
+        &[
+            ("CHAT_URL_A", app.base_url.clone()),
+            ("CHAT_ROOM", unique_room("browser-sign-in")),
+            ("CHAT_ID_TOKEN", key.sign(&claims(name))),
+            ("CHAT_ID_NAME", name.to_owned()),
         ],
     )
     .await;

@@ -20,7 +20,7 @@ import { createInterface } from 'node:readline';
 
 import { chromium } from 'playwright-core';
 
-import { SENTENCES } from '../../src/http/client/api.js';
+import { SENTENCES, SIGN_IN_REQUIRED } from '../../src/http/client/api.js';
 
 const WAIT_MS = 15000;
 const SCENARIO_LIMIT_MS = 100000;
@@ -439,6 +439,36 @@ const scenarios = {
     const afterReload = await expectAllSeeOnce({ erin, frank }, texts, 'after the reloads');
     assert.deepEqual(afterReload.slice(0, afterRestart.length), afterRestart,
       'a reload shows the same messages as before it');
+  },
+
+  /**
+   * JWT joins (API.md, "Identity"): a page without the app's hook is told to sign in; a page
+   * whose app defines `window.chatIdentity.getIdToken` is asked for the ID token once the join
+   * answers 401, joins with it under the token's name, and chats.
+   */
+  async 'sign-in'() {
+    const room = env('CHAT_ROOM');
+    const base = env('CHAT_URL_A');
+    const anonymous = (await openBrowser('anonymous')).page;
+    await anonymous.goto(base);
+    await fillJoinForm(anonymous, { room, username: 'mallory' });
+    await anonymous.click('#create');
+    await expectStatus(anonymous, SIGN_IN_REQUIRED, 'a join without the app\'s sign-in');
+
+    const hook = `window.chatIdentity = { getIdToken: async () => {
+      window.idTokensGiven = (window.idTokensGiven || 0) + 1;
+      return ${JSON.stringify(env('CHAT_ID_TOKEN'))};
+    } };`;
+    const ada = (await openBrowser('ada', { initScript: hook })).page;
+    await ada.goto(base);
+    // The name is the identity provider's: the field may stay empty.
+    await createRoom(ada, { room, username: '' });
+    assert.equal(await ada.evaluate(() => window.idTokensGiven), 1, 'the hook was asked once');
+    await say(ada, 'Signed in with the app.');
+    await waitForTexts(ada, ['Signed in with the app.'], 'ada\'s message');
+    const [shown] = await expectExactlyOnce(ada, ['Signed in with the app.'], 'ada\'s message');
+    assert.equal(shown.author, env('CHAT_ID_NAME'), 'the author is the token\'s name');
+    await waitForMembers(ada, [`${env('CHAT_ID_NAME')}=true`], 'the member list');
   },
 
   /** (d) and errors: markup is shown as text; each refusal gets its sentence; phone size. */

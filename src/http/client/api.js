@@ -31,6 +31,10 @@ export const SENTENCES = {
   network: 'Cannot reach the server. Check your connection; trying again shortly.',
 };
 
+/** A join answered 401: the server requires the app's sign-in (API.md, "Identity"). */
+export const SIGN_IN_REQUIRED =
+  'This chat is for the app\'s signed-in users: sign in with the app, then join again.';
+
 /** The sentence shown in `#status` for an error. */
 export function describe(error) {
   if (!(error instanceof ApiError)) {

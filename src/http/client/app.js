@@ -392,7 +392,9 @@ ui.joinForm.addEventListener('submit', async (event) => {
       outbox: [],
     });
   } catch (error) {
-    setStatus(api.describe(error), { kind: 'error', state: 'idle' });
+    // A join's 401 is about signing in, never about a membership that ended.
+    const sentence = error?.status === 401 ? api.SIGN_IN_REQUIRED : api.describe(error);
+    setStatus(sentence, { kind: 'error', state: 'idle' });
   } finally {
     ui.join.disabled = ui.create.disabled = false;
   }
