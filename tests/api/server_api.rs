@@ -261,6 +261,10 @@ conformance! {
         let alice_token = ack["token"].as_str().expect("a token").to_owned();
         let olga = app.create_room(&other, "olga").await;
         alice.ack_among_events("add:member", "o", json!({"roomId": other, "username": "alice"})).await;
+        // Her join's broadcast in the other room follows the ack, in no order with the first
+        // room's events: taken here, so that what follows on the connection is the first room's.
+        let joined = alice.event_named("add:member:success").await;
+        assert_eq!(joined["data"], json!({"roomId": other, "username": "alice"}));
         let before = app.say(&room, &alice_token, "before").await;
         assert_eq!(alice.event_named("create:chat:success").await["id"], before.id.as_str());
 

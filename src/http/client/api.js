@@ -107,7 +107,9 @@ async function request(method, path, { token, body, idempotencyKey } = {}) {
  */
 export function createRoom(roomId, username, secret, idToken) {
   const body = { roomId };
-  if (username.trim() || !idToken) body.username = username;
+  // A blank name is left out: a signed-in join takes the token's (the first try, without a
+  // token, then earns the 401 that asks the app for one).
+  if (username.trim()) body.username = username;
   if (secret) body.secret = secret;
   return request('POST', '/rooms', { body, token: idToken });
 }
@@ -115,7 +117,7 @@ export function createRoom(roomId, username, secret, idToken) {
 /** `POST /rooms/{roomId}/members`, signed in as `createRoom` is. */
 export function joinRoom(roomId, username, secret, idToken) {
   const body = {};
-  if (username.trim() || !idToken) body.username = username;
+  if (username.trim()) body.username = username;
   if (secret) body.secret = secret;
   return request('POST', `/rooms/${segment(roomId)}/members`, { body, token: idToken });
 }
