@@ -139,6 +139,13 @@ impl RedisStore {
             )
             .await?;
         let (timed_out, next) = match sweep_answer(&reply)? {
+            // Marked (a negative score) and not there: a create marks its room before its
+            // script makes it, so this may be a room being made right now. Removing the entry
+            // would leave that room out of every sweep; look again after one TTL instead, and
+            // drop it then if the room is still not there (a create that failed).
+            SweepAnswer::Gone if score_read < 0.0 => {
+                (0, Some((now_ms() + self.settings.member_ttl_ms) as f64))
+            }
             SweepAnswer::Gone => (0, None),
             SweepAnswer::Swept {
                 timed_out,
