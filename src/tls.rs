@@ -4,12 +4,8 @@
 //! over HTTP could not be made and no span left the process. ring is the one rustls backend in
 //! the tree (redis's `rediss://` uses it too).
 
-/// Installs ring as the process's default rustls provider, once; a later call, or a provider
-/// an embedding program installed first, leaves the installed one in place.
+/// Installs ring as the process's default rustls provider; when one is installed already (an
+/// earlier call, or an embedding program's), that one stays.
 pub fn install_crypto_provider() {
-    static INSTALLED: std::sync::Once = std::sync::Once::new();
-    INSTALLED.call_once(|| {
-        let _an_embedder_may_have_installed_one =
-            rustls::crypto::ring::default_provider().install_default();
-    });
+    let _one_may_be_installed_already = rustls::crypto::ring::default_provider().install_default();
 }

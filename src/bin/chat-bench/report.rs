@@ -69,10 +69,11 @@ pub struct Watched {
 }
 
 /// One reading of each watched process.
-pub struct Readings {
+pub struct Readings<'a> {
     servers: Vec<Sample>,
     redis: Vec<Sample>,
-    redis_names: Vec<String>,
+    /// The watched Redis processes' names, in `redis`'s order.
+    redis_names: &'a [String],
 }
 
 impl Watched {
@@ -85,14 +86,14 @@ impl Watched {
         }
     }
 
-    pub fn sample(&self) -> BenchResult<Readings> {
+    pub fn sample(&self) -> BenchResult<Readings<'_>> {
         let all = |processes: &[Process]| -> BenchResult<Vec<Sample>> {
             processes.iter().map(Process::sample).collect()
         };
         Ok(Readings {
             servers: all(&self.servers)?,
             redis: all(&self.redis)?,
-            redis_names: self.redis_names.clone(),
+            redis_names: &self.redis_names,
         })
     }
 }
@@ -264,8 +265,8 @@ impl Report {
     /// and of the load generator.
     pub fn finish(
         &mut self,
-        before: &Readings,
-        after: &Readings,
+        before: &Readings<'_>,
+        after: &Readings<'_>,
         bench_before: Sample,
         bench_after: Sample,
     ) {
@@ -314,7 +315,7 @@ impl Report {
 
     /// Redis' CPU time between two readings: the sum, per message sent if any were, and with
     /// several processes each one's share by name.
-    fn set_redis(&mut self, before: &Readings, after: &Readings) {
+    fn set_redis(&mut self, before: &Readings<'_>, after: &Readings<'_>) {
         let (Some(sum_before), Some(sum_after)) = (total(&before.redis), total(&after.redis))
         else {
             return;
@@ -332,7 +333,7 @@ impl Report {
     }
 
     /// For an idle run held open (`--hold`): the servers' and Redis' CPU over the hold.
-    pub fn with_hold(&mut self, held: &Readings, after: &Readings) {
+    pub fn with_hold(&mut self, held: &Readings<'_>, after: &Readings<'_>) {
         if let (Some(held), Some(after)) = (total(&held.servers), total(&after.servers)) {
             self.server_cpu_s = Some(after.cpu_s - held.cpu_s);
         }
@@ -358,7 +359,7 @@ impl Report {
     }
 
     /// For the idle scenario: memory only.
-    pub fn with_process(&mut self, before: &Readings, after: &Readings, bench: &Process) {
+    pub fn with_process(&mut self, before: &Readings<'_>, after: &Readings<'_>, bench: &Process) {
         self.set_servers(&before.servers, &after.servers);
         // Connection set-up is not what idle measures.
         self.server_cpu_s = None;

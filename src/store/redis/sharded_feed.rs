@@ -156,6 +156,20 @@ impl Probes {
         awaited
     }
 
+    /// Stops waiting for `channel`'s probe (the room is no longer wanted here).
+    fn forget(&mut self, channel: &str) {
+        self.waiting.remove(channel);
+    }
+
+    /// Stops waiting for every probe (they went out on a connection that was replaced).
+    fn forget_all(&mut self) {
+        self.waiting.clear();
+    }
+
+    fn any_waiting(&self) -> bool {
+        !self.waiting.is_empty()
+    }
+
     /// The channels whose probe was not back in time, no longer awaited.
     fn overdue(&mut self) -> Vec<String> {
         let now = tokio::time::Instant::now();
@@ -277,7 +291,7 @@ pub(super) async fn run(
                 Some(Command::Unsubscribe(channel)) => {
                     wanted.remove(&channel);
                     lost.remove(&channel);
-                    probes.waiting.remove(&channel);
+                    probes.forget(&channel);
                     sent.push(unsubscribe(&current.connection, channel, timeout));
                 }
             },
@@ -306,7 +320,7 @@ pub(super) async fn run(
                 }
                 Outcome::Probed { .. } | Outcome::Unsubscribed => {}
             },
-            _ = repair.tick(), if !lost.is_empty() || !probes.waiting.is_empty() => {
+            _ = repair.tick(), if !lost.is_empty() || probes.any_waiting() => {
                 for channel in probes.overdue() {
                     if wanted.contains(&channel) {
                         tracing::warn!("a redis cluster subscription carried no probe; resubscribing");
@@ -342,14 +356,14 @@ pub(super) async fn run(
                     // wanted room is subscribed on the new one and resynced.
                     sent = FuturesUnordered::new();
                     subscribing.clear();
-                    probes.waiting.clear();
+                    probes.forget_all();
                     lost = wanted.clone();
                     ping.reset();
                     metrics::counter!("chat_feed_reconnects_total").increment(1);
                 }
             }
         }
-        if lost.is_empty() && subscribing.is_empty() && probes.waiting.is_empty() {
+        if lost.is_empty() && subscribing.is_empty() && !probes.any_waiting() {
             retiring = None;
         }
     }
