@@ -6,6 +6,8 @@ redis.call('DEL', members, tokens, leases, log, online, names)
 local now = now_ms()
 redis.call('HSET', meta, 'created', now)
 if ARGV[7] ~= '' then redis.call('HSET', meta, 'secret', ARGV[7]) end
+-- The creator owns the room while it is a member (membership.lua's remove_member clears it).
+redis.call('HSET', meta, 'owner', ARGV[3])
 add_member(ARGV[3], ARGV[4], ARGV[5], now + tonumber(ARGV[6]), {unpack(ARGV, 9)})
 append('create:room:success', ARGV[4])
 return {'ok', append('add:member:success', ARGV[4])}

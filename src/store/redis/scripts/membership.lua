@@ -50,6 +50,7 @@ local function remove_member(key, room_ttl_secs)
   local record = redis.call('HGET', members, key)
   if not record then return nil end
   redis.call('HDEL', members, key)
+  if redis.call('HGET', meta, 'owner') == key then redis.call('HDEL', meta, 'owner') end
   redis.call('HDEL', tokens, record_token_hash(record))
   redis.call('ZREM', leases, key)
   redis.call('ZREMRANGEBYLEX', online, '[' .. key .. '\31', '[' .. key .. '\31\255')
