@@ -47,6 +47,7 @@ pub enum EventName {
     CreateChat,
     RemoveMember,
     Resume,
+    Typing,
     Unknown,
     Malformed,
 }
@@ -59,6 +60,7 @@ impl EventName {
             "create:chat" => Self::CreateChat,
             "remove:member" => Self::RemoveMember,
             "resume" => Self::Resume,
+            "typing" => Self::Typing,
             _ => Self::Unknown,
         }
     }
@@ -71,6 +73,7 @@ impl EventName {
             Self::CreateChat => "create:chat",
             Self::RemoveMember => "remove:member",
             Self::Resume => "resume",
+            Self::Typing => "typing",
             Self::Unknown => "unknown",
             Self::Malformed => "malformed",
         }
@@ -85,6 +88,7 @@ pub enum ClientEvent {
     CreateChat(Chat),
     RemoveMember(Remove),
     Resume(Resume),
+    Typing(Typing),
 }
 
 impl ClientEvent {
@@ -95,6 +99,7 @@ impl ClientEvent {
             Self::CreateChat(_) => EventName::CreateChat,
             Self::RemoveMember(_) => EventName::RemoveMember,
             Self::Resume(_) => EventName::Resume,
+            Self::Typing(_) => EventName::Typing,
         }
     }
 
@@ -105,6 +110,7 @@ impl ClientEvent {
             Self::CreateChat(chat) => &chat.room,
             Self::RemoveMember(remove) => &remove.room,
             Self::Resume(resume) => &resume.room,
+            Self::Typing(typing) => &typing.room,
         }
     }
 }
@@ -149,6 +155,14 @@ pub struct Resume {
     pub token: MemberToken,
     /// Replay the events after this one; `None` replays nothing and goes live.
     pub last_event_id: Option<EventId>,
+}
+
+/// `typing`: the member is typing (an ephemeral event, never stored).
+#[derive(Debug)]
+pub struct Typing {
+    pub room: RoomId,
+    /// Needed when the connection does not hold the room.
+    pub token: Option<MemberToken>,
 }
 
 /// A client frame as it arrives: the envelope is checked first, the data per event.
@@ -203,6 +217,14 @@ struct ResumeData {
     token: String,
     #[serde(default)]
     last_event_id: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingData {
+    room_id: String,
+    #[serde(default)]
+    token: Option<String>,
 }
 
 /// Decodes one client text frame. `max_message_bytes` is `MAX_MESSAGE_BYTES`, the limit of a
@@ -262,9 +284,10 @@ fn event_of(
         EventName::CreateChat => ClientEvent::CreateChat(chat(data_of(data)?, max_message_bytes)?),
         EventName::RemoveMember => ClientEvent::RemoveMember(remove(data_of(data)?)?),
         EventName::Resume => ClientEvent::Resume(resume(data_of(data)?)?),
+        EventName::Typing => ClientEvent::Typing(typing(data_of(data)?)?),
         EventName::Unknown | EventName::Malformed => {
             return Err(ApiError::invalid(
-                "unknown event; expected create:room, add:member, create:chat, remove:member or resume",
+                "unknown event; expected create:room, add:member, create:chat, remove:member, resume or typing",
             ));
         }
     })
@@ -324,6 +347,13 @@ fn remove(data: RemoveData) -> Result<Remove, ApiError> {
     Ok(Remove {
         room: RoomId::parse(&data.room_id)?,
         username: Username::parse(&data.username)?,
+        token: data.token.as_deref().map(MemberToken::presented),
+    })
+}
+
+fn typing(data: TypingData) -> Result<Typing, ApiError> {
+    Ok(Typing {
+        room: RoomId::parse(&data.room_id)?,
         token: data.token.as_deref().map(MemberToken::presented),
     })
 }
@@ -390,6 +420,16 @@ mod tests {
             decoded(frame).event,
             Ok(ClientEvent::RemoveMember(_))
         ));
+
+        let frame = r#"{"event":"typing","ref":2,"data":{"roomId":"r"}}"#;
+        let out = decoded(frame);
+        assert_eq!(out.name, EventName::Typing);
+        let Ok(ClientEvent::Typing(typing)) = out.event else {
+            panic!("not a typing");
+        };
+        assert_eq!((typing.room.as_str(), typing.token.is_none()), ("r", true));
+        let no_room = decoded(r#"{"event":"typing","data":{}}"#);
+        assert_eq!(no_room.event.unwrap_err().code(), "invalid_request");
     }
 
     #[test]

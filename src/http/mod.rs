@@ -119,6 +119,7 @@ pub fn router(state: AppState) -> Router {
             "/rooms/{roomId}/messages",
             post(rest::post_message).get(rest::history),
         )
+        .route("/rooms/{roomId}/typing", post(rest::typing))
         .route("/rooms/{roomId}/events", get(sse::events))
         .route("/rooms/{roomId}/events/ticket", post(sse::issue_ticket))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));

@@ -20,7 +20,7 @@ mod reply;
 mod run;
 
 pub use close::Close;
-pub use reply::{GapNotice, JoinedResponse, LeftResponse, Reply, ResumedResponse};
+pub use reply::{GapNotice, JoinedResponse, LeftResponse, Reply, ResumedResponse, TypingResponse};
 pub use run::{POST_RUN, PostRun};
 
 use std::net::IpAddr;
@@ -30,12 +30,12 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
-use crate::domain::{EventId, RoomId, TokenHash, Username};
+use crate::domain::{EventId, MemberToken, RoomId, TokenHash, Username};
 use crate::error::ApiError;
 use crate::hub::{Frame, Hub, Inbox, Mailbox, mailbox};
 use crate::identity::{IdToken, Joiner};
 use crate::presence::Presence;
-use crate::protocol::{ClientEvent, Join, Remove, Resume};
+use crate::protocol::{ClientEvent, Join, Remove, Resume, Typing};
 use crate::rooms::Rooms;
 use crate::telemetry;
 use held::{Held, Holdings};
@@ -147,6 +147,7 @@ impl Session {
                 let answer = self.post_run(run).await.pop();
                 Reply::Posted(answer.expect("a run of one post is answered once")?)
             }
+            ClientEvent::Typing(typing) => Reply::Typing(self.typing(typing).await?),
         };
         Ok(Answer {
             reply,
@@ -252,10 +253,7 @@ impl Session {
             username: target,
             token,
         } = remove;
-        let token_hash = match self.held.to_post(&room).and_then(Held::token_hash) {
-            Some(token_hash) => token_hash.clone(),
-            None => token.map(|token| token.hash()).ok_or(ApiError::NotMember)?,
-        };
+        let token_hash = self.acting_as(&room, token)?;
         let left_at = self
             .core
             .rooms
@@ -268,6 +266,31 @@ impl Session {
             username: target.into_string(),
             last_event_id: left_at,
         })
+    }
+
+    /// `typing`: under the membership this session holds in the room, or the token the event
+    /// carries. The store publishes it unless the member's throttle runs; either way the
+    /// client's event is taken.
+    pub async fn typing(&mut self, typing: Typing) -> Result<TypingResponse, ApiError> {
+        let Typing { room, token } = typing;
+        let token_hash = self.acting_as(&room, token)?;
+        self.core
+            .rooms
+            .typing(&room, &token_hash)
+            .await
+            .map_err(not_member)?;
+        Ok(TypingResponse {
+            room_id: room.to_string(),
+        })
+    }
+
+    /// Whose token an event for `room` acts under: the membership this session holds there
+    /// (not leaving), else the token the event carries; neither is `not_member`.
+    fn acting_as(&self, room: &RoomId, token: Option<MemberToken>) -> Result<TokenHash, ApiError> {
+        match self.held.to_post(room).and_then(Held::token_hash) {
+            Some(token_hash) => Ok(token_hash.clone()),
+            None => token.map(|token| token.hash()).ok_or(ApiError::NotMember),
+        }
     }
 
     /// `resume`: the token's membership is held by this session again, with the events
