@@ -2,6 +2,7 @@
 --
 -- KEYS of every room script, all under the room's hash tag so one script touches one slot:
 --   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id),
+--                        owner (the creator's username key, absent once it was removed),
 --                        ban:<identity key> -> '1' for each identity key of a banned name (in
 --                        meta, which lives exactly as long as the room: a key of their own
 --                        would be missing in most rooms, and a script naming a missing key is
@@ -16,7 +17,7 @@
 --                        member's name holds one of them). Members added before this hash
 --                        existed have no entries; their username key in `members` still counts.
 --   8 room:{id}:holders  hash: username key -> the instances holding an online mark of it,
---                        ','-separated (presence.lua): a member is online anywhere exactly while
+--                        ','-separated (ephemeral.lua): a member is online anywhere exactly while
 --                        it has an entry, which is how a script tells a member's first mark and
 --                        its last from the others without reading the `online` zset by prefix.
 -- This order and count are keys.rs's (RoomKeys, ROOM_KEY_COUNT, FIRST_OWN_KEY).
