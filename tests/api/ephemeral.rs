@@ -9,7 +9,7 @@
 //! is shown by a later event on the same room (a chat, another member's presence), which the
 //! room's one feed delivers after anything published before it: never by waiting.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -132,6 +132,38 @@ conformance! {
                 ("carol".to_owned(), false),
             ]
         );
+    }
+
+    /// Bob leaves and joins again under his name at once, on a new connection: his removal
+    /// says he went (no `presence` with it), and his new membership comes online as any does
+    /// (his old one let go of his presence with no grace).
+    async fn a_member_that_leaves_and_joins_again_comes_online_again(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("rejoin");
+        let (mut alice, _) = WsClient::creator_of(&app.base_url, &room, "alice").await;
+        let mut bob = WsClient::member_of(&app.base_url, &room, "bob").await;
+        assert_presence(&alice.ephemeral().await, &room, "bob", true);
+        bob.ack_among_events(
+            "remove:member",
+            "l",
+            json!({"roomId": room, "username": "bob"}),
+        )
+        .await;
+        bob.event_named("remove:member:success").await;
+        let mut again = WsClient::member_of(&app.base_url, &room, "bob").await;
+        let removed = alice.event_named("remove:member:success").await;
+        assert_eq!(removed["data"]["reason"], "left");
+        alice.event_named("add:member:success").await;
+        // At once, not at the next periodic refresh (10 s away at most).
+        let online = tokio::time::timeout(Duration::from_secs(5), alice.ephemeral())
+            .await
+            .expect("bob's presence at his join");
+        assert_presence(&online, &room, "bob", true);
+        again
+            .ack_among_events("create:chat", "m", json!({"roomId": room, "message": "back"}))
+            .await;
+        alice.event_named("create:chat:success").await;
+        assert_eq!(alice.take_ephemeral(), Vec::<Value>::new());
     }
 
     /// Bob's connection drops and he resumes at once: nothing is told of him. Carol, who
