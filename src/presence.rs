@@ -164,24 +164,26 @@ impl Presence {
     /// held again.
     pub async fn hold(&self, room: &RoomId, key: &str) -> Hold {
         let member = (room.clone(), key.to_owned());
-        let first = match self.inner.lock_holds().entry(member.clone()) {
+        // (first hold here, held again within its grace)
+        let (first, resumed) = match self.inner.lock_holds().entry(member.clone()) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
-                if held.count == 0 {
-                    held.release_at = None;
-                    metrics::counter!("chat_presence_grace_resumes_total").increment(1);
-                }
+                let resumed = held.count == 0;
+                held.release_at = None;
                 held.count += 1;
-                false
+                (false, resumed)
             }
             Entry::Vacant(vacant) => {
                 vacant.insert(Held {
                     count: 1,
                     release_at: None,
                 });
-                true
+                (true, false)
             }
         };
+        if resumed {
+            metrics::counter!("chat_presence_grace_resumes_total").increment(1);
+        }
         if first {
             let (marked, done) = oneshot::channel();
             if self

@@ -15,10 +15,12 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use chat_server::presence::GRACE;
+
 use crate::support::process::ServerProcess;
 use crate::support::socketio::{SioClient, websocket_only};
 use crate::support::stream::{SseClient, WsClient, WsEnd};
-use crate::support::{Backend, RedisServer, TestApp, unique_room};
+use crate::support::{Backend, RedisServer, TestApp, metric_sample, unique_room};
 
 /// Asserts a `/ws` frame is exactly this `presence`: `{event, data}`, no `id`.
 #[track_caller]
@@ -90,6 +92,21 @@ conformance! {
         assert_eq!(reply.status, 204, "{}", reply.text);
         assert!(reply.text.is_empty());
         assert_typing(&alice.ephemeral().await, &room, "carol");
+        // Counted by kind, and the burst's drops too (one process: both instances count here).
+        let metrics = app.get("/metrics", None).await.text;
+        for (series, at_least) in [
+            ("chat_ephemeral_published_total{kind=\"presence\"}", 2.0),
+            ("chat_ephemeral_published_total{kind=\"typing\"}", 2.0),
+            ("chat_ephemeral_delivered_total{kind=\"presence\"}", 1.0),
+            ("chat_ephemeral_delivered_total{kind=\"typing\"}", 2.0),
+            ("chat_typing_throttled_total", 4.0),
+        ] {
+            let value = metric_sample(&metrics, series);
+            assert!(
+                value.is_some_and(|value| value >= at_least),
+                "{series} = {value:?}, expected at least {at_least}"
+            );
+        }
         app.send(app.request(Method::POST, &typing, None))
             .await
             .expect_error(401, "unauthorized");
@@ -117,6 +134,7 @@ conformance! {
 
         // Bob's last connection goes: after the grace, alice is told. (The token-carrying
         // typing above went out only if carol's REST one was over 2 s earlier.)
+        let closing = Instant::now();
         close_and_wait(bob).await;
         let mut next = alice.ephemeral().await;
         if next["event"] == "typing" {
@@ -124,6 +142,13 @@ conformance! {
             next = alice.ephemeral().await;
         }
         assert_presence(&next, &room, "bob", false);
+        // Never before the grace; about 2 s on an idle machine, and the bound documented is
+        // 3 s (the slack is for a loaded one).
+        let took = closing.elapsed();
+        assert!(
+            (GRACE..GRACE + Duration::from_secs(3)).contains(&took),
+            "offline {took:?} after the close"
+        );
         assert_eq!(
             app.member_list(&room, &carol.token).await,
             [
