@@ -164,7 +164,7 @@ impl Presence {
     /// held again.
     pub async fn hold(&self, room: &RoomId, key: &str) -> Hold {
         let member = (room.clone(), key.to_owned());
-        // (first hold here, held again within its grace)
+        // Whether this is its first hold here, and whether it was in its grace.
         let (first, resumed) = match self.inner.lock_holds().entry(member.clone()) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
