@@ -230,6 +230,34 @@ conformance! {
             ]
         );
     }
+
+    /// Bob's page closes (his presence enters its grace), alice, the owner, kicks him, and
+    /// he joins again under his name within the grace: the new bob is a new member whose
+    /// presence the kick cleared, so he is told online at once, not at the next periodic
+    /// refresh (the grace's "held again" would have left him shown offline until then).
+    async fn a_member_kicked_in_its_grace_comes_back_online_at_once(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("kickgrace");
+        let (mut alice, _) = WsClient::creator_of(&app.base_url, &room, "alice").await;
+        let bob = WsClient::member_of(&app.base_url, &room, "bob").await;
+        assert_presence(&alice.ephemeral().await, &room, "bob", true);
+        close_and_wait(bob).await;
+        alice
+            .ack_among_events(
+                "remove:member",
+                "k",
+                json!({"roomId": room, "username": "bob"}),
+            )
+            .await;
+        let removed = alice.event_named("remove:member:success").await;
+        assert_eq!(removed["data"]["reason"], "kicked");
+        let _again = WsClient::member_of(&app.base_url, &room, "bob").await;
+        alice.event_named("add:member:success").await;
+        let online = tokio::time::timeout(GRACE * 2, alice.ephemeral())
+            .await
+            .expect("the new bob's presence at his join, within the old one's grace");
+        assert_presence(&online, &room, "bob", true);
+    }
 }
 
 /// Two instances on one Redis: alice on `/ws` at A, bob's SSE stream at B. Each is told of
