@@ -1,5 +1,6 @@
-//! The room operations every transport calls: create, join, leave, post, edit and delete a
-//! message, history, members.
+//! The room operations every transport calls: create, join, leave (or, by the room's owner,
+//! kick and ban), post, edit and delete a message (its author; deleting, also the owner),
+//! typing, history, members.
 //!
 //! This is where the business rules meet the store: tokens are minted and hashed here, room
 //! secrets are hashed and checked here (through [`SecretHasher`], bounded in memory and
@@ -21,8 +22,9 @@ use crate::identity::{Identity, Joiner};
 use crate::limits::Limits;
 use crate::room_secrets::SecretHasher;
 use crate::store::{
-    Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome, MemberInfo,
-    NewMember, NewMessage, NewMessages, PostOutcome, Revised, RoomAccess, Store, StoreError,
+    Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, MemberInfo, NewMember,
+    NewMessage, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, Store,
+    StoreError,
 };
 
 /// What a member gets back when it joins (or creates) a room.
@@ -33,6 +35,24 @@ pub struct Joined {
     pub token: MemberToken,
     /// The id of the last event the join appended.
     pub last_event_id: EventId,
+}
+
+/// A removal a member asked for ([`Rooms::remove_by_member`]), with the id of its
+/// `remove:member:success`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The member removed itself (`left`).
+    Left(EventId),
+    /// The room's owner removed another member (`kicked` or `banned`).
+    Removed(EventId),
+}
+
+impl Removal {
+    pub fn event_id(self) -> EventId {
+        match self {
+            Removal::Left(id) | Removal::Removed(id) => id,
+        }
+    }
 }
 
 /// The most history one request may ask for (and the most rooms one server API page lists).
@@ -149,17 +169,21 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(name = "rooms.leave", skip_all, fields(chat.room = %room))]
-    pub async fn leave(
+    /// `target` removed by the member whose token this is: itself (it leaves), or, when that
+    /// member is the room's owner, another member (kicked, or banned with `ban`).
+    #[tracing::instrument(name = "rooms.remove_by_member", skip_all, fields(chat.room = %room))]
+    pub async fn remove_by_member(
         &self,
         room: &RoomId,
         token_hash: &TokenHash,
-        username: &Username,
-    ) -> Result<EventId, ApiError> {
-        match self.store.leave(room, token_hash, username).await? {
-            LeaveOutcome::Left(id) => Ok(id),
-            LeaveOutcome::Unauthorized => Err(ApiError::Unauthorized),
-            LeaveOutcome::Forbidden => Err(ApiError::forbidden("a member can only remove itself")),
+        target: &Username,
+        ban: bool,
+    ) -> Result<Removal, ApiError> {
+        let by = Remover::Member(token_hash);
+        match self.store.remove_member(room, target, by, ban).await? {
+            RemoveOutcome::Left(id) => Ok(Removal::Left(id)),
+            RemoveOutcome::Removed(id) => Ok(Removal::Removed(id)),
+            refused => Err(removal_refused(refused)),
         }
     }
 
@@ -245,6 +269,19 @@ impl Rooms {
                 }
             })
             .collect()
+    }
+
+    /// The member whose token this is is typing: within its rate limit (posts' quota, a
+    /// bucket of its own), the store publishes a `typing` unless one of this member's went out
+    /// within `TYPING_EVERY`. Dropped or published, the call succeeds.
+    #[tracing::instrument(name = "rooms.typing", skip_all, fields(chat.room = %room))]
+    pub async fn typing(&self, room: &RoomId, token_hash: &TokenHash) -> Result<(), ApiError> {
+        self.limits.check_typing(room, token_hash)?;
+        let published = authorized(self.store.typing(room, token_hash).await?)?;
+        if !published {
+            metrics::counter!("chat_typing_throttled_total").increment(1);
+        }
+        Ok(())
     }
 
     /// Edits a chat message for its author (a post's rate limit applies): the message as it
@@ -351,6 +388,26 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable => ApiError::Unavailable,
+        }
+    }
+}
+
+/// The error of a removal that did not happen (both removers' refusals; a removal that did
+/// is the caller's to answer).
+fn removal_refused(outcome: RemoveOutcome) -> ApiError {
+    match outcome {
+        RemoveOutcome::RoomNotFound => ApiError::RoomNotFound,
+        RemoveOutcome::NotMember => ApiError::NotMember,
+        RemoveOutcome::Unauthorized => ApiError::Unauthorized,
+        RemoveOutcome::Forbidden => {
+            ApiError::forbidden("only the room's owner may remove another member")
+        }
+        RemoveOutcome::OwnBan => {
+            ApiError::invalid("a member cannot ban its own name; leave without ban instead")
+        }
+        RemoveOutcome::Left(_) | RemoveOutcome::Removed(_) | RemoveOutcome::BannedOnly => {
+            tracing::error!("the store answered a removal with an outcome its remover cannot have");
+            ApiError::Unavailable
         }
     }
 }

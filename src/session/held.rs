@@ -1,4 +1,5 @@
-//! The memberships one session holds, and which room frames still belong to them.
+//! The memberships one session holds, and which room frames (logged and ephemeral) still
+//! belong to them.
 
 use crate::domain::{EventId, EventKind, RoomId, TokenHash, Username};
 use crate::hub::{Frame, Subscription};
@@ -18,9 +19,13 @@ pub(super) struct Held {
     joined_at: EventId,
     /// Set when the member left on this session: forward up to its removal, then drop.
     leaving_at: Option<EventId>,
+    /// Whether the membership's first logged frame (at `from` or later) was admitted:
+    /// ephemeral events are admitted from then on, so none comes before the member's own join.
+    live: bool,
     /// The room's events reach the session while this lives.
     subscription: Subscription,
-    /// The member is online while this lives; let go at once when it leaves.
+    /// The member is online while this lives (and a grace after); ended at once when the
+    /// membership ends (see [`Hold::end`]).
     presence: Option<Hold>,
 }
 
@@ -39,6 +44,7 @@ impl Held {
             from,
             joined_at,
             leaving_at: None,
+            live: from == EventId::ZERO,
             subscription,
             presence: Some(presence),
         }
@@ -71,6 +77,13 @@ impl Holdings {
             .map(|(_, held)| held)
     }
 
+    fn get_mut(&mut self, room: &RoomId) -> Option<&mut Held> {
+        self.0
+            .iter_mut()
+            .find(|(id, _)| id == room)
+            .map(|(_, held)| held)
+    }
+
     pub(super) fn contains(&self, room: &RoomId) -> bool {
         self.get(room).is_some()
     }
@@ -92,6 +105,14 @@ impl Holdings {
         }
     }
 
+    /// Ends the membership held in `room`: its member's presence goes at once, with no grace
+    /// (it left or was removed, or its room is gone: no reconnect comes back to it).
+    fn end(&mut self, room: &RoomId) {
+        if let Some(presence) = self.remove(room).and_then(|held| held.presence) {
+            presence.end();
+        }
+    }
+
     pub(super) fn remove(&mut self, room: &RoomId) -> Option<Held> {
         let at = self.0.iter().position(|(id, _)| id == room)?;
         Some(self.0.swap_remove(at).1)
@@ -104,7 +125,9 @@ impl Holdings {
             && held.token_hash.as_ref() == Some(token_hash)
         {
             held.leaving_at = Some(left_at);
-            held.presence = None;
+            if let Some(presence) = held.presence.take() {
+                presence.end();
+            }
         }
     }
 
@@ -126,27 +149,36 @@ impl Holdings {
     /// under the same id after the membership began (not written). A room is created once;
     /// created again, the room this membership belonged to was lost (e.g. Redis lost its
     /// data) and someone else made a new one, whose events are not this member's.
+    ///
+    /// An ephemeral frame belongs to a membership that is live (see `Held::live`) and not
+    /// leaving, unless it is about the member itself: its own presence and typing tell it
+    /// nothing.
     pub(super) fn admit(&mut self, frame: &Frame) -> bool {
-        let event = &frame.event;
-        let Some(held) = self.get(&event.room) else {
+        let Some(event) = frame.event() else {
+            return self.get(frame.room()).is_some_and(|held| {
+                held.live && held.leaving_at.is_none() && !frame.is_about(&held.username)
+            });
+        };
+        let Some(held) = self.get_mut(&event.room) else {
             return false;
         };
         if frame.deletes_room() {
             // Written: the client is told, and nothing of the room follows.
-            self.remove(&event.room);
+            self.end(&event.room);
             return true;
         }
         if event.id < held.from {
             return false;
         }
+        held.live = true;
         if matches!(event.kind, EventKind::RoomCreated { .. }) && event.id > held.joined_at {
-            self.remove(&event.room);
+            self.end(&event.room);
             return false;
         }
         let ends_membership = held.leaving_at.is_some_and(|at| event.id >= at)
             || (event.id >= held.joined_at && frame.removes(&held.username));
         if ends_membership {
-            self.remove(&event.room);
+            self.end(&event.room);
         }
         true
     }

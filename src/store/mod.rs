@@ -23,6 +23,13 @@
 //!   `timeout`. Any instance may sweep: expiry depends only on the store's data.
 //! - **Expiry.** A room that has had no members for `ROOM_TTL_SECS` disappears with its log.
 //!   Stream tickets lapse after the lifetime they were issued with, whether spent or not.
+//! - **Ephemeral events.** Presence and typing are published on the room's feed but never
+//!   appended: the step that changes a member's online marks decides, in the same step,
+//!   whether the member came online anywhere (its first mark) or went offline everywhere
+//!   (its last mark went: released, or lapsed because its instance died) and publishes that;
+//!   the step that takes a `typing` publishes it unless the member's throttle
+//!   ([`TYPING_EVERY`](crate::domain::TYPING_EVERY)) is running. A member's removal clears its
+//!   marks silently: `remove:member:success` tells it.
 
 pub mod memory;
 pub mod redis;
@@ -32,7 +39,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::domain::{
-    ChatMessage, ClientMsgId, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username,
+    ChatMessage, ClientMsgId, Ephemeral, EventId, MessageText, RoomEvent, RoomId, TokenHash,
+    Username,
 };
 
 /// The store could not be reached or did not answer in time. Nothing was half-written: each
@@ -97,15 +105,6 @@ pub enum JoinOutcome {
     AccessChanged,
     /// The name (or one it is compared equal to) is banned from this room.
     Banned,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaveOutcome {
-    Left(EventId),
-    /// The token is not a current member's token in this room.
-    Unauthorized,
-    /// The token belongs to another member.
-    Forbidden,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,6 +173,8 @@ pub struct HistoryPage {
 pub struct MemberInfo {
     pub username: String,
     pub online: bool,
+    /// This member created the room and has not left it since (see [`RoomLog::create_room`]).
+    pub owner: bool,
 }
 
 /// Events read from a room's log after a given id.
@@ -226,6 +227,14 @@ impl NewMessage {
     }
 }
 
+/// Counts ephemeral events published on room feeds, by kind (`presence`, `typing`). Each
+/// store calls it where the publish is known to have happened.
+pub(crate) fn count_published(kind: &'static str, count: u64) {
+    if count > 0 {
+        metrics::counter!("chat_ephemeral_published_total", "kind" => kind).increment(count);
+    }
+}
+
 /// Counts events appended to room logs, by event name (`create:chat:success`…). Each store
 /// calls it where an append is known to have happened: an idempotent replay appends nothing.
 pub(crate) fn count_appended(event: &'static str, count: u64) {
@@ -257,15 +266,35 @@ pub struct RoomsPage {
     pub next_after: Option<RoomId>,
 }
 
+/// Who asks for a member's removal ([`RoomLog::remove_member`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remover<'a> {
+    /// The server API (`/api/`): may remove (and ban) any name, member or not.
+    ServerApi,
+    /// A member, by its token hash: it may remove itself (it leaves), and, when it is the
+    /// room's owner, another member (a kick or a ban).
+    Member(&'a TokenHash),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveOutcome {
-    /// The member was removed; the id of its `remove:member:success`.
+    /// The remover removed itself; the id of its `remove:member:success` (`left`).
+    Left(EventId),
+    /// Another member was removed; the id of its `remove:member:success` (`kicked` or
+    /// `banned`).
     Removed(EventId),
-    /// Nobody of that name was a member, but the name is banned now (a ban was asked).
+    /// Nobody of that name was a member, but the name is banned now (the server API's ban).
     BannedOnly,
+    /// The server API named a room that does not exist.
     RoomNotFound,
-    /// Nobody of that name is a member (and no ban was asked).
+    /// Nobody of that name is a member (nothing was banned).
     NotMember,
+    /// The remover's token is not a current member's token in this room.
+    Unauthorized,
+    /// The remover is a member, but neither the one named nor the room's owner.
+    Forbidden,
+    /// A member asked to ban its own name: refused, nothing changed.
+    OwnBan,
 }
 
 /// Up to `limit + 1` rooms in id order as a page: the extra one only says that another page
@@ -300,17 +329,6 @@ pub trait Admin: Send + Sync + 'static {
         text: MessageText,
     ) -> StoreFuture<'a, Option<RoomEvent>>;
 
-    /// Removes the member holding `username` (compared by its username key), appending
-    /// `remove:member:success` with reason `kicked`, or `banned` with `ban`; its token stops
-    /// working in the same step. With `ban`, the name's identity keys are banned from joining
-    /// for as long as the room exists, member or not.
-    fn remove_member<'a>(
-        &'a self,
-        room: &'a RoomId,
-        username: &'a Username,
-        ban: bool,
-    ) -> StoreFuture<'a, RemoveOutcome>;
-
     /// Deletes the room with everything it holds, and tells its subscribers with a
     /// `room:deleted` event that the log does not keep. False: there was no such room.
     fn delete_room<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, bool>;
@@ -318,8 +336,11 @@ pub trait Admin: Send + Sync + 'static {
 
 /// The room log and membership: see the module documentation for the guarantees.
 pub trait RoomLog: Send + Sync + 'static {
-    /// Creates `member.room` with `member` as its first member: appends `create:room:success`
-    /// and `add:member:success`. `secret_hash` is stored as given.
+    /// Creates `member.room` with `member` as its first member and its owner: appends
+    /// `create:room:success` and `add:member:success`. `secret_hash` is stored as given. The
+    /// owner stays the owner until it is removed (leaves, times out, is kicked or banned):
+    /// the same step clears the room's owner, so the room then has none, and a later member
+    /// of the same name is not the owner.
     fn create_room(
         &self,
         member: NewMember,
@@ -336,14 +357,19 @@ pub trait RoomLog: Send + Sync + 'static {
         expected_secret_hash: Option<String>,
     ) -> StoreFuture<'_, JoinOutcome>;
 
-    /// Removes `target` if `token_hash` is that member's token; appends
-    /// `remove:member:success` with reason `left`.
-    fn leave<'a>(
+    /// Removes the member holding `target` (compared by its username key), checking `by` in
+    /// the same step: a member removing itself leaves (`left`; `ban` is then refused as
+    /// [`RemoveOutcome::OwnBan`]); the room's owner or the server API removing another
+    /// appends `kicked`, or `banned` with `ban`. The removed member's token stops working in
+    /// that step. A ban keeps the name's identity keys from joining for as long as the room
+    /// exists; only the server API bans a name no member holds.
+    fn remove_member<'a>(
         &'a self,
         room: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome>;
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome>;
 
     /// Appends chat messages for the member whose token this is, in order and as one step
     /// (all or none, nothing of another writer in between), and refreshes its lease. One
@@ -402,6 +428,16 @@ pub trait RoomLog: Send + Sync + 'static {
         ticket_hash: &'a TokenHash,
     ) -> StoreFuture<'a, Authorized<Username>>;
 
+    /// The member whose token this is is typing: refreshes its lease and, unless a `typing`
+    /// of this member was published within [`TYPING_EVERY`](crate::domain::TYPING_EVERY) (by
+    /// any instance), publishes one, as one step. `Member(true)`: published; `Member(false)`:
+    /// dropped by the throttle.
+    fn typing<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>>;
+
     /// Up to `limit` chat messages before `before` (or the newest), oldest first, each as
     /// last edited; deleted messages are left out (and do not count towards `limit`).
     fn history<'a>(
@@ -434,15 +470,21 @@ pub trait RoomLog: Send + Sync + 'static {
 }
 
 /// Presence holds and expiry: what keeps members online and alive, and what times them out.
+///
+/// Members are given by username key, grouped by room. Each room's change is one atomic
+/// step, which publishes the `presence` events it causes (see the module documentation).
 pub trait Holds: Send + Sync + 'static {
     /// Refreshes, for members held by live connections on this instance, their leases and
-    /// their online marks (valid for `online_ttl_ms`). Members no longer in a room are
-    /// skipped.
+    /// their online marks (valid for `online_ttl_ms`); clears the marks of other instances
+    /// that lapsed (they stopped refreshing: they died) in the same rooms. A member whose
+    /// first mark this is comes online (`presence` `online: true`); one left with no mark by
+    /// the lapse goes offline. Members no longer in a room are skipped.
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()>;
 
-    /// This instance no longer holds the member (by username key): it is offline unless
-    /// another instance holds it. Its lease runs on, so it times out unless held again.
-    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()>;
+    /// This instance no longer holds these members: each goes offline (`presence`
+    /// `online: false`) unless another instance holds it. Their leases run on, so they time
+    /// out unless held again.
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()>;
 
     /// Removes every member whose lease has lapsed (appending their timeout events) and
     /// deletes rooms whose time is up. Safe to run on any number of instances at once.
@@ -478,4 +520,7 @@ pub enum FeedItem {
     /// The feed's subscription to this room was (re)established: its events may have been
     /// missed (the sharded feed of a cluster, whose shards come and go one by one).
     ResyncRoom(RoomId),
+    /// An ephemeral event: in no log, with no id, so nothing orders it or fills it in. One
+    /// the feed loses is lost.
+    Ephemeral(Ephemeral),
 }

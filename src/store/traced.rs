@@ -17,8 +17,8 @@ use std::sync::Arc;
 use tracing::{Instrument, Span};
 
 use super::{
-    Admin, Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RemoveOutcome, Revised, RoomAccess, RoomLog,
+    Admin, Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, RoomLog,
     RoomsPage, Store, StoreFuture,
 };
 use crate::domain::{ChatMessage, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
@@ -92,14 +92,15 @@ impl RoomLog for Traced<dyn Store> {
         traced(span, || self.inner.join(member, expected_secret_hash))
     }
 
-    fn leave<'a>(
+    fn remove_member<'a>(
         &'a self,
         room: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome> {
-        let span = self.span("store.leave", Some(room));
-        traced(span, || self.inner.leave(room, token_hash, target))
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
+        let span = self.span("store.remove_member", Some(room));
+        traced(span, || self.inner.remove_member(room, target, by, ban))
     }
 
     fn post(&self, messages: NewMessages) -> StoreFuture<'_, PostOutcome> {
@@ -162,6 +163,15 @@ impl RoomLog for Traced<dyn Store> {
         traced(span, || self.inner.redeem_ticket(room, ticket_hash))
     }
 
+    fn typing<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>> {
+        let span = self.span("store.typing", Some(room));
+        traced(span, || self.inner.typing(room, token_hash))
+    }
+
     fn history<'a>(
         &'a self,
         room: &'a RoomId,
@@ -208,9 +218,9 @@ impl Holds for Traced<dyn Store> {
         traced(span, || self.inner.refresh_holds(holds))
     }
 
-    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
-        let span = self.housekeeping_span("store.release_hold");
-        traced(span, || self.inner.release_hold(room, key))
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        let span = self.housekeeping_span("store.release_holds");
+        traced(span, || self.inner.release_holds(holds))
     }
 
     fn sweep(&self) -> StoreFuture<'_, usize> {
@@ -236,16 +246,6 @@ impl Admin for Traced<dyn Store> {
     ) -> StoreFuture<'a, Option<RoomEvent>> {
         let span = self.span("store.post_as", Some(room));
         traced(span, || self.inner.post_as(room, username, text))
-    }
-
-    fn remove_member<'a>(
-        &'a self,
-        room: &'a RoomId,
-        username: &'a Username,
-        ban: bool,
-    ) -> StoreFuture<'a, RemoveOutcome> {
-        let span = self.span("store.remove_member", Some(room));
-        traced(span, || self.inner.remove_member(room, username, ban))
     }
 
     fn delete_room<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, bool> {

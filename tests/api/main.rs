@@ -18,11 +18,17 @@
 //!   the revisions Redis keeps staying bounded.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
+//! - [`ephemeral`]: `presence` and `typing` on every transport and store: no ids, never
+//!   replayed, the typing throttle, the grace that hides a quick reconnect, and offline for
+//!   the members of a killed instance.
 //! - [`gaps`]: no silent gap: a resume after an id the log lost is told `complete: false`
 //!   (SSE: `resume:gap`); a live connection whose room's log was lost is closed to resume.
 //! - [`server_api`]: `/api/` with `SERVER_API_KEY`: absent without it, the key and its
 //!   lockout, the room list, system messages, kicks and bans, deleting a room; a kick seen
 //!   by a connection on another instance.
+//! - [`moderation`]: room ownership (member lists, cleared on leave, timeout and the server
+//!   API's kick) and the owner's kicks and bans over REST, WebSocket and socket.io; a kicked
+//!   member's token and connections, also on another instance.
 //! - [`session`]: the session core's membership rules on the WebSocket: a held room created
 //!   again, a room lost and created anew by someone else.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
@@ -61,10 +67,12 @@ mod cluster;
 mod concurrency;
 mod durability;
 mod edits;
+mod ephemeral;
 mod faults;
 mod gaps;
 mod hardening;
 mod jwt;
+mod moderation;
 mod readme;
 mod realtime;
 mod redis_cluster;

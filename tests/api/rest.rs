@@ -560,11 +560,11 @@ conformance! {
         assert_eq!(
             Value::Array(listed),
             json!([
-                {"username": "alice", "online": false},
-                {"username": "bob", "online": false},
-                {"username": "Ｃａｒｏｌ", "online": false},
+                {"username": "alice", "online": false, "owner": true},
+                {"username": "bob", "online": false, "owner": false},
+                {"username": "Ｃａｒｏｌ", "online": false, "owner": false},
             ]),
-            "no connection holds anyone, so all are offline; body was {}",
+            "no connection holds anyone, so all are offline; the creator owns the room; body was {}",
             reply.text
         );
         app.members(&room, None).await.expect_error(401, "unauthorized");
@@ -706,12 +706,13 @@ conformance! {
         let doc = reply.expect(200);
         let version = doc["openapi"].as_str().expect("an openapi version string");
         assert!(version.starts_with("3.1."), "OpenAPI 3.1.x, got {version}");
-        let expected: [(&str, &[&str]); 8] = [
+        let expected: [(&str, &[&str]); 9] = [
             ("/rooms", &["post"]),
             ("/rooms/{roomId}/members", &["post", "get"]),
             ("/rooms/{roomId}/members/{username}", &["delete"]),
             ("/rooms/{roomId}/messages", &["post", "get"]),
             ("/rooms/{roomId}/messages/{id}", &["patch", "delete"]),
+            ("/rooms/{roomId}/typing", &["post"]),
             ("/healthz", &["get"]),
             ("/readyz", &["get"]),
             ("/metrics", &["get"]),

@@ -11,7 +11,9 @@
 //! expiry) is kept beside the rooms, so a sweep costs the due rooms, not all of them.
 //!
 //! Appended events reach the hub through [`LocalFeed`], inside the critical section that
-//! appended them.
+//! appended them; so do the ephemeral events (presence, typing) a critical section decides
+//! on. One process holds every connection here: a member's first hold is its first anywhere,
+//! and its release its last.
 //!
 //! Here: [`MemoryStore`] and its [`RoomLog`] and [`Holds`] implementations; `room`: one
 //! room's data and changes; `expiry`: the expiry index; `feed`: [`LocalFeed`].
@@ -27,13 +29,13 @@ use self::expiry::ExpiryIndex;
 pub use self::feed::LocalFeed;
 use self::room::{KeptKey, Revision, Room};
 use super::{
-    Admin, Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RemoveOutcome, Revised, RoomAccess, RoomLog,
+    Admin, Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, RoomLog,
     RoomSummary, RoomsPage, StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    ChatMessage, EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash,
-    Username, now_ms,
+    ChatMessage, Ephemeral, EphemeralKind, EventId, EventKind, LeaveReason, MessageText, RoomEvent,
+    RoomId, TYPING_EVERY, TokenHash, Username, now_ms,
 };
 
 pub struct MemoryStore {
@@ -77,6 +79,23 @@ impl MemoryStore {
         }
         self.feed.deliver(appended);
         answer
+    }
+
+    /// [`MemoryStore::with_rooms`] for an operation that publishes ephemeral events (and
+    /// appends none): they reach the feed inside the critical section too.
+    fn with_rooms_telling<T>(
+        &self,
+        f: impl FnOnce(&mut Rooms, u64, &mut Vec<Ephemeral>) -> T,
+    ) -> T {
+        self.with_rooms(|rooms, now, _| {
+            let mut told = Vec::new();
+            let answer = f(rooms, now, &mut told);
+            for ephemeral in &told {
+                super::count_published(ephemeral.kind.name(), 1);
+            }
+            self.feed.deliver_ephemeral(told);
+            answer
+        })
     }
 
     fn lease_deadline(&self, now: u64) -> u64 {
@@ -138,9 +157,8 @@ impl RoomLog for MemoryStore {
             if self.live_room(&mut rooms.map, &member.room, now).is_some() {
                 return CreateOutcome::RoomExists;
             }
-            let mut room = Room::new(secret_hash);
+            let mut room = Room::new(secret_hash, member.username.key().to_owned());
             room.add_member(&member, identity_keys, self.lease_deadline(now));
-            room.owner = Some(member.username.key().to_owned());
             let username = member.username.as_str().to_owned();
             let limit = self.settings.history_limit;
             room.append(
@@ -223,40 +241,65 @@ impl RoomLog for MemoryStore {
         ready(outcome)
     }
 
-    fn leave<'a>(
+    fn remove_member<'a>(
         &'a self,
         room_id: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome> {
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
+        // Skeletons are computed before taking the lock that every room shares.
+        let identity_keys = ban.then(|| target.identity_keys());
         let outcome = self.with_rooms(|rooms, now, appended| {
             let limit = self.settings.history_limit;
             let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
-                return LeaveOutcome::Unauthorized;
+                return match by {
+                    Remover::ServerApi => RemoveOutcome::RoomNotFound,
+                    Remover::Member(_) => RemoveOutcome::Unauthorized,
+                };
             };
-            let Some(key) = room.tokens.get(token_hash).cloned() else {
-                return LeaveOutcome::Unauthorized;
+            let reason = match by {
+                Remover::ServerApi => LeaveReason::removal(ban),
+                Remover::Member(token_hash) => {
+                    let Some(remover) = room.tokens.get(token_hash) else {
+                        return RemoveOutcome::Unauthorized;
+                    };
+                    if remover == target.key() {
+                        if ban {
+                            return RemoveOutcome::OwnBan;
+                        }
+                        LeaveReason::Left
+                    } else if room.is_owner(remover) {
+                        LeaveReason::removal(ban)
+                    } else {
+                        return RemoveOutcome::Forbidden;
+                    }
+                }
             };
-            if key != target.key() {
-                return LeaveOutcome::Forbidden;
+            // Only the server API bans a name no member holds.
+            let server_ban = ban && by == Remover::ServerApi;
+            if !server_ban && !room.members.contains_key(target.key()) {
+                return RemoveOutcome::NotMember;
             }
-            let Some(record) = room.remove_member(&key, now) else {
-                return LeaveOutcome::Unauthorized;
+            if let Some(keys) = identity_keys {
+                room.bans.extend(keys);
+            }
+            let Some(record) = room.remove_member(target.key(), now) else {
+                return RemoveOutcome::BannedOnly;
             };
-            let event = room.append(
-                room_id,
-                EventKind::MemberRemoved {
-                    username: record.display,
-                    reason: LeaveReason::Left,
-                },
-                now,
-                limit,
-                appended,
-            );
+            let kind = EventKind::MemberRemoved {
+                username: record.display,
+                reason,
+            };
+            let event = room.append(room_id, kind, now, limit, appended);
             if let Some(due) = room.next_due(self.room_ttl_ms()) {
                 rooms.expiry.schedule(room_id, due);
             }
-            LeaveOutcome::Left(event.id)
+            if reason == LeaveReason::Left {
+                RemoveOutcome::Left(event.id)
+            } else {
+                RemoveOutcome::Removed(event.id)
+            }
         });
         ready(outcome)
     }
@@ -371,7 +414,11 @@ impl RoomLog for MemoryStore {
             let Some(message) = room.revisable(target) else {
                 return Revised::NotFound;
             };
-            if !room.is_author(token_hash, &message) && !room.is_owner(token_hash) {
+            let owns = room
+                .tokens
+                .get(token_hash)
+                .is_some_and(|key| room.is_owner(key));
+            if !room.is_author(token_hash, &message) && !owns {
                 return Revised::Forbidden;
             }
             let kind = EventKind::ChatDeleted {
@@ -453,6 +500,34 @@ impl RoomLog for MemoryStore {
         ready(outcome)
     }
 
+    fn typing<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>> {
+        let outcome = self.with_rooms_telling(|rooms, now, told| {
+            let deadline = self.lease_deadline(now);
+            let Some(record) = self
+                .live_room(&mut rooms.map, room_id, now)
+                .and_then(|room| room.touch(token_hash, deadline))
+            else {
+                return Authorized::Unauthorized;
+            };
+            if record.typing_until_ms > now {
+                return Authorized::Member(false);
+            }
+            record.typing_until_ms = now.saturating_add(TYPING_EVERY.as_millis() as u64);
+            told.push(Ephemeral {
+                room: room_id.clone(),
+                kind: EphemeralKind::Typing {
+                    username: record.display.clone(),
+                },
+            });
+            Authorized::Member(true)
+        });
+        ready(outcome)
+    }
+
     fn history<'a>(
         &'a self,
         room_id: &'a RoomId,
@@ -489,10 +564,11 @@ impl RoomLog for MemoryStore {
             };
             let mut members: Vec<MemberInfo> = room
                 .members
-                .values()
-                .map(|record| MemberInfo {
+                .iter()
+                .map(|(key, record)| MemberInfo {
                     username: record.display.clone(),
                     online: record.online_until_ms > now,
+                    owner: room.is_owner(key),
                 })
                 .collect();
             members.sort_by(|a, b| a.username.cmp(&b.username));
@@ -538,7 +614,7 @@ impl RoomLog for MemoryStore {
 
 impl Holds for MemoryStore {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
-        self.with_rooms(|rooms, now, _| {
+        self.with_rooms_telling(|rooms, now, told| {
             let lease = self.lease_deadline(now);
             let online_until = now + self.settings.online_ttl_ms;
             for (room_id, keys) in holds {
@@ -548,6 +624,9 @@ impl Holds for MemoryStore {
                 for key in keys {
                     if let Some(record) = room.members.get_mut(key) {
                         record.lease_deadline_ms = record.lease_deadline_ms.max(lease);
+                        if record.online_until_ms == 0 {
+                            told.push(presence(room_id, record.display.clone(), true));
+                        }
                         record.online_until_ms = online_until;
                     }
                 }
@@ -556,13 +635,20 @@ impl Holds for MemoryStore {
         ready(())
     }
 
-    fn release_hold<'a>(&'a self, room_id: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
-        self.with_rooms(|rooms, now, _| {
-            if let Some(record) = self
-                .live_room(&mut rooms.map, room_id, now)
-                .and_then(|room| room.members.get_mut(key))
-            {
-                record.online_until_ms = 0;
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        self.with_rooms_telling(|rooms, now, told| {
+            for (room_id, keys) in holds {
+                let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
+                    continue;
+                };
+                for key in keys {
+                    if let Some(record) = room.members.get_mut(key)
+                        && record.online_until_ms != 0
+                    {
+                        record.online_until_ms = 0;
+                        told.push(presence(room_id, record.display.clone(), false));
+                    }
+                }
             }
         });
         ready(())
@@ -668,41 +754,6 @@ impl Admin for MemoryStore {
         ready(posted)
     }
 
-    fn remove_member<'a>(
-        &'a self,
-        room_id: &'a RoomId,
-        username: &'a Username,
-        ban: bool,
-    ) -> StoreFuture<'a, RemoveOutcome> {
-        let identity_keys = ban.then(|| username.identity_keys());
-        let outcome = self.with_rooms(|rooms, now, appended| {
-            let limit = self.settings.history_limit;
-            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
-                return RemoveOutcome::RoomNotFound;
-            };
-            if let Some(keys) = identity_keys {
-                room.bans.extend(keys);
-            }
-            let Some(record) = room.remove_member(username.key(), now) else {
-                return if ban {
-                    RemoveOutcome::BannedOnly
-                } else {
-                    RemoveOutcome::NotMember
-                };
-            };
-            let kind = EventKind::MemberRemoved {
-                username: record.display,
-                reason: LeaveReason::removal(ban),
-            };
-            let event = room.append(room_id, kind, now, limit, appended);
-            if let Some(due) = room.next_due(self.room_ttl_ms()) {
-                rooms.expiry.schedule(room_id, due);
-            }
-            RemoveOutcome::Removed(event.id)
-        });
-        ready(outcome)
-    }
-
     fn delete_room<'a>(&'a self, room_id: &'a RoomId) -> StoreFuture<'a, bool> {
         let deleted = self.with_rooms(|rooms, now, appended| {
             if self.live_room(&mut rooms.map, room_id, now).is_none() {
@@ -722,6 +773,14 @@ impl Admin for MemoryStore {
             true
         });
         ready(deleted)
+    }
+}
+
+/// A `presence` event of `username` in `room`.
+fn presence(room: &RoomId, username: String, online: bool) -> Ephemeral {
+    Ephemeral {
+        room: room.clone(),
+        kind: EphemeralKind::Presence { username, online },
     }
 }
 

@@ -14,8 +14,11 @@ pub(super) struct MemberRecord {
     pub(super) identity_keys: Vec<String>,
     pub(super) token_hash: TokenHash,
     pub(super) lease_deadline_ms: u64,
-    /// Online while a connection of this process holds the member and refreshes this.
+    /// Online while a connection of this process holds the member and refreshes this; 0
+    /// once released (or never held), which is what `presence` events follow.
     pub(super) online_until_ms: u64,
+    /// The member's `typing` throttle: no other is published before this.
+    pub(super) typing_until_ms: u64,
 }
 
 pub(super) struct Room {
@@ -27,6 +30,9 @@ pub(super) struct Room {
     /// The identity keys of banned names: a name holding one of them may not join. Kept as
     /// long as the room.
     pub(super) bans: HashSet<String>,
+    /// The owner's username key: the creator's, until it is removed (`remove_member` clears
+    /// it), and never set again.
+    pub(super) owner: Option<String>,
     /// Token hash → username key.
     pub(super) tokens: HashMap<TokenHash, String>,
     pub(super) log: VecDeque<RoomEvent>,
@@ -39,9 +45,6 @@ pub(super) struct Room {
     /// are removed at once, expired ones by the sweep; a REST rate limit and the short
     /// lifetime bound how many one client can keep here.
     pub(super) tickets: HashMap<TokenHash, (TokenHash, u64)>,
-    /// The room's owner (its creator's username key) while it is a member: it may delete any
-    /// message. Cleared by every removal of that member.
-    pub(super) owner: Option<String>,
     /// Chat message id → its last edit or its deletion, for messages still in `log` only:
     /// an entry leaves with its message, so there are never more than the log holds.
     pub(super) revisions: HashMap<EventId, Revision>,
@@ -63,19 +66,20 @@ pub(super) struct KeptKey {
 }
 
 impl Room {
-    pub(super) fn new(secret_hash: Option<String>) -> Self {
+    /// A room owned by the member of username key `owner`, who is added next.
+    pub(super) fn new(secret_hash: Option<String>, owner: String) -> Self {
         Self {
             secret_hash,
             members: HashMap::new(),
             names: HashSet::new(),
             bans: HashSet::new(),
+            owner: Some(owner),
             tokens: HashMap::new(),
             log: VecDeque::new(),
             last_id: EventId::ZERO,
             empty_since_ms: None,
             idempotency: HashMap::new(),
             tickets: HashMap::new(),
-            owner: None,
             revisions: HashMap::new(),
         }
     }
@@ -172,14 +176,14 @@ impl Room {
             .is_some_and(|record| record.display == message.username)
     }
 
-    /// Whether the member whose token this is owns the room.
-    pub(super) fn is_owner(&self, token_hash: &TokenHash) -> bool {
-        self.owner.is_some() && self.tokens.get(token_hash) == self.owner.as_ref()
-    }
-
     /// Whether a member holds one of the name's identity keys.
     pub(super) fn name_taken(&self, identity_keys: &[String]) -> bool {
         identity_keys.iter().any(|key| self.names.contains(key))
+    }
+
+    /// Whether the member of this username key is the room's owner.
+    pub(super) fn is_owner(&self, key: &str) -> bool {
+        self.owner.as_deref() == Some(key)
     }
 
     /// Whether a banned name holds one of the name's identity keys.
@@ -204,14 +208,16 @@ impl Room {
                 token_hash: member.token_hash.clone(),
                 lease_deadline_ms,
                 online_until_ms: 0,
+                typing_until_ms: 0,
             },
         );
         self.empty_since_ms = None;
     }
 
+    /// Removes a member by its username key, and with it the room's owner if it was that.
     pub(super) fn remove_member(&mut self, key: &str, now: u64) -> Option<MemberRecord> {
         let record = self.members.remove(key)?;
-        if self.owner.as_deref() == Some(key) {
+        if self.is_owner(key) {
             self.owner = None;
         }
         self.tokens.remove(&record.token_hash);
@@ -242,7 +248,7 @@ impl Room {
         &mut self,
         token_hash: &TokenHash,
         lease_deadline_ms: u64,
-    ) -> Option<&MemberRecord> {
+    ) -> Option<&mut MemberRecord> {
         let key = self.tokens.get(token_hash)?;
         let record = self.members.get_mut(key)?;
         record.lease_deadline_ms = lease_deadline_ms;

@@ -13,13 +13,17 @@
 //! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
-//! `room:{id}:meta` (with the room's bans), `:members`, `:tokens`, `:leases`, `:log` (a
-//! stream holding the
-//! last `HISTORY_LIMIT` events and, trimmed lazily, up to a stream node more that no reader
-//! returns), `:online` and `:names` (the identity keys that make look-alikes of
-//! members' names taken), plus `room:{id}:idem:<token hash>:<key>` strings for
+//! `room:{id}:meta` (with the room's owner and bans), `:members`, `:tokens`, `:leases`,
+//! `:log` (a stream holding the last `HISTORY_LIMIT` events and, trimmed lazily, up to a
+//! stream node more that no reader returns), `:online` and `:names` (the identity keys that
+//! make look-alikes of members' names taken), `:holders` (which instances hold each online
+//! member: how a script tells a first or last online mark, to publish `presence`), plus
+//! `room:{id}:idem:<token hash>:<key>` strings for
 //! idempotent sends and `room:{id}:ticket:<ticket hash>` strings (the member's token hash,
-//! with the ticket's lifetime as their TTL) for stream tickets. Event ids come from `XADD *`
+//! with the ticket's lifetime as their TTL) for stream tickets, and
+//! `room:{id}:typing:<token hash>` (a member's `typing` throttle, `TYPING_EVERY` long).
+//! Ephemeral events are published on the room's channel as `ephemeral:` followed by a JSON
+//! array, by the script that decides on them, and kept nowhere. Event ids come from `XADD *`
 //! and timestamps from Redis's clock, so every instance agrees on them.
 //!
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
@@ -47,13 +51,14 @@ use self::keys::RoomKeys;
 use self::replies::{PostAnswer, Reply, array, history_entry, malformed, stream_entry, text};
 use super::memory::page_from_newest_first;
 use super::{
-    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, KeyReused, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, Revised, RoomAccess, RoomLog, StoreError,
-    StoreFuture, StoreResult, StoreSettings,
+    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, KeyReused, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, RoomLog,
+    StoreError, StoreFuture, StoreResult, StoreSettings,
 };
 use crate::config::Durability;
 use crate::domain::{
-    ChatMessage, EventId, EventKind, MessageText, RoomEvent, RoomId, TokenHash, Username,
+    ChatMessage, EventId, EventKind, MessageText, RoomEvent, RoomId, TYPING_EVERY, TokenHash,
+    Username,
 };
 
 /// A room script: prelude.lua, the libraries it names (each function a script defines costs
@@ -95,7 +100,7 @@ impl RoomScript {
 
 static CREATE: LazyLock<RoomScript> = room_script!("create.lua", "membership.lua");
 static JOIN: LazyLock<RoomScript> = room_script!("join.lua", "membership.lua");
-static LEAVE: LazyLock<RoomScript> = room_script!("leave.lua", "membership.lua");
+static REMOVE: LazyLock<RoomScript> = room_script!("remove.lua", "membership.lua");
 static POST: LazyLock<RoomScript> = room_script!("post.lua");
 static AUTHENTICATE: LazyLock<RoomScript> = room_script!("authenticate.lua");
 static EDIT_MESSAGE: LazyLock<RoomScript> = room_script!("edit_message.lua", "revisions.lua");
@@ -106,10 +111,10 @@ static MEMBERS: LazyLock<RoomScript> = room_script!("members.lua");
 static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua", "membership.lua");
 static ISSUE_TICKET: LazyLock<RoomScript> = room_script!("issue_ticket.lua");
 static REDEEM_TICKET: LazyLock<RoomScript> = room_script!("redeem_ticket.lua");
-static HOLD: LazyLock<RoomScript> = room_script!("hold.lua");
-static RELEASE: LazyLock<RoomScript> = room_script!("release.lua");
+static HOLD: LazyLock<RoomScript> = room_script!("hold.lua", "ephemeral.lua");
+static RELEASE: LazyLock<RoomScript> = room_script!("release.lua", "ephemeral.lua");
+static TYPING: LazyLock<RoomScript> = room_script!("typing.lua", "ephemeral.lua");
 static POST_AS: LazyLock<RoomScript> = room_script!("post_as.lua");
-static KICK: LazyLock<RoomScript> = room_script!("kick.lua", "membership.lua");
 static DELETE_ROOM: LazyLock<RoomScript> = room_script!("delete_room.lua");
 static ROOM_SUMMARY: LazyLock<RoomScript> = room_script!("room_summary.lua");
 
@@ -321,6 +326,36 @@ impl RedisStore {
         self.settings.member_ttl_ms.to_string()
     }
 
+    /// Runs a holds script (hold.lua, release.lua) once per room, with this instance's id,
+    /// `args`, then the room's username keys; counts the `presence` events they told. One
+    /// script per room, all sent at once: the rooms may be on different shards, and a pipeline
+    /// on a cluster goes to one.
+    async fn hold_scripts(
+        &self,
+        what: &'static str,
+        script: &RoomScript,
+        holds: &[(RoomId, Vec<String>)],
+        args: &[&str],
+    ) -> StoreResult<()> {
+        let scripts = holds.iter().map(|(room, keys)| {
+            let mut all: Vec<&str> = vec![&self.instance_id];
+            all.extend_from_slice(args);
+            all.extend(keys.iter().map(String::as_str));
+            async move {
+                let reply = self
+                    .room_script(what, script, room, &[], &all, false)
+                    .await?;
+                match reply.status.as_str() {
+                    "ok" => reply.int(0),
+                    _ => Err(malformed("holds status")),
+                }
+            }
+        });
+        let told = futures_util::future::try_join_all(scripts).await?;
+        super::count_published("presence", told.into_iter().map(|n| n as u64).sum());
+        Ok(())
+    }
+
     async fn add_member(
         &self,
         what: &'static str,
@@ -345,8 +380,8 @@ impl RedisStore {
     }
 }
 
-/// Whether `script`'s answer tells a client its write was made (create, join, post, leave,
-/// edit and delete a message, and the server API's post, kick and delete):
+/// Whether `script`'s answer tells a client its write was made (create, join, post, a member's
+/// removal, a message's edit and deletion, and the server API's post and delete):
 /// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
 /// lease refreshes on reads are not acknowledged to anyone, and do not wait.
 fn acknowledged(script: &RoomScript) -> bool {
@@ -354,7 +389,7 @@ fn acknowledged(script: &RoomScript) -> bool {
         &*CREATE,
         &*JOIN,
         &*POST,
-        &*LEAVE,
+        &*REMOVE,
         &*EDIT_MESSAGE,
         &*DELETE_MESSAGE,
     ]
@@ -462,28 +497,49 @@ impl RoomLog for RedisStore {
         })
     }
 
-    fn leave<'a>(
+    fn remove_member<'a>(
         &'a self,
         room: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome> {
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
         Box::pin(async move {
             let room_ttl = self.settings.room_ttl_secs.to_string();
-            let args = [token_hash.as_str(), target.key(), &room_ttl];
+            let by_token = match by {
+                Remover::ServerApi => "",
+                Remover::Member(token_hash) => token_hash.as_str(),
+            };
+            let identity_keys = if ban {
+                target.identity_keys()
+            } else {
+                Vec::new()
+            };
+            let mut args = vec![
+                target.key(),
+                &room_ttl,
+                if ban { "ban" } else { "" },
+                by_token,
+            ];
+            args.extend(identity_keys.iter().map(String::as_str));
             let reply = self
-                .room_script("leave", &LEAVE, room, &[], &args, false)
+                .room_script("remove_member", &REMOVE, room, &[], &args, false)
                 .await?;
-            match reply.status.as_str() {
-                "ok" => {
-                    let left = reply.event_id(0)?;
-                    super::count_appended("remove:member:success", 1);
-                    Ok(LeaveOutcome::Left(left))
-                }
-                "unauthorized" => Ok(LeaveOutcome::Unauthorized),
-                "forbidden" => Ok(LeaveOutcome::Forbidden),
-                _ => Err(malformed("leave status")),
+            let outcome = match reply.status.as_str() {
+                "left" => RemoveOutcome::Left(reply.event_id(0)?),
+                "removed" => RemoveOutcome::Removed(reply.event_id(0)?),
+                "banned_only" => RemoveOutcome::BannedOnly,
+                "room_not_found" => RemoveOutcome::RoomNotFound,
+                "not_member" => RemoveOutcome::NotMember,
+                "unauthorized" => RemoveOutcome::Unauthorized,
+                "forbidden" => RemoveOutcome::Forbidden,
+                "own_ban" => RemoveOutcome::OwnBan,
+                _ => return Err(malformed("remove_member status")),
+            };
+            if let RemoveOutcome::Left(_) | RemoveOutcome::Removed(_) = outcome {
+                super::count_appended("remove:member:success", 1);
             }
+            Ok(outcome)
         })
     }
 
@@ -666,6 +722,27 @@ impl RoomLog for RedisStore {
         })
     }
 
+    fn typing<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let throttle = TYPING_EVERY.as_millis().to_string();
+            let throttle_key = keys::typing_key(room, token_hash);
+            let args = [token_hash.as_str(), &lease_ttl, &throttle];
+            let reply = self
+                .room_script("typing", &TYPING, room, &[&throttle_key], &args, false)
+                .await?;
+            let answer = reply.authorized("typing status", |reply| Ok(reply.int(0)? == 1))?;
+            if answer == Authorized::Member(true) {
+                super::count_published("typing", 1);
+            }
+            Ok(answer)
+        })
+    }
+
     fn history<'a>(
         &'a self,
         room: &'a RoomId,
@@ -707,6 +784,8 @@ impl RoomLog for RedisStore {
                     .into_iter()
                     .map(text)
                     .collect::<StoreResult<_>>()?;
+                // '' when the room has no owner, which no username key is.
+                let owner = reply.string(2)?;
                 let flat = array(reply.take(0)?)?;
                 let mut members = Vec::with_capacity(flat.len() / 2);
                 let mut flat = flat.into_iter();
@@ -717,6 +796,7 @@ impl RoomLog for RedisStore {
                     members.push(MemberInfo {
                         username: username.to_owned(),
                         online: online.contains(&key),
+                        owner: key == owner,
                     });
                 }
                 members.sort_by(|a, b| a.username.cmp(&b.username));
@@ -793,39 +873,15 @@ impl RoomLog for RedisStore {
 impl Holds for RedisStore {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if holds.is_empty() {
-                return Ok(());
-            }
             let lease_ttl = self.lease_ttl();
             let online_ttl = self.settings.online_ttl_ms.to_string();
-            // One script per room, all sent at once: the rooms may be on different shards,
-            // and a pipeline on a cluster goes to one.
-            let refreshes = holds.iter().map(|(room, keys)| {
-                let mut args: Vec<&str> = vec![&self.instance_id, &lease_ttl, &online_ttl];
-                args.extend(keys.iter().map(String::as_str));
-                async move {
-                    self.room_script("refresh_holds", &HOLD, room, &[], &args, false)
-                        .await
-                }
-            });
-            futures_util::future::try_join_all(refreshes).await?;
-            Ok(())
+            self.hold_scripts("refresh_holds", &HOLD, holds, &[&lease_ttl, &online_ttl])
+                .await
         })
     }
 
-    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.room_script(
-                "release_hold",
-                &RELEASE,
-                room,
-                &[],
-                &[&self.instance_id, key],
-                false,
-            )
-            .await?;
-            Ok(())
-        })
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        Box::pin(self.hold_scripts("release_holds", &RELEASE, holds, &[]))
     }
 
     fn sweep(&self) -> StoreFuture<'_, usize> {
