@@ -140,6 +140,8 @@ pub struct Remove {
     pub username: Username,
     /// Needed when the connection does not hold the room.
     pub token: Option<MemberToken>,
+    /// The room owner's removal of another member bans the name too.
+    pub ban: bool,
 }
 
 /// `resume`.
@@ -194,6 +196,8 @@ struct RemoveData {
     username: String,
     #[serde(default)]
     token: Option<String>,
+    #[serde(default)]
+    ban: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -325,6 +329,7 @@ fn remove(data: RemoveData) -> Result<Remove, ApiError> {
         room: RoomId::parse(&data.room_id)?,
         username: Username::parse(&data.username)?,
         token: data.token.as_deref().map(MemberToken::presented),
+        ban: data.ban.unwrap_or(false),
     })
 }
 
@@ -386,10 +391,19 @@ mod tests {
         assert_eq!(resume.last_event_id, Some(EventId::new(5, 1)));
 
         let frame = r#"{"event":"remove:member","data":{"roomId":"r","username":"bob"}}"#;
-        assert!(matches!(
-            decoded(frame).event,
-            Ok(ClientEvent::RemoveMember(_))
-        ));
+        let Ok(ClientEvent::RemoveMember(remove)) = decoded(frame).event else {
+            panic!("not a remove:member");
+        };
+        assert!(!remove.ban, "no ban unless asked");
+        let frame =
+            r#"{"event":"remove:member","data":{"roomId":"r","username":"bob","ban":true}}"#;
+        let Ok(ClientEvent::RemoveMember(remove)) = decoded(frame).event else {
+            panic!("not a remove:member");
+        };
+        assert!(remove.ban);
+        let frame =
+            r#"{"event":"remove:member","data":{"roomId":"r","username":"bob","ban":"yes"}}"#;
+        assert_eq!(decoded(frame).event.unwrap_err().code(), "invalid_request");
     }
 
     #[test]

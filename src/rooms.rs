@@ -1,4 +1,5 @@
-//! The room operations every transport calls: create, join, leave, post, history, members.
+//! The room operations every transport calls: create, join, leave (or, by the room's owner,
+//! kick and ban), post, history, members.
 //!
 //! This is where the business rules meet the store: tokens are minted and hashed here, room
 //! secrets are hashed and checked here (through [`SecretHasher`], bounded in memory and
@@ -20,8 +21,8 @@ use crate::identity::{Identity, Joiner};
 use crate::limits::Limits;
 use crate::room_secrets::SecretHasher;
 use crate::store::{
-    Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, LeaveOutcome, MemberInfo,
-    NewMember, NewMessage, NewMessages, PostOutcome, RoomAccess, Store, StoreError,
+    Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, MemberInfo, NewMember,
+    NewMessage, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, Store, StoreError,
 };
 
 /// What a member gets back when it joins (or creates) a room.
@@ -32,6 +33,24 @@ pub struct Joined {
     pub token: MemberToken,
     /// The id of the last event the join appended.
     pub last_event_id: EventId,
+}
+
+/// A removal a member asked for ([`Rooms::remove_by_member`]), with the id of its
+/// `remove:member:success`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Removal {
+    /// The member removed itself (`left`).
+    Left(EventId),
+    /// The room's owner removed another member (`kicked` or `banned`).
+    Removed(EventId),
+}
+
+impl Removal {
+    pub fn event_id(self) -> EventId {
+        match self {
+            Removal::Left(id) | Removal::Removed(id) => id,
+        }
+    }
 }
 
 /// The most history one request may ask for (and the most rooms one server API page lists).
@@ -148,17 +167,21 @@ impl Rooms {
         }
     }
 
-    #[tracing::instrument(name = "rooms.leave", skip_all, fields(chat.room = %room))]
-    pub async fn leave(
+    /// `target` removed by the member whose token this is: itself (it leaves), or, when that
+    /// member is the room's owner, another member (kicked, or banned with `ban`).
+    #[tracing::instrument(name = "rooms.remove_by_member", skip_all, fields(chat.room = %room))]
+    pub async fn remove_by_member(
         &self,
         room: &RoomId,
         token_hash: &TokenHash,
-        username: &Username,
-    ) -> Result<EventId, ApiError> {
-        match self.store.leave(room, token_hash, username).await? {
-            LeaveOutcome::Left(id) => Ok(id),
-            LeaveOutcome::Unauthorized => Err(ApiError::Unauthorized),
-            LeaveOutcome::Forbidden => Err(ApiError::forbidden("a member can only remove itself")),
+        target: &Username,
+        ban: bool,
+    ) -> Result<Removal, ApiError> {
+        let by = Remover::Member(token_hash);
+        match self.store.remove_member(room, target, by, ban).await? {
+            RemoveOutcome::Left(id) => Ok(Removal::Left(id)),
+            RemoveOutcome::Removed(id) => Ok(Removal::Removed(id)),
+            refused => Err(removal_refused(refused)),
         }
     }
 
@@ -313,6 +336,25 @@ impl From<StoreError> for ApiError {
     fn from(err: StoreError) -> Self {
         match err {
             StoreError::Unavailable => ApiError::Unavailable,
+        }
+    }
+}
+
+/// The error of a removal that did not happen (both removers' refusals; a removal that did
+/// is the caller's to answer).
+fn removal_refused(outcome: RemoveOutcome) -> ApiError {
+    match outcome {
+        RemoveOutcome::RoomNotFound => ApiError::RoomNotFound,
+        RemoveOutcome::NotMember => ApiError::NotMember,
+        RemoveOutcome::Unauthorized => ApiError::Unauthorized,
+        RemoveOutcome::Forbidden => {
+            ApiError::forbidden("only the room's owner may remove another member")
+        }
+        RemoveOutcome::OwnBan => {
+            ApiError::invalid("a member cannot ban its own name; leave without ban instead")
+        }
+        RemoveOutcome::Left(_) | RemoveOutcome::Removed(_) | RemoveOutcome::BannedOnly => {
+            store_answered_otherwise()
         }
     }
 }

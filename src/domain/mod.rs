@@ -284,7 +284,7 @@ pub fn now_ms() -> u64 {
 pub enum LeaveReason {
     Left,
     Timeout,
-    /// Removed by someone else (the server API today; a room's owner later).
+    /// Removed by someone else: the room's owner, or the server API.
     Kicked,
     /// Removed and its name banned from the room for the room's lifetime.
     Banned,

@@ -123,6 +123,28 @@ pub struct MemberEntry {
     pub username: String,
     /// Whether a WebSocket or SSE connection holds this member now.
     pub online: bool,
+    /// Whether this member is the room's owner: its creator, as long as it has not left (no
+    /// one is the owner after that, not even a later member of the same name).
+    pub owner: bool,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RemoveQuery {
+    /// `true` also bans the name (and names compared equal to it) for the room's lifetime.
+    #[param(value_type = Option<bool>)]
+    pub ban: Option<String>,
+}
+
+impl RemoveQuery {
+    /// Whether a ban is asked: `true` or `false`, absent is `false`, anything else is 400.
+    pub fn ban(&self) -> Result<bool, ApiError> {
+        match self.ban.as_deref() {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(_) => Err(ApiError::invalid("ban must be true or false")),
+        }
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -241,26 +263,33 @@ pub async fn join_room(
     enter(&state, client, &room, joiner, body.secret, false).await
 }
 
-/// Leave a room (only a member can remove itself).
+/// Leave a room; or, with the room owner's token, remove another member (`kicked`), and with
+/// `?ban=true` ban its name too (`banned`).
 #[utoipa::path(
     delete, path = "/rooms/{roomId}/members/{username}", tag = "rooms",
-    params(MemberPath),
+    params(MemberPath, RemoveQuery),
     security(("member_token" = [])),
     responses(
-        (status = 204, description = "left"),
-        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 204, description = "left, or (the owner's token, another name) kicked or banned"),
+        (status = 400, body = ErrorBody, description = "invalid_request: a bad name or `ban`, or `ban=true` on one's own name"),
         (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
-        (status = 403, body = ErrorBody, description = "forbidden: the token is another member's"),
+        (status = 403, body = ErrorBody, description = "forbidden: another member's name, and the token is not the room owner's"),
+        (status = 404, body = ErrorBody, description = "not_member: the owner named no member"),
     )
 )]
 pub async fn leave_room(
     State(state): State<AppState>,
     BearerToken(token): BearerToken,
     ApiPath((room, username)): ApiPath<(String, String)>,
+    ApiQuery(query): ApiQuery<RemoveQuery>,
 ) -> Result<StatusCode, ApiError> {
     let room = RoomId::parse(&room)?;
     let username = Username::parse(&username)?;
-    state.rooms.leave(&room, &token, &username).await?;
+    let ban = query.ban()?;
+    state
+        .rooms
+        .remove_by_member(&room, &token, &username, ban)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -339,7 +368,7 @@ pub async fn history(
     }))
 }
 
-/// List a room's members and whether each is online.
+/// List a room's members, whether each is online, and which one is the room's owner.
 #[utoipa::path(
     get, path = "/rooms/{roomId}/members", tag = "rooms",
     params(RoomPath),
@@ -363,6 +392,7 @@ pub async fn members(
             .map(|member| MemberEntry {
                 username: member.username,
                 online: member.online,
+                owner: member.owner,
             })
             .collect(),
     }))

@@ -21,7 +21,7 @@ use utoipa::{IntoParams, ToSchema};
 use super::AppState;
 use super::extract::{ApiJson, ApiPath, ApiQuery, page_limit};
 use super::openapi;
-use super::rest::{MemberPath, RoomPath};
+use super::rest::{MemberPath, RemoveQuery, RoomPath};
 use crate::config::ServerApiKey;
 use crate::domain::{ChatMessage, EventId, RoomId, Username};
 use crate::error::{ApiError, ErrorBody};
@@ -125,14 +125,6 @@ pub struct ServerMessageRequest {
     pub message: String,
 }
 
-#[derive(Debug, Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct RemoveQuery {
-    /// `true` also bans the name (and names compared equal to it) for the room's lifetime.
-    #[param(value_type = Option<bool>)]
-    pub ban: Option<String>,
-}
-
 /// List rooms, sorted by id, a page at a time.
 #[utoipa::path(
     get, path = "/api/rooms", tag = "server",
@@ -211,11 +203,7 @@ pub async fn remove_member(
 ) -> Result<StatusCode, ApiError> {
     let room = RoomId::parse(&room)?;
     let username = Username::parse(&username)?;
-    let ban = match query.ban.as_deref() {
-        None | Some("false") => false,
-        Some("true") => true,
-        Some(_) => return Err(ApiError::invalid("ban must be true or false")),
-    };
+    let ban = query.ban()?;
     state.rooms.remove_member(&room, &username, ban).await?;
     Ok(StatusCode::NO_CONTENT)
 }

@@ -5,7 +5,7 @@
 use super::{MAX_HISTORY_PAGE, Rooms};
 use crate::domain::{ChatMessage, RoomId, Username};
 use crate::error::ApiError;
-use crate::store::{RemoveOutcome, RoomsPage};
+use crate::store::{RemoveOutcome, Remover, RoomsPage};
 
 impl Rooms {
     /// Rooms by id after `after`, `limit` (1-200) at most.
@@ -47,10 +47,10 @@ impl Rooms {
         username: &Username,
         ban: bool,
     ) -> Result<(), ApiError> {
-        match self.store.remove_member(room, username, ban).await? {
+        let by = Remover::ServerApi;
+        match self.store.remove_member(room, username, by, ban).await? {
             RemoveOutcome::Removed(_) | RemoveOutcome::BannedOnly => Ok(()),
-            RemoveOutcome::RoomNotFound => Err(ApiError::RoomNotFound),
-            RemoveOutcome::NotMember => Err(ApiError::NotMember),
+            refused => Err(super::removal_refused(refused)),
         }
     }
 

@@ -36,7 +36,7 @@ use crate::hub::{Frame, Hub, Inbox, Mailbox, mailbox};
 use crate::identity::{IdToken, Joiner};
 use crate::presence::Presence;
 use crate::protocol::{ClientEvent, Join, Remove, Resume};
-use crate::rooms::Rooms;
+use crate::rooms::{Removal, Rooms};
 use crate::telemetry;
 use held::{Held, Holdings};
 
@@ -245,28 +245,33 @@ impl Session {
 
     /// `remove:member`: under the membership this session holds in the room, or the token the
     /// event carries. Leaving its own membership, the session forwards the room up to the
-    /// removal (the member sees it) and lets go of the member's presence at once.
+    /// removal (the member sees it) and lets go of the member's presence at once. The room's
+    /// owner removing another member keeps its own membership; the removed member's sessions,
+    /// wherever they are, end its membership when they see the removal.
     pub async fn leave(&mut self, remove: Remove) -> Result<LeftResponse, ApiError> {
         let Remove {
             room,
             username: target,
             token,
+            ban,
         } = remove;
         let token_hash = match self.held.to_post(&room).and_then(Held::token_hash) {
             Some(token_hash) => token_hash.clone(),
             None => token.map(|token| token.hash()).ok_or(ApiError::NotMember)?,
         };
-        let left_at = self
+        let removal = self
             .core
             .rooms
-            .leave(&room, &token_hash, &target)
+            .remove_by_member(&room, &token_hash, &target, ban)
             .await
             .map_err(not_member)?;
-        self.held.leaving(&room, &token_hash, left_at);
+        if let Removal::Left(left_at) = removal {
+            self.held.leaving(&room, &token_hash, left_at);
+        }
         Ok(LeftResponse {
             room_id: room.to_string(),
             username: target.into_string(),
-            last_event_id: left_at,
+            last_event_id: removal.event_id(),
         })
     }
 

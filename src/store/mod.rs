@@ -98,15 +98,6 @@ pub enum JoinOutcome {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaveOutcome {
-    Left(EventId),
-    /// The token is not a current member's token in this room.
-    Unauthorized,
-    /// The token belongs to another member.
-    Forbidden,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PostOutcome {
     /// One answer per message, in the order given: the stored chat event (new, or the one
     /// stored the first time under the same idempotency key), or a refused replay.
@@ -147,6 +138,8 @@ pub struct HistoryPage {
 pub struct MemberInfo {
     pub username: String,
     pub online: bool,
+    /// This member created the room and has not left it since (see [`RoomLog::create_room`]).
+    pub owner: bool,
 }
 
 /// Events read from a room's log after a given id.
@@ -230,15 +223,35 @@ pub struct RoomsPage {
     pub next_after: Option<RoomId>,
 }
 
+/// Who asks for a member's removal ([`RoomLog::remove_member`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Remover<'a> {
+    /// The server API (`/api/`): may remove (and ban) any name, member or not.
+    ServerApi,
+    /// A member, by its token hash: it may remove itself (it leaves), and, when it is the
+    /// room's owner, another member (a kick or a ban).
+    Member(&'a TokenHash),
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RemoveOutcome {
-    /// The member was removed; the id of its `remove:member:success`.
+    /// The remover removed itself; the id of its `remove:member:success` (`left`).
+    Left(EventId),
+    /// Another member was removed; the id of its `remove:member:success` (`kicked` or
+    /// `banned`).
     Removed(EventId),
-    /// Nobody of that name was a member, but the name is banned now (a ban was asked).
+    /// Nobody of that name was a member, but the name is banned now (the server API's ban).
     BannedOnly,
+    /// The server API named a room that does not exist.
     RoomNotFound,
-    /// Nobody of that name is a member (and no ban was asked).
+    /// Nobody of that name is a member (nothing was banned).
     NotMember,
+    /// The remover's token is not a current member's token in this room.
+    Unauthorized,
+    /// The remover is a member, but neither the one named nor the room's owner.
+    Forbidden,
+    /// A member asked to ban its own name: refused, nothing changed.
+    OwnBan,
 }
 
 /// Up to `limit + 1` rooms in id order as a page: the extra one only says that another page
@@ -273,17 +286,6 @@ pub trait Admin: Send + Sync + 'static {
         text: MessageText,
     ) -> StoreFuture<'a, Option<RoomEvent>>;
 
-    /// Removes the member holding `username` (compared by its username key), appending
-    /// `remove:member:success` with reason `kicked`, or `banned` with `ban`; its token stops
-    /// working in the same step. With `ban`, the name's identity keys are banned from joining
-    /// for as long as the room exists, member or not.
-    fn remove_member<'a>(
-        &'a self,
-        room: &'a RoomId,
-        username: &'a Username,
-        ban: bool,
-    ) -> StoreFuture<'a, RemoveOutcome>;
-
     /// Deletes the room with everything it holds, and tells its subscribers with a
     /// `room:deleted` event that the log does not keep. False: there was no such room.
     fn delete_room<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, bool>;
@@ -291,8 +293,11 @@ pub trait Admin: Send + Sync + 'static {
 
 /// The room log and membership: see the module documentation for the guarantees.
 pub trait RoomLog: Send + Sync + 'static {
-    /// Creates `member.room` with `member` as its first member: appends `create:room:success`
-    /// and `add:member:success`. `secret_hash` is stored as given.
+    /// Creates `member.room` with `member` as its first member and its owner: appends
+    /// `create:room:success` and `add:member:success`. `secret_hash` is stored as given. The
+    /// owner stays the owner until it is removed (leaves, times out, is kicked or banned):
+    /// the same step clears the room's owner, so the room then has none, and a later member
+    /// of the same name is not the owner.
     fn create_room(
         &self,
         member: NewMember,
@@ -309,14 +314,19 @@ pub trait RoomLog: Send + Sync + 'static {
         expected_secret_hash: Option<String>,
     ) -> StoreFuture<'_, JoinOutcome>;
 
-    /// Removes `target` if `token_hash` is that member's token; appends
-    /// `remove:member:success` with reason `left`.
-    fn leave<'a>(
+    /// Removes the member holding `target` (compared by its username key), checking `by` in
+    /// the same step: a member removing itself leaves (`left`; `ban` is then refused as
+    /// [`RemoveOutcome::OwnBan`]); the room's owner or the server API removing another
+    /// appends `kicked`, or `banned` with `ban`. The removed member's token stops working in
+    /// that step. A ban keeps the name's identity keys from joining for as long as the room
+    /// exists; only the server API bans a name no member holds.
+    fn remove_member<'a>(
         &'a self,
         room: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome>;
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome>;
 
     /// Appends chat messages for the member whose token this is, in order and as one step
     /// (all or none, nothing of another writer in between), and refreshes its lease. One

@@ -17,8 +17,8 @@ use std::sync::Arc;
 use tracing::{Instrument, Span};
 
 use super::{
-    Admin, Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RemoveOutcome, RoomAccess, RoomLog, RoomsPage,
+    Admin, Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, RoomLog, RoomsPage,
     Store, StoreFuture,
 };
 use crate::domain::{EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
@@ -92,14 +92,15 @@ impl RoomLog for Traced<dyn Store> {
         traced(span, || self.inner.join(member, expected_secret_hash))
     }
 
-    fn leave<'a>(
+    fn remove_member<'a>(
         &'a self,
         room: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome> {
-        let span = self.span("store.leave", Some(room));
-        traced(span, || self.inner.leave(room, token_hash, target))
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
+        let span = self.span("store.remove_member", Some(room));
+        traced(span, || self.inner.remove_member(room, target, by, ban))
     }
 
     fn post(&self, messages: NewMessages) -> StoreFuture<'_, PostOutcome> {
@@ -213,16 +214,6 @@ impl Admin for Traced<dyn Store> {
     ) -> StoreFuture<'a, Option<RoomEvent>> {
         let span = self.span("store.post_as", Some(room));
         traced(span, || self.inner.post_as(room, username, text))
-    }
-
-    fn remove_member<'a>(
-        &'a self,
-        room: &'a RoomId,
-        username: &'a Username,
-        ban: bool,
-    ) -> StoreFuture<'a, RemoveOutcome> {
-        let span = self.span("store.remove_member", Some(room));
-        traced(span, || self.inner.remove_member(room, username, ban))
     }
 
     fn delete_room<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, bool> {

@@ -27,9 +27,9 @@ use self::expiry::ExpiryIndex;
 pub use self::feed::LocalFeed;
 use self::room::{KeptKey, Room};
 use super::{
-    Admin, Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RemoveOutcome, RoomAccess, RoomLog,
-    RoomSummary, RoomsPage, StoreFuture, StoreSettings,
+    Admin, Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, RoomLog, RoomSummary,
+    RoomsPage, StoreFuture, StoreSettings,
 };
 use crate::domain::{
     EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash, Username, now_ms,
@@ -137,7 +137,7 @@ impl RoomLog for MemoryStore {
             if self.live_room(&mut rooms.map, &member.room, now).is_some() {
                 return CreateOutcome::RoomExists;
             }
-            let mut room = Room::new(secret_hash);
+            let mut room = Room::new(secret_hash, member.username.key().to_owned());
             room.add_member(&member, identity_keys, self.lease_deadline(now));
             let username = member.username.as_str().to_owned();
             let limit = self.settings.history_limit;
@@ -221,40 +221,65 @@ impl RoomLog for MemoryStore {
         ready(outcome)
     }
 
-    fn leave<'a>(
+    fn remove_member<'a>(
         &'a self,
         room_id: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome> {
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
+        // Skeletons are computed before taking the lock that every room shares.
+        let identity_keys = ban.then(|| target.identity_keys());
         let outcome = self.with_rooms(|rooms, now, appended| {
             let limit = self.settings.history_limit;
             let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
-                return LeaveOutcome::Unauthorized;
+                return match by {
+                    Remover::ServerApi => RemoveOutcome::RoomNotFound,
+                    Remover::Member(_) => RemoveOutcome::Unauthorized,
+                };
             };
-            let Some(key) = room.tokens.get(token_hash).cloned() else {
-                return LeaveOutcome::Unauthorized;
+            let reason = match by {
+                Remover::ServerApi => LeaveReason::removal(ban),
+                Remover::Member(token_hash) => {
+                    let Some(remover) = room.tokens.get(token_hash) else {
+                        return RemoveOutcome::Unauthorized;
+                    };
+                    if remover == target.key() {
+                        if ban {
+                            return RemoveOutcome::OwnBan;
+                        }
+                        LeaveReason::Left
+                    } else if room.is_owner(remover) {
+                        LeaveReason::removal(ban)
+                    } else {
+                        return RemoveOutcome::Forbidden;
+                    }
+                }
             };
-            if key != target.key() {
-                return LeaveOutcome::Forbidden;
+            // Only the server API bans a name no member holds.
+            let server_ban = ban && by == Remover::ServerApi;
+            if !server_ban && !room.members.contains_key(target.key()) {
+                return RemoveOutcome::NotMember;
             }
-            let Some(record) = room.remove_member(&key, now) else {
-                return LeaveOutcome::Unauthorized;
+            if let Some(keys) = identity_keys {
+                room.bans.extend(keys);
+            }
+            let Some(record) = room.remove_member(target.key(), now) else {
+                return RemoveOutcome::BannedOnly;
             };
-            let event = room.append(
-                room_id,
-                EventKind::MemberRemoved {
-                    username: record.display,
-                    reason: LeaveReason::Left,
-                },
-                now,
-                limit,
-                appended,
-            );
+            let kind = EventKind::MemberRemoved {
+                username: record.display,
+                reason,
+            };
+            let event = room.append(room_id, kind, now, limit, appended);
             if let Some(due) = room.next_due(self.room_ttl_ms()) {
                 rooms.expiry.schedule(room_id, due);
             }
-            LeaveOutcome::Left(event.id)
+            if reason == LeaveReason::Left {
+                RemoveOutcome::Left(event.id)
+            } else {
+                RemoveOutcome::Removed(event.id)
+            }
         });
         ready(outcome)
     }
@@ -417,10 +442,11 @@ impl RoomLog for MemoryStore {
             };
             let mut members: Vec<MemberInfo> = room
                 .members
-                .values()
-                .map(|record| MemberInfo {
+                .iter()
+                .map(|(key, record)| MemberInfo {
                     username: record.display.clone(),
                     online: record.online_until_ms > now,
+                    owner: room.is_owner(key),
                 })
                 .collect();
             members.sort_by(|a, b| a.username.cmp(&b.username));
@@ -594,41 +620,6 @@ impl Admin for MemoryStore {
             Some(room.append(room_id, kind, now, limit, appended))
         });
         ready(posted)
-    }
-
-    fn remove_member<'a>(
-        &'a self,
-        room_id: &'a RoomId,
-        username: &'a Username,
-        ban: bool,
-    ) -> StoreFuture<'a, RemoveOutcome> {
-        let identity_keys = ban.then(|| username.identity_keys());
-        let outcome = self.with_rooms(|rooms, now, appended| {
-            let limit = self.settings.history_limit;
-            let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
-                return RemoveOutcome::RoomNotFound;
-            };
-            if let Some(keys) = identity_keys {
-                room.bans.extend(keys);
-            }
-            let Some(record) = room.remove_member(username.key(), now) else {
-                return if ban {
-                    RemoveOutcome::BannedOnly
-                } else {
-                    RemoveOutcome::NotMember
-                };
-            };
-            let kind = EventKind::MemberRemoved {
-                username: record.display,
-                reason: LeaveReason::removal(ban),
-            };
-            let event = room.append(room_id, kind, now, limit, appended);
-            if let Some(due) = room.next_due(self.room_ttl_ms()) {
-                rooms.expiry.schedule(room_id, due);
-            }
-            RemoveOutcome::Removed(event.id)
-        });
-        ready(outcome)
     }
 
     fn delete_room<'a>(&'a self, room_id: &'a RoomId) -> StoreFuture<'a, bool> {

@@ -26,6 +26,9 @@ pub(super) struct Room {
     /// The identity keys of banned names: a name holding one of them may not join. Kept as
     /// long as the room.
     pub(super) bans: HashSet<String>,
+    /// The owner's username key: the creator's, until it is removed (`remove_member` clears
+    /// it), and never set again.
+    pub(super) owner: Option<String>,
     /// Token hash → username key.
     pub(super) tokens: HashMap<TokenHash, String>,
     pub(super) log: VecDeque<RoomEvent>,
@@ -48,12 +51,14 @@ pub(super) struct KeptKey {
 }
 
 impl Room {
-    pub(super) fn new(secret_hash: Option<String>) -> Self {
+    /// A room owned by the member of username key `owner`, who is added next.
+    pub(super) fn new(secret_hash: Option<String>, owner: String) -> Self {
         Self {
             secret_hash,
             members: HashMap::new(),
             names: HashSet::new(),
             bans: HashSet::new(),
+            owner: Some(owner),
             tokens: HashMap::new(),
             log: VecDeque::new(),
             last_id: EventId::ZERO,
@@ -123,6 +128,11 @@ impl Room {
         identity_keys.iter().any(|key| self.names.contains(key))
     }
 
+    /// Whether the member of this username key is the room's owner.
+    pub(super) fn is_owner(&self, key: &str) -> bool {
+        self.owner.as_deref() == Some(key)
+    }
+
     /// Whether a banned name holds one of the name's identity keys.
     pub(super) fn name_banned(&self, identity_keys: &[String]) -> bool {
         identity_keys.iter().any(|key| self.bans.contains(key))
@@ -150,8 +160,12 @@ impl Room {
         self.empty_since_ms = None;
     }
 
+    /// Removes a member by its username key, and with it the room's owner if it was that.
     pub(super) fn remove_member(&mut self, key: &str, now: u64) -> Option<MemberRecord> {
         let record = self.members.remove(key)?;
+        if self.is_owner(key) {
+            self.owner = None;
+        }
         self.tokens.remove(&record.token_hash);
         for identity_key in &record.identity_keys {
             self.names.remove(identity_key);

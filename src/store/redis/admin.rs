@@ -1,5 +1,6 @@
 //! The server API's operations on Redis ([`Admin`]): one room script each, and the room list
-//! read from the room index.
+//! read from the room index. Its kick and ban are `RoomLog::remove_member` (`remove.lua`),
+//! the one removal script members use too.
 //!
 //! The room index is [`LEASE_BUCKETS`](super::keys::LEASE_BUCKETS) sorted sets of room ids
 //! (`rooms:{n}`), split like the lease index so that on a cluster no script touches two
@@ -13,10 +14,9 @@
 use super::keys::{rooms_index_of, rooms_indexes};
 use super::replies::malformed;
 use super::{RedisStore, RoomScript};
-use crate::domain::{EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, Username};
+use crate::domain::{EventId, EventKind, MessageText, RoomEvent, RoomId, Username};
 use crate::store::{
-    Admin, RemoveOutcome, RoomSummary, RoomsPage, StoreFuture, StoreResult, count_appended,
-    rooms_page,
+    Admin, RoomSummary, RoomsPage, StoreFuture, StoreResult, count_appended, rooms_page,
 };
 
 impl RedisStore {
@@ -169,38 +169,6 @@ impl Admin for RedisStore {
         })
     }
 
-    fn remove_member<'a>(
-        &'a self,
-        room: &'a RoomId,
-        username: &'a Username,
-        ban: bool,
-    ) -> StoreFuture<'a, RemoveOutcome> {
-        Box::pin(async move {
-            let room_ttl = self.settings.room_ttl_secs.to_string();
-            let reason = LeaveReason::removal(ban).as_str();
-            let identity_keys = if ban {
-                username.identity_keys()
-            } else {
-                Vec::new()
-            };
-            let mut args = vec![username.key(), &room_ttl, reason];
-            args.extend(identity_keys.iter().map(String::as_str));
-            let reply = self
-                .room_script("kick", &super::KICK, room, &[], &args, false)
-                .await?;
-            match reply.status.as_str() {
-                "ok" => {
-                    count_appended("remove:member:success", 1);
-                    Ok(RemoveOutcome::Removed(reply.event_id(0)?))
-                }
-                "banned_only" => Ok(RemoveOutcome::BannedOnly),
-                "not_member" => Ok(RemoveOutcome::NotMember),
-                "room_not_found" => Ok(RemoveOutcome::RoomNotFound),
-                _ => Err(malformed("kick status")),
-            }
-        })
-    }
-
     fn delete_room<'a>(&'a self, room: &'a RoomId) -> StoreFuture<'a, bool> {
         Box::pin(async move {
             let reply = self
@@ -221,6 +189,6 @@ impl Admin for RedisStore {
 }
 
 /// The scripts this file runs, for `acknowledged`: a client is told these happened.
-pub(super) fn acknowledged_scripts() -> [&'static RoomScript; 3] {
-    [&*super::POST_AS, &*super::KICK, &*super::DELETE_ROOM]
+pub(super) fn acknowledged_scripts() -> [&'static RoomScript; 2] {
+    [&*super::POST_AS, &*super::DELETE_ROOM]
 }

@@ -13,7 +13,7 @@
 //! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
-//! `room:{id}:meta` (with the room's bans), `:members`, `:tokens`, `:leases`, `:log` (a
+//! `room:{id}:meta` (with the room's owner and bans), `:members`, `:tokens`, `:leases`, `:log` (a
 //! stream holding the
 //! last `HISTORY_LIMIT` events and, trimmed lazily, up to a stream node more that no reader
 //! returns), `:online` and `:names` (the identity keys that make look-alikes of
@@ -47,9 +47,9 @@ use self::keys::RoomKeys;
 use self::replies::{PostAnswer, Reply, array, malformed, stream_entry, text};
 use super::memory::page_from_newest_first;
 use super::{
-    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, KeyReused, LeaveOutcome, LogRead,
-    MemberInfo, NewMember, NewMessages, PostOutcome, RoomAccess, RoomLog, StoreError, StoreFuture,
-    StoreResult, StoreSettings,
+    Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, KeyReused, LogRead, MemberInfo,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, RoomLog, StoreError,
+    StoreFuture, StoreResult, StoreSettings,
 };
 use crate::config::Durability;
 use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TokenHash, Username};
@@ -93,7 +93,7 @@ impl RoomScript {
 
 static CREATE: LazyLock<RoomScript> = room_script!("create.lua", "membership.lua");
 static JOIN: LazyLock<RoomScript> = room_script!("join.lua", "membership.lua");
-static LEAVE: LazyLock<RoomScript> = room_script!("leave.lua", "membership.lua");
+static REMOVE: LazyLock<RoomScript> = room_script!("remove.lua", "membership.lua");
 static POST: LazyLock<RoomScript> = room_script!("post.lua");
 static AUTHENTICATE: LazyLock<RoomScript> = room_script!("authenticate.lua");
 static HISTORY: LazyLock<RoomScript> = room_script!("history.lua");
@@ -105,7 +105,6 @@ static REDEEM_TICKET: LazyLock<RoomScript> = room_script!("redeem_ticket.lua");
 static HOLD: LazyLock<RoomScript> = room_script!("hold.lua");
 static RELEASE: LazyLock<RoomScript> = room_script!("release.lua");
 static POST_AS: LazyLock<RoomScript> = room_script!("post_as.lua");
-static KICK: LazyLock<RoomScript> = room_script!("kick.lua", "membership.lua");
 static DELETE_ROOM: LazyLock<RoomScript> = room_script!("delete_room.lua");
 static ROOM_SUMMARY: LazyLock<RoomScript> = room_script!("room_summary.lua");
 
@@ -341,12 +340,12 @@ impl RedisStore {
     }
 }
 
-/// Whether `script`'s answer tells a client its write was made (create, join, post, leave, and
-/// the server API's post, kick and delete):
+/// Whether `script`'s answer tells a client its write was made (create, join, post, a member's
+/// removal, and the server API's post and delete):
 /// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
 /// lease refreshes on reads are not acknowledged to anyone, and do not wait.
 fn acknowledged(script: &RoomScript) -> bool {
-    [&*CREATE, &*JOIN, &*POST, &*LEAVE]
+    [&*CREATE, &*JOIN, &*POST, &*REMOVE]
         .into_iter()
         .chain(admin::acknowledged_scripts())
         .any(|acked| std::ptr::eq(acked, script))
@@ -451,28 +450,49 @@ impl RoomLog for RedisStore {
         })
     }
 
-    fn leave<'a>(
+    fn remove_member<'a>(
         &'a self,
         room: &'a RoomId,
-        token_hash: &'a TokenHash,
         target: &'a Username,
-    ) -> StoreFuture<'a, LeaveOutcome> {
+        by: Remover<'a>,
+        ban: bool,
+    ) -> StoreFuture<'a, RemoveOutcome> {
         Box::pin(async move {
             let room_ttl = self.settings.room_ttl_secs.to_string();
-            let args = [token_hash.as_str(), target.key(), &room_ttl];
+            let by_token = match by {
+                Remover::ServerApi => "",
+                Remover::Member(token_hash) => token_hash.as_str(),
+            };
+            let identity_keys = if ban {
+                target.identity_keys()
+            } else {
+                Vec::new()
+            };
+            let mut args = vec![
+                target.key(),
+                &room_ttl,
+                if ban { "ban" } else { "" },
+                by_token,
+            ];
+            args.extend(identity_keys.iter().map(String::as_str));
             let reply = self
-                .room_script("leave", &LEAVE, room, &[], &args, false)
+                .room_script("remove_member", &REMOVE, room, &[], &args, false)
                 .await?;
-            match reply.status.as_str() {
-                "ok" => {
-                    let left = reply.event_id(0)?;
-                    super::count_appended("remove:member:success", 1);
-                    Ok(LeaveOutcome::Left(left))
-                }
-                "unauthorized" => Ok(LeaveOutcome::Unauthorized),
-                "forbidden" => Ok(LeaveOutcome::Forbidden),
-                _ => Err(malformed("leave status")),
+            let outcome = match reply.status.as_str() {
+                "left" => RemoveOutcome::Left(reply.event_id(0)?),
+                "removed" => RemoveOutcome::Removed(reply.event_id(0)?),
+                "banned_only" => RemoveOutcome::BannedOnly,
+                "room_not_found" => RemoveOutcome::RoomNotFound,
+                "not_member" => RemoveOutcome::NotMember,
+                "unauthorized" => RemoveOutcome::Unauthorized,
+                "forbidden" => RemoveOutcome::Forbidden,
+                "own_ban" => RemoveOutcome::OwnBan,
+                _ => return Err(malformed("remove_member status")),
+            };
+            if let RemoveOutcome::Left(_) | RemoveOutcome::Removed(_) = outcome {
+                super::count_appended("remove:member:success", 1);
             }
+            Ok(outcome)
         })
     }
 
@@ -643,6 +663,8 @@ impl RoomLog for RedisStore {
                     .into_iter()
                     .map(text)
                     .collect::<StoreResult<_>>()?;
+                // '' when the room has no owner, which no username key is.
+                let owner = reply.string(2)?;
                 let flat = array(reply.take(0)?)?;
                 let mut members = Vec::with_capacity(flat.len() / 2);
                 let mut flat = flat.into_iter();
@@ -653,6 +675,7 @@ impl RoomLog for RedisStore {
                     members.push(MemberInfo {
                         username: username.to_owned(),
                         online: online.contains(&key),
+                        owner: key == owner,
                     });
                 }
                 members.sort_by(|a, b| a.username.cmp(&b.username));

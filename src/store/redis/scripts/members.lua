@@ -6,4 +6,5 @@ local online_now = {}
 for _, holder in ipairs(redis.call('ZRANGEBYSCORE', online, now_ms(), '+inf')) do
   online_now[#online_now + 1] = string.match(holder, '^(.*)\31')
 end
-return {'ok', redis.call('HGETALL', members), online_now}
+-- The owner's username key, '' when the room has none.
+return {'ok', redis.call('HGETALL', members), online_now, redis.call('HGET', meta, 'owner') or ''}

@@ -1,5 +1,5 @@
--- Membership changes, for the scripts that add or remove members (create, join, leave,
--- sweep_room, kick): mod.rs's room_script! puts this after prelude.lua in those only, as every
+-- Membership changes, for the scripts that add or remove members (create, join, remove,
+-- sweep_room): mod.rs's room_script! puts this after prelude.lua in those only, as every
 -- function defined costs each run of a script (a closure made per call).
 
 -- A `members` record, '<64 hex token hash>:<display name>'. replies.rs's
@@ -45,11 +45,14 @@ local function add_member(key, display, token_hash, lease_deadline, identity_key
   for i = 1, room_key_count do redis.call('PERSIST', KEYS[i]) end
 end
 
--- Removes a member; when the room becomes empty, its keys start their ROOM_TTL countdown.
+-- Removes a member, and the room's owner with it if it was that one (the room then has no
+-- owner: `owner` is set by create.lua only); when the room becomes empty, its keys start
+-- their ROOM_TTL countdown.
 local function remove_member(key, room_ttl_secs)
   local record = redis.call('HGET', members, key)
   if not record then return nil end
   redis.call('HDEL', members, key)
+  if redis.call('HGET', meta, 'owner') == key then redis.call('HDEL', meta, 'owner') end
   redis.call('HDEL', tokens, record_token_hash(record))
   redis.call('ZREM', leases, key)
   redis.call('ZREMRANGEBYLEX', online, '[' .. key .. '\31', '[' .. key .. '\31\255')

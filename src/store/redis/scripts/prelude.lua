@@ -2,6 +2,7 @@
 --
 -- KEYS of every room script, all under the room's hash tag so one script touches one slot:
 --   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id),
+--                        owner (the creator's username key, absent once it was removed),
 --                        ban:<identity key> -> '1' for each identity key of a banned name (in
 --                        meta, which lives exactly as long as the room: a key of their own
 --                        would be missing in most rooms, and a script naming a missing key is
