@@ -95,11 +95,10 @@ impl Frame {
     }
 
     /// socket.io's event argument: the `data` object with the event's `id` in it (socket.io
-    /// has no envelope for it), as JSON text that the library writes into each packet as is.
+    /// has no envelope for it; `eventId` where `id` is the chat message's), as JSON text that the library writes into each packet as is.
     pub fn socketio_data(&self) -> &RawValue {
         self.socketio.get_or_init(|| {
-            let mut data = self.event.data();
-            data.id = self.wire_id();
+            let data = self.event.data().with_event_id(self.wire_id());
             serde_json::value::to_raw_value(&data).expect("an event of strings serializes to JSON")
         })
     }

@@ -25,14 +25,15 @@ use std::sync::{Arc, Mutex};
 
 use self::expiry::ExpiryIndex;
 pub use self::feed::LocalFeed;
-use self::room::{KeptKey, Room};
+use self::room::{KeptKey, Revision, Room};
 use super::{
     Admin, Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LogRead, MemberInfo,
-    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, RoomLog, RoomSummary,
-    RoomsPage, StoreFuture, StoreSettings,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, RoomLog,
+    RoomSummary, RoomsPage, StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash, Username, now_ms,
+    ChatMessage, EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash,
+    Username, now_ms,
 };
 
 pub struct MemoryStore {
@@ -342,6 +343,82 @@ impl RoomLog for MemoryStore {
         ready(outcome)
     }
 
+    fn edit_message<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+        text: MessageText,
+    ) -> StoreFuture<'a, Revised<ChatMessage>> {
+        let outcome = self.with_rooms(|rooms, now, appended| {
+            let Some(room) = self.member_room(&mut rooms.map, room_id, token_hash, now) else {
+                return Revised::Unauthorized;
+            };
+            let Some(mut message) = room.revisable(target) else {
+                return Revised::NotFound;
+            };
+            if !room.is_author(token_hash, &message) {
+                return Revised::Forbidden;
+            }
+            if message.message == text.as_str() {
+                return Revised::Done(message);
+            }
+            let kind = EventKind::ChatEdited {
+                target,
+                username: message.username.clone(),
+                message: text.as_str().to_owned(),
+            };
+            let limit = self.settings.history_limit;
+            let edit = room.append(room_id, kind, now, limit, appended);
+            message.message = text.into_string();
+            message.edited_ts = Some(crate::domain::timestamp(edit.id));
+            let revision = Revision {
+                id: edit.id,
+                text: Some(message.message.clone()),
+            };
+            room.revise(target, revision);
+            Revised::Done(message)
+        });
+        ready(outcome)
+    }
+
+    fn delete_message<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+    ) -> StoreFuture<'a, Revised<EventId>> {
+        let outcome = self.with_rooms(|rooms, now, appended| {
+            let Some(room) = self.member_room(&mut rooms.map, room_id, token_hash, now) else {
+                return Revised::Unauthorized;
+            };
+            let Some(message) = room.revisable(target) else {
+                return Revised::NotFound;
+            };
+            if !room.is_author(token_hash, &message)
+                && !room
+                    .tokens
+                    .get(token_hash)
+                    .is_some_and(|key| room.is_owner(key))
+            {
+                return Revised::Forbidden;
+            }
+            let kind = EventKind::ChatDeleted {
+                target,
+                username: message.username,
+            };
+            let limit = self.settings.history_limit;
+            let deletion = room.append(room_id, kind, now, limit, appended);
+            let revision = Revision {
+                id: deletion.id,
+                text: None,
+            };
+            room.revise(target, revision);
+            Revised::Done(deletion.id)
+        });
+        ready(outcome)
+    }
+
     fn authenticate<'a>(
         &'a self,
         room_id: &'a RoomId,
@@ -417,14 +494,13 @@ impl RoomLog for MemoryStore {
                 return Authorized::Unauthorized;
             };
             // One more than asked tells whether an earlier page exists.
-            let mut newest_first: Vec<RoomEvent> = room
+            let mut newest_first: Vec<ChatMessage> = room
                 .log
                 .iter()
                 .rev()
                 .filter(|event| before.is_none_or(|before| event.id < before))
-                .filter(|event| matches!(event.kind, EventKind::Chat { .. }))
+                .filter_map(|event| room.shown(event))
                 .take(limit + 1)
-                .cloned()
                 .collect();
             Authorized::Member(page_from_newest_first(&mut newest_first, limit))
         });
@@ -644,10 +720,10 @@ impl Admin for MemoryStore {
     }
 }
 
-/// Turns up to `limit + 1` chat events, newest first, into a page: the extra one only says
+/// Turns up to `limit + 1` chat messages, newest first, into a page: the extra one only says
 /// that an earlier page exists.
 pub(crate) fn page_from_newest_first(
-    newest_first: &mut Vec<RoomEvent>,
+    newest_first: &mut Vec<ChatMessage>,
     limit: usize,
 ) -> HistoryPage {
     let has_more = newest_first.len() > limit;

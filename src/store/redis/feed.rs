@@ -123,6 +123,8 @@ struct Published {
     m: Option<String>,
     #[serde(default)]
     r: Option<String>,
+    #[serde(default)]
+    i: Option<String>,
 }
 
 /// The events of one pub/sub message, in log order: a script publishes the one event it
@@ -142,6 +144,7 @@ pub(super) fn parse_message(channel: &str, payload: &str) -> Option<Vec<RoomEven
                 Some(published.u),
                 published.m,
                 published.r.as_deref(),
+                published.i.as_deref(),
             )
             .ok()?;
             Some(RoomEvent {
