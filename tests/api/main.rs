@@ -20,6 +20,9 @@
 //! - [`server_api`]: `/api/` with `SERVER_API_KEY`: absent without it, the key and its
 //!   lockout, the room list, system messages, kicks and bans, deleting a room; a kick seen
 //!   by a connection on another instance.
+//! - [`moderation`]: room ownership (member lists, cleared on leave, timeout and the server
+//!   API's kick) and the owner's kicks and bans over REST, WebSocket and socket.io; a kicked
+//!   member's token and connections, also on another instance.
 //! - [`session`]: the session core's membership rules on the WebSocket: a held room created
 //!   again, a room lost and created anew by someone else.
 //! - [`tickets`]: SSE stream tickets: single use, expiry, room and member binding, and
@@ -61,6 +64,7 @@ mod faults;
 mod gaps;
 mod hardening;
 mod jwt;
+mod moderation;
 mod readme;
 mod realtime;
 mod redis_cluster;

@@ -560,11 +560,11 @@ conformance! {
         assert_eq!(
             Value::Array(listed),
             json!([
-                {"username": "alice", "online": false},
-                {"username": "bob", "online": false},
-                {"username": "Ｃａｒｏｌ", "online": false},
+                {"username": "alice", "online": false, "owner": true},
+                {"username": "bob", "online": false, "owner": false},
+                {"username": "Ｃａｒｏｌ", "online": false, "owner": false},
             ]),
-            "no connection holds anyone, so all are offline; body was {}",
+            "no connection holds anyone, so all are offline; the creator owns the room; body was {}",
             reply.text
         );
         app.members(&room, None).await.expect_error(401, "unauthorized");

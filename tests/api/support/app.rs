@@ -359,11 +359,11 @@ impl TestApp {
     }
 
     /// The member list as `(username, online)` pairs sorted by name; asserts 200 and the
-    /// exact shape `{members: [{username, online}]}`.
+    /// exact shape `{members: [{username, online, owner}]}`.
     pub async fn member_list(&self, room: &str, token: &str) -> Vec<(String, bool)> {
-        let page: MembersPage = self.members(room, Some(token)).await.expect_as(200);
-        let mut members: Vec<(String, bool)> = page
-            .members
+        let mut members: Vec<(String, bool)> = self
+            .member_entries(room, token)
+            .await
             .into_iter()
             .map(|member| (member.username, member.online))
             .collect();
@@ -371,13 +371,45 @@ impl TestApp {
         members
     }
 
+    /// The names the member list marks as the room's owner (at most one); asserts 200 and the
+    /// exact shape `{members: [{username, online, owner}]}`.
+    pub async fn owners(&self, room: &str, token: &str) -> Vec<String> {
+        self.member_entries(room, token)
+            .await
+            .into_iter()
+            .filter(|member| member.owner)
+            .map(|member| member.username)
+            .collect()
+    }
+
+    async fn member_entries(&self, room: &str, token: &str) -> Vec<MemberEntry> {
+        let page: MembersPage = self.members(room, Some(token)).await.expect_as(200);
+        page.members
+    }
+
     /// `DELETE /rooms/{room}/members/{username}`.
     pub async fn leave(&self, room: &str, username: &str, token: Option<&str>) -> Reply {
-        let path = format!(
+        self.remove(room, username, token, "").await
+    }
+
+    /// `DELETE /rooms/{room}/members/{username}?{query}` (`query` without the `?`, may be
+    /// empty): a leave, or with the owner's token a kick (`ban=true`: a ban).
+    pub async fn remove(
+        &self,
+        room: &str,
+        username: &str,
+        token: Option<&str>,
+        query: &str,
+    ) -> Reply {
+        let mut path = format!(
             "/rooms/{}/members/{}",
             path_segment(room),
             path_segment(username)
         );
+        if !query.is_empty() {
+            path.push('?');
+            path.push_str(query);
+        }
         self.send(self.request(Method::DELETE, &path, token)).await
     }
 }
@@ -400,6 +432,7 @@ struct MembersPage {
 struct MemberEntry {
     username: String,
     online: bool,
+    owner: bool,
 }
 
 /// Percent-encodes one path segment (everything but RFC 3986's unreserved characters), so
