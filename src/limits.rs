@@ -1,7 +1,8 @@
 //! Abuse limits: token-bucket rate limits (governor's GCRA), connection caps, and where a
 //! client's IP address comes from.
 //!
-//! - Messages per member (REST and WebSocket alike), joins and room creations per client IP,
+//! - Messages per member (REST and WebSocket alike), `typing` per member (the same quota, a
+//!   bucket of its own), joins and room creations per client IP,
 //!   REST requests per client IP, client events per WebSocket connection: over the limit is
 //!   `rate_limited` with the seconds until the next request would pass.
 //! - Open WebSocket and SSE streams per client IP, and all connections of the instance (the
@@ -85,6 +86,9 @@ pub fn client_bucket(ip: IpAddr) -> IpAddr {
 pub struct Limits {
     enabled: bool,
     messages: DefaultKeyedRateLimiter<(RoomId, TokenHash)>,
+    /// `typing` per member: the messages' quota in a bucket of its own, so a client that
+    /// sends one per keystroke never spends its chat budget.
+    typing: DefaultKeyedRateLimiter<(RoomId, TokenHash)>,
     rest: DefaultKeyedRateLimiter<IpAddr>,
     joins: DefaultKeyedRateLimiter<IpAddr>,
     ws_events: Quota,
@@ -126,6 +130,10 @@ impl Limits {
                 limits.rate_messages_per_sec,
                 limits.rate_message_burst,
             )),
+            typing: DefaultKeyedRateLimiter::keyed(per_second(
+                limits.rate_messages_per_sec,
+                limits.rate_message_burst,
+            )),
             rest: DefaultKeyedRateLimiter::keyed(per_second(
                 limits.rate_rest_per_sec,
                 limits.rate_rest_burst,
@@ -161,6 +169,11 @@ impl Limits {
     /// One chat message of this member.
     pub fn check_message(&self, room: &RoomId, token: &TokenHash) -> Result<(), ApiError> {
         self.check_keyed(&self.messages, &(room.clone(), token.clone()))
+    }
+
+    /// One `typing` of this member.
+    pub fn check_typing(&self, room: &RoomId, token: &TokenHash) -> Result<(), ApiError> {
+        self.check_keyed(&self.typing, &(room.clone(), token.clone()))
     }
 
     /// One REST request from this client.
@@ -278,9 +291,11 @@ impl Limits {
     /// Forgets the buckets of clients not seen lately, so memory follows active clients.
     pub fn forget_idle(&self) {
         self.messages.retain_recent();
+        self.typing.retain_recent();
         self.rest.retain_recent();
         self.joins.retain_recent();
         self.messages.shrink_to_fit();
+        self.typing.shrink_to_fit();
         self.rest.shrink_to_fit();
         self.joins.shrink_to_fit();
         self.secret_failures_by_ip.forget_idle();

@@ -49,6 +49,7 @@ pub enum EventName {
     DeleteChat,
     RemoveMember,
     Resume,
+    Typing,
     Unknown,
     Malformed,
 }
@@ -63,6 +64,7 @@ impl EventName {
             "delete:chat" => Self::DeleteChat,
             "remove:member" => Self::RemoveMember,
             "resume" => Self::Resume,
+            "typing" => Self::Typing,
             _ => Self::Unknown,
         }
     }
@@ -77,6 +79,7 @@ impl EventName {
             Self::DeleteChat => "delete:chat",
             Self::RemoveMember => "remove:member",
             Self::Resume => "resume",
+            Self::Typing => "typing",
             Self::Unknown => "unknown",
             Self::Malformed => "malformed",
         }
@@ -93,6 +96,7 @@ pub enum ClientEvent {
     DeleteChat(Delete),
     RemoveMember(Remove),
     Resume(Resume),
+    Typing(Typing),
 }
 
 impl ClientEvent {
@@ -105,6 +109,7 @@ impl ClientEvent {
             Self::DeleteChat(_) => EventName::DeleteChat,
             Self::RemoveMember(_) => EventName::RemoveMember,
             Self::Resume(_) => EventName::Resume,
+            Self::Typing(_) => EventName::Typing,
         }
     }
 
@@ -117,6 +122,7 @@ impl ClientEvent {
             Self::DeleteChat(delete) => &delete.room,
             Self::RemoveMember(remove) => &remove.room,
             Self::Resume(resume) => &resume.room,
+            Self::Typing(typing) => &typing.room,
         }
     }
 }
@@ -184,6 +190,14 @@ pub struct Resume {
     pub token: MemberToken,
     /// Replay the events after this one; `None` replays nothing and goes live.
     pub last_event_id: Option<EventId>,
+}
+
+/// `typing`: the member is typing (an ephemeral event, never stored).
+#[derive(Debug)]
+pub struct Typing {
+    pub room: RoomId,
+    /// Needed when the connection does not hold the room.
+    pub token: Option<MemberToken>,
 }
 
 /// A client frame as it arrives: the envelope is checked first, the data per event.
@@ -261,6 +275,14 @@ struct ResumeData {
     last_event_id: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingData {
+    room_id: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
 /// Decodes one client text frame. `max_message_bytes` is `MAX_MESSAGE_BYTES`, the limit of a
 /// `create:chat` message.
 pub fn decode(text: &str, max_message_bytes: usize) -> Decoded {
@@ -320,10 +342,11 @@ fn event_of(
         EventName::DeleteChat => ClientEvent::DeleteChat(delete(data_of(data)?)?),
         EventName::RemoveMember => ClientEvent::RemoveMember(remove(data_of(data)?)?),
         EventName::Resume => ClientEvent::Resume(resume(data_of(data)?)?),
+        EventName::Typing => ClientEvent::Typing(typing(data_of(data)?)?),
         EventName::Unknown | EventName::Malformed => {
             return Err(ApiError::invalid(
                 "unknown event; expected create:room, add:member, create:chat, update:chat, \
-                 delete:chat, remove:member or resume",
+                 delete:chat, remove:member, resume or typing",
             ));
         }
     })
@@ -402,6 +425,13 @@ fn remove(data: RemoveData) -> Result<Remove, ApiError> {
         username: Username::parse(&data.username)?,
         token: data.token.as_deref().map(MemberToken::presented),
         ban: data.ban.unwrap_or(false),
+    })
+}
+
+fn typing(data: TypingData) -> Result<Typing, ApiError> {
+    Ok(Typing {
+        room: RoomId::parse(&data.room_id)?,
+        token: data.token.as_deref().map(MemberToken::presented),
     })
 }
 
@@ -491,6 +521,16 @@ mod tests {
         };
         assert_eq!(delete.id, EventId::new(5, 1));
         assert!(delete.token.is_some());
+
+        let frame = r#"{"event":"typing","ref":2,"data":{"roomId":"r"}}"#;
+        let out = decoded(frame);
+        assert_eq!(out.name, EventName::Typing);
+        let Ok(ClientEvent::Typing(typing)) = out.event else {
+            panic!("not a typing");
+        };
+        assert_eq!((typing.room.as_str(), typing.token.is_none()), ("r", true));
+        let no_room = decoded(r#"{"event":"typing","data":{}}"#);
+        assert_eq!(no_room.event.unwrap_err().code(), "invalid_request");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The room operations every transport calls: create, join, leave (or, by the room's owner,
-//! kick and ban), post, edit and delete a message, history, members.
+//! kick and ban), post, edit and delete a message, typing, history, members.
 //!
 //! This is where the business rules meet the store: tokens are minted and hashed here, room
 //! secrets are hashed and checked here (through [`SecretHasher`], bounded in memory and
@@ -305,6 +305,19 @@ impl Rooms {
             "only its author or the room's owner may delete a message",
         )
         .map(|_| ())
+    }
+
+    /// The member whose token this is is typing: within its rate limit (posts' quota, a
+    /// bucket of its own), the store publishes a `typing` unless one of this member's went out
+    /// within `TYPING_EVERY`. Dropped or published, the call succeeds.
+    #[tracing::instrument(name = "rooms.typing", skip_all, fields(chat.room = %room))]
+    pub async fn typing(&self, room: &RoomId, token_hash: &TokenHash) -> Result<(), ApiError> {
+        self.limits.check_typing(room, token_hash)?;
+        let published = authorized(self.store.typing(room, token_hash).await?)?;
+        if !published {
+            metrics::counter!("chat_typing_throttled_total").increment(1);
+        }
+        Ok(())
     }
 
     #[tracing::instrument(name = "rooms.history", skip_all, fields(chat.room = %room))]

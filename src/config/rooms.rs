@@ -25,12 +25,14 @@ section! {
 }
 
 impl Rooms {
-    /// How often live connections refresh their members' leases and online marks: often
-    /// enough that a lease never lapses while held (a third of it), and at most every 10 s so
-    /// the online flag of a dead instance's members clears quickly.
+    /// How often live connections refresh their members' leases and online marks: a sixth
+    /// of the lease, at most every 10 s. Marks live three refreshes (`App::build`), so the
+    /// marks of a dead instance's members lapse (and they are told offline) at half the lease
+    /// at most, well before the members time out: `remove:member:success` never overtakes the
+    /// `presence` that says they went.
     pub fn presence_refresh(&self) -> Duration {
         Duration::from_millis(
-            (self.member_ttl_secs.get().saturating_mul(1000) / 3).clamp(100, 10_000),
+            (self.member_ttl_secs.get().saturating_mul(1000) / 6).clamp(100, 10_000),
         )
     }
 }

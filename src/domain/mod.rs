@@ -3,7 +3,8 @@
 //! Every rule of API.md's "Names and limits" table lives here and nowhere else: once a handler
 //! holds a [`RoomId`], [`Username`], [`MessageText`], [`RoomSecret`] or [`ClientMsgId`], the
 //! value is known to be valid. Member tokens are [`MemberToken`]s, whose `Debug` never prints
-//! the secret; only their [`TokenHash`] is ever stored or compared.
+//! the secret; only their [`TokenHash`] is ever stored or compared. A room's history is made
+//! of [`RoomEvent`]s; what describes only the moment (presence, typing) is an [`Ephemeral`].
 
 use std::fmt;
 use std::str::FromStr;
@@ -15,7 +16,9 @@ use subtle::ConstantTimeEq;
 
 use crate::error::ApiError;
 
+mod ephemeral;
 mod username;
+pub use ephemeral::{Ephemeral, EphemeralData, EphemeralKind, TYPING_EVERY};
 pub use username::Username;
 pub(crate) use username::{is_hidden, is_invisible};
 

@@ -21,7 +21,7 @@ use super::{AppState, health, rest, server_api, sse};
 #[openapi(
     info(
         title = "chat-server",
-        description = "Rooms, members and messages over REST; WebSocket at /ws and Server-Sent Events at /rooms/{roomId}/events carry the same room events. See the README for the streaming protocols. Errors are JSON: {\"error\": {\"code\", \"message\"}}; unknown paths are 404 and other methods 405, with the same body."
+        description = "Rooms, members and messages over REST; WebSocket at /ws and Server-Sent Events at /rooms/{roomId}/events carry the same room events, and the ephemeral presence and typing events (no id, never replayed). See the README for the streaming protocols. Errors are JSON: {\"error\": {\"code\", \"message\"}}; unknown paths are 404 and other methods 405, with the same body."
     ),
     paths(
         rest::create_room,
@@ -30,6 +30,7 @@ use super::{AppState, health, rest, server_api, sse};
         rest::post_message,
         rest::edit_message,
         rest::delete_message,
+        rest::typing,
         rest::history,
         rest::members,
         sse::events,

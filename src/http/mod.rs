@@ -123,6 +123,7 @@ pub fn router(state: AppState) -> Router {
             "/rooms/{roomId}/messages/{id}",
             patch(rest::edit_message).delete(rest::delete_message),
         )
+        .route("/rooms/{roomId}/typing", post(rest::typing))
         .route("/rooms/{roomId}/events", get(sse::events))
         .route("/rooms/{roomId}/events/ticket", post(sse::issue_ticket))
         .route_layer(middleware::from_fn_with_state(state.clone(), limit_rest));

@@ -401,6 +401,28 @@ pub async fn delete_message(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Say that the member is typing: the room's live connections get a `typing` event (at most
+/// one per member per 2 s; more are taken and dropped). No body.
+#[utoipa::path(
+    post, path = "/rooms/{roomId}/typing", tag = "messages",
+    params(RoomPath),
+    security(("member_token" = [])),
+    responses(
+        (status = 204, description = "taken: broadcast, or dropped when this member's last typing went out less than 2 s ago"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
+    )
+)]
+pub async fn typing(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath(room): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let room = RoomId::parse(&room)?;
+    state.rooms.typing(&room, &token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Read chat history, newest page first, each page oldest first.
 #[utoipa::path(
     get, path = "/rooms/{roomId}/messages", tag = "messages",

@@ -381,7 +381,9 @@ impl Connection {
         for frame in batch.iter() {
             if self.session.admit(frame) {
                 emit_frame(&self.socket, frame)?;
-                oldest.get_or_insert(frame.event.id);
+                if let Some(event) = frame.event() {
+                    oldest.get_or_insert(event.id);
+                }
             }
         }
         if let Some(oldest) = oldest {
@@ -533,7 +535,7 @@ impl Connection {
 /// Emits one room frame: its event name, and its data with its `id`.
 fn emit_frame(socket: &SocketRef, frame: &crate::hub::Frame) -> Result<(), End> {
     socket
-        .emit(frame.event.kind.name(), frame.socketio_data())
+        .emit(frame.name(), frame.socketio_data())
         .map_err(|err| match err {
             SendError::Socket(SocketError::InternalChannelFull) => too_slow(),
             _ => End::Gone,

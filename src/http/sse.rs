@@ -64,13 +64,15 @@ pub struct EventsQuery {
 /// comments carry no data and are not events).
 #[derive(Debug, ToSchema)]
 pub struct StreamEvent {
-    /// A room event's name, or `resume:gap` when events after the requested id were trimmed.
+    /// A room event's name, `resume:gap` when events after the requested id were trimmed, or
+    /// an ephemeral event's (`presence`, `typing`).
     #[schema(schema_with = stream_event_name)]
     pub event: String,
     /// The event's `data` object as JSON, the same as on the WebSocket.
     #[schema(content_media_type = "application/json")]
     pub data: String,
-    /// The event id (absent on `resume:gap`).
+    /// The event id (absent on `resume:gap` and on the ephemeral `presence` and `typing`, so
+    /// `Last-Event-ID` stays on the last logged event).
     #[schema(schema_with = openapi::event_id)]
     pub id: Option<String>,
 }
@@ -84,6 +86,8 @@ fn stream_event_name() -> Object {
             "remove:member:success",
             "create:chat:success",
             "resume:gap",
+            "presence",
+            "typing",
         ]))
         .build()
 }
@@ -306,7 +310,9 @@ impl EventStream {
                             continue;
                         }
                         chunk.extend_from_slice(&frame.sse_bytes());
-                        oldest.get_or_insert(frame.event.id);
+                        if let Some(event) = frame.event() {
+                        oldest.get_or_insert(event.id);
+                    }
                         taken += 1;
                         if self.session.holds_nothing() {
                             break 'batches;

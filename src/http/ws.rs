@@ -254,7 +254,9 @@ impl Connection {
                     {
                         return Some(End::Gone);
                     }
-                    oldest.get_or_insert(frame.event.id);
+                    if let Some(event) = frame.event() {
+                        oldest.get_or_insert(event.id);
+                    }
                     written += 1;
                 }
             }

@@ -17,7 +17,7 @@ use super::mailbox::{Closed, Pushed};
 use super::pace::{MAX_BATCH, Pace};
 use super::{Command, HubInner, Replay, Subscriber};
 use crate::backoff::Backoff;
-use crate::domain::{EventId, RoomEvent, RoomId};
+use crate::domain::{Ephemeral, EphemeralKind, EventId, RoomEvent, RoomId};
 use crate::error::ApiError;
 use crate::store::{Feed, FeedItem, RoomLog, StoreError};
 
@@ -33,9 +33,10 @@ pub(super) struct RoomActor {
     subscribers: Vec<Subscriber>,
     /// The last event delivered here, in log order.
     last: EventId,
-    /// Events up to `last` not yet pushed to the subscribers: those taken together from the
-    /// inbox, or held by the coalescing window while the room is busy and its connections
-    /// behind (see [`Pace`]).
+    /// Events up to `last` not yet pushed to the subscribers, with the ephemeral events that
+    /// arrived among them, in arrival order: those taken together from the inbox, or held by
+    /// the coalescing window while the room is busy and its connections behind (see
+    /// [`Pace`]).
     pending: Vec<Arc<Frame>>,
     pace: Pace,
     stopping: CancellationToken,
@@ -122,6 +123,7 @@ impl RoomActor {
     async fn handle(&mut self, command: Command) {
         match command {
             Command::Feed(FeedItem::Event(event)) => self.on_event(event).await,
+            Command::Feed(FeedItem::Ephemeral(ephemeral)) => self.on_ephemeral(ephemeral),
             Command::Feed(FeedItem::Resync | FeedItem::ResyncRoom(_)) => {
                 self.catch_up(None).await;
             }
@@ -144,6 +146,7 @@ impl RoomActor {
         while self.pending.len() < MAX_BATCH {
             match self.inbox.try_recv().ok()? {
                 Command::Feed(FeedItem::Event(event)) => self.on_event(event).await,
+                Command::Feed(FeedItem::Ephemeral(ephemeral)) => self.on_ephemeral(ephemeral),
                 other => return Some(other),
             }
         }
@@ -216,6 +219,16 @@ impl RoomActor {
             self.push(Instant::now());
             self.last = EventId::ZERO;
         }
+    }
+
+    /// Takes an ephemeral event for the subscribers of now, beside the events pending (the run
+    /// loop pushes them together); `last` stays where it is.
+    fn on_ephemeral(&mut self, ephemeral: Ephemeral) {
+        if self.subscribers.is_empty() {
+            return;
+        }
+        self.pace.count(Instant::now());
+        self.pending.push(Arc::new(Frame::ephemeral(ephemeral)));
     }
 
     /// Delivers everything the log holds after `last` (up to `until`, when given). Retries
@@ -296,40 +309,59 @@ impl RoomActor {
     }
 
     /// Pushes the pending events to every subscriber, as one batch each, and tells the pace
-    /// how many of them were still behind.
+    /// how many of them were still behind. A subscriber gets the logged events after its
+    /// replay point and every ephemeral event.
     fn push(&mut self, now: Instant) {
         let batch: Batch = std::mem::take(&mut self.pending).into();
-        let (Some(first), Some(newest)) = (batch.first(), batch.last()) else {
+        if batch.is_empty() {
             return;
+        }
+        let logged = || {
+            batch
+                .iter()
+                .filter_map(|frame| frame.event().map(|event| event.id))
         };
-        let (first, newest) = (first.event.id, newest.event.id);
-        let (mut delivered, mut pushes, mut behind) = (0u64, 0u64, 0u64);
+        // The batch's logged ids, oldest and newest (they are in log order).
+        let (first, newest) = (logged().next(), logged().last());
+        let whole = Tally::of(&batch);
+        let (mut delivered, mut pushes, mut behind) = (Tally::default(), 0u64, 0u64);
         self.subscribers.retain(|subscriber| {
-            // A subscriber has the events up to `after` from its replay.
-            let share = if newest <= subscriber.after {
+            // A subscriber has the logged events up to `after` from its replay.
+            let after = subscriber.after;
+            let (share, tally) = if first.is_none_or(|first| first > after) {
+                (batch.clone(), whole)
+            } else if whole.ephemeral() == 0 && newest.is_some_and(|newest| newest <= after) {
                 return true;
-            } else if first > subscriber.after {
-                batch.clone()
             } else {
-                batch
+                let share: Batch = batch
                     .iter()
-                    .filter(|frame| frame.event.id > subscriber.after)
+                    .filter(|frame| frame.event().is_none_or(|event| event.id > after))
                     .cloned()
-                    .collect()
+                    .collect();
+                let tally = Tally::of(&share);
+                (share, tally)
             };
-            let count = share.len() as u64;
             let pushed = subscriber.mailbox.push(share);
             if pushed == Pushed::Refused {
                 return false;
             }
-            delivered += count;
+            delivered.add(tally);
             pushes += 1;
             behind += u64::from(pushed == Pushed::Behind);
             true
         });
         self.pace.pushed(now, behind, pushes);
-        metrics::counter!("chat_events_delivered_total").increment(delivered);
+        metrics::counter!("chat_events_delivered_total").increment(delivered.logged);
         metrics::counter!("chat_fanout_pushes_total").increment(pushes);
+        for (kind, count) in [
+            ("presence", delivered.presence),
+            ("typing", delivered.typing),
+        ] {
+            if count > 0 {
+                metrics::counter!("chat_ephemeral_delivered_total", "kind" => kind)
+                    .increment(count);
+            }
+        }
     }
 
     async fn on_subscribe(
@@ -387,6 +419,38 @@ impl RoomActor {
             read = self.store.read_log(&self.room, cursor, LOG_BATCH).await?;
         }
         Ok(replay)
+    }
+}
+
+/// How many frames of each sort a push carries, for the delivery counters.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tally {
+    logged: u64,
+    presence: u64,
+    typing: u64,
+}
+
+impl Tally {
+    fn of(frames: &[Arc<Frame>]) -> Self {
+        let mut tally = Self::default();
+        for frame in frames {
+            match frame.as_ephemeral().map(|ephemeral| &ephemeral.kind) {
+                None => tally.logged += 1,
+                Some(EphemeralKind::Presence { .. }) => tally.presence += 1,
+                Some(EphemeralKind::Typing { .. }) => tally.typing += 1,
+            }
+        }
+        tally
+    }
+
+    fn ephemeral(self) -> u64 {
+        self.presence + self.typing
+    }
+
+    fn add(&mut self, other: Self) {
+        self.logged += other.logged;
+        self.presence += other.presence;
+        self.typing += other.typing;
     }
 }
 

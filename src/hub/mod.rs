@@ -23,6 +23,11 @@
 //!   busy room whose connections are behind holds its events, up to the coalescing window
 //!   (`FANOUT_COALESCE_MS`, see `pace`), which is what sustains 800 events/s to a thousand
 //!   connections on two cores.
+//! - **Ephemeral events** (presence, typing) have no id and no place in the log: the actor
+//!   pushes them to the subscribers it has when they arrive, in the order they arrived among
+//!   the logged events, without moving `last`, reading the log or filtering by a
+//!   subscriber's replay point, and a room's catch-up never brings them back. One that arrives
+//!   while nobody here subscribes, or that the feed loses, is gone (at most once).
 //! - **Slow consumers.** A full queue means the client does not keep up: its inbox is
 //!   `closed` (the connection closes with 1013 and the client resumes) and the
 //!   room moves on. Nothing blocks the room, nothing is dropped silently.
@@ -76,11 +81,12 @@ impl Replay {
         self.events
             .iter()
             .rev()
-            .find(|frame| {
-                matches!(&frame.event.kind, EventKind::MemberAdded { username }
+            .filter_map(|frame| frame.event())
+            .find(|event| {
+                matches!(&event.kind, EventKind::MemberAdded { username }
                     if Username::from_stored(username.clone()).key() == member.key())
             })
-            .map_or(EventId::ZERO, |frame| frame.event.id)
+            .map_or(EventId::ZERO, |event| event.id)
     }
 }
 
@@ -216,6 +222,10 @@ impl FeedSink for HubSink {
             FeedItem::Event(event) => {
                 let room = event.room.clone();
                 hub.send(&room, Command::Feed(FeedItem::Event(event)), false);
+            }
+            FeedItem::Ephemeral(ephemeral) => {
+                let room = ephemeral.room.clone();
+                hub.send(&room, Command::Feed(FeedItem::Ephemeral(ephemeral)), false);
             }
             FeedItem::Resync => {
                 for actor in hub.lock_rooms().values() {

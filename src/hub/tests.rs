@@ -109,7 +109,7 @@ impl Room {
 fn numbers(batch: &Batch) -> Vec<usize> {
     batch
         .iter()
-        .map(|frame| match &frame.event.kind {
+        .map(|frame| match &frame.event().expect("a logged event").kind {
             EventKind::Chat { message, .. } => message[1..].parse().expect("m<number>"),
             other => panic!("a chat message, not {other:?}"),
         })

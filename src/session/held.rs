@@ -1,4 +1,5 @@
-//! The memberships one session holds, and which room frames still belong to them.
+//! The memberships one session holds, and which room frames (logged and ephemeral) still
+//! belong to them.
 
 use crate::domain::{EventId, EventKind, RoomId, TokenHash, Username};
 use crate::hub::{Frame, Subscription};
@@ -18,6 +19,9 @@ pub(super) struct Held {
     joined_at: EventId,
     /// Set when the member left on this session: forward up to its removal, then drop.
     leaving_at: Option<EventId>,
+    /// Whether the membership's first logged frame (at `from` or later) was admitted:
+    /// ephemeral events are admitted from then on, so none comes before the member's own join.
+    live: bool,
     /// The room's events reach the session while this lives.
     subscription: Subscription,
     /// The member is online while this lives; let go at once when it leaves.
@@ -39,6 +43,7 @@ impl Held {
             from,
             joined_at,
             leaving_at: None,
+            live: from == EventId::ZERO,
             subscription,
             presence: Some(presence),
         }
@@ -67,6 +72,13 @@ impl Holdings {
     fn get(&self, room: &RoomId) -> Option<&Held> {
         self.0
             .iter()
+            .find(|(id, _)| id == room)
+            .map(|(_, held)| held)
+    }
+
+    fn get_mut(&mut self, room: &RoomId) -> Option<&mut Held> {
+        self.0
+            .iter_mut()
             .find(|(id, _)| id == room)
             .map(|(_, held)| held)
     }
@@ -126,9 +138,17 @@ impl Holdings {
     /// under the same id after the membership began (not written). A room is created once;
     /// created again, the room this membership belonged to was lost (e.g. Redis lost its
     /// data) and someone else made a new one, whose events are not this member's.
+    ///
+    /// An ephemeral frame belongs to a membership that is live (see `Held::live`) and not
+    /// leaving, unless it is about the member itself: its own presence and typing tell it
+    /// nothing.
     pub(super) fn admit(&mut self, frame: &Frame) -> bool {
-        let event = &frame.event;
-        let Some(held) = self.get(&event.room) else {
+        let Some(event) = frame.event() else {
+            return self.get(frame.room()).is_some_and(|held| {
+                held.live && held.leaving_at.is_none() && !frame.is_about(&held.username)
+            });
+        };
+        let Some(held) = self.get_mut(&event.room) else {
             return false;
         };
         if frame.deletes_room() {
@@ -139,6 +159,7 @@ impl Holdings {
         if event.id < held.from {
             return false;
         }
+        held.live = true;
         if matches!(event.kind, EventKind::RoomCreated { .. }) && event.id > held.joined_at {
             self.remove(&event.room);
             return false;

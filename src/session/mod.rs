@@ -20,7 +20,10 @@ mod reply;
 mod run;
 
 pub use close::Close;
-pub use reply::{DeletedResponse, GapNotice, JoinedResponse, LeftResponse, Reply, ResumedResponse};
+pub use reply::{
+    DeletedResponse, GapNotice, JoinedResponse, LeftResponse, Reply, ResumedResponse,
+    TypingResponse,
+};
 pub use run::{POST_RUN, PostRun};
 
 use std::net::IpAddr;
@@ -35,7 +38,7 @@ use crate::error::ApiError;
 use crate::hub::{Frame, Hub, Inbox, Mailbox, mailbox};
 use crate::identity::{IdToken, Joiner};
 use crate::presence::Presence;
-use crate::protocol::{ClientEvent, Delete, Edit, Join, Remove, Resume};
+use crate::protocol::{ClientEvent, Delete, Edit, Join, Remove, Resume, Typing};
 use crate::rooms::{Removal, Rooms};
 use crate::telemetry;
 use held::{Held, Holdings};
@@ -149,6 +152,7 @@ impl Session {
                 let answer = self.post_run(run).await.pop();
                 Reply::Posted(answer.expect("a run of one post is answered once")?)
             }
+            ClientEvent::Typing(typing) => Reply::Typing(self.typing(typing).await?),
         };
         Ok(Answer {
             reply,
@@ -307,8 +311,24 @@ impl Session {
         })
     }
 
-    /// Whose token an action in `room` goes out under: the membership this session holds
-    /// there, else the token the event carries (`not_member` without either).
+    /// `typing`: under the membership this session holds in the room, or the token the event
+    /// carries. The store publishes it unless the member's throttle runs; either way the
+    /// client's event is taken.
+    pub async fn typing(&mut self, typing: Typing) -> Result<TypingResponse, ApiError> {
+        let Typing { room, token } = typing;
+        let token_hash = self.acting_as(&room, token)?;
+        self.core
+            .rooms
+            .typing(&room, &token_hash)
+            .await
+            .map_err(not_member)?;
+        Ok(TypingResponse {
+            room_id: room.to_string(),
+        })
+    }
+
+    /// Whose token an event for `room` acts under: the membership this session holds there
+    /// (not leaving), else the token the event carries; neither is `not_member`.
     fn acting_as(&self, room: &RoomId, token: Option<MemberToken>) -> Result<TokenHash, ApiError> {
         match self.held.to_post(room).and_then(Held::token_hash) {
             Some(token_hash) => Ok(token_hash.clone()),

@@ -66,6 +66,14 @@ pub struct ResumedResponse {
     pub complete: bool,
 }
 
+/// A `typing` taken (`ack` data): the room. Whether it was broadcast or dropped by the
+/// throttle is not said: either way the client did its part.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingResponse {
+    pub room_id: String,
+}
+
 /// What a stream that cannot replay everything after the id asked for says first (SSE's
 /// `resume:gap`; a WebSocket says it with `complete: false` in its resume ack).
 #[derive(Debug, Serialize)]
@@ -86,4 +94,5 @@ pub enum Reply {
     Posted(ChatMessage),
     Edited(ChatMessage),
     Deleted(DeletedResponse),
+    Typing(TypingResponse),
 }

@@ -23,6 +23,13 @@
 //!   `timeout`. Any instance may sweep: expiry depends only on the store's data.
 //! - **Expiry.** A room that has had no members for `ROOM_TTL_SECS` disappears with its log.
 //!   Stream tickets lapse after the lifetime they were issued with, whether spent or not.
+//! - **Ephemeral events.** Presence and typing are published on the room's feed but never
+//!   appended: the step that changes a member's online marks decides, in the same step,
+//!   whether the member came online anywhere (its first mark) or went offline everywhere
+//!   (its last mark went: released, or lapsed because its instance died) and publishes that;
+//!   the step that takes a `typing` publishes it unless the member's throttle
+//!   ([`TYPING_EVERY`](crate::domain::TYPING_EVERY)) is running. A member's removal clears its
+//!   marks silently: `remove:member:success` tells it.
 
 pub mod memory;
 pub mod redis;
@@ -32,7 +39,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::domain::{
-    ChatMessage, ClientMsgId, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username,
+    ChatMessage, ClientMsgId, Ephemeral, EventId, MessageText, RoomEvent, RoomId, TokenHash,
+    Username,
 };
 
 /// The store could not be reached or did not answer in time. Nothing was half-written: each
@@ -216,6 +224,14 @@ impl NewMessage {
     /// The idempotency key, or `""` for none.
     pub fn idempotency_key_or_empty(&self) -> &str {
         self.idempotency_key.as_ref().map_or("", |key| key.as_str())
+    }
+}
+
+/// Counts ephemeral events published on room feeds, by kind (`presence`, `typing`). Each
+/// store calls it where the publish is known to have happened.
+pub(crate) fn count_published(kind: &'static str, count: u64) {
+    if count > 0 {
+        metrics::counter!("chat_ephemeral_published_total", "kind" => kind).increment(count);
     }
 }
 
@@ -412,6 +428,16 @@ pub trait RoomLog: Send + Sync + 'static {
         ticket_hash: &'a TokenHash,
     ) -> StoreFuture<'a, Authorized<Username>>;
 
+    /// The member whose token this is is typing: refreshes its lease and, unless a `typing`
+    /// of this member was published within [`TYPING_EVERY`](crate::domain::TYPING_EVERY) (by
+    /// any instance), publishes one, as one step. `Member(true)`: published; `Member(false)`:
+    /// dropped by the throttle.
+    fn typing<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>>;
+
     /// Up to `limit` chat messages before `before` (or the newest), oldest first, each as
     /// last edited; deleted messages are left out (and do not count towards `limit`).
     fn history<'a>(
@@ -444,15 +470,21 @@ pub trait RoomLog: Send + Sync + 'static {
 }
 
 /// Presence holds and expiry: what keeps members online and alive, and what times them out.
+///
+/// Members are given by username key, grouped by room. Each room's change is one atomic
+/// step, which publishes the `presence` events it causes (see the module documentation).
 pub trait Holds: Send + Sync + 'static {
     /// Refreshes, for members held by live connections on this instance, their leases and
-    /// their online marks (valid for `online_ttl_ms`). Members no longer in a room are
-    /// skipped.
+    /// their online marks (valid for `online_ttl_ms`); clears the marks of other instances
+    /// that lapsed (they stopped refreshing: they died) in the same rooms. A member whose
+    /// first mark this is comes online (`presence` `online: true`); one left with no mark by
+    /// the lapse goes offline. Members no longer in a room are skipped.
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()>;
 
-    /// This instance no longer holds the member (by username key): it is offline unless
-    /// another instance holds it. Its lease runs on, so it times out unless held again.
-    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()>;
+    /// This instance no longer holds these members: each goes offline (`presence`
+    /// `online: false`) unless another instance holds it. Their leases run on, so they time
+    /// out unless held again.
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()>;
 
     /// Removes every member whose lease has lapsed (appending their timeout events) and
     /// deletes rooms whose time is up. Safe to run on any number of instances at once.
@@ -488,4 +520,7 @@ pub enum FeedItem {
     /// The feed's subscription to this room was (re)established: its events may have been
     /// missed (the sharded feed of a cluster, whose shards come and go one by one).
     ResyncRoom(RoomId),
+    /// An ephemeral event: in no log, with no id, so nothing orders it or fills it in. One
+    /// the feed loses is lost.
+    Ephemeral(Ephemeral),
 }

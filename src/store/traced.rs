@@ -163,6 +163,15 @@ impl RoomLog for Traced<dyn Store> {
         traced(span, || self.inner.redeem_ticket(room, ticket_hash))
     }
 
+    fn typing<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>> {
+        let span = self.span("store.typing", Some(room));
+        traced(span, || self.inner.typing(room, token_hash))
+    }
+
     fn history<'a>(
         &'a self,
         room: &'a RoomId,
@@ -209,9 +218,9 @@ impl Holds for Traced<dyn Store> {
         traced(span, || self.inner.refresh_holds(holds))
     }
 
-    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
-        let span = self.housekeeping_span("store.release_hold");
-        traced(span, || self.inner.release_hold(room, key))
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        let span = self.housekeeping_span("store.release_holds");
+        traced(span, || self.inner.release_holds(holds))
     }
 
     fn sweep(&self) -> StoreFuture<'_, usize> {

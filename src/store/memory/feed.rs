@@ -1,8 +1,9 @@
-//! [`LocalFeed`]: the memory store's feed, handing the events it appends to the hub.
+//! [`LocalFeed`]: the memory store's feed, handing the events it appends (and the ephemeral
+//! events it decides on) to the hub.
 
 use std::sync::{Arc, OnceLock};
 
-use crate::domain::{RoomEvent, RoomId};
+use crate::domain::{Ephemeral, RoomEvent, RoomId};
 use crate::store::{Feed, FeedItem, FeedSink, StoreFuture};
 
 /// The memory store's [`Feed`]: the store hands it every event it appends, and it passes
@@ -27,6 +28,14 @@ impl LocalFeed {
         if let Some(sink) = self.sink.get() {
             for event in events {
                 sink.deliver(FeedItem::Event(event));
+            }
+        }
+    }
+
+    pub(super) fn deliver_ephemeral(&self, told: Vec<Ephemeral>) {
+        if let Some(sink) = self.sink.get() {
+            for ephemeral in told {
+                sink.deliver(FeedItem::Ephemeral(ephemeral));
             }
         }
     }

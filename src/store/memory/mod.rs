@@ -11,7 +11,9 @@
 //! expiry) is kept beside the rooms, so a sweep costs the due rooms, not all of them.
 //!
 //! Appended events reach the hub through [`LocalFeed`], inside the critical section that
-//! appended them.
+//! appended them; so do the ephemeral events (presence, typing) a critical section decides
+//! on. One process holds every connection here: a member's first hold is its first anywhere,
+//! and its release its last.
 //!
 //! Here: [`MemoryStore`] and its [`RoomLog`] and [`Holds`] implementations; `room`: one
 //! room's data and changes; `expiry`: the expiry index; `feed`: [`LocalFeed`].
@@ -32,8 +34,8 @@ use super::{
     RoomSummary, RoomsPage, StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    ChatMessage, EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId, TokenHash,
-    Username, now_ms,
+    ChatMessage, Ephemeral, EphemeralKind, EventId, EventKind, LeaveReason, MessageText, RoomEvent,
+    RoomId, TYPING_EVERY, TokenHash, Username, now_ms,
 };
 
 pub struct MemoryStore {
@@ -77,6 +79,23 @@ impl MemoryStore {
         }
         self.feed.deliver(appended);
         answer
+    }
+
+    /// [`MemoryStore::with_rooms`] for an operation that publishes ephemeral events (and
+    /// appends none): they reach the feed inside the critical section too.
+    fn with_rooms_telling<T>(
+        &self,
+        f: impl FnOnce(&mut Rooms, u64, &mut Vec<Ephemeral>) -> T,
+    ) -> T {
+        self.with_rooms(|rooms, now, _| {
+            let mut told = Vec::new();
+            let answer = f(rooms, now, &mut told);
+            for ephemeral in &told {
+                super::count_published(ephemeral.kind.name(), 1);
+            }
+            self.feed.deliver_ephemeral(told);
+            answer
+        })
     }
 
     fn lease_deadline(&self, now: u64) -> u64 {
@@ -482,6 +501,34 @@ impl RoomLog for MemoryStore {
         ready(outcome)
     }
 
+    fn typing<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>> {
+        let outcome = self.with_rooms_telling(|rooms, now, told| {
+            let deadline = self.lease_deadline(now);
+            let Some(record) = self
+                .live_room(&mut rooms.map, room_id, now)
+                .and_then(|room| room.touch(token_hash, deadline))
+            else {
+                return Authorized::Unauthorized;
+            };
+            if record.typing_until_ms > now {
+                return Authorized::Member(false);
+            }
+            record.typing_until_ms = now.saturating_add(TYPING_EVERY.as_millis() as u64);
+            told.push(Ephemeral {
+                room: room_id.clone(),
+                kind: EphemeralKind::Typing {
+                    username: record.display.clone(),
+                },
+            });
+            Authorized::Member(true)
+        });
+        ready(outcome)
+    }
+
     fn history<'a>(
         &'a self,
         room_id: &'a RoomId,
@@ -568,7 +615,7 @@ impl RoomLog for MemoryStore {
 
 impl Holds for MemoryStore {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
-        self.with_rooms(|rooms, now, _| {
+        self.with_rooms_telling(|rooms, now, told| {
             let lease = self.lease_deadline(now);
             let online_until = now + self.settings.online_ttl_ms;
             for (room_id, keys) in holds {
@@ -578,6 +625,9 @@ impl Holds for MemoryStore {
                 for key in keys {
                     if let Some(record) = room.members.get_mut(key) {
                         record.lease_deadline_ms = record.lease_deadline_ms.max(lease);
+                        if record.online_until_ms == 0 {
+                            told.push(presence(room_id, record.display.clone(), true));
+                        }
                         record.online_until_ms = online_until;
                     }
                 }
@@ -586,13 +636,20 @@ impl Holds for MemoryStore {
         ready(())
     }
 
-    fn release_hold<'a>(&'a self, room_id: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
-        self.with_rooms(|rooms, now, _| {
-            if let Some(record) = self
-                .live_room(&mut rooms.map, room_id, now)
-                .and_then(|room| room.members.get_mut(key))
-            {
-                record.online_until_ms = 0;
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        self.with_rooms_telling(|rooms, now, told| {
+            for (room_id, keys) in holds {
+                let Some(room) = self.live_room(&mut rooms.map, room_id, now) else {
+                    continue;
+                };
+                for key in keys {
+                    if let Some(record) = room.members.get_mut(key)
+                        && record.online_until_ms != 0
+                    {
+                        record.online_until_ms = 0;
+                        told.push(presence(room_id, record.display.clone(), false));
+                    }
+                }
             }
         });
         ready(())
@@ -717,6 +774,14 @@ impl Admin for MemoryStore {
             true
         });
         ready(deleted)
+    }
+}
+
+/// A `presence` event of `username` in `room`.
+fn presence(room: &RoomId, username: String, online: bool) -> Ephemeral {
+    Ephemeral {
+        room: room.clone(),
+        kind: EphemeralKind::Presence { username, online },
     }
 }
 

@@ -14,8 +14,11 @@ pub(super) struct MemberRecord {
     pub(super) identity_keys: Vec<String>,
     pub(super) token_hash: TokenHash,
     pub(super) lease_deadline_ms: u64,
-    /// Online while a connection of this process holds the member and refreshes this.
+    /// Online while a connection of this process holds the member and refreshes this; 0
+    /// once released (or never held), which is what `presence` events follow.
     pub(super) online_until_ms: u64,
+    /// The member's `typing` throttle: no other is published before this.
+    pub(super) typing_until_ms: u64,
 }
 
 pub(super) struct Room {
@@ -205,6 +208,7 @@ impl Room {
                 token_hash: member.token_hash.clone(),
                 lease_deadline_ms,
                 online_until_ms: 0,
+                typing_until_ms: 0,
             },
         );
         self.empty_since_ms = None;
@@ -244,7 +248,7 @@ impl Room {
         &mut self,
         token_hash: &TokenHash,
         lease_deadline_ms: u64,
-    ) -> Option<&MemberRecord> {
+    ) -> Option<&mut MemberRecord> {
         let key = self.tokens.get(token_hash)?;
         let record = self.members.get_mut(key)?;
         record.lease_deadline_ms = lease_deadline_ms;

@@ -22,7 +22,7 @@ use super::keys::{channel_of, room_of_channel};
 use super::replies::event_kind;
 use crate::backoff::Backoff;
 use crate::config::RedisTarget;
-use crate::domain::{RoomEvent, RoomId};
+use crate::domain::{Ephemeral, EphemeralKind, RoomEvent, RoomId};
 use crate::store::{Feed, FeedItem, FeedSink, StoreError, StoreFuture};
 
 /// How often the idle pub/sub connection is pinged to find out it is gone.
@@ -127,10 +127,45 @@ struct Published {
     i: Option<String>,
 }
 
-/// The events of one pub/sub message, in log order: a script publishes the one event it
-/// appended as a JSON object, several (a run of posts) as an array. `None` when malformed.
-pub(super) fn parse_message(channel: &str, payload: &str) -> Option<Vec<RoomEvent>> {
+/// One ephemeral event as the scripts publish it (ephemeral.lua's `tell`).
+#[derive(serde::Deserialize)]
+struct Told {
+    k: String,
+    u: String,
+    #[serde(default)]
+    o: Option<bool>,
+}
+
+/// What marks a message of ephemeral events (never a JSON event, which starts with `{` or
+/// `[`): they share the room's channel with its logged events, so no other subscription is
+/// needed, and this is how the feed tells them apart.
+const EPHEMERAL_PREFIX: &str = "ephemeral:";
+
+/// What one pub/sub message carries, in order: a script publishes the one event it appended
+/// as a JSON object, several (a run of posts) as an array, and the ephemeral events it
+/// decided on as an array after [`EPHEMERAL_PREFIX`]. `None` when malformed.
+pub(super) fn parse_message(channel: &str, payload: &str) -> Option<Vec<FeedItem>> {
     let room = room_of_channel(channel)?;
+    if let Some(told) = payload.strip_prefix(EPHEMERAL_PREFIX) {
+        let told: Vec<Told> = serde_json::from_str(told).ok()?;
+        return told
+            .into_iter()
+            .map(|told| {
+                let kind = match (told.k.as_str(), told.o) {
+                    ("presence", Some(online)) => EphemeralKind::Presence {
+                        username: told.u,
+                        online,
+                    },
+                    ("typing", None) => EphemeralKind::Typing { username: told.u },
+                    _ => return None,
+                };
+                Some(FeedItem::Ephemeral(Ephemeral {
+                    room: room.clone(),
+                    kind,
+                }))
+            })
+            .collect();
+    }
     let published: Vec<Published> = if payload.trim_start().starts_with('[') {
         serde_json::from_str(payload).ok()?
     } else {
@@ -147,23 +182,23 @@ pub(super) fn parse_message(channel: &str, payload: &str) -> Option<Vec<RoomEven
                 published.i.as_deref(),
             )
             .ok()?;
-            Some(RoomEvent {
+            Some(FeedItem::Event(RoomEvent {
                 id: published.id.parse().ok()?,
                 prev: published.p.parse().ok()?,
                 room: room.clone(),
                 kind,
-            })
+            }))
         })
         .collect()
 }
 
-/// Hands the events of one pub/sub message to the hub, in order (the plain and the sharded
+/// Hands what one pub/sub message carries to the hub, in order (the plain and the sharded
 /// feed alike).
 pub(super) fn deliver_message(channel: &str, payload: Option<&str>, sink: &dyn FeedSink) {
     match payload.and_then(|payload| parse_message(channel, payload)) {
-        Some(events) => {
-            for event in events {
-                sink.deliver(FeedItem::Event(event));
+        Some(items) => {
+            for item in items {
+                sink.deliver(item);
             }
         }
         None => tracing::warn!("ignored a malformed pub/sub message"),
@@ -296,13 +331,24 @@ mod tests {
     use super::*;
     use crate::domain::{EventId, EventKind};
 
+    /// The logged events of a parsed message; panics on anything else.
+    fn logged(items: Option<Vec<FeedItem>>) -> Vec<RoomEvent> {
+        items
+            .expect("a well-formed message")
+            .into_iter()
+            .map(|item| match item {
+                FeedItem::Event(event) => event,
+                other => panic!("expected a logged event, got {other:?}"),
+            })
+            .collect()
+    }
+
     #[test]
     fn published_events_parse() {
-        let events = parse_message(
+        let events = logged(parse_message(
             "room:{lobby}",
             r#"{"id":"5-1","p":"5-0","t":"create:chat:success","u":"alice","m":"hi"}"#,
-        )
-        .unwrap();
+        ));
         let [event] = &events[..] else {
             panic!("one event: {events:?}")
         };
@@ -317,17 +363,55 @@ mod tests {
             }
         );
         assert!(parse_message("other", "{}").is_none());
-        let run = parse_message(
+        let run = logged(parse_message(
             "room:{lobby}",
             r#"[{"id":"5-1","p":"5-0","t":"create:chat:success","u":"a","m":"x"},
                 {"id":"5-2","p":"5-1","t":"create:chat:success","u":"a","m":"y"}]"#,
-        )
-        .unwrap();
+        ));
         let ids: Vec<EventId> = run.iter().map(|event| event.id).collect();
         assert_eq!(ids, [EventId::new(5, 1), EventId::new(5, 2)]);
         assert!(
             parse_message("room:{lobby}", r#"[{"id":"5-1"}]"#).is_none(),
             "one malformed event fails the message"
         );
+    }
+
+    #[test]
+    fn ephemeral_events_parse_apart_from_logged_ones() {
+        let items = parse_message(
+            "room:{lobby}",
+            r#"ephemeral:[{"k":"presence","u":"alice","o":true},{"k":"typing","u":"bob"}]"#,
+        )
+        .expect("a well-formed message");
+        let room = RoomId::parse("lobby").unwrap();
+        assert_eq!(
+            items,
+            [
+                FeedItem::Ephemeral(Ephemeral {
+                    room: room.clone(),
+                    kind: EphemeralKind::Presence {
+                        username: "alice".into(),
+                        online: true
+                    }
+                }),
+                FeedItem::Ephemeral(Ephemeral {
+                    room,
+                    kind: EphemeralKind::Typing {
+                        username: "bob".into()
+                    }
+                }),
+            ]
+        );
+        for malformed in [
+            r#"ephemeral:[{"k":"presence","u":"alice"}]"#,
+            r#"ephemeral:[{"k":"typing","u":"bob","o":true}]"#,
+            r#"ephemeral:[{"k":"shouting","u":"bob"}]"#,
+            r#"ephemeral:{"k":"typing","u":"bob"}"#,
+        ] {
+            assert!(
+                parse_message("room:{lobby}", malformed).is_none(),
+                "{malformed}"
+            );
+        }
     }
 }

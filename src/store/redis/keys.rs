@@ -69,13 +69,13 @@ pub(super) fn lease_indexes() -> impl Iterator<Item = String> {
 }
 
 /// How many keys every room script gets before its own: prelude.lua's `room_key_count`.
-pub(super) const ROOM_KEY_COUNT: usize = 7;
+pub(super) const ROOM_KEY_COUNT: usize = 8;
 /// The 1-based index of a script's first own key: prelude.lua's `first_own_key`.
 pub(super) const FIRST_OWN_KEY: usize = ROOM_KEY_COUNT + 1;
 
-/// The key suffixes of a room, in prelude.lua's order (`KEYS[1]` … `KEYS[7]`).
+/// The key suffixes of a room, in prelude.lua's order (`KEYS[1]` … `KEYS[8]`).
 const ROOM_KEY_SUFFIXES: [&str; ROOM_KEY_COUNT] = [
-    "meta", "members", "tokens", "leases", "log", "online", "names",
+    "meta", "members", "tokens", "leases", "log", "online", "names", "holders",
 ];
 const META: usize = 0;
 
@@ -117,6 +117,12 @@ fn room_key(room: &RoomId, suffix: &str) -> String {
 /// issue and redeem it touch one slot with the room's members.
 pub(super) fn ticket_key(room: &RoomId, ticket_hash: &TokenHash) -> String {
     room_key(room, &format!("ticket:{}", ticket_hash.as_str()))
+}
+
+/// A member's `typing` throttle, by its token hash (known before the script that finds its
+/// member): set for `TYPING_EVERY` by the `typing` that is published.
+pub(super) fn typing_key(room: &RoomId, token_hash: &TokenHash) -> String {
+    room_key(room, &format!("typing:{}", token_hash.as_str()))
 }
 
 /// Where an idempotency key of a member's message is kept (`key` is `""` for none: the

@@ -17,9 +17,13 @@
 //! stream holding the
 //! last `HISTORY_LIMIT` events and, trimmed lazily, up to a stream node more that no reader
 //! returns), `:online` and `:names` (the identity keys that make look-alikes of
-//! members' names taken), plus `room:{id}:idem:<token hash>:<key>` strings for
+//! members' names taken), `:holders` (which instances hold each online member: how a script
+//! tells a first or last online mark, to publish `presence`), plus `room:{id}:idem:<token hash>:<key>` strings for
 //! idempotent sends and `room:{id}:ticket:<ticket hash>` strings (the member's token hash,
-//! with the ticket's lifetime as their TTL) for stream tickets. Event ids come from `XADD *`
+//! with the ticket's lifetime as their TTL) for stream tickets, and
+//! `room:{id}:typing:<token hash>` (a member's `typing` throttle, `TYPING_EVERY` long).
+//! Ephemeral events are published on the room's channel as `ephemeral:` followed by a JSON
+//! array, by the script that decides on them, and kept nowhere. Event ids come from `XADD *`
 //! and timestamps from Redis's clock, so every instance agrees on them.
 //!
 //! Every command runs under `REDIS_TIMEOUT_MS`; the connection manager reconnects by itself,
@@ -53,7 +57,8 @@ use super::{
 };
 use crate::config::Durability;
 use crate::domain::{
-    ChatMessage, EventId, EventKind, MessageText, RoomEvent, RoomId, TokenHash, Username,
+    ChatMessage, EventId, EventKind, MessageText, RoomEvent, RoomId, TYPING_EVERY, TokenHash,
+    Username,
 };
 
 /// A room script: prelude.lua, the libraries it names (each function a script defines costs
@@ -106,8 +111,9 @@ static MEMBERS: LazyLock<RoomScript> = room_script!("members.lua");
 static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua", "membership.lua");
 static ISSUE_TICKET: LazyLock<RoomScript> = room_script!("issue_ticket.lua");
 static REDEEM_TICKET: LazyLock<RoomScript> = room_script!("redeem_ticket.lua");
-static HOLD: LazyLock<RoomScript> = room_script!("hold.lua");
-static RELEASE: LazyLock<RoomScript> = room_script!("release.lua");
+static HOLD: LazyLock<RoomScript> = room_script!("hold.lua", "ephemeral.lua");
+static RELEASE: LazyLock<RoomScript> = room_script!("release.lua", "ephemeral.lua");
+static TYPING: LazyLock<RoomScript> = room_script!("typing.lua", "ephemeral.lua");
 static POST_AS: LazyLock<RoomScript> = room_script!("post_as.lua");
 static DELETE_ROOM: LazyLock<RoomScript> = room_script!("delete_room.lua");
 static ROOM_SUMMARY: LazyLock<RoomScript> = room_script!("room_summary.lua");
@@ -318,6 +324,36 @@ impl RedisStore {
 
     fn lease_ttl(&self) -> String {
         self.settings.member_ttl_ms.to_string()
+    }
+
+    /// Runs a holds script (hold.lua, release.lua) once per room, with this instance's id,
+    /// `args`, then the room's username keys; counts the `presence` events they told. One
+    /// script per room, all sent at once: the rooms may be on different shards, and a pipeline
+    /// on a cluster goes to one.
+    async fn hold_scripts(
+        &self,
+        what: &'static str,
+        script: &RoomScript,
+        holds: &[(RoomId, Vec<String>)],
+        args: &[&str],
+    ) -> StoreResult<()> {
+        let scripts = holds.iter().map(|(room, keys)| {
+            let mut all: Vec<&str> = vec![&self.instance_id];
+            all.extend_from_slice(args);
+            all.extend(keys.iter().map(String::as_str));
+            async move {
+                let reply = self
+                    .room_script(what, script, room, &[], &all, false)
+                    .await?;
+                match reply.status.as_str() {
+                    "ok" => reply.int(0),
+                    _ => Err(malformed("holds status")),
+                }
+            }
+        });
+        let told = futures_util::future::try_join_all(scripts).await?;
+        super::count_published("presence", told.into_iter().map(|n| n as u64).sum());
+        Ok(())
     }
 
     async fn add_member(
@@ -686,6 +722,27 @@ impl RoomLog for RedisStore {
         })
     }
 
+    fn typing<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+    ) -> StoreFuture<'a, Authorized<bool>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let throttle = TYPING_EVERY.as_millis().to_string();
+            let throttle_key = keys::typing_key(room, token_hash);
+            let args = [token_hash.as_str(), &lease_ttl, &throttle];
+            let reply = self
+                .room_script("typing", &TYPING, room, &[&throttle_key], &args, false)
+                .await?;
+            let answer = reply.authorized("typing status", |reply| Ok(reply.int(0)? == 1))?;
+            if answer == Authorized::Member(true) {
+                super::count_published("typing", 1);
+            }
+            Ok(answer)
+        })
+    }
+
     fn history<'a>(
         &'a self,
         room: &'a RoomId,
@@ -816,39 +873,15 @@ impl RoomLog for RedisStore {
 impl Holds for RedisStore {
     fn refresh_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
         Box::pin(async move {
-            if holds.is_empty() {
-                return Ok(());
-            }
             let lease_ttl = self.lease_ttl();
             let online_ttl = self.settings.online_ttl_ms.to_string();
-            // One script per room, all sent at once: the rooms may be on different shards,
-            // and a pipeline on a cluster goes to one.
-            let refreshes = holds.iter().map(|(room, keys)| {
-                let mut args: Vec<&str> = vec![&self.instance_id, &lease_ttl, &online_ttl];
-                args.extend(keys.iter().map(String::as_str));
-                async move {
-                    self.room_script("refresh_holds", &HOLD, room, &[], &args, false)
-                        .await
-                }
-            });
-            futures_util::future::try_join_all(refreshes).await?;
-            Ok(())
+            self.hold_scripts("refresh_holds", &HOLD, holds, &[&lease_ttl, &online_ttl])
+                .await
         })
     }
 
-    fn release_hold<'a>(&'a self, room: &'a RoomId, key: &'a str) -> StoreFuture<'a, ()> {
-        Box::pin(async move {
-            self.room_script(
-                "release_hold",
-                &RELEASE,
-                room,
-                &[],
-                &[&self.instance_id, key],
-                false,
-            )
-            .await?;
-            Ok(())
-        })
+    fn release_holds<'a>(&'a self, holds: &'a [(RoomId, Vec<String>)]) -> StoreFuture<'a, ()> {
+        Box::pin(self.hold_scripts("release_holds", &RELEASE, holds, &[]))
     }
 
     fn sweep(&self) -> StoreFuture<'_, usize> {

@@ -2,7 +2,7 @@
 --       8 unused (join's most members), 9... identity keys
 if redis.call('EXISTS', meta) == 1 then return {'room_exists'} end
 -- Keys of an earlier room with this id may outlive its meta by a moment while they expire.
-redis.call('DEL', members, tokens, leases, log, online, names)
+redis.call('DEL', members, tokens, leases, log, online, names, holders)
 local now = now_ms()
 -- The creator owns the room until it is removed (membership.lua's remove_member).
 redis.call('HSET', meta, 'created', now, 'owner', ARGV[3])

@@ -55,7 +55,14 @@ local function remove_member(key, room_ttl_secs)
   if redis.call('HGET', meta, 'owner') == key then redis.call('HDEL', meta, 'owner') end
   redis.call('HDEL', tokens, record_token_hash(record))
   redis.call('ZREM', leases, key)
-  redis.call('ZREMRANGEBYLEX', online, '[' .. key .. '\31', '[' .. key .. '\31\255')
+  -- Its online marks go silently: its removal tells the room.
+  local holding = redis.call('HGET', holders, key)
+  if holding then
+    for instance in string.gmatch(holding, '[^,]+') do
+      redis.call('ZREM', online, key .. '\31' .. instance)
+    end
+    redis.call('HDEL', holders, key)
+  end
   local held = redis.call('HGET', names, key)
   if held then
     for identity_key in string.gmatch(held, '[^\31]+') do

@@ -18,11 +18,15 @@
 --                        username key first (see Username::identity_keys: a look-alike of a
 --                        member's name holds one of them). Members added before this hash
 --                        existed have no entries; their username key in `members` still counts.
+--   8 room:{id}:holders  hash: username key -> the instances holding an online mark of it,
+--                        ','-separated (presence.lua): a member is online anywhere exactly while
+--                        it has an entry, which is how a script tells a member's first mark and
+--                        its last from the others without reading the `online` zset by prefix.
 -- This order and count are keys.rs's (RoomKeys, ROOM_KEY_COUNT, FIRST_OWN_KEY).
 -- A script's own keys, if any, follow from KEYS[first_own_key] on.
 -- ARGV[1] is always the pub/sub channel of the room, ARGV[2] the history limit.
-local meta, members, tokens, leases, log, online, names = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
-local room_key_count = 7
+local meta, members, tokens, leases, log, online, names, holders = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8]
+local room_key_count = 8
 local first_own_key = room_key_count + 1
 local channel, history_limit = ARGV[1], ARGV[2]
 
@@ -41,6 +45,11 @@ end
 -- publishes them once the script is done, so a run of posts costs one HGET, one HSET and
 -- one message on the room's channel however many chat messages it holds.
 local appended, appended_last = {}, nil
+
+-- The ephemeral events this script decided on (presence, typing: ephemeral.lua's `tell`), in
+-- order; nil while there are none. The epilogue publishes them after the appended events, in
+-- one message marked `ephemeral:` (feed.rs's parse_message), and no log keeps them.
+local told = nil
 
 -- Appends one event to the log with the id of the event before it, so readers of the log and
 -- subscribers can tell a gap from a quiet room. Returns the id. Fields: t the event's name,
