@@ -847,4 +847,61 @@ mod tests {
         let since = rooms.map[&lobby].empty_since_ms.expect("the room is empty");
         assert_eq!(due, since + 3_600_000);
     }
+
+    #[tokio::test]
+    async fn revisions_leave_with_their_messages() {
+        let store = MemoryStore::new(
+            StoreSettings {
+                history_limit: 3,
+                member_ttl_ms: 60_000,
+                room_ttl_secs: 3600,
+                idempotency_ttl_secs: 60,
+                online_ttl_ms: 1000,
+                max_members_per_room: 10,
+            },
+            Arc::new(LocalFeed::new()),
+        );
+        let lobby = room("lobby");
+        let token_hash = TokenHash::from_stored("a".repeat(64));
+        let member = NewMember {
+            room: lobby.clone(),
+            username: Username::parse("alice").expect("a valid username"),
+            token_hash: token_hash.clone(),
+        };
+        store
+            .create_room(member, None)
+            .await
+            .expect("the memory store answers");
+        for n in 0..10 {
+            let text = |raw: String| MessageText::parse(raw, 100).expect("a valid message");
+            let batch = NewMessages {
+                room: lobby.clone(),
+                token_hash: token_hash.clone(),
+                messages: vec![crate::store::NewMessage {
+                    text: text(format!("m{n}")),
+                    idempotency_key: None,
+                }],
+            };
+            let Ok(PostOutcome::Posted(posted)) = store.post(batch).await else {
+                panic!("the member posts");
+            };
+            let id = posted[0].as_ref().expect("a new message").id;
+            let edited = store
+                .edit_message(&lobby, &token_hash, id, text(format!("e{n}")))
+                .await
+                .expect("the memory store answers");
+            assert!(matches!(edited, Revised::Done(_)), "{edited:?}");
+            let rooms = store.rooms.lock().expect("no panic while holding it");
+            let room = &rooms.map[&lobby];
+            assert!(
+                room.revisions.len() <= room.log.len(),
+                "a revision outlived its message"
+            );
+            assert!(
+                room.revisions
+                    .keys()
+                    .all(|id| room.log.iter().any(|event| event.id == *id))
+            );
+        }
+    }
 }
