@@ -374,12 +374,11 @@ mod tests {
             parse_message("room:{lobby}", r#"[{"id":"5-1"}]"#).is_none(),
             "one malformed event fails the message"
         );
-        let revised = parse_message(
+        let revised = logged(parse_message(
             "room:{lobby}",
             r#"[{"id":"6-0","p":"5-2","t":"update:chat:success","u":"a","m":"z","i":"5-1"},
                 {"id":"6-1","p":"6-0","t":"delete:chat:success","u":"a","i":"5-1"}]"#,
-        )
-        .unwrap();
+        ));
         let kinds: Vec<&EventKind> = revised.iter().map(|event| &event.kind).collect();
         assert_eq!(
             kinds,
