@@ -298,6 +298,25 @@ function memberControls(page) {
   }));
 }
 
+/**
+ * Alice creates the room on a WebSocket through instance A, Bob joins it on SSE through
+ * instance B, and each sees the other online.
+ */
+async function aliceAndBob() {
+  const room = env('CHAT_ROOM');
+  const urlA = env('CHAT_URL_A');
+  const urlB = `${env('CHAT_URL_B')}/?transport=sse`;
+  const alice = (await openBrowser('alice')).page;
+  const bob = (await openBrowser('bob')).page;
+  await alice.goto(urlA);
+  await bob.goto(urlB);
+  await createRoom(alice, { room, username: 'alice' });
+  await joinRoom(bob, { room, username: 'bob' });
+  await waitForMembers(alice, ['alice=true', 'bob=true'], 'alice sees bob come online');
+  await waitForMembers(bob, ['alice=true', 'bob=true'], 'bob sees both online');
+  return { room, urlA, urlB, alice, bob };
+}
+
 // ---- REST, for a member without a browser ----------------------------------------------
 
 async function rest(base, method, path, { token, body, idempotencyKey } = {}) {
@@ -559,17 +578,7 @@ const scenarios = {
    * about 5 s, and a member's message clears it at once.
    */
   async 'presence-and-typing'() {
-    const room = env('CHAT_ROOM');
-    const urlA = env('CHAT_URL_A');
-    const urlB = `${env('CHAT_URL_B')}/?transport=sse`;
-    const alice = (await openBrowser('alice')).page;
-    const bob = (await openBrowser('bob')).page;
-    await alice.goto(urlA);
-    await bob.goto(urlB);
-    await createRoom(alice, { room, username: 'alice' });
-    await joinRoom(bob, { room, username: 'bob' });
-    await waitForMembers(alice, ['alice=true', 'bob=true'], 'alice sees bob come online');
-    await waitForMembers(bob, ['alice=true', 'bob=true'], 'bob sees both online');
+    const { room, urlA, urlB, alice, bob } = await aliceAndBob();
 
     // The SSE page goes away and comes back; then the WebSocket page does.
     await expectDotFlip(alice, 'bob', false, () => bob.goto('about:blank'),
@@ -619,16 +628,7 @@ const scenarios = {
    * return whose history is stale so only the resumed stream's replay brings the changes.
    */
   async 'edit-and-delete'() {
-    const room = env('CHAT_ROOM');
-    const urlA = env('CHAT_URL_A');
-    const urlB = `${env('CHAT_URL_B')}/?transport=sse`;
-    const alice = (await openBrowser('alice')).page;
-    const bob = (await openBrowser('bob')).page;
-    await alice.goto(urlA);
-    await bob.goto(urlB);
-    await createRoom(alice, { room, username: 'alice' });
-    await joinRoom(bob, { room, username: 'bob' });
-    await waitForMembers(alice, ['alice=true', 'bob=true'], 'alice sees bob');
+    const { room, urlB, alice, bob } = await aliceAndBob();
     const lines = [
       [alice, 'Helo Bob'],
       [bob, 'Hi Alice'],
@@ -709,17 +709,7 @@ const scenarios = {
    * (or a look-alike of it) is refused.
    */
   async moderation() {
-    const room = env('CHAT_ROOM');
-    const urlA = env('CHAT_URL_A');
-    const urlB = env('CHAT_URL_B');
-    const alice = (await openBrowser('alice')).page;
-    const bob = (await openBrowser('bob')).page;
-    await alice.goto(urlA);
-    await bob.goto(`${urlB}/?transport=sse`);
-    await createRoom(alice, { room, username: 'alice' });
-    await joinRoom(bob, { room, username: 'bob' });
-    await waitForMembers(alice, ['alice=true', 'bob=true'], 'alice sees bob');
-    await waitForMembers(bob, ['alice=true', 'bob=true'], 'bob sees alice');
+    const { room, urlA, alice, bob } = await aliceAndBob();
     assert.deepEqual(await memberControls(alice), ['alice:owner:', 'bob::kick=bob,ban=bob'],
       'the owner is marked and may kick and ban the others');
     assert.deepEqual(await memberControls(bob), ['alice:owner:', 'bob::'],
@@ -737,7 +727,7 @@ const scenarios = {
     await alice.goto(`${urlA}/?transport=sse`);
     await waitReady(alice);
     assert.equal(await alice.textContent('#transport'), 'sse');
-    await bob.goto(urlB);
+    await bob.goto(env('CHAT_URL_B'));
     await waitReady(bob);
     assert.equal(await bob.textContent('#transport'), 'websocket');
     await waitForMembers(alice, ['alice=true', 'bob=true'], 'both back');

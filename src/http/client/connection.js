@@ -207,29 +207,22 @@ class EventSourceLink {
       this.ready = true;
       connection.linkReady(this, { complete: true });
     };
-    for (const name of ROOM_EVENTS) {
-      source.addEventListener(name, (message) => {
-        let data;
-        try {
-          data = JSON.parse(message.data);
-        } catch {
-          return;
-        }
-        connection.roomEvent(this, message.lastEventId, name, data);
-      });
-    }
+    const listen = (names, deliver) => {
+      for (const name of names) {
+        source.addEventListener(name, (message) => {
+          let data;
+          try {
+            data = JSON.parse(message.data);
+          } catch {
+            return;
+          }
+          deliver(name, data, message.lastEventId);
+        });
+      }
+    };
+    listen(ROOM_EVENTS, (name, data, id) => connection.roomEvent(this, id, name, data));
     // Sent without an `id:` line, so `lastEventId` there is the previous event's: unused.
-    for (const name of EPHEMERAL_EVENTS) {
-      source.addEventListener(name, (message) => {
-        let data;
-        try {
-          data = JSON.parse(message.data);
-        } catch {
-          return;
-        }
-        connection.ephemeralEvent(this, name, data);
-      });
-    }
+    listen(EPHEMERAL_EVENTS, (name, data) => connection.ephemeralEvent(this, name, data));
     source.addEventListener('resume:gap', () => connection.gap(this));
     // Our own reconnect (with the last id we processed) replaces EventSource's.
     source.onerror = () => this.fail({});
