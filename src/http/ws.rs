@@ -264,10 +264,11 @@ impl Connection {
                 next = self.inbox.try_recv();
             }
         }
+        if written > 0 && self.socket.flush().await.is_err() {
+            return Some(End::Gone);
+        }
+        // Only logged events have a time to measure from (their id's).
         if let Some(oldest) = oldest {
-            if self.socket.flush().await.is_err() {
-                return Some(End::Gone);
-            }
             self.delivery.record_write(oldest);
         }
         None

@@ -18,6 +18,9 @@
 //!   the revisions Redis keeps staying bounded.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
+//! - [`ephemeral`]: `presence` and `typing` on every transport and store: no ids, never
+//!   replayed, the typing throttle, the grace that hides a quick reconnect, and offline for
+//!   the members of a killed instance.
 //! - [`gaps`]: no silent gap: a resume after an id the log lost is told `complete: false`
 //!   (SSE: `resume:gap`); a live connection whose room's log was lost is closed to resume.
 //! - [`server_api`]: `/api/` with `SERVER_API_KEY`: absent without it, the key and its
@@ -64,6 +67,7 @@ mod cluster;
 mod concurrency;
 mod durability;
 mod edits;
+mod ephemeral;
 mod faults;
 mod gaps;
 mod hardening;

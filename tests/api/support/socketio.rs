@@ -11,15 +11,11 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
 use super::node::{NodeProcess, require_module};
-use super::stream::{READ_TIMEOUT, Upgrade, WsClient, WsEnd};
+use super::stream::{EPHEMERAL, READ_TIMEOUT, Upgrade, WsClient, WsEnd};
 
 /// A client process that is still running after this long has failed (its own limit is a
 /// little shorter).
 const CLIENT_LIMIT: Duration = Duration::from_secs(100);
-
-/// Events that describe the moment (API.md, "Presence and typing"): they may come between
-/// any two others, so the reads that expect a sequence set them aside.
-const EPHEMERAL: [&str; 2] = ["presence", "typing"];
 
 /// `io(url, options)` options: WebSocket only, no polling first.
 pub fn websocket_only() -> Value {

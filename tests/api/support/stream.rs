@@ -1,5 +1,9 @@
 //! Streaming clients for tests: a WebSocket client (tokio-tungstenite) and an SSE client
 //! (reqwest's byte stream, parsed as EventSource does). Every read has a timeout.
+//!
+//! Ephemeral events (`presence`, `typing`) may come between any two others, so both clients
+//! set them aside: the reads that expect a sequence never see them, and `ephemeral()` reads
+//! them, in order.
 
 use std::time::Duration;
 
@@ -11,6 +15,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// How long a test waits for one frame or event before failing.
 pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The events that describe the moment (API.md, "Presence and typing").
+pub const EPHEMERAL: [&str; 2] = ["presence", "typing"];
+
+fn is_ephemeral(name: Option<&str>) -> bool {
+    name.is_some_and(|name| EPHEMERAL.contains(&name))
+}
 
 /// A room event or a reply as a WebSocket client sees it.
 pub type Json = Value;
@@ -33,6 +44,8 @@ pub struct WsClient {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// Room events read while waiting for a reply, kept for the next reads.
     pending: std::collections::VecDeque<Json>,
+    /// Ephemeral events set aside, for [`WsClient::ephemeral`].
+    ephemeral: std::collections::VecDeque<Json>,
 }
 
 /// How a WebSocket read ended when it was not a text frame.
@@ -53,6 +66,7 @@ impl WsClient {
         Self {
             socket,
             pending: Default::default(),
+            ephemeral: Default::default(),
         }
     }
 
@@ -167,6 +181,7 @@ impl WsClient {
             Ok((socket, _)) => Ok(Self {
                 socket,
                 pending: Default::default(),
+                ephemeral: Default::default(),
             }),
             Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
                 Err(response.status().as_u16())
@@ -213,13 +228,45 @@ impl WsClient {
         self.socket.flush().await.expect("sending the frames");
     }
 
-    /// The next text frame as JSON, or how the connection ended.
+    /// The next text frame as JSON (ephemeral events set aside), or how the connection
+    /// ended.
     pub async fn next(&mut self) -> Result<Json, WsEnd> {
         if let Some(frame) = self.pending.pop_front() {
             return Ok(frame);
         }
+        loop {
+            let frame = self.next_json().await?;
+            if !is_ephemeral(frame["event"].as_str()) {
+                return Ok(frame);
+            }
+            self.ephemeral.push_back(frame);
+        }
+    }
+
+    /// The next text frame from the socket as JSON, whatever it is.
+    async fn next_json(&mut self) -> Result<Json, WsEnd> {
         let text = self.next_text().await?;
         Ok(serde_json::from_str(&text).expect("server frames are JSON"))
+    }
+
+    /// The next ephemeral event (`{event, data}`), which must come; the other frames read
+    /// meanwhile are kept for the next reads.
+    pub async fn ephemeral(&mut self) -> Json {
+        loop {
+            if let Some(frame) = self.ephemeral.pop_front() {
+                return frame;
+            }
+            match self.next_json().await {
+                Ok(frame) if is_ephemeral(frame["event"].as_str()) => return frame,
+                Ok(frame) => self.pending.push_back(frame),
+                Err(end) => panic!("expected an ephemeral event, the connection ended: {end:?}"),
+            }
+        }
+    }
+
+    /// The ephemeral events set aside so far (taken).
+    pub fn take_ephemeral(&mut self) -> Vec<Json> {
+        self.ephemeral.drain(..).collect()
     }
 
     /// The next text frame as it came (other protocols than `/ws`'s JSON, such as
@@ -395,6 +442,10 @@ impl SseEvent {
 
 pub struct SseClient {
     pub content_type: String,
+    /// Ephemeral events set aside, for [`SseClient::ephemeral`].
+    ephemeral: std::collections::VecDeque<SseEvent>,
+    /// Other events read while looking for an ephemeral one, for the next reads.
+    pending: std::collections::VecDeque<SseEvent>,
     body: std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
     /// `retry:` values and comments seen so far.
@@ -424,6 +475,8 @@ impl SseClient {
         );
         Self {
             content_type,
+            ephemeral: Default::default(),
+            pending: Default::default(),
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
             retry: None,
@@ -471,11 +524,45 @@ impl SseClient {
         }
     }
 
-    /// The next event, or `None` when the stream ended.
+    /// The next event (ephemeral events set aside), or `None` when the stream ended.
     pub async fn next(&mut self) -> Option<SseEvent> {
+        if let Some(event) = self.pending.pop_front() {
+            return Some(event);
+        }
+        loop {
+            let event = self.next_any().await?;
+            if !is_ephemeral(event.event.as_deref()) {
+                return Some(event);
+            }
+            self.ephemeral.push_back(event);
+        }
+    }
+
+    /// The next event from the stream, whatever it is; `None` when the stream ended.
+    async fn next_any(&mut self) -> Option<SseEvent> {
         loop {
             if let Some(event) = self.next_block().await? {
                 return Some(event);
+            }
+        }
+    }
+
+    /// The ephemeral events set aside so far (taken).
+    pub fn take_ephemeral(&mut self) -> Vec<SseEvent> {
+        self.ephemeral.drain(..).collect()
+    }
+
+    /// The next ephemeral event, which must come; the other events read meanwhile are kept
+    /// for the next reads.
+    pub async fn ephemeral(&mut self) -> SseEvent {
+        loop {
+            if let Some(event) = self.ephemeral.pop_front() {
+                return event;
+            }
+            match self.next_any().await {
+                Some(event) if is_ephemeral(event.event.as_deref()) => return event,
+                Some(event) => self.pending.push_back(event),
+                None => panic!("the SSE stream ended before an ephemeral event"),
             }
         }
     }
@@ -485,12 +572,19 @@ impl SseClient {
         self.next().await.expect("the SSE stream ended early")
     }
 
-    /// Reads until a comment (a keepalive) arrives; no event may come first.
+    /// Reads until a comment (a keepalive) arrives; no event but an ephemeral one (set
+    /// aside) may come first.
     pub async fn comment(&mut self) -> String {
         let seen = self.comments.len();
+        if let Some(event) = self.pending.front() {
+            panic!("expected a comment, got {event:?}");
+        }
         while self.comments.len() == seen {
             match self.next_block().await {
                 Some(None) => {}
+                Some(Some(event)) if is_ephemeral(event.event.as_deref()) => {
+                    self.ephemeral.push_back(event);
+                }
                 Some(Some(event)) => panic!("expected a comment, got {event:?}"),
                 None => panic!("the SSE stream ended before a comment"),
             }
