@@ -300,14 +300,16 @@ mod tests {
     use super::*;
     use crate::store::StoreFuture;
 
+    /// One store call: `refresh` or `release`, with its members by room (sorted).
+    type Call = (&'static str, Vec<(RoomId, Vec<String>)>);
+
     /// Holds that keep who is online and every call made, and whose first `release_holds`
     /// waits for the test to let it land (after telling it that it started).
     #[derive(Default)]
     struct GatedHolds {
         gated_once: std::sync::atomic::AtomicBool,
         online: Mutex<HashSet<Member>>,
-        /// Every call: `refresh` or `release`, with its members.
-        calls: Mutex<Vec<(&'static str, Vec<(RoomId, Vec<String>)>)>>,
+        calls: Mutex<Vec<Call>>,
         release_started: Notify,
         release_may_land: Notify,
     }
@@ -320,7 +322,7 @@ mod tests {
                 .contains(&(room.clone(), key.to_owned()))
         }
 
-        fn calls(&self) -> Vec<(&'static str, Vec<(RoomId, Vec<String>)>)> {
+        fn calls(&self) -> Vec<Call> {
             self.calls
                 .lock()
                 .expect("no test thread panics holding it")

@@ -59,6 +59,7 @@ fuzz_target!(|data: &[u8]| {
                             check::event_id(id);
                         }
                     }
+                    ClientEvent::Typing(typing) => check::room_id(&typing.room),
                 }
             }
             Err(err) => {

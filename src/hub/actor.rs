@@ -322,7 +322,7 @@ impl RoomActor {
                 .filter_map(|frame| frame.event().map(|event| event.id))
         };
         // The batch's logged ids, oldest and newest (they are in log order).
-        let (first, newest) = (logged().next(), logged().last());
+        let (first, newest) = (logged().next(), logged().next_back());
         let whole = Tally::of(&batch);
         let (mut delivered, mut pushes, mut behind) = (Tally::default(), 0u64, 0u64);
         self.subscribers.retain(|subscriber| {

@@ -558,12 +558,15 @@ async fn a_polling_session_that_stops_polling_is_dropped_within_the_ping_timeout
         [("alice".to_owned(), false), ("bob".to_owned(), true)]
     );
 
-    // Bob's client stops: no request from now on. Within a ping interval and its timeout (and
-    // some slack) the session is gone and so is his presence; he stays a member.
+    // Bob's client stops: no request from now on. Within a ping interval and its timeout, and
+    // the presence grace after it (2 s: a client back within it would change nothing), the
+    // session is gone and so is his presence; he stays a member.
     let stopped = Instant::now();
-    // The slack is for a loaded machine; the bound it checks is "within the heartbeat", not
-    // "ever".
-    let limit = Duration::from_millis(interval + timeout) + Duration::from_secs(3);
+    // The slack is for a loaded machine; the bound it checks is "within the heartbeat and the
+    // grace", not "ever".
+    let limit = Duration::from_millis(interval + timeout)
+        + chat_server::presence::GRACE
+        + Duration::from_secs(3);
     eventually(
         "bob to be offline",
         limit + Duration::from_secs(5),
