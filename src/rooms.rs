@@ -405,7 +405,8 @@ fn removal_refused(outcome: RemoveOutcome) -> ApiError {
             ApiError::invalid("a member cannot ban its own name; leave without ban instead")
         }
         RemoveOutcome::Left(_) | RemoveOutcome::Removed(_) | RemoveOutcome::BannedOnly => {
-            store_answered_otherwise()
+            tracing::error!("the store answered a removal with an outcome its remover cannot have");
+            ApiError::Unavailable
         }
     }
 }

@@ -368,3 +368,27 @@ async fn an_owners_kick_on_one_instance_ends_the_membership_on_another() {
     );
     ws.close().await;
 }
+
+/// `/openapi.json` describes moderation: the `ban` query parameter of the member DELETE (a
+/// boolean), its 404, and `owner` on every member list entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_document_describes_ban_and_owner() {
+    let app = TestApp::spawn(Backend::Memory, &[]).await;
+    let reply = app.get("/openapi.json", None).await;
+    let doc = reply.expect(200);
+    let delete = &doc["paths"]["/rooms/{roomId}/members/{username}"]["delete"];
+    let ban = delete["parameters"]
+        .as_array()
+        .expect("parameters")
+        .iter()
+        .find(|parameter| parameter["name"] == "ban")
+        .unwrap_or_else(|| panic!("no ban parameter: {delete}"));
+    assert_eq!(ban["in"], "query");
+    assert_eq!(ban["required"], false);
+    assert!(ban["schema"].to_string().contains("\"boolean\""), "{ban}");
+    assert!(delete["responses"].get("404").is_some(), "{delete}");
+    let entry = &doc["components"]["schemas"]["MemberEntry"];
+    assert_eq!(entry["properties"]["owner"]["type"], "boolean", "{entry}");
+    let required = entry["required"].as_array().expect("required fields");
+    assert!(required.contains(&json!("owner")), "{entry}");
+}

@@ -60,9 +60,10 @@ class MemberToken:
         room = (case.path_parameters or {}).get("roomId")
         if isinstance(room, str) and ROOM_ID.fullmatch(room) and room not in DOT_SEGMENTS:
             case.path_parameters["roomId"] = data["roomId"]
-            # Leaving: about half the cases name the member itself (204), the others someone
-            # else (403) or an invalid name (400). Decided by the generated name, so a seed
-            # replays the same way.
+            # Leaving: about half the cases name the member itself (204, or 400 with
+            # `ban=true`), the others someone else (the token is the room owner's: 404, no
+            # member has that name) or an invalid name (400). Decided by the generated name,
+            # so a seed replays the same way.
             name = case.path_parameters.get("username")
             if isinstance(name, str) and len(name) % 2 == 0 and name.strip() == name and name:
                 case.path_parameters["username"] = data["username"]

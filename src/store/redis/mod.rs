@@ -13,12 +13,12 @@
 //! - `durable`: `REDIS_WAIT_REPLICAS`, the writes acknowledged once replicas hold them.
 //!
 //! Data model (see `scripts/prelude.lua` for the key list each script gets):
-//! `room:{id}:meta` (with the room's owner and bans), `:members`, `:tokens`, `:leases`, `:log` (a
-//! stream holding the
-//! last `HISTORY_LIMIT` events and, trimmed lazily, up to a stream node more that no reader
-//! returns), `:online` and `:names` (the identity keys that make look-alikes of
-//! members' names taken), `:holders` (which instances hold each online member: how a script
-//! tells a first or last online mark, to publish `presence`), plus `room:{id}:idem:<token hash>:<key>` strings for
+//! `room:{id}:meta` (with the room's owner and bans), `:members`, `:tokens`, `:leases`,
+//! `:log` (a stream holding the last `HISTORY_LIMIT` events and, trimmed lazily, up to a
+//! stream node more that no reader returns), `:online` and `:names` (the identity keys that
+//! make look-alikes of members' names taken), `:holders` (which instances hold each online
+//! member: how a script tells a first or last online mark, to publish `presence`), plus
+//! `room:{id}:idem:<token hash>:<key>` strings for
 //! idempotent sends and `room:{id}:ticket:<ticket hash>` strings (the member's token hash,
 //! with the ticket's lifetime as their TTL) for stream tickets, and
 //! `room:{id}:typing:<token hash>` (a member's `typing` throttle, `TYPING_EVERY` long).
