@@ -47,7 +47,8 @@ export const ACTION_SENTENCES = {
   },
   remove: {
     forbidden: 'Only the room\'s owner may remove other members.',
-    not_found: 'That member has already left.',
+    // A kick of a name no member holds (any more): the page's own membership is fine.
+    not_member: 'That member has already left.',
   },
 };
 
