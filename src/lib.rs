@@ -25,7 +25,8 @@
 //! - [`identity`]: JWT joins (the app's own users): the JWKS, the token check, the username.
 //! - [`room_secrets`]: argon2id hashing of room secrets, bounded in memory and concurrency.
 //! - [`hub`]: this instance's fan-out: per-room actors, replay then live, bounded queues.
-//! - [`presence`]: which members live connections hold; leases and online marks.
+//! - [`presence`]: which members live connections hold; leases and online marks, whose
+//!   changes the store tells the room as ephemeral `presence` events.
 //! - [`limits`]: rate limits, connection caps, the client's IP address.
 //! - [`protocol`]: WebSocket client frames decoded into typed, validated events.
 //! - [`http`]: the router, extractors and handlers.

@@ -12,7 +12,9 @@
 //!   round trip per room rather than one per member.
 //! - **Grace.** When the last local hold goes, the member is released only after [`GRACE`]:
 //!   a connection that drops and resumes within it (a flap, a reload, a network change)
-//!   changes nothing and tells nobody anything. Meanwhile its mark and lease are refreshed as
+//!   releases nothing and tells nobody anything (it is marked again like a first hold, and
+//!   the store, finding its mark, stays silent; a new member of the same name, after a kick,
+//!   is told online by that same step). Meanwhile its mark and lease are refreshed as
 //!   if it were held. After the grace the release is one store step per room for every member
 //!   due together, and the store says `online: false` when no instance holds the member any
 //!   more. So `offline` comes about `GRACE` after the last close (plus a round trip).
@@ -100,6 +102,25 @@ impl Drop for Hold {
     }
 }
 
+impl Hold {
+    /// Lets go at once, without the grace: the membership itself ended (it left, it was
+    /// removed, its room was deleted or lost). The store cleared its marks with it, silently
+    /// (its removal tells the room), so there is nothing to release; and the same name
+    /// joining again is a new member, whose first hold must mark it online.
+    pub fn end(mut self) {
+        let Some(member) = self.member.take() else {
+            return;
+        };
+        let mut holds = self.presence.lock_holds();
+        if let Some(held) = holds.get_mut(&member) {
+            held.count -= 1;
+            if held.count == 0 {
+                holds.remove(&member);
+            }
+        }
+    }
+}
+
 impl PresenceInner {
     fn lock_holds(&self) -> std::sync::MutexGuard<'_, HashMap<Member, Held>> {
         // Counters only; consistent even after a panic elsewhere.
@@ -140,30 +161,38 @@ impl Presence {
         (Self { inner }, refresher)
     }
 
-    /// Holds a member for a connection. Its first local hold marks it online before this
-    /// returns (a store failure leaves that to the next refresh); one in its grace is simply
-    /// held again.
+    /// Holds a member for a connection. When no live local connection holds it yet (its first
+    /// hold here, or one in its grace), it is marked online before this returns (a store
+    /// failure leaves that to the next refresh).
+    ///
+    /// A hold in the grace is marked too, not just held again: the name may belong to a new
+    /// member by now (the old one was kicked and its page, closing, let go with the grace; the
+    /// store cleared that member's marks with its removal), and only the store knows. For a
+    /// member that merely flapped the mark is still there, so the store tells nobody: the
+    /// grace still saves every broadcast, at the cost of one round trip batched per room.
     pub async fn hold(&self, room: &RoomId, key: &str) -> Hold {
         let member = (room.clone(), key.to_owned());
-        let first = match self.inner.lock_holds().entry(member.clone()) {
+        // Whether no live local connection held it, and whether it was in its grace.
+        let (unheld, resumed) = match self.inner.lock_holds().entry(member.clone()) {
             Entry::Occupied(mut held) => {
                 let held = held.get_mut();
-                if held.count == 0 {
-                    held.release_at = None;
-                    metrics::counter!("chat_presence_grace_resumes_total").increment(1);
-                }
+                let resumed = held.count == 0;
+                held.release_at = None;
                 held.count += 1;
-                false
+                (resumed, resumed)
             }
             Entry::Vacant(vacant) => {
                 vacant.insert(Held {
                     count: 1,
                     release_at: None,
                 });
-                true
+                (true, false)
             }
         };
-        if first {
+        if resumed {
+            metrics::counter!("chat_presence_grace_resumes_total").increment(1);
+        }
+        if unheld {
             let (marked, done) = oneshot::channel();
             if self
                 .inner
@@ -437,9 +466,10 @@ mod tests {
         stopping.cancel();
     }
 
-    /// A connection that goes and comes back within the grace: no release, no new mark.
+    /// A connection that goes and comes back within the grace: no release; it is marked again
+    /// (the store tells nobody when its mark is still there).
     #[tokio::test(start_paused = true)]
-    async fn a_resume_within_the_grace_calls_nothing() {
+    async fn a_resume_within_the_grace_releases_nothing_and_marks_again() {
         let store = Arc::new(GatedHolds::default());
         let (presence, _warm_up, stopping) = presence(&store, GRACE).await;
         let room = lobby();
@@ -453,9 +483,12 @@ mod tests {
         drop(first);
         tokio::time::sleep(GRACE / 2).await;
         let again = presence.hold(&room, "alice").await;
-        // Well past the first grace: nothing is released.
+        // Well past the first grace: nothing is released, and the hold was marked again.
         tokio::time::sleep(GRACE * 2).await;
-        assert_eq!(store.calls().len(), calls_before + 1, "{:?}", store.calls());
+        let calls = store.calls();
+        assert_eq!(calls.len(), calls_before + 2, "{calls:?}");
+        assert_eq!(calls[calls_before + 1].0, "refresh", "{calls:?}");
+        assert!(store.is_online(&room, "alice"));
         drop(again);
         stopping.cancel();
     }

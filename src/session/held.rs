@@ -24,7 +24,8 @@ pub(super) struct Held {
     live: bool,
     /// The room's events reach the session while this lives.
     subscription: Subscription,
-    /// The member is online while this lives; let go at once when it leaves.
+    /// The member is online while this lives (and a grace after); ended at once when the
+    /// membership ends (see [`Hold::end`]).
     presence: Option<Hold>,
 }
 
@@ -104,6 +105,14 @@ impl Holdings {
         }
     }
 
+    /// Ends the membership held in `room`: its member's presence goes at once, with no grace
+    /// (it left or was removed, or its room is gone: no reconnect comes back to it).
+    fn end(&mut self, room: &RoomId) {
+        if let Some(presence) = self.remove(room).and_then(|held| held.presence) {
+            presence.end();
+        }
+    }
+
     pub(super) fn remove(&mut self, room: &RoomId) -> Option<Held> {
         let at = self.0.iter().position(|(id, _)| id == room)?;
         Some(self.0.swap_remove(at).1)
@@ -116,7 +125,9 @@ impl Holdings {
             && held.token_hash.as_ref() == Some(token_hash)
         {
             held.leaving_at = Some(left_at);
-            held.presence = None;
+            if let Some(presence) = held.presence.take() {
+                presence.end();
+            }
         }
     }
 
@@ -153,7 +164,7 @@ impl Holdings {
         };
         if frame.deletes_room() {
             // Written: the client is told, and nothing of the room follows.
-            self.remove(&event.room);
+            self.end(&event.room);
             return true;
         }
         if event.id < held.from {
@@ -161,13 +172,13 @@ impl Holdings {
         }
         held.live = true;
         if matches!(event.kind, EventKind::RoomCreated { .. }) && event.id > held.joined_at {
-            self.remove(&event.room);
+            self.end(&event.room);
             return false;
         }
         let ends_membership = held.leaving_at.is_some_and(|at| event.id >= at)
             || (event.id >= held.joined_at && frame.removes(&held.username));
         if ends_membership {
-            self.remove(&event.room);
+            self.end(&event.room);
         }
         true
     }

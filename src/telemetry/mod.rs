@@ -208,7 +208,23 @@ fn describe_metrics() {
     );
     describe_counter!(
         "chat_events_delivered_total",
-        "room events pushed into local connections' queues"
+        "logged room events pushed into local connections' queues"
+    );
+    describe_counter!(
+        "chat_ephemeral_published_total",
+        "ephemeral events (presence, typing) this instance published on a room's feed, by kind"
+    );
+    describe_counter!(
+        "chat_ephemeral_delivered_total",
+        "ephemeral events pushed into local connections' queues, by kind (one per connection reached)"
+    );
+    describe_counter!(
+        "chat_typing_throttled_total",
+        "typing events taken but not broadcast: the member's previous one went out less than 2 s ago"
+    );
+    describe_counter!(
+        "chat_presence_grace_resumes_total",
+        "members held again within the presence grace after their last local connection went (flaps that told nobody)"
     );
     describe_counter!(
         "chat_fanout_pushes_total",
@@ -274,6 +290,8 @@ fn describe_metrics() {
         "chat_gap_disconnects_total",
         "chat_feed_gaps_total",
         "chat_feed_reconnects_total",
+        "chat_typing_throttled_total",
+        "chat_presence_grace_resumes_total",
     ] {
         metrics::counter!(counter).increment(0);
     }

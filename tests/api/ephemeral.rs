@@ -9,16 +9,18 @@
 //! is shown by a later event on the same room (a chat, another member's presence), which the
 //! room's one feed delivers after anything published before it: never by waiting.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use reqwest::Method;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+use chat_server::presence::GRACE;
+
 use crate::support::process::ServerProcess;
 use crate::support::socketio::{SioClient, websocket_only};
 use crate::support::stream::{SseClient, WsClient, WsEnd};
-use crate::support::{Backend, RedisServer, TestApp, unique_room};
+use crate::support::{Backend, RedisServer, TestApp, metric_sample, unique_room};
 
 /// Asserts a `/ws` frame is exactly this `presence`: `{event, data}`, no `id`.
 #[track_caller]
@@ -90,6 +92,21 @@ conformance! {
         assert_eq!(reply.status, 204, "{}", reply.text);
         assert!(reply.text.is_empty());
         assert_typing(&alice.ephemeral().await, &room, "carol");
+        // Counted by kind, and the burst's drops too (one process: both instances count here).
+        let metrics = app.get("/metrics", None).await.text;
+        for (series, at_least) in [
+            ("chat_ephemeral_published_total{kind=\"presence\"}", 2.0),
+            ("chat_ephemeral_published_total{kind=\"typing\"}", 2.0),
+            ("chat_ephemeral_delivered_total{kind=\"presence\"}", 1.0),
+            ("chat_ephemeral_delivered_total{kind=\"typing\"}", 2.0),
+            ("chat_typing_throttled_total", 4.0),
+        ] {
+            let value = metric_sample(&metrics, series);
+            assert!(
+                value.is_some_and(|value| value >= at_least),
+                "{series} = {value:?}, expected at least {at_least}"
+            );
+        }
         app.send(app.request(Method::POST, &typing, None))
             .await
             .expect_error(401, "unauthorized");
@@ -117,6 +134,7 @@ conformance! {
 
         // Bob's last connection goes: after the grace, alice is told. (The token-carrying
         // typing above went out only if carol's REST one was over 2 s earlier.)
+        let closing = Instant::now();
         close_and_wait(bob).await;
         let mut next = alice.ephemeral().await;
         if next["event"] == "typing" {
@@ -124,6 +142,13 @@ conformance! {
             next = alice.ephemeral().await;
         }
         assert_presence(&next, &room, "bob", false);
+        // Never before the grace; about 2 s on an idle machine, and the bound documented is
+        // 3 s (the slack is for a loaded one).
+        let took = closing.elapsed();
+        assert!(
+            (GRACE..GRACE + Duration::from_secs(3)).contains(&took),
+            "offline {took:?} after the close"
+        );
         assert_eq!(
             app.member_list(&room, &carol.token).await,
             [
@@ -132,6 +157,38 @@ conformance! {
                 ("carol".to_owned(), false),
             ]
         );
+    }
+
+    /// Bob leaves and joins again under his name at once, on a new connection: his removal
+    /// says he went (no `presence` with it), and his new membership comes online as any does
+    /// (his old one let go of his presence with no grace).
+    async fn a_member_that_leaves_and_joins_again_comes_online_again(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("rejoin");
+        let (mut alice, _) = WsClient::creator_of(&app.base_url, &room, "alice").await;
+        let mut bob = WsClient::member_of(&app.base_url, &room, "bob").await;
+        assert_presence(&alice.ephemeral().await, &room, "bob", true);
+        bob.ack_among_events(
+            "remove:member",
+            "l",
+            json!({"roomId": room, "username": "bob"}),
+        )
+        .await;
+        bob.event_named("remove:member:success").await;
+        let mut again = WsClient::member_of(&app.base_url, &room, "bob").await;
+        let removed = alice.event_named("remove:member:success").await;
+        assert_eq!(removed["data"]["reason"], "left");
+        alice.event_named("add:member:success").await;
+        // At once, not at the next periodic refresh (10 s away at most).
+        let online = tokio::time::timeout(Duration::from_secs(5), alice.ephemeral())
+            .await
+            .expect("bob's presence at his join");
+        assert_presence(&online, &room, "bob", true);
+        again
+            .ack_among_events("create:chat", "m", json!({"roomId": room, "message": "back"}))
+            .await;
+        alice.event_named("create:chat:success").await;
+        assert_eq!(alice.take_ephemeral(), Vec::<Value>::new());
     }
 
     /// Bob's connection drops and he resumes at once: nothing is told of him. Carol, who
@@ -172,6 +229,34 @@ conformance! {
                 ("carol".to_owned(), false),
             ]
         );
+    }
+
+    /// Bob's page closes (his presence enters its grace), alice, the owner, kicks him, and
+    /// he joins again under his name within the grace: the new bob is a new member whose
+    /// presence the kick cleared, so he is told online at once, not at the next periodic
+    /// refresh (the grace's "held again" would have left him shown offline until then).
+    async fn a_member_kicked_in_its_grace_comes_back_online_at_once(backend: Backend) {
+        let app = TestApp::spawn(backend, &[]).await;
+        let room = unique_room("kickgrace");
+        let (mut alice, _) = WsClient::creator_of(&app.base_url, &room, "alice").await;
+        let bob = WsClient::member_of(&app.base_url, &room, "bob").await;
+        assert_presence(&alice.ephemeral().await, &room, "bob", true);
+        close_and_wait(bob).await;
+        alice
+            .ack_among_events(
+                "remove:member",
+                "k",
+                json!({"roomId": room, "username": "bob"}),
+            )
+            .await;
+        let removed = alice.event_named("remove:member:success").await;
+        assert_eq!(removed["data"]["reason"], "kicked");
+        let _again = WsClient::member_of(&app.base_url, &room, "bob").await;
+        alice.event_named("add:member:success").await;
+        let online = tokio::time::timeout(GRACE * 2, alice.ephemeral())
+            .await
+            .expect("the new bob's presence at his join, within the old one's grace");
+        assert_presence(&online, &room, "bob", true);
     }
 }
 
