@@ -361,9 +361,9 @@ async fn member(
                 started = true;
                 if let Some((start, _)) = room.schedule.get() {
                     let mut interval = tokio::time::interval_at((*start + phase).into(), period);
-                    // A tick missed while away is skipped: the next one keeps to the period,
-                    // so no typing comes sooner than the throttle allows.
-                    interval.set_missed_tick_behavior(MissedTickBehavior::Skip);
+                    // A late tick puts the next one a period after it: no typing comes sooner
+                    // than the period after the one before (the throttle would drop it).
+                    interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
                     ticks = Some(interval);
                 }
             }
@@ -376,7 +376,14 @@ async fn member(
                 }
             }
             Some(()) = flaps.recv() => match member.flap(&room, ws).await {
-                Some(resumed) => ws = resumed,
+                Some(resumed) => {
+                    ws = resumed;
+                    // Back from a flap, the next typing is a period away, as it would be from
+                    // the last one.
+                    if let Some(ticks) = &mut ticks {
+                        ticks.reset();
+                    }
+                }
                 None => return member.tally,
             },
             message = ws.next() => match message {
@@ -407,12 +414,15 @@ async fn member(
     member.tally
 }
 
-/// Asks `per_sec` members a second, in a spread order, to flap, skipping those in a flap;
-/// until the deadline.
+/// Asks `per_sec` members a second to flap, until the deadline: every member once before any
+/// twice, in an order that spreads them over the room (and so over the servers), skipping
+/// those in a flap.
 async fn flapper(room: Arc<Room>, flaps: Vec<mpsc::Sender<()>>, per_sec: f64, deadline: Instant) {
     if per_sec <= 0.0 || flaps.is_empty() {
         return;
     }
+    let members = flaps.len();
+    let stride = stride(members);
     let period = Duration::from_secs_f64(1.0 / per_sec);
     let mut ticks = tokio::time::interval_at((Instant::now() + period).into(), period);
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -422,8 +432,8 @@ async fn flapper(room: Arc<Room>, flaps: Vec<mpsc::Sender<()>>, per_sec: f64, de
         if Instant::now() >= deadline {
             return;
         }
-        for _ in 0..flaps.len() {
-            let n = (spread(pick) * flaps.len() as f64) as usize;
+        for _ in 0..members {
+            let n = pick * stride % members;
             pick += 1;
             if !room.away[n].load(Ordering::Relaxed) && flaps[n].try_send(()).is_ok() {
                 break;
@@ -432,12 +442,29 @@ async fn flapper(room: Arc<Room>, flaps: Vec<mpsc::Sender<()>>, per_sec: f64, de
     }
 }
 
+/// A step through `members` that visits each once per round (coprime with it), near the
+/// golden ratio of it so that consecutive picks are far apart.
+fn stride(members: usize) -> usize {
+    let gcd = |mut a: usize, mut b: usize| {
+        while b != 0 {
+            (a, b) = (b, a % b);
+        }
+        a
+    };
+    let start = (members as f64 * 0.618_033_988_749_895) as usize;
+    (start.max(1)..)
+        .find(|&stride| gcd(stride, members) == 1)
+        .expect("every prime above members is coprime with it")
+}
+
 /// The servers' counts of ephemeral events and of Redis round trips, summed.
 #[derive(Default)]
 struct Counts {
     typing: f64,
     presence: f64,
     delivered: f64,
+    typing_throttled: f64,
+    grace_resumes: f64,
     round_trips: f64,
 }
 
@@ -450,6 +477,8 @@ impl Counts {
             counts.typing += crate::counter(&text, PUBLISHED, r#"kind="typing""#);
             counts.presence += crate::counter(&text, PUBLISHED, r#"kind="presence""#);
             counts.delivered += crate::counter(&text, "chat_ephemeral_delivered_total", "");
+            counts.typing_throttled += crate::counter(&text, "chat_typing_throttled_total", "");
+            counts.grace_resumes += crate::counter(&text, "chat_presence_grace_resumes_total", "");
             read_round_trips(&text, &mut round_trips);
         }
         counts.round_trips = round_trips.all;
@@ -612,6 +641,8 @@ pub async fn run(
         typing_broadcast: (counts_after.typing - counts_before.typing) as u64,
         presence_broadcast: (counts_after.presence - counts_before.presence) as u64,
         server_deliveries: (counts_after.delivered - counts_before.delivered) as u64,
+        typing_throttled: (counts_after.typing_throttled - counts_before.typing_throttled) as u64,
+        grace_resumes: (counts_after.grace_resumes - counts_before.grace_resumes) as u64,
         ..EphemeralFigures::default()
     };
     for (server, task) in tasks {
@@ -660,6 +691,16 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flapper_visits_every_member_once_per_round() {
+        for members in [2, 3, 8, 10, 1000, 1024] {
+            let stride = stride(members);
+            let mut seen: Vec<usize> = (0..members).map(|k| k * stride % members).collect();
+            seen.sort_unstable();
+            assert_eq!(seen, (0..members).collect::<Vec<_>>(), "{members} members");
+        }
+    }
 
     #[test]
     fn frames_are_read_on_both_transports() {

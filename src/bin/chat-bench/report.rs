@@ -187,6 +187,12 @@ pub struct EphemeralFigures {
     pub typing_broadcast: u64,
     pub presence_broadcast: u64,
     pub server_deliveries: u64,
+    /// Typing the servers took but did not broadcast (`chat_typing_throttled_total`): the
+    /// member's previous one went out less than 2 s before.
+    pub typing_throttled: u64,
+    /// Members held again within the grace (`chat_presence_grace_resumes_total`): flaps that
+    /// told nobody.
+    pub grace_resumes: u64,
     pub events_per_s: f64,
     /// The servers' CPU time per ephemeral event broadcast (typing and presence).
     pub server_cpu_us_per_event: Option<f64>,
@@ -532,7 +538,7 @@ impl Report {
         };
         let us = |us: Option<f64>| us.map_or("?".to_owned(), |us| format!("{us:.2}"));
         format!(
-            "ephemeral over {}: {} members, typing every {:.2} s, {:.1} flaps/s away {} ms: typing sent {} (acked {}, refused {}), broadcast {}, presence broadcast {}; received typing {}/{} expected, presence {} online + {} offline /{} expected ({} pushed by the servers); {:.0} events/s, {:.0} deliveries/s; typing latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; flaps {} (resume failures {}, replayed {}), logged events received {}, connections lost {}; server CPU {} s: {} us per ephemeral event, {} us per delivery; Redis CPU {} us per event, {} round trips per event; bench CPU {:.2} s ({:.0}% of a core)",
+            "ephemeral over {}: {} members, typing every {:.2} s, {:.1} flaps/s away {} ms: typing sent {} (acked {}, refused {}), broadcast {} (throttled {}), presence broadcast {} (grace resumes {}); received typing {}/{} expected, presence {} online + {} offline /{} expected ({} pushed by the servers); {:.0} events/s, {:.0} deliveries/s; typing latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; flaps {} (resume failures {}, replayed {}), logged events received {}, connections lost {}; server CPU {} s: {} us per ephemeral event, {} us per delivery; Redis CPU {} us per event, {} round trips per event; bench CPU {:.2} s ({:.0}% of a core)",
             self.transport,
             self.members,
             figures.typing_every_s,
@@ -542,7 +548,9 @@ impl Report {
             figures.typing_acked,
             figures.typing_refused,
             figures.typing_broadcast,
+            figures.typing_throttled,
             figures.presence_broadcast,
+            figures.grace_resumes,
             figures.typing_received,
             figures.typing_expected,
             figures.presence_online_received,
