@@ -27,6 +27,10 @@ pub enum ApiError {
     RoomNotFound,
     #[error("not a member of this room")]
     NotMember,
+    /// `not_found`: no chat message of this room has that id (unknown, another room's, not a
+    /// chat message, deleted, or no longer kept in history).
+    #[error("no such message in this room")]
+    NotFound,
     #[error("room already exists")]
     RoomExists,
     #[error("Username already exists, please choose another username.")]
@@ -59,6 +63,7 @@ impl ApiError {
             ApiError::Forbidden(_) => "forbidden",
             ApiError::RoomNotFound => "room_not_found",
             ApiError::NotMember => "not_member",
+            ApiError::NotFound => "not_found",
             ApiError::RoomExists => "room_exists",
             ApiError::UsernameTaken => "username_taken",
             ApiError::PayloadTooLarge(_) => "payload_too_large",

@@ -45,6 +45,8 @@ pub enum EventName {
     CreateRoom,
     AddMember,
     CreateChat,
+    UpdateChat,
+    DeleteChat,
     RemoveMember,
     Resume,
     Typing,
@@ -58,6 +60,8 @@ impl EventName {
             "create:room" => Self::CreateRoom,
             "add:member" => Self::AddMember,
             "create:chat" => Self::CreateChat,
+            "update:chat" => Self::UpdateChat,
+            "delete:chat" => Self::DeleteChat,
             "remove:member" => Self::RemoveMember,
             "resume" => Self::Resume,
             "typing" => Self::Typing,
@@ -71,6 +75,8 @@ impl EventName {
             Self::CreateRoom => "create:room",
             Self::AddMember => "add:member",
             Self::CreateChat => "create:chat",
+            Self::UpdateChat => "update:chat",
+            Self::DeleteChat => "delete:chat",
             Self::RemoveMember => "remove:member",
             Self::Resume => "resume",
             Self::Typing => "typing",
@@ -86,6 +92,8 @@ pub enum ClientEvent {
     CreateRoom(Join),
     AddMember(Join),
     CreateChat(Chat),
+    UpdateChat(Edit),
+    DeleteChat(Delete),
     RemoveMember(Remove),
     Resume(Resume),
     Typing(Typing),
@@ -97,6 +105,8 @@ impl ClientEvent {
             Self::CreateRoom(_) => EventName::CreateRoom,
             Self::AddMember(_) => EventName::AddMember,
             Self::CreateChat(_) => EventName::CreateChat,
+            Self::UpdateChat(_) => EventName::UpdateChat,
+            Self::DeleteChat(_) => EventName::DeleteChat,
             Self::RemoveMember(_) => EventName::RemoveMember,
             Self::Resume(_) => EventName::Resume,
             Self::Typing(_) => EventName::Typing,
@@ -108,6 +118,8 @@ impl ClientEvent {
         match self {
             Self::CreateRoom(join) | Self::AddMember(join) => &join.room,
             Self::CreateChat(chat) => &chat.room,
+            Self::UpdateChat(edit) => &edit.room,
+            Self::DeleteChat(delete) => &delete.room,
             Self::RemoveMember(remove) => &remove.room,
             Self::Resume(resume) => &resume.room,
             Self::Typing(typing) => &typing.room,
@@ -135,6 +147,27 @@ pub struct Chat {
     pub client_msg_id: Option<ClientMsgId>,
     /// The name the client claims to post as (the original clients sent it).
     pub username: Option<Username>,
+    /// Needed when the connection does not hold the room.
+    pub token: Option<MemberToken>,
+}
+
+/// `update:chat`: a member edits its chat message.
+#[derive(Debug)]
+pub struct Edit {
+    pub room: RoomId,
+    /// The message's id (its `create:chat:success` event's).
+    pub id: EventId,
+    pub message: MessageText,
+    /// Needed when the connection does not hold the room.
+    pub token: Option<MemberToken>,
+}
+
+/// `delete:chat`: a member deletes its chat message, or the room's owner any.
+#[derive(Debug)]
+pub struct Delete {
+    pub room: RoomId,
+    /// The message's id (its `create:chat:success` event's).
+    pub id: EventId,
     /// Needed when the connection does not hold the room.
     pub token: Option<MemberToken>,
 }
@@ -199,6 +232,25 @@ struct ChatData {
     client_msg_id: Option<String>,
     #[serde(default)]
     username: Option<String>,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EditData {
+    room_id: String,
+    id: String,
+    message: String,
+    #[serde(default)]
+    token: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct DeleteData {
+    room_id: String,
+    id: String,
     #[serde(default)]
     token: Option<String>,
 }
@@ -286,12 +338,15 @@ fn event_of(
         EventName::CreateRoom => ClientEvent::CreateRoom(join(data_of(data)?)?),
         EventName::AddMember => ClientEvent::AddMember(join(data_of(data)?)?),
         EventName::CreateChat => ClientEvent::CreateChat(chat(data_of(data)?, max_message_bytes)?),
+        EventName::UpdateChat => ClientEvent::UpdateChat(edit(data_of(data)?, max_message_bytes)?),
+        EventName::DeleteChat => ClientEvent::DeleteChat(delete(data_of(data)?)?),
         EventName::RemoveMember => ClientEvent::RemoveMember(remove(data_of(data)?)?),
         EventName::Resume => ClientEvent::Resume(resume(data_of(data)?)?),
         EventName::Typing => ClientEvent::Typing(typing(data_of(data)?)?),
         EventName::Unknown | EventName::Malformed => {
             return Err(ApiError::invalid(
-                "unknown event; expected create:room, add:member, create:chat, remove:member, resume or typing",
+                "unknown event; expected create:room, add:member, create:chat, update:chat, \
+                 delete:chat, remove:member, resume or typing",
             ));
         }
     })
@@ -343,6 +398,23 @@ fn chat(data: ChatData, max_message_bytes: usize) -> Result<Chat, ApiError> {
             .map(ClientMsgId::parse)
             .transpose()?,
         username: data.username.as_deref().map(Username::parse).transpose()?,
+        token: data.token.as_deref().map(MemberToken::presented),
+    })
+}
+
+fn edit(data: EditData, max_message_bytes: usize) -> Result<Edit, ApiError> {
+    Ok(Edit {
+        room: RoomId::parse(&data.room_id)?,
+        id: data.id.parse()?,
+        message: MessageText::parse(data.message, max_message_bytes)?,
+        token: data.token.as_deref().map(MemberToken::presented),
+    })
+}
+
+fn delete(data: DeleteData) -> Result<Delete, ApiError> {
+    Ok(Delete {
+        room: RoomId::parse(&data.room_id)?,
+        id: data.id.parse()?,
         token: data.token.as_deref().map(MemberToken::presented),
     })
 }
@@ -444,6 +516,39 @@ mod tests {
         assert_eq!((typing.room.as_str(), typing.token.is_none()), ("r", true));
         let no_room = decoded(r#"{"event":"typing","data":{}}"#);
         assert_eq!(no_room.event.unwrap_err().code(), "invalid_request");
+
+        let frame = r#"{"event":"update:chat","data":{"roomId":"r","id":"5-1","message":"hi!"}}"#;
+        let Ok(ClientEvent::UpdateChat(edit)) = decoded(frame).event else {
+            panic!("not an update:chat");
+        };
+        assert_eq!(
+            (edit.id, edit.message.as_str()),
+            (EventId::new(5, 1), "hi!")
+        );
+        let frame = r#"{"event":"delete:chat","data":{"roomId":"r","id":"5-1","token":"t"}}"#;
+        let Ok(ClientEvent::DeleteChat(delete)) = decoded(frame).event else {
+            panic!("not a delete:chat");
+        };
+        assert_eq!(delete.id, EventId::new(5, 1));
+        assert!(delete.token.is_some());
+    }
+
+    #[test]
+    fn an_edit_or_delete_needs_a_valid_id_and_an_edit_a_valid_message() {
+        for frame in [
+            r#"{"event":"update:chat","data":{"roomId":"r","id":"x","message":"hi"}}"#,
+            r#"{"event":"update:chat","data":{"roomId":"r","message":"hi"}}"#,
+            r#"{"event":"update:chat","data":{"roomId":"r","id":"5-1","message":"  "}}"#,
+            r#"{"event":"delete:chat","data":{"roomId":"r","id":"5"}}"#,
+            r#"{"event":"delete:chat","data":{"roomId":"r"}}"#,
+        ] {
+            let err = decoded(frame).event.unwrap_err();
+            assert_eq!(err.code(), "invalid_request", "{frame}");
+        }
+        let too_long = decoded(
+            r#"{"event":"update:chat","data":{"roomId":"r","id":"5-1","message":"01234567890123456789"}}"#,
+        );
+        assert_eq!(too_long.event.unwrap_err().code(), "payload_too_large");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The room operations every transport calls: create, join, leave (or, by the room's owner,
-//! kick and ban), post, typing, history, members.
+//! kick and ban), post, edit and delete a message (its author; deleting, also the owner),
+//! typing, history, members.
 //!
 //! This is where the business rules meet the store: tokens are minted and hashed here, room
 //! secrets are hashed and checked here (through [`SecretHasher`], bounded in memory and
@@ -22,7 +23,8 @@ use crate::limits::Limits;
 use crate::room_secrets::SecretHasher;
 use crate::store::{
     Authorized, CreateOutcome, HistoryPage, JoinOutcome, KeyReused, MemberInfo, NewMember,
-    NewMessage, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, Store, StoreError,
+    NewMessage, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, Store,
+    StoreError,
 };
 
 /// What a member gets back when it joins (or creates) a room.
@@ -282,6 +284,43 @@ impl Rooms {
         Ok(())
     }
 
+    /// Edits a chat message for its author (a post's rate limit applies): the message as it
+    /// stands. Editing to the text it has already changes nothing and answers the same, so a
+    /// retried edit lands once.
+    #[tracing::instrument(name = "rooms.edit_message", skip_all, fields(chat.room = %room))]
+    pub async fn edit_message(
+        &self,
+        room: &RoomId,
+        token_hash: &TokenHash,
+        id: EventId,
+        message: MessageText,
+    ) -> Result<ChatMessage, ApiError> {
+        self.limits.check_message(room, token_hash)?;
+        let outcome = self
+            .store
+            .edit_message(room, token_hash, id, message)
+            .await?;
+        revised(outcome, "only its author may edit a message")
+    }
+
+    /// Deletes a chat message for its author or the room's owner (a post's rate limit
+    /// applies). A retry finds it gone: `not_found`.
+    #[tracing::instrument(name = "rooms.delete_message", skip_all, fields(chat.room = %room))]
+    pub async fn delete_message(
+        &self,
+        room: &RoomId,
+        token_hash: &TokenHash,
+        id: EventId,
+    ) -> Result<(), ApiError> {
+        self.limits.check_message(room, token_hash)?;
+        let outcome = self.store.delete_message(room, token_hash, id).await?;
+        revised(
+            outcome,
+            "only its author or the room's owner may delete a message",
+        )
+        .map(|_| ())
+    }
+
     #[tracing::instrument(name = "rooms.history", skip_all, fields(chat.room = %room))]
     pub async fn history(
         &self,
@@ -387,6 +426,15 @@ fn mint(room: &RoomId, username: &Username) -> (MemberToken, NewMember) {
         token_hash: token.hash(),
     };
     (token, member)
+}
+
+fn revised<T>(outcome: Revised<T>, forbidden: &str) -> Result<T, ApiError> {
+    match outcome {
+        Revised::Done(value) => Ok(value),
+        Revised::Unauthorized => Err(ApiError::Unauthorized),
+        Revised::NotFound => Err(ApiError::NotFound),
+        Revised::Forbidden => Err(ApiError::forbidden(forbidden)),
+    }
 }
 
 fn authorized<T>(answer: Authorized<T>) -> Result<T, ApiError> {

@@ -49,6 +49,15 @@ fuzz_target!(|data: &[u8]| {
                             check::username(name);
                         }
                     }
+                    ClientEvent::UpdateChat(edit) => {
+                        check::room_id(&edit.room);
+                        check::event_id(edit.id);
+                        check::message(&edit.message, max_message_bytes);
+                    }
+                    ClientEvent::DeleteChat(delete) => {
+                        check::room_id(&delete.room);
+                        check::event_id(delete.id);
+                    }
                     ClientEvent::RemoveMember(remove) => {
                         check::room_id(&remove.room);
                         check::username(&remove.username);
@@ -64,7 +73,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(err) => {
                 let expected: &[&str] = match decoded.name {
-                    EventName::CreateChat => &["invalid_request", "payload_too_large"],
+                    EventName::CreateChat | EventName::UpdateChat => {
+                        &["invalid_request", "payload_too_large"]
+                    }
                     _ => &["invalid_request"],
                 };
                 check::error(err, expected);

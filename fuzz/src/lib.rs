@@ -15,6 +15,7 @@ pub const API_CODES: &[(&str, u16)] = &[
     ("forbidden", 403),
     ("room_not_found", 404),
     ("not_member", 404),
+    ("not_found", 404),
     ("room_exists", 409),
     ("username_taken", 409),
     ("payload_too_large", 413),

@@ -336,6 +336,19 @@ pub enum EventKind {
         username: String,
         message: String,
     },
+    /// A chat message of the room edited by its author: `target` is the id of its
+    /// `create:chat:success`, `username` its author and `message` its text from now on.
+    ChatEdited {
+        target: EventId,
+        username: String,
+        message: String,
+    },
+    /// A chat message of the room deleted (by its author or the room's owner): `target` is
+    /// its id, `username` its author.
+    ChatDeleted {
+        target: EventId,
+        username: String,
+    },
     /// The room was deleted (the server API). Never in the log (the log went with the room):
     /// its id only orders it after the room's last event for this instance's hub, and no
     /// transport sends that id (it would move a client's resume point into nothing).
@@ -350,17 +363,22 @@ impl EventKind {
             EventKind::MemberAdded { .. } => "add:member:success",
             EventKind::MemberRemoved { .. } => "remove:member:success",
             EventKind::Chat { .. } => "create:chat:success",
+            EventKind::ChatEdited { .. } => "update:chat:success",
+            EventKind::ChatDeleted { .. } => "delete:chat:success",
             EventKind::RoomDeleted => "room:deleted",
         }
     }
 
-    /// The member the event names; `""` for the room's deletion, which names none.
+    /// The member the event names (a chat message's author, also in its edit and deletion);
+    /// `""` for the room's deletion, which names none.
     pub fn username(&self) -> &str {
         match self {
             EventKind::RoomCreated { username }
             | EventKind::MemberAdded { username }
             | EventKind::MemberRemoved { username, .. }
-            | EventKind::Chat { username, .. } => username,
+            | EventKind::Chat { username, .. }
+            | EventKind::ChatEdited { username, .. }
+            | EventKind::ChatDeleted { username, .. } => username,
             EventKind::RoomDeleted => "",
         }
     }
@@ -382,9 +400,9 @@ pub struct RoomEvent {
     pub kind: EventKind,
 }
 
-/// The wire form of a chat message, as history, the post reply and the `create:chat` ack
-/// show it.
-#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+/// The wire form of a chat message as it stands (last edited), as history, the post and
+/// edit replies and the `create:chat` / `update:chat` acks show it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ChatMessage {
     /// The event id of the message.
@@ -396,55 +414,101 @@ pub struct ChatMessage {
     /// When the message was stored: RFC 3339 UTC with milliseconds.
     #[schema(example = "2026-11-25T21:00:00.000Z")]
     pub ts: String,
+    /// When the message was last edited (RFC 3339 UTC with milliseconds); absent when it
+    /// never was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(example = "2026-11-25T21:01:00.000Z")]
+    pub edited_ts: Option<String>,
+}
+
+impl ChatMessage {
+    /// The chat message `id` of `room` by `username`, with the text it has now and the id of
+    /// its last edit (`None`: never edited). Both times come from the ids (see [`timestamp`]).
+    pub fn new(
+        room: &RoomId,
+        id: EventId,
+        username: String,
+        message: String,
+        edited: Option<EventId>,
+    ) -> Self {
+        Self {
+            id,
+            room_id: room.to_string(),
+            username,
+            message,
+            ts: timestamp(id),
+            edited_ts: edited.map(timestamp),
+        }
+    }
 }
 
 impl RoomEvent {
-    /// The chat message this event carries, if it is one.
+    /// The chat message this event carries, as first posted, if it is one.
     pub fn as_chat(&self) -> Option<ChatMessage> {
         match &self.kind {
-            EventKind::Chat { username, message } => Some(ChatMessage {
-                id: self.id,
-                room_id: self.room.to_string(),
-                username: username.clone(),
-                message: message.clone(),
-                ts: timestamp(self.id),
-            }),
+            EventKind::Chat { username, message } => Some(ChatMessage::new(
+                &self.room,
+                self.id,
+                username.clone(),
+                message.clone(),
+                None,
+            )),
             _ => None,
         }
     }
 
     /// The event's `data` object, identical on every transport.
     pub fn data(&self) -> EventData<'_> {
-        let (message, reason, ts) = match &self.kind {
-            EventKind::RoomCreated { .. }
-            | EventKind::MemberAdded { .. }
-            | EventKind::RoomDeleted => (None, None, None),
-            EventKind::MemberRemoved { reason, .. } => (None, Some(reason.as_str()), None),
-            EventKind::Chat { message, .. } => {
-                (Some(message.as_str()), None, Some(timestamp(self.id)))
-            }
-        };
-        EventData {
+        let mut data = EventData {
             id: None,
             room_id: self.room.as_str(),
+            message_id: None,
             username: self.kind.is_logged().then(|| self.kind.username()),
-            message,
-            reason,
-            ts,
+            message: None,
+            reason: None,
+            ts: None,
+            edited_ts: None,
+            event_id: None,
+        };
+        match &self.kind {
+            EventKind::RoomCreated { .. }
+            | EventKind::MemberAdded { .. }
+            | EventKind::RoomDeleted => {}
+            EventKind::MemberRemoved { reason, .. } => data.reason = Some(reason.as_str()),
+            EventKind::Chat { message, .. } => {
+                data.message = Some(message);
+                data.ts = Some(timestamp(self.id));
+            }
+            // The message's own id and time, and the edit's time from the edit's id.
+            EventKind::ChatEdited {
+                target, message, ..
+            } => {
+                data.message_id = Some(*target);
+                data.message = Some(message);
+                data.ts = Some(timestamp(*target));
+                data.edited_ts = Some(timestamp(self.id));
+            }
+            EventKind::ChatDeleted { target, .. } => data.message_id = Some(*target),
         }
+        data
     }
 }
 
 /// The `data` of a room event: `{roomId, username}` plus `message` and `ts` for chat, `reason`
-/// for removals; `{roomId}` alone for the room's deletion.
+/// for removals, `{roomId, id, username, message, ts, editedTs}` for an edit and
+/// `{roomId, id, username}` for a deletion (`id`: the chat message's); `{roomId}` alone for
+/// the room's deletion.
 #[derive(Debug, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EventData<'a> {
     /// The event's id, for a transport with no envelope to carry it (socket.io); the others
-    /// send it beside the data.
+    /// send it beside the data. Never set together with `message_id`, which is also `id`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id: Option<EventId>,
     pub room_id: &'a str,
+    /// The chat message an edit or a deletion changes: `id` in the contract's data.
+    #[serde(rename = "id", skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<EventId>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -453,6 +517,25 @@ pub struct EventData<'a> {
     pub reason: Option<&'static str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ts: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub edited_ts: Option<String>,
+    /// The event's id for socket.io where `id` is taken by the chat message's (an edit, a
+    /// deletion).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event_id: Option<EventId>,
+}
+
+impl EventData<'_> {
+    /// Puts the event's own id into the data, for a transport with no envelope for it
+    /// (socket.io): as `id`, or as `eventId` where `id` names the chat message changed.
+    pub fn with_event_id(mut self, id: Option<EventId>) -> Self {
+        if self.message_id.is_some() {
+            self.event_id = id;
+        } else {
+            self.id = id;
+        }
+        self
+    }
 }
 
 /// The `ts` of an event: the millisecond part of its id, which is when the log stored it, so
@@ -484,5 +567,52 @@ mod tests {
             timestamp(EventId::new(1_732_560_000_123, 0)),
             "2024-11-25T18:40:00.123Z"
         );
+    }
+
+    #[test]
+    fn an_edit_and_a_deletion_name_the_message_as_id_and_keep_the_event_id_apart() {
+        let room = RoomId::parse("lobby").expect("a valid room id");
+        let target = EventId::new(1_732_560_000_000, 0);
+        let event = |id: EventId, kind: EventKind| RoomEvent {
+            id,
+            prev: target,
+            room: room.clone(),
+            kind,
+        };
+        let edit = event(
+            EventId::new(1_732_560_001_500, 0),
+            EventKind::ChatEdited {
+                target,
+                username: "alice".into(),
+                message: "hi!".into(),
+            },
+        );
+        assert_eq!(
+            serde_json::to_string(&edit.data()).expect("serializes"),
+            r#"{"roomId":"lobby","id":"1732560000000-0","username":"alice","message":"hi!","ts":"2024-11-25T18:40:00.000Z","editedTs":"2024-11-25T18:40:01.500Z"}"#
+        );
+        let deletion = event(
+            EventId::new(1_732_560_002_000, 3),
+            EventKind::ChatDeleted {
+                target,
+                username: "alice".into(),
+            },
+        );
+        assert_eq!(
+            serde_json::to_string(&deletion.data().with_event_id(Some(deletion.id)))
+                .expect("serializes"),
+            r#"{"roomId":"lobby","id":"1732560000000-0","username":"alice","eventId":"1732560002000-3"}"#
+        );
+        let chat = event(
+            target,
+            EventKind::Chat {
+                username: "alice".into(),
+                message: "hi".into(),
+            },
+        );
+        let socketio =
+            serde_json::to_value(chat.data().with_event_id(Some(target))).expect("serializes");
+        assert_eq!(socketio["id"], "1732560000000-0");
+        assert!(socketio.get("eventId").is_none());
     }
 }

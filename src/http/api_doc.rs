@@ -28,6 +28,8 @@ use super::{AppState, health, rest, server_api, sse};
         rest::join_room,
         rest::leave_room,
         rest::post_message,
+        rest::edit_message,
+        rest::delete_message,
         rest::typing,
         rest::history,
         rest::members,
@@ -130,7 +132,12 @@ impl Modify for RoomsResponses {
             if !path.starts_with("/rooms") && !path.starts_with("/api/") {
                 continue;
             }
-            let operations = [&mut item.get, &mut item.post, &mut item.delete];
+            let operations = [
+                &mut item.get,
+                &mut item.post,
+                &mut item.patch,
+                &mut item.delete,
+            ];
             for operation in operations.into_iter().flatten() {
                 add_error(
                     operation,

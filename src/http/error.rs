@@ -16,7 +16,7 @@ pub fn status_of(error: &ApiError) -> StatusCode {
             StatusCode::UNAUTHORIZED
         }
         ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
-        ApiError::RoomNotFound | ApiError::NotMember => StatusCode::NOT_FOUND,
+        ApiError::RoomNotFound | ApiError::NotMember | ApiError::NotFound => StatusCode::NOT_FOUND,
         ApiError::RoomExists | ApiError::UsernameTaken => StatusCode::CONFLICT,
         ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,

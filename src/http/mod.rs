@@ -32,7 +32,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use http_body_util::BodyExt;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tracing::{Instrument, Span};
@@ -118,6 +118,10 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/rooms/{roomId}/messages",
             post(rest::post_message).get(rest::history),
+        )
+        .route(
+            "/rooms/{roomId}/messages/{id}",
+            patch(rest::edit_message).delete(rest::delete_message),
         )
         .route("/rooms/{roomId}/typing", post(rest::typing))
         .route("/rooms/{roomId}/events", get(sse::events))

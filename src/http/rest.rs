@@ -68,7 +68,7 @@ pub struct SignedInJoinRequest {
     pub secret: Option<String>,
 }
 
-/// `POST /rooms/{roomId}/messages`.
+/// `POST /rooms/{roomId}/messages`, and `PATCH /rooms/{roomId}/messages/{id}` (the new text).
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PostMessageRequest {
     /// Not blank; at most `MAX_MESSAGE_BYTES` bytes of UTF-8 (default 4096; more is 413).
@@ -108,10 +108,23 @@ pub struct MemberPath {
     pub username: String,
 }
 
+/// `{roomId}` and a message's `{id}` in a path.
+#[derive(Debug, IntoParams)]
+#[into_params(parameter_in = Path)]
+pub struct MessagePath {
+    /// The room: 1-64 characters of `A-Z a-z 0-9 . _ -`.
+    #[param(rename = "roomId", schema_with = openapi::room_id)]
+    pub room_id: String,
+    /// The message: the event id of its `create:chat:success` (its `id` in history). Not an
+    /// event id at all: 400 `invalid_request`.
+    #[param(schema_with = openapi::event_id)]
+    pub id: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct HistoryResponse {
-    /// Chat messages, oldest first.
+    /// Chat messages, oldest first, each as last edited; deleted messages are left out.
     pub messages: Vec<ChatMessage>,
     /// The `before` for the previous page; null when there is none.
     #[schema(value_type = Option<String>)]
@@ -333,6 +346,61 @@ pub async fn post_message(
     Ok((StatusCode::CREATED, Json(stored)))
 }
 
+/// Edit a chat message (its author only). Editing to the text it has already changes
+/// nothing and answers the same, so a retry lands once.
+#[utoipa::path(
+    patch, path = "/rooms/{roomId}/messages/{id}", tag = "messages",
+    params(MessagePath),
+    request_body = PostMessageRequest,
+    security(("member_token" = [])),
+    responses(
+        (status = 200, body = ChatMessage, description = "the message as it stands, with editedTs"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
+        (status = 403, body = ErrorBody, description = "forbidden: the message is another member's"),
+        (status = 404, body = ErrorBody, description = "not_found: no chat message of this room has this id (or it was deleted, or is no longer kept)"),
+        (status = 413, body = ErrorBody, description = "payload_too_large: the body, or the message over MAX_MESSAGE_BYTES"),
+        (status = 415, body = ErrorBody, description = "unsupported_media_type"),
+    )
+)]
+pub async fn edit_message(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath((room, id)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<PostMessageRequest>,
+) -> Result<Json<ChatMessage>, ApiError> {
+    let room = RoomId::parse(&room)?;
+    let id = id.parse::<EventId>()?;
+    let message = state.rooms.message(body.message)?;
+    let edited = state.rooms.edit_message(&room, &token, id, message).await?;
+    Ok(Json(edited))
+}
+
+/// Delete a chat message (its author, or the room's owner). A retry gets 404: the message is
+/// gone.
+#[utoipa::path(
+    delete, path = "/rooms/{roomId}/messages/{id}", tag = "messages",
+    params(MessagePath),
+    security(("member_token" = [])),
+    responses(
+        (status = 204, description = "deleted"),
+        (status = 400, body = ErrorBody, description = "invalid_request"),
+        (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
+        (status = 403, body = ErrorBody, description = "forbidden: another member's message, and not the room's owner"),
+        (status = 404, body = ErrorBody, description = "not_found: no chat message of this room has this id (or it was deleted already, or is no longer kept)"),
+    )
+)]
+pub async fn delete_message(
+    State(state): State<AppState>,
+    BearerToken(token): BearerToken,
+    ApiPath((room, id)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    let room = RoomId::parse(&room)?;
+    let id = id.parse::<EventId>()?;
+    state.rooms.delete_message(&room, &token, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// Say that the member is typing: the room's live connections get a `typing` event (at most
 /// one per member per 2 s; more are taken and dropped). No body.
 #[utoipa::path(
@@ -381,11 +449,7 @@ pub async fn history(
         .transpose()?;
     let page = state.rooms.history(&room, &token, before, limit).await?;
     Ok(Json(HistoryResponse {
-        messages: page
-            .messages
-            .iter()
-            .filter_map(|event| event.as_chat())
-            .collect(),
+        messages: page.messages,
         next_before: page.next_before,
     }))
 }

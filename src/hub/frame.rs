@@ -169,15 +169,13 @@ impl Frame {
     }
 
     /// socket.io's event argument: the `data` object with the event's `id` in it (socket.io
-    /// has no envelope for it; none for an event the log does not keep), as JSON text that
-    /// the library writes into each packet as is.
+    /// has no envelope for it; `eventId` where `id` is the chat message's, none for an event
+    /// the log does not keep), as JSON text that the library writes into each packet as is.
     pub fn socketio_data(&self) -> &RawValue {
         self.socketio.get_or_init(|| {
             let data = match &self.body {
                 Body::Logged(event) => {
-                    let mut data = event.data();
-                    data.id = self.wire_id();
-                    serde_json::value::to_raw_value(&data)
+                    serde_json::value::to_raw_value(&event.data().with_event_id(self.wire_id()))
                 }
                 Body::Ephemeral(ephemeral) => serde_json::value::to_raw_value(&ephemeral.data()),
             };

@@ -20,7 +20,10 @@ mod reply;
 mod run;
 
 pub use close::Close;
-pub use reply::{GapNotice, JoinedResponse, LeftResponse, Reply, ResumedResponse, TypingResponse};
+pub use reply::{
+    DeletedResponse, GapNotice, JoinedResponse, LeftResponse, Reply, ResumedResponse,
+    TypingResponse,
+};
 pub use run::{POST_RUN, PostRun};
 
 use std::net::IpAddr;
@@ -30,12 +33,12 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, Span};
 
-use crate::domain::{EventId, MemberToken, RoomId, TokenHash, Username};
+use crate::domain::{ChatMessage, EventId, MemberToken, RoomId, TokenHash, Username};
 use crate::error::ApiError;
 use crate::hub::{Frame, Hub, Inbox, Mailbox, mailbox};
 use crate::identity::{IdToken, Joiner};
 use crate::presence::Presence;
-use crate::protocol::{ClientEvent, Join, Remove, Resume, Typing};
+use crate::protocol::{ClientEvent, Delete, Edit, Join, Remove, Resume, Typing};
 use crate::rooms::{Removal, Rooms};
 use crate::telemetry;
 use held::{Held, Holdings};
@@ -135,6 +138,8 @@ impl Session {
             ClientEvent::CreateRoom(join) => Reply::Joined(self.join(join, true).await?),
             ClientEvent::AddMember(join) => Reply::Joined(self.join(join, false).await?),
             ClientEvent::RemoveMember(remove) => Reply::Left(self.leave(remove).await?),
+            ClientEvent::UpdateChat(edit) => Reply::Edited(self.edit_message(edit).await?),
+            ClientEvent::DeleteChat(delete) => Reply::Deleted(self.delete_message(delete).await?),
             ClientEvent::Resume(resume) => {
                 let Resumed { reply, replay } = self.resume(resume).await?;
                 return Ok(Answer {
@@ -270,6 +275,39 @@ impl Session {
             room_id: room.to_string(),
             username: target.into_string(),
             last_event_id: removal.event_id(),
+        })
+    }
+
+    /// `update:chat`: under the membership this session holds in the room, or the token the
+    /// event carries. Answers the message as it stands.
+    pub async fn edit_message(&mut self, edit: Edit) -> Result<ChatMessage, ApiError> {
+        let Edit {
+            room,
+            id,
+            message,
+            token,
+        } = edit;
+        let token_hash = self.acting_as(&room, token)?;
+        self.core
+            .rooms
+            .edit_message(&room, &token_hash, id, message)
+            .await
+            .map_err(not_member)
+    }
+
+    /// `delete:chat`: under the membership this session holds in the room, or the token the
+    /// event carries.
+    pub async fn delete_message(&mut self, delete: Delete) -> Result<DeletedResponse, ApiError> {
+        let Delete { room, id, token } = delete;
+        let token_hash = self.acting_as(&room, token)?;
+        self.core
+            .rooms
+            .delete_message(&room, &token_hash, id)
+            .await
+            .map_err(not_member)?;
+        Ok(DeletedResponse {
+            room_id: room.to_string(),
+            id,
         })
     }
 

@@ -3,7 +3,7 @@
 //! answer, so a field cannot differ between them. Field order is the wire order (serde keeps
 //! it), which clients and tests compare.
 //!
-//! A posted chat message's answer is [`crate::domain::ChatMessage`], the stored event as
+//! A posted or edited chat message's answer is [`crate::domain::ChatMessage`], the message as
 //! history shows it.
 
 use serde::Serialize;
@@ -46,6 +46,14 @@ pub struct LeftResponse {
     pub last_event_id: EventId,
 }
 
+/// A chat message deleted (`delete:chat`): the room and the message's id.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeletedResponse {
+    pub room_id: String,
+    pub id: EventId,
+}
+
 /// A membership resumed on a connection: how many logged events are replayed after the
 /// reply, and whether they are all that happened after the id asked for (`false`: some were
 /// trimmed from the log, or lost).
@@ -84,5 +92,7 @@ pub enum Reply {
     Left(LeftResponse),
     Resumed(ResumedResponse),
     Posted(ChatMessage),
+    Edited(ChatMessage),
+    Deleted(DeletedResponse),
     Typing(TypingResponse),
 }

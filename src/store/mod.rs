@@ -39,7 +39,8 @@ use std::future::Future;
 use std::pin::Pin;
 
 use crate::domain::{
-    ClientMsgId, Ephemeral, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username,
+    ChatMessage, ClientMsgId, Ephemeral, EventId, MessageText, RoomEvent, RoomId, TokenHash,
+    Username,
 };
 
 /// The store could not be reached or did not answer in time. Nothing was half-written: each
@@ -135,10 +136,35 @@ pub enum Authorized<T> {
     Unauthorized,
 }
 
-/// A page of chat history, oldest first.
+/// The answer to an edit or a deletion of a chat message, by a member's token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Revised<T> {
+    Done(T),
+    /// The token is not a current member's token in the room.
+    Unauthorized,
+    /// The id is not a chat message the room keeps: unknown, another room's, a membership
+    /// event, trimmed from history, or deleted already.
+    NotFound,
+    /// The member may not: an edit by anyone but the author, a deletion by anyone but the
+    /// author or the room's owner.
+    Forbidden,
+}
+
+impl<T> Revised<T> {
+    pub fn map<U>(self, done: impl FnOnce(T) -> U) -> Revised<U> {
+        match self {
+            Revised::Done(value) => Revised::Done(done(value)),
+            Revised::Unauthorized => Revised::Unauthorized,
+            Revised::NotFound => Revised::NotFound,
+            Revised::Forbidden => Revised::Forbidden,
+        }
+    }
+}
+
+/// A page of chat history, oldest first: each message as last edited, deleted ones left out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HistoryPage {
-    pub messages: Vec<RoomEvent>,
+    pub messages: Vec<ChatMessage>,
     /// Pass as `before` for the previous page; `None` when there is none.
     pub next_before: Option<EventId>,
 }
@@ -351,6 +377,30 @@ pub trait RoomLog: Send + Sync + 'static {
     /// round trip without a retried one landing after a later one.
     fn post(&self, messages: NewMessages) -> StoreFuture<'_, PostOutcome>;
 
+    /// Changes the text of the chat message `target` to `text`, for its author (the member
+    /// whose display name is the message's), appending `update:chat:success`, and refreshes
+    /// the member's lease, as one step. Answers the message as it stands. When the message's
+    /// text is `text` already, nothing is appended and the message is answered as it is, so
+    /// a retried edit lands once.
+    fn edit_message<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+        text: MessageText,
+    ) -> StoreFuture<'a, Revised<ChatMessage>>;
+
+    /// Deletes the chat message `target`, for its author or the room's owner, appending
+    /// `delete:chat:success`, and refreshes the member's lease, as one step. Answers the
+    /// deletion's event id. A deleted message is `NotFound` from then on (a retried delete
+    /// too), and history leaves it out; the log keeps its events.
+    fn delete_message<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+    ) -> StoreFuture<'a, Revised<EventId>>;
+
     /// Checks a token and refreshes its member's lease; answers the member's username.
     fn authenticate<'a>(
         &'a self,
@@ -388,7 +438,8 @@ pub trait RoomLog: Send + Sync + 'static {
         token_hash: &'a TokenHash,
     ) -> StoreFuture<'a, Authorized<bool>>;
 
-    /// Up to `limit` chat messages before `before` (or the newest), oldest first.
+    /// Up to `limit` chat messages before `before` (or the newest), oldest first, each as
+    /// last edited; deleted messages are left out (and do not count towards `limit`).
     fn history<'a>(
         &'a self,
         room: &'a RoomId,

@@ -18,10 +18,10 @@ use tracing::{Instrument, Span};
 
 use super::{
     Admin, Authorized, CreateOutcome, Feed, HistoryPage, Holds, JoinOutcome, LogRead, MemberInfo,
-    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, RoomLog, RoomsPage,
-    Store, StoreFuture,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, RoomLog,
+    RoomsPage, Store, StoreFuture,
 };
-use crate::domain::{EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
+use crate::domain::{ChatMessage, EventId, MessageText, RoomEvent, RoomId, TokenHash, Username};
 
 /// A store (`Traced<dyn Store>`) or a feed (`Traced<dyn Feed>`) with spans around its calls.
 pub struct Traced<T: ?Sized> {
@@ -106,6 +106,29 @@ impl RoomLog for Traced<dyn Store> {
     fn post(&self, messages: NewMessages) -> StoreFuture<'_, PostOutcome> {
         let span = self.span("store.post", Some(&messages.room));
         traced(span, || self.inner.post(messages))
+    }
+
+    fn edit_message<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+        text: MessageText,
+    ) -> StoreFuture<'a, Revised<ChatMessage>> {
+        let span = self.span("store.edit_message", Some(room));
+        traced(span, || {
+            self.inner.edit_message(room, token_hash, target, text)
+        })
+    }
+
+    fn delete_message<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+    ) -> StoreFuture<'a, Revised<EventId>> {
+        let span = self.span("store.delete_message", Some(room));
+        traced(span, || self.inner.delete_message(room, token_hash, target))
     }
 
     fn authenticate<'a>(

@@ -2,7 +2,9 @@
 //! headless Chromium (Debian's package, driven by playwright-core from
 //! `tests/browser/scenarios.mjs`): both transports across two instances, the fallback to SSE
 //! when WebSocket upgrades fail, an instance restarting under two pages, markup shown as text
-//! and every refusal shown as a sentence, and the app's sign-in hook when joins need a JWT.
+//! and every refusal shown as a sentence, the app's sign-in hook when joins need a JWT, and
+//! the room's live life across two instances: presence dots and the typing line, editing and
+//! deleting messages, and the owner's kick and ban.
 //!
 //! The servers are owned here; the scenarios drive the pages and ask for restarts over
 //! stdin/stdout ([`BrowserScenario`]). The screenshot of a chat goes to
@@ -56,6 +58,7 @@ async fn client_files_are_served_with_types_and_revalidation() {
         "members",
         "transport",
         "status",
+        "typing",
     ] {
         assert!(
             page.text.contains(&format!("id=\"{id}\"")),
@@ -222,4 +225,36 @@ async fn browser_signs_in_through_the_apps_hook_when_the_server_requires_it() {
         ],
     )
     .await;
+}
+
+/// Runs `scenario` with two instances on one Redis (`CHAT_URL_A`, `CHAT_URL_B`) and a room
+/// of its own.
+async fn run_on_two_instances(scenario: &str) {
+    let redis = RedisServer::start();
+    let a = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    let b = TestApp::spawn(Backend::Redis(&redis), &[]).await;
+    BrowserScenario::run(
+        scenario,
+        &[
+            ("CHAT_URL_A", a.base_url.clone()),
+            ("CHAT_URL_B", b.base_url.clone()),
+            ("CHAT_ROOM", unique_room(&format!("browser-{scenario}"))),
+        ],
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_presence_dots_and_typing_line_follow_the_other_page() {
+    run_on_two_instances("presence-and-typing").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_edits_and_deletes_show_live_in_history_and_after_a_replay() {
+    run_on_two_instances("edit-and-delete").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn browser_owner_kicks_and_bans_and_the_removed_page_says_so() {
+    run_on_two_instances("moderation").await;
 }

@@ -13,6 +13,9 @@
 //! - [`hardening`]: what one request or address must not cost: secret-check memory, metric
 //!   series, slow bodies, per-address connections, writers that never drain.
 //! - [`bad_input`]: a table of malformed requests and the exact error each gets.
+//! - [`edits`]: editing and deleting chat messages on every transport: who may, history as
+//!   last edited without deleted messages, the logged events live and replayed, retries, and
+//!   the revisions Redis keeps staying bounded.
 //! - [`realtime`]: WebSocket and SSE on both stores: acks, errors, resume, presence, slow
 //!   clients, lifetimes, shutdown.
 //! - [`ephemeral`]: `presence` and `typing` on every transport and store: no ids, never
@@ -63,6 +66,7 @@ mod browser;
 mod cluster;
 mod concurrency;
 mod durability;
+mod edits;
 mod ephemeral;
 mod faults;
 mod gaps;

@@ -706,11 +706,12 @@ conformance! {
         let doc = reply.expect(200);
         let version = doc["openapi"].as_str().expect("an openapi version string");
         assert!(version.starts_with("3.1."), "OpenAPI 3.1.x, got {version}");
-        let expected: [(&str, &[&str]); 8] = [
+        let expected: [(&str, &[&str]); 9] = [
             ("/rooms", &["post"]),
             ("/rooms/{roomId}/members", &["post", "get"]),
             ("/rooms/{roomId}/members/{username}", &["delete"]),
             ("/rooms/{roomId}/messages", &["post", "get"]),
+            ("/rooms/{roomId}/messages/{id}", &["patch", "delete"]),
             ("/rooms/{roomId}/typing", &["post"]),
             ("/healthz", &["get"]),
             ("/readyz", &["get"]),

@@ -20,7 +20,7 @@ import { createInterface } from 'node:readline';
 
 import { chromium } from 'playwright-core';
 
-import { SENTENCES, SIGN_IN_REQUIRED } from '../../src/http/client/api.js';
+import { REMOVED, SENTENCES, SIGN_IN_REQUIRED, typingSentence } from '../../src/http/client/api.js';
 
 const WAIT_MS = 15000;
 const SCENARIO_LIMIT_MS = 100000;
@@ -130,7 +130,54 @@ function shownMessages(page) {
     id: item.dataset.id,
     author: item.querySelector('.author')?.textContent,
     text: item.querySelector('.text')?.textContent,
+    edited: item.dataset.edited === 'true',
   })));
+}
+
+/** The message on screen whose text is exactly `text`. */
+function messageWith(page, text) {
+  return page.locator('#messages > li')
+    .filter({ has: page.locator('.text').getByText(text, { exact: true }) });
+}
+
+/** Each message's text with the controls it offers: `text:edit,delete`. */
+function messageControls(page) {
+  return page.$$eval('#messages > li', (items) => items.map((item) => {
+    const controls = [...item.querySelectorAll('.controls button')].map((node) => node.className);
+    return `${item.querySelector('.text')?.textContent}:${controls.join(',')}`;
+  }));
+}
+
+/** Waits until the page shows exactly these `{text, edited}` messages, in this order. */
+async function waitForConversation(page, expected, what) {
+  try {
+    await page.waitForFunction((wanted) => {
+      const items = [...document.querySelectorAll('#messages > li')];
+      const shown = items.map((item) => ({
+        text: item.querySelector('.text')?.textContent,
+        edited: item.dataset.edited === 'true',
+      }));
+      return JSON.stringify(shown) === JSON.stringify(wanted);
+    }, expected, { timeout: WAIT_MS, polling: 50 });
+  } catch (error) {
+    throw new Error(`${what}: the page shows ${JSON.stringify(await shownMessages(page))}, ` +
+      `expected ${JSON.stringify(expected)}`, { cause: error });
+  }
+}
+
+/** The session the page keeps in sessionStorage (its member token included). */
+async function sessionOf(page) {
+  return JSON.parse(await page.evaluate(() => sessionStorage.getItem('chat-server:session')));
+}
+
+/** Counts the page's requests whose method and path match, from now on. */
+function countRequests(page, method, pathEnd) {
+  const seen = [];
+  page.on('request', (request) => {
+    const url = new URL(request.url());
+    if (request.method() === method && url.pathname.endsWith(pathEnd)) seen.push(url.pathname);
+  });
+  return seen;
 }
 
 /** Waits until every text in `texts` is on screen. */
@@ -218,6 +265,58 @@ async function waitForMembers(page, expected, what) {
   }
 }
 
+/**
+ * Does `action` (another page connecting or going away) and waits until `page` shows
+ * `username`'s dot `online`, which must come from a `presence` event: the page fetches no
+ * member list meanwhile (and its poll is slower than the wait). Returns how long it took.
+ */
+async function expectDotFlip(page, username, online, action, what) {
+  const listFetches = countRequests(page, 'GET', '/members');
+  const started = Date.now();
+  await action();
+  const selector = `#members > li[data-username="${username}"][data-online="${online}"]`;
+  try {
+    await page.waitForSelector(selector, { timeout: WAIT_MS });
+  } catch (error) {
+    const shown = await page.$$eval('#members > li', (items) =>
+      items.map((item) => `${item.dataset.username}=${item.dataset.online}`));
+    throw new Error(`${what}: members are ${JSON.stringify(shown)}`, { cause: error });
+  }
+  const took = Date.now() - started;
+  assert.deepEqual(listFetches, [], `${what}: the dot moved without fetching the member list`);
+  log(`${what}: ${took} ms`);
+  return took;
+}
+
+/** Each member as `name:owner?:controls`, e.g. `alice:owner:` or `bob::kick,ban`. */
+function memberControls(page) {
+  return page.$$eval('#members > li', (items) => items.map((item) => {
+    const controls = [...item.querySelectorAll('button')].map((node) =>
+      `${node.className}=${node.dataset.username}`);
+    const owner = item.dataset.owner === 'true' ? 'owner' : '';
+    return `${item.dataset.username}:${owner}:${controls.join(',')}`;
+  }));
+}
+
+/**
+ * Alice creates the room on a WebSocket through instance A, Bob joins it on SSE through
+ * instance B, and each sees the other online.
+ */
+async function aliceAndBob() {
+  const room = env('CHAT_ROOM');
+  const urlA = env('CHAT_URL_A');
+  const urlB = `${env('CHAT_URL_B')}/?transport=sse`;
+  const alice = (await openBrowser('alice')).page;
+  const bob = (await openBrowser('bob')).page;
+  await alice.goto(urlA);
+  await bob.goto(urlB);
+  await createRoom(alice, { room, username: 'alice' });
+  await joinRoom(bob, { room, username: 'bob' });
+  await waitForMembers(alice, ['alice=true', 'bob=true'], 'alice sees bob come online');
+  await waitForMembers(bob, ['alice=true', 'bob=true'], 'bob sees both online');
+  return { room, urlA, urlB, alice, bob };
+}
+
 // ---- REST, for a member without a browser ----------------------------------------------
 
 async function rest(base, method, path, { token, body, idempotencyKey } = {}) {
@@ -242,6 +341,7 @@ async function restMember(base, room, username) {
     say: (message, idempotencyKey) => rest(base, 'POST', `/rooms/${room}/messages`,
       { token: joined.token, body: { message }, idempotencyKey }),
     history: () => rest(base, 'GET', `/rooms/${room}/messages?limit=200`, { token: joined.token }),
+    typing: () => rest(base, 'POST', `/rooms/${room}/typing`, { token: joined.token }),
   };
 }
 
@@ -469,6 +569,190 @@ const scenarios = {
     const [shown] = await expectExactlyOnce(ada, ['Signed in with the app.'], 'ada\'s message');
     assert.equal(shown.author, env('CHAT_ID_NAME'), 'the author is the token\'s name');
     await waitForMembers(ada, [`${env('CHAT_ID_NAME')}=true`], 'the member list');
+  },
+
+  /**
+   * Presence and typing across two instances: WebSocket on A, SSE on B. Each page's dot for
+   * the other flips when the other goes away and comes back (same tab: it resumes), from
+   * `presence` events alone; typing shows on the other page, joined for several names, for
+   * about 5 s, and a member's message clears it at once.
+   */
+  async 'presence-and-typing'() {
+    const { room, urlA, urlB, alice, bob } = await aliceAndBob();
+
+    // The SSE page goes away and comes back; then the WebSocket page does.
+    await expectDotFlip(alice, 'bob', false, () => bob.goto('about:blank'),
+      'alice sees bob (SSE) go offline');
+    await expectDotFlip(alice, 'bob', true, () => bob.goto(urlB),
+      'alice sees bob (SSE) come back');
+    await waitReady(bob);
+    await expectDotFlip(bob, 'alice', false, () => alice.goto('about:blank'),
+      'bob sees alice (WebSocket) go offline');
+    await expectDotFlip(bob, 'alice', true, () => alice.goto(urlA),
+      'bob sees alice (WebSocket) come back');
+    await waitReady(alice);
+    await waitForMembers(alice, ['alice=true', 'bob=true'], 'alice after coming back');
+
+    // A burst of keys sends one `typing` (REST on the SSE page); the other page says so.
+    const typingPosts = countRequests(bob, 'POST', '/typing');
+    await bob.locator('#message').pressSequentially('Hello th', { delay: 20 });
+    await waitForText(alice, '#typing', typingSentence(['bob']), 'alice sees bob typing');
+    const shownAt = Date.now();
+    assert.equal(typingPosts.length, 1, `one typing for a burst of keys: ${typingPosts.length}`);
+    assert.equal(await bob.textContent('#typing'), '', 'bob is not told that he types');
+    // Several names are joined in one sentence.
+    const carol = await restMember(env('CHAT_URL_B'), room, 'carol');
+    await carol.typing();
+    await waitForText(alice, '#typing', typingSentence(['bob', 'carol']),
+      'alice sees bob and carol typing');
+    // Nobody types any more: the line goes after about 5 s.
+    await waitForText(alice, '#typing', '', 'the typing line clears by itself');
+    const shownFor = Date.now() - shownAt;
+    assert.ok(shownFor >= 4000, `the typing line stayed about 5 s (${shownFor} ms)`);
+
+    // Over the WebSocket the other way; the message itself clears the line at once.
+    await alice.locator('#message').pressSequentially('On my', { delay: 20 });
+    await waitForText(bob, '#typing', typingSentence(['alice']), 'bob sees alice typing');
+    const typingSeenAt = Date.now();
+    await alice.locator('#message').pressSequentially(' way');
+    await alice.press('#message', 'Enter');
+    await waitForTexts(bob, ['On my way'], 'bob sees her message');
+    assert.equal(await bob.textContent('#typing'), '', 'her message clears the line');
+    const cleared = Date.now() - typingSeenAt;
+    assert.ok(cleared < 4000, `cleared by the message, not the timeout (${cleared} ms)`);
+  },
+
+  /**
+   * Editing and deleting, WebSocket (alice, the owner, on A) and SSE + REST (bob, on B): the
+   * controls each page offers, live changes on the other page, a reload's history, and a
+   * return whose history is stale so only the resumed stream's replay brings the changes.
+   */
+  async 'edit-and-delete'() {
+    const { room, urlB, alice, bob } = await aliceAndBob();
+    const lines = [
+      [alice, 'Helo Bob'],
+      [bob, 'Hi Alice'],
+      [bob, 'Buy cheap watches'],
+      [bob, 'A line to take back'],
+    ];
+    for (const [page, text] of lines) {
+      await say(page, text);
+      // One at a time, so the order on screen is the order here.
+      await waitForTexts(page, [text], 'the sender sees it');
+    }
+    await expectAllSeeOnce({ alice, bob }, lines.map(([, text]) => text), 'before the changes');
+
+    // Authors edit and delete their own; the owner (alice) also deletes others'.
+    assert.deepEqual(await messageControls(alice), ['Helo Bob:edit,delete', 'Hi Alice:delete',
+      'Buy cheap watches:delete', 'A line to take back:delete'], 'the owner\'s controls');
+    assert.deepEqual(await messageControls(bob), ['Helo Bob:', 'Hi Alice:edit,delete',
+      'Buy cheap watches:edit,delete', 'A line to take back:edit,delete'], 'a member\'s controls');
+
+    // Alice edits inline over the WebSocket.
+    await messageWith(alice, 'Helo Bob').locator('.edit').click();
+    await alice.fill('#messages .edit-input', 'Hello Bob');
+    await alice.press('#messages .edit-input', 'Enter');
+    // Bob edits (PATCH), then deletes one of his (DELETE); alice deletes his spam (delete:chat).
+    await messageWith(bob, 'Hi Alice').locator('.edit').click();
+    await bob.fill('#messages .edit-input', 'Hi Alice!');
+    await bob.press('#messages .edit-input', 'Enter');
+    await messageWith(bob, 'A line to take back').locator('.delete').click();
+    await messageWith(alice, 'Buy cheap watches').locator('.delete').click();
+    const changed = [
+      { text: 'Hello Bob', edited: true },
+      { text: 'Hi Alice!', edited: true },
+    ];
+    await waitForConversation(alice, changed, 'alice sees the changes');
+    await waitForConversation(bob, changed, 'bob sees the changes');
+    assert.deepEqual(await bob.$$eval('#messages > li .edited', (nodes) =>
+      nodes.map((node) => node.textContent)), ['edited', 'edited'], 'each edit is marked');
+
+    // A reload loads history: edits shown as last edited, deleted messages left out.
+    await bob.reload();
+    await waitReady(bob);
+    await waitForConversation(bob, changed, 'bob after a reload');
+
+    // Bob goes away; his history then comes from before the next changes (stale on purpose),
+    // so only the stream's replay after his last event id can bring them.
+    const { token } = await sessionOf(bob);
+    const stale = await rest(env('CHAT_URL_B'), 'GET', `/rooms/${room}/messages?limit=50`, { token });
+    await bob.goto('about:blank');
+    await messageWith(alice, 'Hello Bob').locator('.edit').click();
+    await alice.fill('#messages .edit-input', 'Hello Bob, welcome back');
+    await alice.press('#messages .edit-input', 'Enter');
+    await messageWith(alice, 'Hi Alice!').locator('.delete').click();
+    await say(alice, 'Said while Bob was away');
+    const final = [
+      { text: 'Hello Bob, welcome back', edited: true },
+      { text: 'Said while Bob was away', edited: false },
+    ];
+    await waitForConversation(alice, final, 'alice after her changes');
+    let staleServed = 0;
+    await bob.route((url) => url.pathname === `/rooms/${room}/messages`, async (route) => {
+      if (route.request().method() !== 'GET') return route.continue();
+      staleServed += 1;
+      return route.fulfill({ json: stale });
+    });
+    await bob.goto(urlB);
+    await waitReady(bob);
+    await waitForConversation(bob, final, 'bob after the replay');
+    assert.ok(staleServed > 0, 'bob\'s page loaded the stale history');
+    const ids = (await shownMessages(bob)).map((message) => message.id);
+    assert.deepEqual(ids, (await shownMessages(alice)).map((message) => message.id),
+      'the same messages by id');
+  },
+
+  /**
+   * The owner (alice) kicks, then bans, bob: WebSocket owner and SSE member first, then each
+   * page switched to the other transport (same tab, same session). The removed page says so
+   * in words, goes back to the form and stays there; a kicked name joins again, a banned one
+   * (or a look-alike of it) is refused.
+   */
+  async moderation() {
+    const { room, urlA, alice, bob } = await aliceAndBob();
+    assert.deepEqual(await memberControls(alice), ['alice:owner:', 'bob::kick=bob,ban=bob'],
+      'the owner is marked and may kick and ban the others');
+    assert.deepEqual(await memberControls(bob), ['alice:owner:', 'bob::'],
+      'a member sees the owner, and no controls');
+
+    // A kick over the WebSocket; bob (SSE) is told and may come back.
+    await alice.click('#members .kick[data-username="bob"]');
+    await bob.waitForSelector('#join-view:not([hidden])', { timeout: WAIT_MS });
+    await expectStatus(bob, REMOVED.kicked, 'bob is told he was kicked');
+    await waitForMembers(alice, ['alice=true'], 'alice sees bob go');
+    await joinRoom(bob, { room, username: 'bob' });
+    await waitForMembers(alice, ['alice=true', 'bob=true'], 'bob is back');
+
+    // Each page on the other transport now: alice on SSE (a ban is REST), bob on WebSocket.
+    await alice.goto(`${urlA}/?transport=sse`);
+    await waitReady(alice);
+    assert.equal(await alice.textContent('#transport'), 'sse');
+    await bob.goto(env('CHAT_URL_B'));
+    await waitReady(bob);
+    assert.equal(await bob.textContent('#transport'), 'websocket');
+    await waitForMembers(alice, ['alice=true', 'bob=true'], 'both back');
+
+    await alice.click('#members .ban[data-username="bob"]');
+    await bob.waitForSelector('#join-view:not([hidden])', { timeout: WAIT_MS });
+    await expectStatus(bob, REMOVED.banned, 'bob is told he was banned');
+    // From here on bob's page must stay put: no reconnects, no probes, no word changed.
+    const bobRequests = [];
+    bob.on('request', (request) => bobRequests.push(`${request.method()} ${request.url()}`));
+    await waitForMembers(alice, ['alice=true'], 'alice sees bob go');
+    await say(alice, 'Bob is banned.');
+    await waitForTexts(alice, ['Bob is banned.'], 'alice chats on');
+    assert.equal(await bob.textContent('#status'), REMOVED.banned, 'the line stays');
+    assert.deepEqual(bobRequests, [], 'the removed page does not retry');
+    assert.equal(await bob.isVisible('#chat-view'), false);
+
+    // A banned name, or a look-alike of it, cannot join again.
+    for (const username of ['bob', 'BOB', 'b\u043eb']) {
+      await fillJoinForm(bob, { room, username });
+      await bob.click('#join');
+      // The click has already put "Joining …" in #status, so this is this attempt's answer.
+      await expectStatus(bob, SENTENCES.forbidden, `joining again as ${username}`);
+    }
+    assert.equal(await bob.isVisible('#join-view'), true);
   },
 
   /** (d) and errors: markup is shown as text; each refusal gets its sentence; phone size. */

@@ -8,7 +8,8 @@ tested past 401.
   as), so the request reaches the handler instead of stopping at 401.
 - In the stateful phase the links carry `roomId` and `username` from one response to the
   next; the token is the one the server handed out for that room, remembered from every
-  `201` join or create response.
+  `201` join or create response; each post gets an idempotency key of its own
+  (`before_call`), so the message a post's `201` names is one that post made.
 
 The server's URL comes from `CHAT_SERVER_URL` (scripts/schema-test sets it).
 """
@@ -79,3 +80,23 @@ def after_call(context, case, response):
         return
     if isinstance(body, dict) and isinstance(body.get("token"), str):
         TOKENS[body.get("roomId")] = body["token"]
+
+
+IDEMPOTENCY_KEY = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+
+
+@schemathesis.hook
+def before_call(context, case, **kwargs):
+    """The stateful phase follows a post's 201 to the message it answers (an edit, a delete)
+    and takes a 404 there for a message that was never made. A post under an Idempotency-Key
+    used before answers the message stored the first time, as API.md says, which may have been
+    deleted since: so each stateful post gets a valid key of its own (replays are tested by the
+    Rust suite, tests/api)."""
+    if case.meta is None or case.meta.phase.name != "stateful":
+        return
+    if case.method.upper() != "POST" or case.path != "/rooms/{roomId}/messages":
+        return
+    headers = case.headers or {}
+    for name, value in list(headers.items()):
+        if name.lower() == "idempotency-key" and isinstance(value, str) and IDEMPOTENCY_KEY.fullmatch(value):
+            headers[name] = uuid.uuid4().hex

@@ -1,6 +1,7 @@
-// The REST half of API.md as the page uses it, and one sentence a person can act on for
-// every error code. Every request has a deadline, so a hung network shows up as an error
-// instead of a page that waits forever.
+// The REST half of API.md as the page uses it, one sentence a person can act on for every
+// error code, and the page's other sentences (kept here, free of the DOM, so the browser
+// tests import the very words they expect). Every request has a deadline, so a hung network
+// shows up as an error instead of a page that waits forever.
 
 const REQUEST_TIMEOUT_MS = 10000;
 
@@ -19,8 +20,8 @@ export class ApiError extends Error {
 export const SENTENCES = {
   invalid_request: 'That was not accepted.',
   unsupported_media_type: 'The server did not understand how this page sent its request. Reload the page.',
-  unauthorized: 'Your membership of this room has ended (you left, or were away too long). Join the room again.',
-  forbidden: 'Not allowed: this room needs its secret, and the one given is missing or wrong.',
+  unauthorized: 'Your membership of this room has ended (you left, were away too long, or were removed). Join the room again.',
+  forbidden: 'Not allowed: this room needs its secret and the one given is missing or wrong, or this name is banned from it.',
   room_not_found: 'There is no room with that name. Check the name, or create the room.',
   not_member: 'You are not a member of this room any more. Join it again.',
   room_exists: 'A room with that name already exists. Join it, or choose another name.',
@@ -31,16 +32,64 @@ export const SENTENCES = {
   network: 'Cannot reach the server. Check your connection; trying again shortly.',
 };
 
+/**
+ * What `forbidden` and `not_found` mean for an action on a message or a member (API.md,
+ * "Editing, deleting and moderating"), where the join sentence above would mislead.
+ */
+export const ACTION_SENTENCES = {
+  edit: {
+    forbidden: 'Only its author may edit a message.',
+    not_found: 'That message was deleted.',
+  },
+  delete: {
+    forbidden: 'Only its author or the room\'s owner may delete a message.',
+    not_found: 'That message was already deleted.',
+  },
+  remove: {
+    forbidden: 'Only the room\'s owner may remove other members.',
+    // A kick of a name no member holds (any more): the page's own membership is fine.
+    not_member: 'That member has already left.',
+  },
+};
+
+/** What a member whose membership ended is told, by `remove:member:success` reason. */
+export const REMOVED = {
+  left: 'You left the room (from another tab or device).',
+  timeout: 'You were away too long and have left the room. Join it again to go on.',
+  kicked: 'You were removed from the room by its owner.',
+  banned: 'You were removed from the room by its owner and banned.',
+};
+
+/** A name inside a sentence of plain text: first-strong isolate … pop directional isolate,
+ * what `<bdi>` does for an element, so a right-to-left name cannot reorder the sentence. */
+export function isolated(name) {
+  return `\u2068${name}\u2069`;
+}
+
+/** "alice is typing…", "alice and bob are typing…", "alice, bob and 2 others are typing…". */
+export function typingSentence(names) {
+  const shown = names.slice(0, names.length > 3 ? 2 : 3).map(isolated);
+  const others = names.length - shown.length;
+  if (others > 0) shown.push(`${others} others`);
+  if (shown.length === 0) return '';
+  const list = shown.length === 1
+    ? shown[0]
+    : `${shown.slice(0, -1).join(', ')} and ${shown[shown.length - 1]}`;
+  return `${list} ${names.length === 1 ? 'is' : 'are'} typing…`;
+}
+
 /** A join answered 401: the server requires the app's sign-in (API.md, "Identity"). */
 export const SIGN_IN_REQUIRED =
   'This chat is for the app\'s signed-in users: sign in with the app, then join again.';
 
-/** The sentence shown in `#status` for an error. */
-export function describe(error) {
+/** The sentence shown in `#status` for an error; `action` (a key of ACTION_SENTENCES) names
+ * what was refused when it was not a join or a post. */
+export function describe(error, action) {
   if (!(error instanceof ApiError)) {
     return 'Something went wrong in this page. Reload it to try again.';
   }
-  const sentence = SENTENCES[error.code] ?? `The server answered with an error (${error.code}).`;
+  const sentence = ACTION_SENTENCES[action]?.[error.code] ?? SENTENCES[error.code] ??
+    `The server answered with an error (${error.code}).`;
   if (error.code === 'invalid_request' && error.detail) {
     // The server's own explanation says which field and which rule: worth showing.
     return `${sentence} ${error.detail}`;
@@ -122,9 +171,14 @@ export function joinRoom(roomId, username, secret, idToken) {
   return request('POST', `/rooms/${segment(roomId)}/members`, { body, token: idToken });
 }
 
-/** `DELETE /rooms/{roomId}/members/{username}`. */
-export function leaveRoom(session) {
-  return request('DELETE', `/rooms/${segment(session.roomId)}/members/${segment(session.username)}`,
+/**
+ * `DELETE /rooms/{roomId}/members/{username}`: leaving (one's own name), or the owner's kick
+ * (another's; `ban` also bans the name).
+ */
+export function removeMember(session, username, ban = false) {
+  const query = ban ? '?ban=true' : '';
+  return request('DELETE',
+    `/rooms/${segment(session.roomId)}/members/${segment(username)}${query}`,
     { token: session.token });
 }
 
@@ -132,6 +186,23 @@ export function leaveRoom(session) {
 export function postMessage(session, message, idempotencyKey) {
   return request('POST', `/rooms/${segment(session.roomId)}/messages`,
     { token: session.token, body: { message }, idempotencyKey });
+}
+
+/** `PATCH /rooms/{roomId}/messages/{id}`: resolves with the message as now edited. */
+export function editMessage(session, id, message) {
+  return request('PATCH', `/rooms/${segment(session.roomId)}/messages/${segment(id)}`,
+    { token: session.token, body: { message } });
+}
+
+/** `DELETE /rooms/{roomId}/messages/{id}`. */
+export function deleteMessage(session, id) {
+  return request('DELETE', `/rooms/${segment(session.roomId)}/messages/${segment(id)}`,
+    { token: session.token });
+}
+
+/** `POST /rooms/{roomId}/typing` (no body); the server drops more than one per 2 s. */
+export function typing(session) {
+  return request('POST', `/rooms/${segment(session.roomId)}/typing`, { token: session.token });
 }
 
 /** `GET /rooms/{roomId}/messages`: the newest `limit` chat messages, oldest first. */

@@ -5,7 +5,14 @@
 // the newest history is fetched again, the stream resumes after the last processed id, and
 // unsent messages are sent with the ids they already had. Every message is rendered once,
 // keyed by its event id, in event id order, whichever way it arrived (history, WebSocket,
-// SSE, or the reply to our own post).
+// SSE, or the reply to our own post). Edits and deletions (`update:chat:success`,
+// `delete:chat:success`) are applied by the id of the message they change, whether they come
+// live, from a replay or in the reply to our own action; one that arrives before the message
+// it changes (a history page still in flight) is kept and applied when the message shows up.
+//
+// The member list (`GET /members`) is the truth about who is in the room, who owns it and
+// who is online: it is fetched on every membership event and every (re)connection. Between
+// fetches, `presence` events move the online dots and `typing` events fill `#typing`.
 //
 // Everything from the server or the user is put into the page with `textContent`, never as
 // HTML, so a message or a name can only ever show up as text. Every username is also
@@ -18,10 +25,14 @@ import { Connection } from './connection.js';
 const STORAGE_KEY = 'chat-server:session';
 /** How much history a join or reload shows. */
 const HISTORY_LIMIT = 50;
-/** Online flags are not events: the member list is polled this often. */
-const MEMBERS_POLL_MS = 10000;
-/** A newcomer usually opens its stream right after joining: look again this much later. */
-const NEWCOMER_RECHECK_MS = 1500;
+/** `presence` events move the dots; this slow poll only repairs a missed one. */
+const MEMBERS_POLL_MS = 30000;
+/** How long "… is typing" stays after a name's last `typing` event (API.md: about 5 s). */
+const TYPING_SHOWN_MS = 5000;
+/** The server broadcasts at most one `typing` per member per 2 s: sending more is waste. */
+const TYPING_EVERY_MS = 2000;
+/** The mark of a deleted message in `changes`. */
+const DELETED = 'deleted';
 
 const $ = (id) => document.getElementById(id);
 const ui = {
@@ -40,6 +51,7 @@ const ui = {
   members: $('members'),
   messages: $('messages'),
   outbox: $('outbox'),
+  typing: $('typing'),
   composer: $('composer'),
   message: $('message'),
 };
@@ -52,11 +64,22 @@ const mode = (() => {
 
 let session = null;
 let connection = null;
-/** Ids of the chat messages on screen. */
+/** Ids of the chat messages rendered (deleted ones stay, so they never come back). */
 let shown = new Set();
+/** Edits (`{message, editedTs}`) and deletions (`DELETED`) by message id, newest only. */
+let changes = new Map();
 let historyLoaded = false;
 let membersTimer = null;
-let recheckTimer = null;
+/** Whether the member list says this member owns the room. */
+let isOwner = false;
+/** `presence` events by username: `{online, seq}`; `seq` counts events, so a member list
+ * fetched before an event does not undo it. */
+let presence = new Map();
+let presenceSeq = 0;
+/** Who is typing: username → the timer that clears it. */
+let typers = new Map();
+/** When this page last sent `typing` (ms). */
+let typingSentAt = 0;
 
 // ---- session storage -------------------------------------------------------------------
 
@@ -109,11 +132,7 @@ function sameName(a, b) {
 
 // ---- rendering -------------------------------------------------------------------------
 
-/** A name inside a sentence of plain text: first-strong isolate … pop directional isolate,
- * what `<bdi>` does for an element. */
-function isolated(name) {
-  return `\u2068${name}\u2069`;
-}
+const { isolated } = api;
 
 function setStatus(text, { state, kind = 'info' } = {}) {
   ui.status.textContent = text;
@@ -128,11 +147,56 @@ function formatTime(ts) {
     : date.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
 }
 
-function renderMessage({ id, username, message, ts }) {
+function button(className, label, title) {
+  const node = document.createElement('button');
+  node.type = 'button';
+  node.className = className;
+  node.textContent = label;
+  if (title) node.title = title;
+  return node;
+}
+
+/** Whether edit `a` (`{editedTs}`) is as new as `b` or newer; no `editedTs` is the oldest. */
+function isLaterEdit(a, b) {
+  return !b?.editedTs || Date.parse(a.editedTs) >= Date.parse(b.editedTs);
+}
+
+/** Puts an edit's text and "edited" mark on a message on screen, unless it has a later one. */
+function showEdit(item, { message, editedTs }) {
+  if (!isLaterEdit({ editedTs }, item.dataset.editedTs ? { editedTs: item.dataset.editedTs } : null)) {
+    return;
+  }
+  item.querySelector('.text').textContent = message;
+  if (!editedTs) return;
+  item.dataset.edited = 'true';
+  item.dataset.editedTs = editedTs;
+  let mark = item.querySelector('.edited');
+  if (!mark) {
+    mark = document.createElement('span');
+    mark.className = 'edited';
+    mark.textContent = 'edited';
+    item.querySelector('.meta time').after(mark);
+  }
+  mark.title = `edited ${formatTime(editedTs)}`;
+}
+
+/** Edit and delete on one's own messages; delete on everyone's for the owner. */
+function renderMessageControls(item) {
+  const mine = sameName(item.dataset.username, session.username);
+  const buttons = [];
+  if (mine) buttons.push(button('edit', 'Edit', 'Edit this message'));
+  if (mine || isOwner) buttons.push(button('delete', 'Delete', 'Delete this message'));
+  item.querySelector('.controls').replaceChildren(...buttons);
+}
+
+function renderMessage({ id, username, message, ts, editedTs }) {
   if (typeof id !== 'string' || shown.has(id)) return;
   shown.add(id);
+  const change = changes.get(id);
+  if (change === DELETED) return;
   const item = document.createElement('li');
   item.dataset.id = id;
+  item.dataset.username = username;
   if (sameName(username, session.username)) item.classList.add('mine');
   const meta = document.createElement('div');
   meta.className = 'meta';
@@ -142,11 +206,15 @@ function renderMessage({ id, username, message, ts }) {
   const time = document.createElement('time');
   time.dateTime = ts;
   time.textContent = formatTime(ts);
-  meta.append(author, time);
+  const controls = document.createElement('span');
+  controls.className = 'controls';
+  meta.append(author, time, controls);
   const text = document.createElement('p');
   text.className = 'text';
-  text.textContent = message;
   item.append(meta, text);
+  showEdit(item, { message, editedTs });
+  if (change) showEdit(item, change);
+  renderMessageControls(item);
 
   const list = ui.messages;
   const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 40;
@@ -170,25 +238,74 @@ function renderOutbox() {
   ui.outbox.replaceChildren(...items);
 }
 
-function renderMembers(members) {
+function memberItem(username) {
+  return ui.members.querySelector(`li[data-username="${CSS.escape(username)}"]`);
+}
+
+function showOnline(item, online) {
+  item.dataset.online = online ? 'true' : 'false';
+  item.title = online ? 'online' : 'offline';
+}
+
+/** Shows a member list fetched when `presenceSeq` was `since`: later events win. */
+function renderMembers(members, since) {
+  const wasOwner = isOwner;
+  isOwner = members.some((member) => member.owner === true &&
+    sameName(member.username, session.username));
   const sorted = [...members].sort((a, b) => a.username.localeCompare(b.username));
   ui.members.replaceChildren(...sorted.map((member) => {
     const item = document.createElement('li');
-    item.dataset.online = member.online ? 'true' : 'false';
     item.dataset.username = member.username;
-    item.title = member.online ? 'online' : 'offline';
+    item.dataset.owner = member.owner === true ? 'true' : 'false';
+    const seen = presence.get(member.username);
+    showOnline(item, seen && seen.seq > since ? seen.online : member.online);
     const name = document.createElement('bdi');
     name.className = 'name';
     name.textContent = member.username;
     item.append(name);
+    if (member.owner === true) {
+      const badge = document.createElement('span');
+      badge.className = 'owner-badge';
+      badge.textContent = 'owner';
+      item.append(badge);
+    }
     if (sameName(member.username, session.username)) {
       const you = document.createElement('span');
       you.className = 'you';
       you.textContent = '(you)';
       item.append(you);
+    } else if (isOwner) {
+      for (const [className, label, title] of [
+        ['kick', 'Kick', 'Remove from the room (they may join again)'],
+        ['ban', 'Ban', 'Remove from the room and ban the name'],
+      ]) {
+        const control = button(className, label, title);
+        control.dataset.username = member.username;
+        item.append(control);
+      }
     }
     return item;
   }));
+  if (isOwner !== wasOwner) {
+    for (const item of ui.messages.children) renderMessageControls(item);
+  }
+}
+
+function renderTyping() {
+  ui.typing.textContent = api.typingSentence([...typers.keys()]);
+}
+
+function stopTyping(username) {
+  if (!typers.has(username)) return;
+  clearTimeout(typers.get(username));
+  typers.delete(username);
+  renderTyping();
+}
+
+function clearTyping() {
+  for (const timer of typers.values()) clearTimeout(timer);
+  typers = new Map();
+  renderTyping();
 }
 
 // ---- the room --------------------------------------------------------------------------
@@ -196,9 +313,10 @@ function renderMembers(members) {
 async function refreshMembers() {
   const current = session;
   if (!current) return;
+  const since = presenceSeq;
   try {
     const reply = await api.members(current);
-    if (session === current) renderMembers(reply.members);
+    if (session === current) renderMembers(reply.members, since);
   } catch {
     // The connection notices a lost server or membership by itself and says so.
   }
@@ -216,6 +334,21 @@ async function loadHistory() {
   }
 }
 
+/** Applies an edit of message `id` (`{message, editedTs}`), now or when it shows up. */
+function applyEdit(id, { message, editedTs }) {
+  if (typeof message !== 'string' || typeof editedTs !== 'string') return;
+  const known = changes.get(id);
+  if (known === DELETED) return;
+  if (!known || isLaterEdit({ editedTs }, known)) changes.set(id, { message, editedTs });
+  const item = ui.messages.querySelector(`li[data-id="${CSS.escape(id)}"]`);
+  if (item) showEdit(item, { message, editedTs });
+}
+
+function applyDelete(id) {
+  changes.set(id, DELETED);
+  ui.messages.querySelector(`li[data-id="${CSS.escape(id)}"]`)?.remove();
+}
+
 function onRoomEvent(id, name, data) {
   if (!session || data?.roomId !== session.roomId) return;
   // Streams start after the last processed id; anything at or before it was handled.
@@ -225,24 +358,53 @@ function onRoomEvent(id, name, data) {
   switch (name) {
     case 'create:chat:success':
       renderMessage({ id, ...data });
+      stopTyping(data.username);
+      break;
+    case 'update:chat:success':
+      if (typeof data.id === 'string') applyEdit(data.id, data);
+      break;
+    case 'delete:chat:success':
+      if (typeof data.id === 'string') applyDelete(data.id);
       break;
     case 'add:member:success':
       refreshMembers();
-      clearTimeout(recheckTimer);
-      recheckTimer = setTimeout(refreshMembers, NEWCOMER_RECHECK_MS);
       break;
-    case 'remove:member:success':
+    case 'remove:member:success': {
       if (sameName(data.username, session.username)) {
-        exitRoom(data.reason === 'timeout'
-          ? 'You were away too long and have left the room. Join it again to go on.'
-          : 'You left the room (from another tab or device).', 'info');
+        const byOwner = data.reason === 'kicked' || data.reason === 'banned';
+        exitRoom(api.REMOVED[data.reason] ?? api.REMOVED.left, byOwner ? 'error' : 'info');
         return;
       }
-      ui.members.querySelector(`li[data-username="${CSS.escape(data.username)}"]`)?.remove();
+      memberItem(data.username)?.remove();
+      presence.delete(data.username);
+      stopTyping(data.username);
       refreshMembers();
       break;
+    }
     default:
       break;
+  }
+}
+
+function onEphemeralEvent(name, data) {
+  if (!session || data?.roomId !== session.roomId || typeof data.username !== 'string') return;
+  // Our own: this page knows whether it is online, and does not tell itself it types.
+  if (sameName(data.username, session.username)) return;
+  if (name === 'presence') {
+    presenceSeq += 1;
+    const online = data.online === true;
+    presence.set(data.username, { online, seq: presenceSeq });
+    const item = memberItem(data.username);
+    if (item) {
+      showOnline(item, online);
+    } else {
+      // Someone the list does not show yet (a join whose event is still on its way).
+      refreshMembers();
+    }
+  } else if (name === 'typing') {
+    clearTimeout(typers.get(data.username));
+    typers.set(data.username, setTimeout(() => stopTyping(data.username), TYPING_SHOWN_MS));
+    renderTyping();
   }
 }
 
@@ -267,11 +429,12 @@ const connectionEvents = {
     refreshMembers();
   },
   event: onRoomEvent,
+  ephemeral: onEphemeralEvent,
   gap() {
     setStatus('Some messages from while you were away are too old to be shown.', { kind: 'error' });
   },
   members(list) {
-    renderMembers(list);
+    renderMembers(list, presenceSeq);
   },
   sent(item, stored) {
     session.outbox = session.outbox.filter((pending) => pending.clientMsgId !== item.clientMsgId);
@@ -308,7 +471,11 @@ function enterRoom(joined) {
   session = joined;
   saveSession();
   shown = new Set();
+  changes = new Map();
+  presence = new Map();
+  isOwner = false;
   historyLoaded = false;
+  clearTyping();
   ui.messages.replaceChildren();
   ui.members.replaceChildren();
   renderOutbox();
@@ -326,7 +493,7 @@ function exitRoom(text, kind) {
   connection?.stop();
   connection = null;
   clearInterval(membersTimer);
-  clearTimeout(recheckTimer);
+  clearTyping();
   if (session) {
     ui.room.value = session.roomId;
     ui.username.value = session.username;
@@ -412,13 +579,123 @@ ui.composer.addEventListener('submit', (event) => {
   connection.flush();
 });
 
+ui.message.addEventListener('input', () => {
+  if (!session || !connection || !ui.message.value.trim()) return;
+  const now = Date.now();
+  if (now - typingSentAt < TYPING_EVERY_MS) return;
+  typingSentAt = now;
+  connection.typing().catch(() => {
+    // A courtesy: a lost one is not worth a word, and a lost server is told by the stream.
+  });
+});
+
+// ---- editing, deleting, moderating -------------------------------------------------------
+
+function startEditing(item) {
+  if (item.querySelector('.edit-form')) return;
+  const text = item.querySelector('.text');
+  const form = document.createElement('form');
+  form.className = 'edit-form';
+  form.noValidate = true;
+  const input = document.createElement('input');
+  input.className = 'edit-input';
+  input.autocomplete = 'off';
+  input.value = text.textContent;
+  input.setAttribute('aria-label', 'Edit your message');
+  const save = button('save', 'Save');
+  save.type = 'submit';
+  form.append(input, save, button('cancel secondary', 'Cancel'));
+  text.hidden = true;
+  item.append(form);
+  input.focus();
+}
+
+function stopEditing(item) {
+  item.querySelector('.edit-form')?.remove();
+  item.querySelector('.text').hidden = false;
+}
+
+async function saveEdit(item, form) {
+  const input = form.querySelector('.edit-input');
+  const message = input.value;
+  if (message === item.querySelector('.text').textContent) {
+    stopEditing(item);
+    return;
+  }
+  const current = connection;
+  const fields = form.querySelectorAll('input, button');
+  for (const field of fields) field.disabled = true;
+  try {
+    const edited = await current.editMessage(item.dataset.id, message);
+    if (connection !== current) return;
+    applyEdit(item.dataset.id, edited ?? {});
+    stopEditing(item);
+  } catch (error) {
+    if (connection !== current) return;
+    for (const field of fields) field.disabled = false;
+    setStatus(`Not edited: ${api.describe(error, 'edit')}`, { kind: 'error' });
+  }
+}
+
+/** Runs the action of button `control` (disabled meanwhile); a refusal is told in `#status`. */
+async function runAction(control, action, failed, run) {
+  const current = connection;
+  if (!current) return;
+  control.disabled = true;
+  try {
+    await run(current);
+  } catch (error) {
+    if (connection === current) setStatus(`${failed}: ${api.describe(error, action)}`, { kind: 'error' });
+  } finally {
+    control.disabled = false;
+  }
+}
+
+ui.messages.addEventListener('click', (event) => {
+  const control = event.target.closest('button');
+  const item = control?.closest('#messages > li');
+  if (!item) return;
+  if (control.classList.contains('edit')) {
+    startEditing(item);
+  } else if (control.classList.contains('cancel')) {
+    stopEditing(item);
+  } else if (control.classList.contains('delete')) {
+    const { id } = item.dataset;
+    runAction(control, 'delete', 'Not deleted', async (current) => {
+      await current.deleteMessage(id);
+      if (connection === current) applyDelete(id);
+    });
+  }
+});
+
+ui.messages.addEventListener('submit', (event) => {
+  event.preventDefault();
+  const item = event.target.closest('#messages > li');
+  if (item) saveEdit(item, event.target);
+});
+
+ui.messages.addEventListener('keydown', (event) => {
+  const item = event.target.closest?.('#messages > li');
+  if (event.key === 'Escape' && item && event.target.classList.contains('edit-input')) {
+    stopEditing(item);
+  }
+});
+
+ui.members.addEventListener('click', (event) => {
+  const control = event.target.closest('button.kick, button.ban');
+  if (!control) return;
+  const { username } = control.dataset;
+  const ban = control.classList.contains('ban');
+  runAction(control, 'remove', 'Not removed', (current) => current.removeMember(username, ban));
+});
+
 ui.leave.addEventListener('click', async () => {
   if (!session) return;
   ui.leave.disabled = true;
   connection?.stop();
   const roomId = session.roomId;
   try {
-    await api.leaveRoom(session);
+    await api.removeMember(session, session.username);
     exitRoom(`You left ${roomId}.`, 'info');
   } catch (error) {
     if (api.isMembershipGone(error)) {

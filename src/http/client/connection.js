@@ -19,6 +19,10 @@
 // - The outbox is sent head first, one message at a time, so messages keep the order they
 //   were typed in. Each carries a client-chosen id (`clientMsgId` on WebSocket, the
 //   `Idempotency-Key` header on REST): resending it after a lost reply lands it once.
+// - The member's other actions (typing, editing, deleting, removing a member) go over the
+//   WebSocket while one is ready, else over REST, which works whatever the link is doing.
+// - Ephemeral events (presence, typing) carry no id: they are passed on as they come and
+//   never move the page's last processed id.
 
 import * as api from './api.js';
 
@@ -39,7 +43,12 @@ export const ROOM_EVENTS = [
   'add:member:success',
   'remove:member:success',
   'create:chat:success',
+  'update:chat:success',
+  'delete:chat:success',
 ];
+
+/** API.md's ephemeral events: no id, not in the log, never replayed. */
+export const EPHEMERAL_EVENTS = ['presence', 'typing'];
 
 function backoff(retries) {
   const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** retries);
@@ -133,6 +142,8 @@ class WebSocketLink {
     }
     if (typeof frame.id === 'string' && ROOM_EVENTS.includes(frame.event)) {
       this.connection.roomEvent(this, frame.id, frame.event, frame.data);
+    } else if (EPHEMERAL_EVENTS.includes(frame.event)) {
+      this.connection.ephemeralEvent(this, frame.event, frame.data);
     }
   }
 
@@ -196,17 +207,22 @@ class EventSourceLink {
       this.ready = true;
       connection.linkReady(this, { complete: true });
     };
-    for (const name of ROOM_EVENTS) {
-      source.addEventListener(name, (message) => {
-        let data;
-        try {
-          data = JSON.parse(message.data);
-        } catch {
-          return;
-        }
-        connection.roomEvent(this, message.lastEventId, name, data);
-      });
-    }
+    const listen = (names, deliver) => {
+      for (const name of names) {
+        source.addEventListener(name, (message) => {
+          let data;
+          try {
+            data = JSON.parse(message.data);
+          } catch {
+            return;
+          }
+          deliver(name, data, message.lastEventId);
+        });
+      }
+    };
+    listen(ROOM_EVENTS, (name, data, id) => connection.roomEvent(this, id, name, data));
+    // Sent without an `id:` line, so `lastEventId` there is the previous event's: unused.
+    listen(EPHEMERAL_EVENTS, (name, data) => connection.ephemeralEvent(this, name, data));
     source.addEventListener('resume:gap', () => connection.gap(this));
     // Our own reconnect (with the last id we processed) replaces EventSource's.
     source.onerror = () => this.fail({});
@@ -234,8 +250,8 @@ class EventSourceLink {
  * The member's live connection to one room.
  *
  * `on` receives: `transport(name, fellBack)`, `state(state, text, kind)`, `ready(name,
- * {complete})`, `event(id, name, data)`, `gap()`, `members(list)`, `sent(item, stored)`,
- * `rejected(item, error)`, `problem(error)` and `ended(error)`.
+ * {complete})`, `event(id, name, data)`, `ephemeral(name, data)`, `gap()`, `members(list)`,
+ * `sent(item, stored)`, `rejected(item, error)`, `problem(error)` and `ended(error)`.
  */
 export class Connection {
   constructor({ session, mode, lastEventId, outbox, on }) {
@@ -306,6 +322,10 @@ export class Connection {
     this.on.event(id, name, data);
   }
 
+  ephemeralEvent(link, name, data) {
+    if (link === this.link && !this.stopped) this.on.ephemeral(name, data);
+  }
+
   gap(link) {
     if (link === this.link && !this.stopped) this.on.gap();
   }
@@ -363,6 +383,39 @@ export class Connection {
     if (this.stopped) return;
     this.stop();
     this.on.ended(error);
+  }
+
+  /**
+   * Sends client event `event` with `data` (plus the room) over the WebSocket when one is
+   * ready, else makes the REST call `overRest`; resolves with the ack data or the reply.
+   */
+  act(event, data, overRest) {
+    const link = this.link;
+    if (link?.ready && link instanceof WebSocketLink) {
+      return link.request(event, { roomId: this.session.roomId, ...data });
+    }
+    return overRest();
+  }
+
+  /** Tells the room the member is typing. */
+  typing() {
+    return this.act('typing', {}, () => api.typing(this.session));
+  }
+
+  /** Replaces the text of message `id`; resolves with the message as edited. */
+  editMessage(id, message) {
+    return this.act('update:chat', { id, message },
+      () => api.editMessage(this.session, id, message));
+  }
+
+  deleteMessage(id) {
+    return this.act('delete:chat', { id }, () => api.deleteMessage(this.session, id));
+  }
+
+  /** The owner's kick of another member; `ban` also bans the name. */
+  removeMember(username, ban) {
+    return this.act('remove:member', ban ? { username, ban: true } : { username },
+      () => api.removeMember(this.session, username, ban));
   }
 
   /** Sends the outbox, head first, while a link is ready. Safe to call at any time. */

@@ -27,15 +27,15 @@ use std::sync::{Arc, Mutex};
 
 use self::expiry::ExpiryIndex;
 pub use self::feed::LocalFeed;
-use self::room::{KeptKey, Room};
+use self::room::{KeptKey, Revision, Room};
 use super::{
     Admin, Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, LogRead, MemberInfo,
-    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, RoomLog, RoomSummary,
-    RoomsPage, StoreFuture, StoreSettings,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, RoomLog,
+    RoomSummary, RoomsPage, StoreFuture, StoreSettings,
 };
 use crate::domain::{
-    Ephemeral, EphemeralKind, EventId, EventKind, LeaveReason, MessageText, RoomEvent, RoomId,
-    TYPING_EVERY, TokenHash, Username, now_ms,
+    ChatMessage, Ephemeral, EphemeralKind, EventId, EventKind, LeaveReason, MessageText, RoomEvent,
+    RoomId, TYPING_EVERY, TokenHash, Username, now_ms,
 };
 
 pub struct MemoryStore {
@@ -362,6 +362,81 @@ impl RoomLog for MemoryStore {
         ready(outcome)
     }
 
+    fn edit_message<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+        text: MessageText,
+    ) -> StoreFuture<'a, Revised<ChatMessage>> {
+        let outcome = self.with_rooms(|rooms, now, appended| {
+            let Some(room) = self.member_room(&mut rooms.map, room_id, token_hash, now) else {
+                return Revised::Unauthorized;
+            };
+            let Some(mut message) = room.revisable(target) else {
+                return Revised::NotFound;
+            };
+            if !room.is_author(token_hash, &message) {
+                return Revised::Forbidden;
+            }
+            if message.message == text.as_str() {
+                return Revised::Done(message);
+            }
+            let kind = EventKind::ChatEdited {
+                target,
+                username: message.username.clone(),
+                message: text.as_str().to_owned(),
+            };
+            let limit = self.settings.history_limit;
+            let edit = room.append(room_id, kind, now, limit, appended);
+            message.message = text.into_string();
+            message.edited_ts = Some(crate::domain::timestamp(edit.id));
+            let revision = Revision {
+                id: edit.id,
+                text: Some(message.message.clone()),
+            };
+            room.revise(target, revision);
+            Revised::Done(message)
+        });
+        ready(outcome)
+    }
+
+    fn delete_message<'a>(
+        &'a self,
+        room_id: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+    ) -> StoreFuture<'a, Revised<EventId>> {
+        let outcome = self.with_rooms(|rooms, now, appended| {
+            let Some(room) = self.member_room(&mut rooms.map, room_id, token_hash, now) else {
+                return Revised::Unauthorized;
+            };
+            let Some(message) = room.revisable(target) else {
+                return Revised::NotFound;
+            };
+            let owns = room
+                .tokens
+                .get(token_hash)
+                .is_some_and(|key| room.is_owner(key));
+            if !room.is_author(token_hash, &message) && !owns {
+                return Revised::Forbidden;
+            }
+            let kind = EventKind::ChatDeleted {
+                target,
+                username: message.username,
+            };
+            let limit = self.settings.history_limit;
+            let deletion = room.append(room_id, kind, now, limit, appended);
+            let revision = Revision {
+                id: deletion.id,
+                text: None,
+            };
+            room.revise(target, revision);
+            Revised::Done(deletion.id)
+        });
+        ready(outcome)
+    }
+
     fn authenticate<'a>(
         &'a self,
         room_id: &'a RoomId,
@@ -465,14 +540,13 @@ impl RoomLog for MemoryStore {
                 return Authorized::Unauthorized;
             };
             // One more than asked tells whether an earlier page exists.
-            let mut newest_first: Vec<RoomEvent> = room
+            let mut newest_first: Vec<ChatMessage> = room
                 .log
                 .iter()
                 .rev()
                 .filter(|event| before.is_none_or(|before| event.id < before))
-                .filter(|event| matches!(event.kind, EventKind::Chat { .. }))
+                .filter_map(|event| room.shown(event))
                 .take(limit + 1)
-                .cloned()
                 .collect();
             Authorized::Member(page_from_newest_first(&mut newest_first, limit))
         });
@@ -710,10 +784,10 @@ fn presence(room: &RoomId, username: String, online: bool) -> Ephemeral {
     }
 }
 
-/// Turns up to `limit + 1` chat events, newest first, into a page: the extra one only says
+/// Turns up to `limit + 1` chat messages, newest first, into a page: the extra one only says
 /// that an earlier page exists.
 pub(crate) fn page_from_newest_first(
-    newest_first: &mut Vec<RoomEvent>,
+    newest_first: &mut Vec<ChatMessage>,
     limit: usize,
 ) -> HistoryPage {
     let has_more = newest_first.len() > limit;
@@ -738,30 +812,42 @@ mod tests {
         RoomId::parse(name).expect("a valid room id")
     }
 
-    #[tokio::test]
-    async fn the_sweep_times_out_lapsed_members_and_reschedules_their_room() {
-        let store = MemoryStore::new(
+    /// A store keeping `history_limit` events per room, with leases of `member_ttl_ms`.
+    fn store(history_limit: usize, member_ttl_ms: u64) -> MemoryStore {
+        MemoryStore::new(
             StoreSettings {
-                history_limit: 100,
-                // Every lease has lapsed by the time the sweep runs.
-                member_ttl_ms: 0,
+                history_limit,
+                member_ttl_ms,
                 room_ttl_secs: 3600,
                 idempotency_ttl_secs: 60,
                 online_ttl_ms: 1000,
                 max_members_per_room: 10,
             },
             Arc::new(LocalFeed::new()),
-        );
-        let lobby = room("lobby");
+        )
+    }
+
+    /// Creates `room` with alice as its creator; answers her token hash.
+    async fn created(store: &MemoryStore, room: &RoomId) -> TokenHash {
+        let token_hash = TokenHash::from_stored("a".repeat(64));
         let member = NewMember {
-            room: lobby.clone(),
+            room: room.clone(),
             username: Username::parse("alice").expect("a valid username"),
-            token_hash: TokenHash::from_stored("a".repeat(64)),
+            token_hash: token_hash.clone(),
         };
         store
             .create_room(member, None)
             .await
             .expect("the memory store answers");
+        token_hash
+    }
+
+    #[tokio::test]
+    async fn the_sweep_times_out_lapsed_members_and_reschedules_their_room() {
+        // Every lease has lapsed by the time the sweep runs.
+        let store = store(100, 0);
+        let lobby = room("lobby");
+        created(&store, &lobby).await;
         assert_eq!(store.sweep().await, Ok(1));
         // Empty now: the room is due again when its emptiness expires, not before.
         let rooms = store.rooms.lock().expect("no panic while holding it");
@@ -771,5 +857,40 @@ mod tests {
             .expect("the room is scheduled");
         let since = rooms.map[&lobby].empty_since_ms.expect("the room is empty");
         assert_eq!(due, since + 3_600_000);
+    }
+
+    #[tokio::test]
+    async fn revisions_leave_with_their_messages() {
+        let store = store(3, 60_000);
+        let lobby = room("lobby");
+        let token_hash = created(&store, &lobby).await;
+        let text = |raw: String| MessageText::parse(raw, 100).expect("a valid message");
+        for n in 0..10 {
+            let batch = NewMessages {
+                room: lobby.clone(),
+                token_hash: token_hash.clone(),
+                messages: vec![crate::store::NewMessage {
+                    text: text(format!("m{n}")),
+                    idempotency_key: None,
+                }],
+            };
+            let Ok(PostOutcome::Posted(posted)) = store.post(batch).await else {
+                panic!("the member posts");
+            };
+            let id = posted[0].as_ref().expect("a new message").id;
+            let edited = store
+                .edit_message(&lobby, &token_hash, id, text(format!("e{n}")))
+                .await
+                .expect("the memory store answers");
+            assert!(matches!(edited, Revised::Done(_)), "{edited:?}");
+            let rooms = store.rooms.lock().expect("no panic while holding it");
+            let room = &rooms.map[&lobby];
+            assert!(
+                room.revisions
+                    .keys()
+                    .all(|id| room.log.iter().any(|event| event.id == *id)),
+                "a revision outlived its message"
+            );
+        }
     }
 }

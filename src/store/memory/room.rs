@@ -1,9 +1,10 @@
-//! One room of the memory store: its members, names, tokens, log, idempotency keys and
-//! tickets, and the changes an operation makes to them (always under the store's lock).
+//! One room of the memory store: its members, names, tokens, log, idempotency keys,
+//! tickets and the revisions (edits, deletions) of its chat messages, and the changes an
+//! operation makes to them (always under the store's lock).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 
-use crate::domain::{EventId, EventKind, MessageText, RoomEvent, RoomId, TokenHash};
+use crate::domain::{ChatMessage, EventId, EventKind, MessageText, RoomEvent, RoomId, TokenHash};
 use crate::store::{KeyReused, NewMember, text_digest};
 
 pub(super) struct MemberRecord {
@@ -44,6 +45,17 @@ pub(super) struct Room {
     /// are removed at once, expired ones by the sweep; a REST rate limit and the short
     /// lifetime bound how many one client can keep here.
     pub(super) tickets: HashMap<TokenHash, (TokenHash, u64)>,
+    /// Chat message id → its last edit or its deletion, for messages still in `log` only:
+    /// an entry leaves with its message, so there are never more than the log holds.
+    pub(super) revisions: HashMap<EventId, Revision>,
+}
+
+/// What became of a chat message after it was posted.
+pub(super) struct Revision {
+    /// The id of the `update:chat:success` or `delete:chat:success` that made it so.
+    pub(super) id: EventId,
+    /// The text it has now; `None` once deleted.
+    pub(super) text: Option<String>,
 }
 
 /// An idempotency key's memory: the message's id and text digest, not the message.
@@ -68,6 +80,7 @@ impl Room {
             empty_since_ms: None,
             idempotency: HashMap::new(),
             tickets: HashMap::new(),
+            revisions: HashMap::new(),
         }
     }
 
@@ -94,7 +107,9 @@ impl Room {
         self.last_id = id;
         self.log.push_back(event.clone());
         while self.log.len() > limit {
-            self.log.pop_front();
+            if let Some(trimmed) = self.log.pop_front() {
+                self.revisions.remove(&trimmed.id);
+            }
         }
         appended.push(event.clone());
         event
@@ -124,6 +139,41 @@ impl Room {
                 message: text.as_str().to_owned(),
             },
         })
+    }
+
+    /// A chat event of the log as history shows it: with its last edit, `None` once deleted
+    /// (or when the event is not a chat message).
+    pub(super) fn shown(&self, event: &RoomEvent) -> Option<ChatMessage> {
+        let mut message = event.as_chat()?;
+        if let Some(revision) = self.revisions.get(&event.id) {
+            message.message = revision.text.clone()?;
+            message.edited_ts = Some(crate::domain::timestamp(revision.id));
+        }
+        Some(message)
+    }
+
+    /// The chat message `id` as it stands, if the log keeps it and it was not deleted: what
+    /// an edit or a deletion may change.
+    pub(super) fn revisable(&self, id: EventId) -> Option<ChatMessage> {
+        let at = self.log.binary_search_by_key(&id, |event| event.id).ok()?;
+        self.shown(&self.log[at])
+    }
+
+    /// Records what became of the chat message `id` (the log keeps it unless the append of
+    /// `revision`'s event just trimmed it, when there is nothing left to record).
+    pub(super) fn revise(&mut self, id: EventId, revision: Revision) {
+        if self.log.front().is_some_and(|oldest| oldest.id <= id) {
+            self.revisions.insert(id, revision);
+        }
+    }
+
+    /// Whether the member whose token this is wrote `message`: its display name is the
+    /// message's (a current member's name is unique in the room, so this is one member).
+    pub(super) fn is_author(&self, token_hash: &TokenHash, message: &ChatMessage) -> bool {
+        self.tokens
+            .get(token_hash)
+            .and_then(|key| self.members.get(key))
+            .is_some_and(|record| record.display == message.username)
     }
 
     /// Whether a member holds one of the name's identity keys.

@@ -123,6 +123,8 @@ struct Published {
     m: Option<String>,
     #[serde(default)]
     r: Option<String>,
+    #[serde(default)]
+    i: Option<String>,
 }
 
 /// One ephemeral event as the scripts publish it (ephemeral.lua's `tell`).
@@ -177,6 +179,7 @@ pub(super) fn parse_message(channel: &str, payload: &str) -> Option<Vec<FeedItem
                 Some(published.u),
                 published.m,
                 published.r.as_deref(),
+                published.i.as_deref(),
             )
             .ok()?;
             Some(FeedItem::Event(RoomEvent {
@@ -370,6 +373,34 @@ mod tests {
         assert!(
             parse_message("room:{lobby}", r#"[{"id":"5-1"}]"#).is_none(),
             "one malformed event fails the message"
+        );
+        let revised = logged(parse_message(
+            "room:{lobby}",
+            r#"[{"id":"6-0","p":"5-2","t":"update:chat:success","u":"a","m":"z","i":"5-1"},
+                {"id":"6-1","p":"6-0","t":"delete:chat:success","u":"a","i":"5-1"}]"#,
+        ));
+        let kinds: Vec<&EventKind> = revised.iter().map(|event| &event.kind).collect();
+        assert_eq!(
+            kinds,
+            [
+                &EventKind::ChatEdited {
+                    target: EventId::new(5, 1),
+                    username: "a".into(),
+                    message: "z".into()
+                },
+                &EventKind::ChatDeleted {
+                    target: EventId::new(5, 1),
+                    username: "a".into()
+                },
+            ]
+        );
+        assert!(
+            parse_message(
+                "room:{lobby}",
+                r#"{"id":"6-1","p":"6-0","t":"delete:chat:success","u":"a"}"#
+            )
+            .is_none(),
+            "a deletion names its message"
         );
     }
 

@@ -48,15 +48,18 @@ use self::connection::Connection;
 use self::durable::Durable;
 pub use self::feed::RedisFeed;
 use self::keys::RoomKeys;
-use self::replies::{PostAnswer, Reply, array, malformed, stream_entry, text};
+use self::replies::{PostAnswer, Reply, array, history_entry, malformed, stream_entry, text};
 use super::memory::page_from_newest_first;
 use super::{
     Authorized, CreateOutcome, HistoryPage, Holds, JoinOutcome, KeyReused, LogRead, MemberInfo,
-    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, RoomAccess, RoomLog, StoreError,
-    StoreFuture, StoreResult, StoreSettings,
+    NewMember, NewMessages, PostOutcome, RemoveOutcome, Remover, Revised, RoomAccess, RoomLog,
+    StoreError, StoreFuture, StoreResult, StoreSettings,
 };
 use crate::config::Durability;
-use crate::domain::{EventId, EventKind, RoomEvent, RoomId, TYPING_EVERY, TokenHash, Username};
+use crate::domain::{
+    ChatMessage, EventId, EventKind, MessageText, RoomEvent, RoomId, TYPING_EVERY, TokenHash,
+    Username,
+};
 
 /// A room script: prelude.lua, the libraries it names (each function a script defines costs
 /// it a closure per run, so each script gets only those it uses), then its own text.
@@ -100,7 +103,9 @@ static JOIN: LazyLock<RoomScript> = room_script!("join.lua", "membership.lua");
 static REMOVE: LazyLock<RoomScript> = room_script!("remove.lua", "membership.lua");
 static POST: LazyLock<RoomScript> = room_script!("post.lua");
 static AUTHENTICATE: LazyLock<RoomScript> = room_script!("authenticate.lua");
-static HISTORY: LazyLock<RoomScript> = room_script!("history.lua");
+static EDIT_MESSAGE: LazyLock<RoomScript> = room_script!("edit_message.lua", "revisions.lua");
+static DELETE_MESSAGE: LazyLock<RoomScript> = room_script!("delete_message.lua", "revisions.lua");
+static HISTORY: LazyLock<RoomScript> = room_script!("history.lua", "revisions.lua");
 static READ_LOG: LazyLock<RoomScript> = room_script!("read_log.lua");
 static MEMBERS: LazyLock<RoomScript> = room_script!("members.lua");
 static SWEEP_ROOM: LazyLock<RoomScript> = room_script!("sweep_room.lua", "membership.lua");
@@ -376,14 +381,21 @@ impl RedisStore {
 }
 
 /// Whether `script`'s answer tells a client its write was made (create, join, post, a member's
-/// removal, and the server API's post and delete):
+/// removal, a message's edit and deletion, and the server API's post and delete):
 /// under `REDIS_WAIT_REPLICAS` only those wait for replicas. Housekeeping (holds, sweeps) and
 /// lease refreshes on reads are not acknowledged to anyone, and do not wait.
 fn acknowledged(script: &RoomScript) -> bool {
-    [&*CREATE, &*JOIN, &*POST, &*REMOVE]
-        .into_iter()
-        .chain(admin::acknowledged_scripts())
-        .any(|acked| std::ptr::eq(acked, script))
+    [
+        &*CREATE,
+        &*JOIN,
+        &*POST,
+        &*REMOVE,
+        &*EDIT_MESSAGE,
+        &*DELETE_MESSAGE,
+    ]
+    .into_iter()
+    .chain(admin::acknowledged_scripts())
+    .any(|acked| std::ptr::eq(acked, script))
 }
 
 /// Whether the TLS handshake refused the server's certificate (rustls' `InvalidCertificate`,
@@ -601,6 +613,59 @@ impl RoomLog for RedisStore {
         })
     }
 
+    fn edit_message<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+        text: MessageText,
+    ) -> StoreFuture<'a, Revised<ChatMessage>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let target_text = target.to_string();
+            let args = [token_hash.as_str(), &lease_ttl, &target_text, text.as_str()];
+            let reply = self
+                .room_script("edit_message", &EDIT_MESSAGE, room, &[], &args, false)
+                .await?;
+            let outcome = reply.revised("edit_message status", |reply| {
+                let edited = match reply.string(2)?.as_str() {
+                    "" => None,
+                    id => Some(id.parse().map_err(|_| malformed("edit id"))?),
+                };
+                let message =
+                    ChatMessage::new(room, target, reply.string(0)?, reply.string(1)?, edited);
+                Ok((message, reply.int(3)? == 1))
+            })?;
+            Ok(outcome.map(|(message, appended)| {
+                if appended {
+                    super::count_appended("update:chat:success", 1);
+                }
+                message
+            }))
+        })
+    }
+
+    fn delete_message<'a>(
+        &'a self,
+        room: &'a RoomId,
+        token_hash: &'a TokenHash,
+        target: EventId,
+    ) -> StoreFuture<'a, Revised<EventId>> {
+        Box::pin(async move {
+            let lease_ttl = self.lease_ttl();
+            let target_text = target.to_string();
+            let args = [token_hash.as_str(), &lease_ttl, &target_text];
+            let reply = self
+                .room_script("delete_message", &DELETE_MESSAGE, room, &[], &args, false)
+                .await?;
+            let outcome = reply.revised("delete_message status", |reply| reply.event_id(0))?;
+            if matches!(outcome, Revised::Done(_)) {
+                super::count_appended("delete:chat:success", 1);
+            }
+            Ok(outcome)
+        })
+    }
+
     fn authenticate<'a>(
         &'a self,
         room: &'a RoomId,
@@ -696,7 +761,7 @@ impl RoomLog for RedisStore {
             reply.authorized("history status", |mut reply| {
                 let mut newest_first = array(reply.take(0)?)?
                     .into_iter()
-                    .map(|entry| stream_entry(room, entry))
+                    .map(|entry| history_entry(room, entry))
                     .collect::<StoreResult<Vec<_>>>()?;
                 Ok(page_from_newest_first(&mut newest_first, limit))
             })

@@ -4,8 +4,8 @@
 
 use redis::Value;
 
-use crate::domain::{EventId, EventKind, LeaveReason, RoomEvent, RoomId, Username};
-use crate::store::{Authorized, StoreError, StoreResult};
+use crate::domain::{ChatMessage, EventId, EventKind, LeaveReason, RoomEvent, RoomId, Username};
+use crate::store::{Authorized, Revised, StoreError, StoreResult};
 
 pub(super) fn malformed(what: &'static str) -> StoreError {
     tracing::error!(what, "unexpected reply from a Redis script");
@@ -71,6 +71,22 @@ impl Reply {
         match self.status.as_str() {
             "ok" => decode(self).map(Authorized::Member),
             "unauthorized" => Ok(Authorized::Unauthorized),
+            _ => Err(malformed(what)),
+        }
+    }
+
+    /// A reply of a script that edits or deletes a chat message for a member's token
+    /// (`edit_message.lua`, `delete_message.lua`): `ok`'s values decoded by `decode`.
+    pub(super) fn revised<T>(
+        self,
+        what: &'static str,
+        decode: impl FnOnce(Self) -> StoreResult<T>,
+    ) -> StoreResult<Revised<T>> {
+        match self.status.as_str() {
+            "ok" => decode(self).map(Revised::Done),
+            "unauthorized" => Ok(Revised::Unauthorized),
+            "not_found" => Ok(Revised::NotFound),
+            "forbidden" => Ok(Revised::Forbidden),
             _ => Err(malformed(what)),
         }
     }
@@ -192,15 +208,39 @@ pub(super) fn sweep_answer(reply: &Reply) -> StoreResult<SweepAnswer> {
 /// Decodes one stream entry, `[id, [field, value, ...]]`, into an event of `room`.
 pub(super) fn stream_entry(room: &RoomId, entry: Value) -> StoreResult<RoomEvent> {
     let mut parts = array(entry)?.into_iter();
-    let id: EventId = text(parts.next().ok_or_else(|| malformed("entry id"))?)?
+    stream_entry_parts(room, parts.next(), parts.next())
+}
+
+/// Decodes one entry of `history.lua`'s reply: a stream entry with its text as last edited,
+/// and for an edited message a third element, the id of its last edit.
+pub(super) fn history_entry(room: &RoomId, entry: Value) -> StoreResult<ChatMessage> {
+    let mut parts = array(entry)?.into_iter();
+    let event = stream_entry_parts(room, parts.next(), parts.next())?;
+    let edited = parts
+        .next()
+        .map(|id| text(id)?.parse().map_err(|_| malformed("edit id")))
+        .transpose()?;
+    let mut message = event.as_chat().ok_or_else(|| malformed("history entry"))?;
+    message.edited_ts = edited.map(crate::domain::timestamp);
+    Ok(message)
+}
+
+/// The event of a stream entry's id and fields.
+fn stream_entry_parts(
+    room: &RoomId,
+    id: Option<Value>,
+    fields: Option<Value>,
+) -> StoreResult<RoomEvent> {
+    let id: EventId = text(id.ok_or_else(|| malformed("entry id"))?)?
         .parse()
         .map_err(|_| malformed("entry id"))?;
-    let fields = array(parts.next().ok_or_else(|| malformed("entry fields"))?)?;
+    let fields = array(fields.ok_or_else(|| malformed("entry fields"))?)?;
     let mut kind = None;
     let mut username = None;
     let mut prev = None;
     let mut message = None;
     let mut reason = None;
+    let mut target = None;
     let mut fields = fields.into_iter();
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         let value = text(value)?;
@@ -210,6 +250,7 @@ pub(super) fn stream_entry(room: &RoomId, entry: Value) -> StoreResult<RoomEvent
             "p" => prev = Some(value),
             "m" => message = Some(value),
             "r" => reason = Some(value),
+            "i" => target = Some(value),
             _ => {}
         }
     }
@@ -217,7 +258,13 @@ pub(super) fn stream_entry(room: &RoomId, entry: Value) -> StoreResult<RoomEvent
         .ok_or_else(|| malformed("entry prev"))?
         .parse()
         .map_err(|_| malformed("entry prev"))?;
-    let kind = event_kind(kind.as_deref(), username, message, reason.as_deref())?;
+    let kind = event_kind(
+        kind.as_deref(),
+        username,
+        message,
+        reason.as_deref(),
+        target.as_deref(),
+    )?;
     Ok(RoomEvent {
         id,
         prev,
@@ -226,14 +273,22 @@ pub(super) fn stream_entry(room: &RoomId, entry: Value) -> StoreResult<RoomEvent
     })
 }
 
-/// Rebuilds an event's kind from its stored fields (`t`, `u`, `m`, `r`).
+/// Rebuilds an event's kind from its stored fields (`t`, `u`, `m`, `r`, `i`: see prelude.lua's
+/// `append`).
 pub(crate) fn event_kind(
     kind: Option<&str>,
     username: Option<String>,
     message: Option<String>,
     reason: Option<&str>,
+    target: Option<&str>,
 ) -> StoreResult<EventKind> {
     let username = username.ok_or_else(|| malformed("event username"))?;
+    let target = || -> StoreResult<EventId> {
+        target
+            .ok_or_else(|| malformed("event target"))?
+            .parse()
+            .map_err(|_| malformed("event target"))
+    };
     Ok(match kind {
         Some("create:room:success") => EventKind::RoomCreated { username },
         Some("add:member:success") => EventKind::MemberAdded { username },
@@ -246,6 +301,15 @@ pub(crate) fn event_kind(
         Some("create:chat:success") => EventKind::Chat {
             username,
             message: message.ok_or_else(|| malformed("event message"))?,
+        },
+        Some("update:chat:success") => EventKind::ChatEdited {
+            target: target()?,
+            username,
+            message: message.ok_or_else(|| malformed("event message"))?,
+        },
+        Some("delete:chat:success") => EventKind::ChatDeleted {
+            target: target()?,
+            username,
         },
         // Only ever published (`delete_room.lua`), never in a log.
         Some("room:deleted") => EventKind::RoomDeleted,

@@ -52,7 +52,7 @@ pub struct Joined {
 }
 
 /// A chat message as a post reply and history show it: exactly
-/// `{id, roomId, username, message, ts}`.
+/// `{id, roomId, username, message, ts}`, plus `editedTs` once edited.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Message {
@@ -61,6 +61,8 @@ pub struct Message {
     pub username: String,
     pub message: String,
     pub ts: String,
+    #[serde(default)]
+    pub edited_ts: Option<String>,
 }
 
 /// One HTTP reply, read whole.
@@ -323,6 +325,30 @@ impl TestApp {
     /// Posts `message` as the member `token` names; asserts 201.
     pub async fn say(&self, room: &str, token: &str, message: &str) -> Message {
         self.post(room, Some(token), message).await.expect_as(201)
+    }
+
+    /// `PATCH /rooms/{room}/messages/{id}` with `{message}`.
+    pub async fn edit(&self, room: &str, id: &str, token: Option<&str>, message: &str) -> Reply {
+        let path = format!(
+            "/rooms/{}/messages/{}",
+            path_segment(room),
+            path_segment(id)
+        );
+        self.send(
+            self.request(Method::PATCH, &path, token)
+                .json(&json!({"message": message})),
+        )
+        .await
+    }
+
+    /// `DELETE /rooms/{room}/messages/{id}`.
+    pub async fn delete_message(&self, room: &str, id: &str, token: Option<&str>) -> Reply {
+        let path = format!(
+            "/rooms/{}/messages/{}",
+            path_segment(room),
+            path_segment(id)
+        );
+        self.send(self.request(Method::DELETE, &path, token)).await
     }
 
     /// `GET /rooms/{room}/messages?{query}` (`query` without the `?`, may be empty).

@@ -3,10 +3,12 @@
 -- KEYS of every room script, all under the room's hash tag so one script touches one slot:
 --   1 room:{id}:meta     hash: created, secret (PHC hash, absent when open), last (last event id),
 --                        owner (the creator's username key, absent once it was removed),
---                        ban:<identity key> -> '1' for each identity key of a banned name (in
---                        meta, which lives exactly as long as the room: a key of their own
---                        would be missing in most rooms, and a script naming a missing key is
---                        refused while its slot migrates)
+--                        ban:<identity key> -> '1' for each identity key of a banned name,
+--                        rev:<chat message id> -> what became of the message (revisions.lua)
+--                        and revs (how many rev: fields there are at most) (in meta, which
+--                        lives exactly as long as the room: a key of their own would be
+--                        missing in most rooms, and a script naming a missing key is refused
+--                        while its slot migrates)
 --   2 room:{id}:members  hash: username key -> <64 hex token hash>:<display name>
 --   3 room:{id}:tokens   hash: token hash -> username key
 --   4 room:{id}:leases   zset: username key -> lease deadline (ms, Redis clock)
@@ -50,21 +52,24 @@ local appended, appended_last = {}, nil
 local told = nil
 
 -- Appends one event to the log with the id of the event before it, so readers of the log and
--- subscribers can tell a gap from a quiet room. Returns the id.
+-- subscribers can tell a gap from a quiet room. Returns the id. Fields: t the event's name,
+-- u the member, p the event before, m the message, r a removal's reason, i the chat message
+-- an edit or a deletion changes (replies.rs's event_kind reads them back).
 --
 -- The trim is approximate (`MAXLEN ~`): Redis drops only whole stream nodes (up to
 -- stream-node-max-entries events, 100 by default), which costs next to nothing, where an
 -- exact trim deletes inside a node entry by entry on every append, most of Redis's CPU per
 -- message. The log so holds the last history_limit events and up to a node's worth more;
 -- every reader keeps to the last history_limit (`oldest_kept`), so no one sees the rest.
-local function append(kind, username, message, reason)
+local function append(kind, username, message, reason, target)
   local prev = appended_last or redis.call('HGET', meta, 'last') or '0-0'
   local fields = {'t', kind, 'u', username, 'p', prev}
   if message then fields[#fields + 1] = 'm'; fields[#fields + 1] = message end
   if reason then fields[#fields + 1] = 'r'; fields[#fields + 1] = reason end
+  if target then fields[#fields + 1] = 'i'; fields[#fields + 1] = target end
   local id = redis.call('XADD', log, 'MAXLEN', '~', history_limit, '*', unpack(fields))
   appended_last = id
-  appended[#appended + 1] = {id = id, p = prev, t = kind, u = username, m = message, r = reason}
+  appended[#appended + 1] = {id = id, p = prev, t = kind, u = username, m = message, r = reason, i = target}
   return id
 end
 
