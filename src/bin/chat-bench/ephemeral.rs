@@ -26,8 +26,9 @@ use crate::{BenchResult, Joined, RoundTrips, drain, hosts, read_round_trips, spr
 
 /// The room must settle (every member has the setup's events) within this.
 const SETTLE_LIMIT: Duration = Duration::from_secs(120);
-/// Setup has settled once no ephemeral event arrived for this long.
-const SETTLE_QUIET: Duration = Duration::from_millis(500);
+/// Setup has settled, and a run has drained, once no ephemeral event arrived for this long
+/// (at the end, the expected count is an estimate that a flap's race may leave unreached).
+const QUIET: Duration = Duration::from_millis(500);
 /// A resuming member waits this long at most for each frame.
 const REPLY_LIMIT: Duration = Duration::from_secs(30);
 /// After the grace, the time a server may take to tell the room `offline` (PROTOCOL.md: within
@@ -50,7 +51,8 @@ pub struct Shape {
     /// `offline` and `online`. Between the two is refused: the outcome would be a race.
     #[arg(long, default_value_t = 0)]
     away_ms: u64,
-    /// Seconds of typing and flapping.
+    /// Seconds of flapping; typing goes on until the last flap is back (up to `--away-ms`
+    /// more), and the rates are over that whole time.
     #[arg(long, default_value_t = 10)]
     duration: u64,
 }
@@ -70,8 +72,11 @@ struct Room {
     epoch: Instant,
     away_for: Duration,
     presence_per_flap: bool,
-    /// When typing and flapping start and stop; set when they start.
-    schedule: OnceLock<(Instant, Instant)>,
+    /// When typing starts; set then.
+    start: OnceLock<Instant>,
+    /// Members type while this holds: from `start` until every flap asked for is back, so
+    /// that typing goes on as long as flaps do.
+    typing: AtomicBool,
     /// Per member: when it last sent `typing`, in ns since `epoch`.
     typing_sent_ns: Vec<AtomicU64>,
     /// Per member: in a flap (its connection dropped, its resume not yet answered).
@@ -80,6 +85,8 @@ struct Room {
     connected: AtomicUsize,
     /// Members that lost their connection or their membership for good.
     gone: AtomicUsize,
+    /// Flaps over (back, or given up).
+    flapped: AtomicU64,
     /// The setup's last logged event: every member receives it, and nothing after it is
     /// logged during the run.
     setup_last: EventId,
@@ -272,6 +279,7 @@ impl Member {
             }
         };
         room.away[self.n].store(false, Ordering::Relaxed);
+        room.flapped.fetch_add(1, Ordering::Relaxed);
         back
     }
 
@@ -342,7 +350,7 @@ async fn next_tick(ticks: &mut Option<Interval>) {
 }
 
 /// Runs one member until `stop`: reads its connection, types once `go` says so (at its phase
-/// of the period, until the deadline), and flaps when the flapper asks. Returns its tally.
+/// of the period, while the room types), and flaps when the flapper asks. Returns its tally.
 async fn member(
     room: Arc<Room>,
     mut member: Member,
@@ -359,7 +367,7 @@ async fn member(
             () = stop.cancelled() => break,
             () = go.cancelled(), if !started => {
                 started = true;
-                if let Some((start, _)) = room.schedule.get() {
+                if let Some(start) = room.start.get() {
                     let mut interval = tokio::time::interval_at((*start + phase).into(), period);
                     // A late tick puts the next one a period after it: no typing comes sooner
                     // than the period after the one before (the throttle would drop it).
@@ -368,7 +376,7 @@ async fn member(
                 }
             }
             () = next_tick(&mut ticks) => {
-                if room.schedule.get().is_none_or(|(_, deadline)| Instant::now() >= *deadline) {
+                if !room.typing.load(Ordering::Relaxed) {
                     ticks = None;
                 } else if member.send_typing(&room, &mut ws).await.is_err() {
                     member.tally.connections_lost += 1;
@@ -416,10 +424,16 @@ async fn member(
 
 /// Asks `per_sec` members a second to flap, until the deadline: every member once before any
 /// twice, in an order that spreads them over the room (and so over the servers), skipping
-/// those in a flap.
-async fn flapper(room: Arc<Room>, flaps: Vec<mpsc::Sender<()>>, per_sec: f64, deadline: Instant) {
+/// those in a flap. Returns how many it asked.
+async fn flapper(
+    room: Arc<Room>,
+    flaps: Vec<mpsc::Sender<()>>,
+    per_sec: f64,
+    deadline: Instant,
+) -> u64 {
+    let mut asked = 0;
     if per_sec <= 0.0 || flaps.is_empty() {
-        return;
+        return asked;
     }
     let members = flaps.len();
     let stride = stride(members);
@@ -430,12 +444,13 @@ async fn flapper(room: Arc<Room>, flaps: Vec<mpsc::Sender<()>>, per_sec: f64, de
     loop {
         ticks.tick().await;
         if Instant::now() >= deadline {
-            return;
+            return asked;
         }
         for _ in 0..members {
             let n = pick * stride % members;
             pick += 1;
             if !room.away[n].load(Ordering::Relaxed) && flaps[n].try_send(()).is_ok() {
+                asked += 1;
                 break;
             }
         }
@@ -536,11 +551,13 @@ pub async fn run(
         epoch,
         away_for,
         presence_per_flap: away_for >= GRACE + TELLING,
-        schedule: OnceLock::new(),
+        start: OnceLock::new(),
+        typing: AtomicBool::new(false),
         typing_sent_ns: (0..members).map(|_| AtomicU64::new(0)).collect(),
         away: (0..members).map(|_| AtomicBool::new(false)).collect(),
         connected: AtomicUsize::new(members),
         gone: AtomicUsize::new(0),
+        flapped: AtomicU64::new(0),
         setup_last,
         settled: AtomicUsize::new(0),
         seen: AtomicU64::new(0),
@@ -590,7 +607,7 @@ pub async fn run(
         room.settled.load(Ordering::Relaxed) == members
     })
     .await?;
-    drain(&room.seen, u64::MAX, SETTLE_QUIET).await;
+    drain(&room.seen, u64::MAX, QUIET).await;
     let setup = setup_started.elapsed();
 
     let counts_before = Counts::read(servers).await?;
@@ -599,23 +616,23 @@ pub async fn run(
     room.measuring.store(true, Ordering::Relaxed);
     let start = Instant::now();
     let deadline = start + Duration::from_secs(shape.duration);
-    room.schedule
-        .set((start, deadline))
-        .map_err(|_| "the schedule is set once")?;
+    room.start.set(start).map_err(|_| "the start is set once")?;
+    room.typing.store(true, Ordering::Relaxed);
     go.cancel();
     let flapper = tokio::spawn(flapper(room.clone(), flaps, shape.flaps_per_sec, deadline));
     tokio::time::sleep_until(deadline.into()).await;
-    flapper.await?;
+    let asked = flapper.await?;
     until(
         away_for + 2 * REPLY_LIMIT,
         "every flapping member came back",
-        || room.connected.load(Ordering::Relaxed) + room.gone.load(Ordering::Relaxed) == members,
+        || room.flapped.load(Ordering::Relaxed) == asked,
     )
     .await?;
+    room.typing.store(false, Ordering::Relaxed);
     let sending = start.elapsed();
     let expected = room.expected_typing.load(Ordering::Relaxed)
         + room.expected_presence.load(Ordering::Relaxed);
-    drain(&room.received, expected, Duration::from_secs(2)).await;
+    drain(&room.received, expected, QUIET).await;
     let elapsed = start.elapsed();
     let watched_after = watched.sample()?;
     let bench_after = bench.sample()?;
