@@ -40,7 +40,8 @@ pub struct Shape {
     #[arg(long, default_value_t = 1000)]
     members: usize,
     /// Seconds between one member's `typing`. The server broadcasts at most one per member per
-    /// 2 s: the default is a little over, so that arrival jitter does not drop any.
+    /// 2 s: the default is a little over, so that arrival jitter does not drop any. 0: nobody
+    /// types (flaps alone).
     #[arg(long, default_value_t = 2.1)]
     typing_every: f64,
     /// Members per second, across the room, that drop their connection and come back.
@@ -356,7 +357,7 @@ async fn member(
     mut member: Member,
     mut ws: Ws,
     mut flaps: mpsc::Receiver<()>,
-    (period, phase): (Duration, Duration),
+    (period, phase): (Option<Duration>, Duration),
     (go, stop): (CancellationToken, CancellationToken),
 ) -> Tally {
     let mut ticks: Option<Interval> = None;
@@ -367,7 +368,7 @@ async fn member(
             () = stop.cancelled() => break,
             () = go.cancelled(), if !started => {
                 started = true;
-                if let Some(start) = room.start.get() {
+                if let (Some(start), Some(period)) = (room.start.get(), period) {
                     let mut interval = tokio::time::interval_at((*start + phase).into(), period);
                     // A late tick puts the next one a period after it: no typing comes sooner
                     // than the period after the one before (the throttle would drop it).
@@ -529,8 +530,8 @@ pub async fn run(
         )
         .into());
     }
-    if shape.members < 2 || !shape.typing_every.is_finite() || shape.typing_every <= 0.0 {
-        return Err("--members must be at least 2 and --typing-every above 0".into());
+    if shape.members < 2 || !shape.typing_every.is_finite() || shape.typing_every < 0.0 {
+        return Err("--members must be at least 2 and --typing-every 0 or more".into());
     }
     let members = shape.members;
     let bench = Process::own();
@@ -566,7 +567,7 @@ pub async fn run(
         expected_typing: AtomicU64::new(0),
         expected_presence: AtomicU64::new(0),
     });
-    let period = Duration::from_secs_f64(shape.typing_every);
+    let period = (shape.typing_every > 0.0).then(|| Duration::from_secs_f64(shape.typing_every));
     let (go, stop) = (CancellationToken::new(), CancellationToken::new());
     let mut tasks = Vec::with_capacity(members);
     let mut flaps = Vec::with_capacity(members);
@@ -589,7 +590,7 @@ pub async fn run(
         };
         let (asks, asked) = mpsc::channel(1);
         flaps.push(asks);
-        let phase = period.mul_f64(spread(n));
+        let phase = period.unwrap_or_default().mul_f64(spread(n));
         tasks.push((
             server,
             tokio::spawn(member(
@@ -644,7 +645,7 @@ pub async fn run(
     report.transport = room.transport.name();
     report.rooms = 1;
     report.members = members;
-    report.rate_per_sender = 1.0 / shape.typing_every;
+    report.rate_per_sender = period.map_or(0.0, |period| 1.0 / period.as_secs_f64());
     report.setup_s = setup.as_secs_f64();
     report.sending_s = sending.as_secs_f64();
     report.elapsed_s = elapsed.as_secs_f64();
