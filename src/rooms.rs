@@ -403,7 +403,7 @@ fn removal_refused(outcome: RemoveOutcome) -> ApiError {
             ApiError::forbidden("only the room's owner may remove another member")
         }
         RemoveOutcome::OwnBan => {
-            ApiError::invalid("a member cannot ban its own name; leave without ban instead")
+            ApiError::forbidden("a member may not ban its own name; leave without ban instead")
         }
         RemoveOutcome::Left(_) | RemoveOutcome::Removed(_) | RemoveOutcome::BannedOnly => {
             tracing::error!("the store answered a removal with an outcome its remover cannot have");

@@ -134,7 +134,7 @@ conformance! {
         app.remove(&room, "bob", Some(&carol.token), "ban=true").await.expect_error(403, "forbidden");
         app.remove(&room, "bob", Some(&alice.token), "ban=yes").await.expect_error(400, "invalid_request");
         app.remove(&room, "bob", Some(&alice.token), "ban=").await.expect_error(400, "invalid_request");
-        app.remove(&room, "alice", Some(&alice.token), "ban=true").await.expect_error(400, "invalid_request");
+        app.remove(&room, "alice", Some(&alice.token), "ban=true").await.expect_error(403, "forbidden");
         app.remove(&room, "nobody", Some(&alice.token), "").await.expect_error(404, "not_member");
         app.remove(&room, "nobody", Some(&alice.token), "ban=true").await.expect_error(404, "not_member");
         app.join_room(&room, "nobody").await;
@@ -200,11 +200,11 @@ conformance! {
         assert_eq!(alice.event_named("add:member:success").await["data"]["username"], "bob");
         assert_eq!(alice.event_named("add:member:success").await["data"]["username"], "carol");
 
-        // Not the owner: forbidden. The owner banning itself, or a ban that is not a boolean:
+        // Not the owner, or any member banning itself: forbidden. A ban that is not a boolean:
         // invalid_request.
         refused(&mut carol, "remove:member", json!({"roomId": room, "username": "bob"}), "forbidden").await;
-        refused(&mut carol, "remove:member", json!({"roomId": room, "username": "carol", "ban": true}), "invalid_request").await;
-        refused(&mut alice, "remove:member", json!({"roomId": room, "username": "alice", "ban": true}), "invalid_request").await;
+        refused(&mut carol, "remove:member", json!({"roomId": room, "username": "carol", "ban": true}), "forbidden").await;
+        refused(&mut alice, "remove:member", json!({"roomId": room, "username": "alice", "ban": true}), "forbidden").await;
         refused(&mut alice, "remove:member", json!({"roomId": room, "username": "bob", "ban": "yes"}), "invalid_request").await;
         refused(&mut alice, "remove:member", json!({"roomId": room, "username": "nobody"}), "not_member").await;
 

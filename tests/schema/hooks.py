@@ -61,7 +61,7 @@ class MemberToken:
         room = (case.path_parameters or {}).get("roomId")
         if isinstance(room, str) and ROOM_ID.fullmatch(room) and room not in DOT_SEGMENTS:
             case.path_parameters["roomId"] = data["roomId"]
-            # Leaving: about half the cases name the member itself (204, or 400 with
+            # Leaving: about half the cases name the member itself (204, or 403 with
             # `ban=true`), the others someone else (the token is the room owner's: 404, no
             # member has that name) or an invalid name (400). Decided by the generated name,
             # so a seed replays the same way.
