@@ -128,7 +128,9 @@ fn assert_lossless(report: &Value, members: u64, nominal_sent: u64, senders: u64
         0.0 < p50 && p50 <= p99 && p99 <= max,
         "latencies in order: {report}"
     );
-    assert!(figure(report, "server_cpu_s") > 0.0, "{report}");
+    // Read in clock ticks (10 ms): a one-second run of ten posts may take the server less
+    // than one (seen on Redis, fan-out 1 × 10 at 10 msg/s).
+    assert!(figure(report, "server_cpu_s") >= 0.0, "{report}");
     assert!(count(report, "server_rss_kib_after") > 0, "{report}");
     assert!(figure(report, "bench_cpu_s") >= 0.0, "{report}");
 }
