@@ -130,13 +130,81 @@ impl Transport {
         }
     }
 
-    /// Sends a client event and waits for its ack's data (skipping room events).
+    /// Sends a client event and waits for its ack's data (skipping room events, answering
+    /// pings); an error reply is an error.
     pub async fn call(self, ws: &mut Ws, event: &str, data: Value) -> BenchResult<Value> {
-        match self {
-            Self::Ws => call(ws, json!({"event": event, "data": data})).await,
-            // One call per connection before any chat: ack id 0 is free.
-            Self::Socketio => socketio::call(ws, 0, event, data).await,
+        // Reply id 0 is free: other client events (chat, typing) number theirs from 1.
+        ws.send(Message::text(self.event_frame(event, 0, &data)))
+            .await?;
+        loop {
+            let text = next_text(ws).await?;
+            if let Some(answer) = self.answer(&text) {
+                ws.send(Message::text(answer)).await?;
+            } else if let Some(reply) = self.reply(&text)
+                && reply.id.unwrap_or(0) == 0
+            {
+                return reply.outcome.map_err(Into::into);
+            }
         }
+    }
+
+    /// A client event frame whose reply carries `reply_id` (`/ws`: its `ref`; socket.io: its
+    /// ack id).
+    pub fn event_frame(self, event: &str, reply_id: u64, data: &Value) -> String {
+        match self {
+            Self::Ws => {
+                json!({"event": event, "ref": reply_id.to_string(), "data": data}).to_string()
+            }
+            Self::Socketio => socketio::event_frame(reply_id, event, data),
+        }
+    }
+
+    /// The direct reply to a client event that `text` is, if it is one: `/ws` `ack` or
+    /// `error`, or a socket.io ack (an ack carrying `{error}` is an error).
+    pub fn reply(self, text: &str) -> Option<Reply> {
+        let (id, data) = match self {
+            Self::Ws => {
+                let failed = text.starts_with(r#"{"event":"error""#);
+                if !failed && !text.starts_with(r#"{"event":"ack""#) {
+                    return None;
+                }
+                let Ok(reply) = serde_json::from_str::<Value>(text) else {
+                    return Some(Reply::unreadable(text));
+                };
+                let id = reply["ref"].as_str().and_then(|id| id.parse().ok());
+                let data = reply["data"].clone();
+                if failed {
+                    return Some(Reply {
+                        id,
+                        outcome: Err(format!("server error: {data}")),
+                    });
+                }
+                (id, data)
+            }
+            Self::Socketio => {
+                let (id, data) = socketio::ack(text)?;
+                let Some(data) = data else {
+                    return Some(Reply::unreadable(text));
+                };
+                (Some(id), data)
+            }
+        };
+        let outcome = match data.get("error") {
+            Some(_) => Err(format!("server error: {data}")),
+            None => Ok(data),
+        };
+        Some(Reply { id, outcome })
+    }
+
+    /// A room event's name and the rest of its frame (its `id` and `data` on `/ws`, its data on
+    /// socket.io), if `text` is a room event.
+    pub fn room_event(self, text: &str) -> Option<(&str, &str)> {
+        let rest = match self {
+            Self::Ws => text.strip_prefix(r#"{"event":""#)?,
+            Self::Socketio => text.strip_prefix(r#"42[""#)?,
+        };
+        let (name, rest) = rest.split_once('"')?;
+        (self == Self::Socketio || (name != "ack" && name != "error")).then_some((name, rest))
     }
 
     /// The `seq`th bench chat message of a sender, as a `create:chat` frame.
@@ -159,20 +227,24 @@ impl Transport {
 
     /// The answer a text frame asks for: an Engine.IO ping's pong (`/ws` pings are WebSocket
     /// pings, which tungstenite answers itself).
-    fn answer(self, text: &str) -> Option<&'static str> {
+    pub fn answer(self, text: &str) -> Option<&'static str> {
         (self == Self::Socketio && text == socketio::PING).then_some(socketio::PONG)
     }
 }
 
-/// Sends a `/ws` client event and waits for its direct reply (skipping room events).
-async fn call(ws: &mut Ws, frame: Value) -> BenchResult<Value> {
-    ws.send(Message::text(frame.to_string())).await?;
-    loop {
-        let reply: Value = serde_json::from_str(&next_text(ws).await?)?;
-        match reply["event"].as_str() {
-            Some("ack") => return Ok(reply["data"].clone()),
-            Some("error") => return Err(format!("server error: {}", reply["data"]).into()),
-            _ => continue,
+/// A direct reply to a client event.
+pub struct Reply {
+    /// The reply id it answers (`None`: a `/ws` error for a frame that had no readable `ref`).
+    pub id: Option<u64>,
+    /// The ack's data, or the error it carries.
+    pub outcome: Result<Value, String>,
+}
+
+impl Reply {
+    fn unreadable(text: &str) -> Self {
+        Self {
+            id: None,
+            outcome: Err(format!("unreadable reply: {text}")),
         }
     }
 }
@@ -226,6 +298,14 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Records one send-to-receive latency, in nanoseconds, in this thread's histogram.
+pub fn record_latency(latency_ns: u64) {
+    LATENCIES.with(|latencies| {
+        // Beyond the bounds (a minute) is not recorded; nothing in a run takes that long.
+        let _ = lock(latencies).record((latency_ns / 1000).max(1));
+    });
 }
 
 /// Every latency recorded since the last call, from all threads; the histograms start over.
@@ -285,10 +365,7 @@ impl Tally {
                     *last = seq;
                 }
             }
-            let latency_us = now_ns.saturating_sub(sent_ns) / 1000;
-            LATENCIES.with(|latencies| {
-                let _ = lock(latencies).record(latency_us.max(1));
-            });
+            record_latency(now_ns.saturating_sub(sent_ns));
         }
         if counted > 0 {
             self.received.delivered += counted;

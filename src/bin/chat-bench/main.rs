@@ -6,12 +6,14 @@
 //! Scenarios: `idle` (memory per idle connection), `fanout` (one sender per room), `chat`
 //! (every member sends), `sse` (fan-out to SSE receivers, REST senders) and `sweep` (raises a
 //! scenario's rate until loss appears or p99 passes a bound; `--svg` draws it, and `plot`
-//! draws several sweeps' JSON reports in one picture). Every chat message carries its
+//! draws several sweeps' JSON reports in one picture) and `ephemeral` (one big room where every
+//! member types and members drop their connection and resume: [`ephemeral`]). Every chat message carries its
 //! sender, sequence number and send time (`b <sender> <seq> <ns> …`), so receivers measure
 //! latency and detect loss, duplicates and reordering without any shared state. With several
 //! `--server`s (instances on one Redis) each room's members are spread over all of them.
 
 mod clients;
+mod ephemeral;
 mod plot;
 mod report;
 mod socketio;
@@ -71,7 +73,7 @@ struct Cli {
     /// Spread connections over this many loopback source addresses (127.0.0.1 …).
     #[arg(long, global = true, default_value_t = 8)]
     source_addrs: u8,
-    /// What the WebSocket members of `idle`, `fanout` and `chat` speak.
+    /// What the WebSocket members of `idle`, `fanout`, `chat` and `ephemeral` speak.
     #[arg(long, global = true, value_enum, default_value_t = Transport::Ws)]
     transport: Transport,
 }
@@ -108,6 +110,10 @@ enum Scenario {
     Chat(Load),
     /// R rooms × M SSE receivers, one REST sender per room (4 connections sharing its rate).
     Sse(Load),
+    /// One room of `--members` over WebSocket (`/ws` or socket.io): every member sends
+    /// `typing`, and members drop their connection and resume; reports the `typing` and
+    /// `presence` events received and the servers' and Redis' CPU per ephemeral event.
+    Ephemeral(ephemeral::Shape),
     /// Starts the server binary and measures the time until `/readyz` answers 200.
     Startup {
         /// The server binary to start.
@@ -229,10 +235,12 @@ async fn run(cli: Cli) -> BenchResult<()> {
     let servers = Servers::new(targets)?;
     let websocket_scenario = matches!(
         cli.scenario,
-        Scenario::Idle { .. } | Scenario::Fanout(_) | Scenario::Chat(_)
+        Scenario::Idle { .. } | Scenario::Fanout(_) | Scenario::Chat(_) | Scenario::Ephemeral(_)
     ) || matches!(cli.scenario, Scenario::Sweep { of, .. } if of != SweepOf::Sse);
     if cli.transport != Transport::Ws && !websocket_scenario {
-        return Err("--transport applies to idle, fanout and chat (and their sweeps)".into());
+        return Err(
+            "--transport applies to idle, fanout, chat (and their sweeps) and ephemeral".into(),
+        );
     }
     if !cli.server_pid.is_empty() && cli.server_pid.len() != cli.server.len() {
         return Err("--server-pid needs one process id per --server".into());
@@ -259,6 +267,9 @@ async fn run(cli: Cli) -> BenchResult<()> {
             };
             let run = load_run(&servers, &watched, kind, load);
             vec![with_redis_calls(&servers, cli.redis, run).await?]
+        }
+        Scenario::Ephemeral(shape) => {
+            vec![ephemeral::run(&servers, &watched, shape, cli.redis).await?]
         }
         Scenario::Startup {
             binary,
@@ -320,50 +331,77 @@ fn run_id() -> String {
     )
 }
 
+/// A member `ws_room` joined: its server's index, its connection, and what its join's ack
+/// gave it.
+pub struct Joined {
+    pub server: usize,
+    pub ws: Ws,
+    pub token: String,
+    /// The id of the last event of the room when it joined (its own join).
+    pub last_event_id: String,
+}
+
+impl Joined {
+    fn of(server: usize, ws: Ws, ack: &serde_json::Value) -> BenchResult<Self> {
+        let field = |name: &str| {
+            ack[name]
+                .as_str()
+                .map(str::to_owned)
+                .ok_or_else(|| format!("no {name} in the join's ack: {ack}"))
+        };
+        Ok(Self {
+            server,
+            ws,
+            token: field("token")?,
+            last_event_id: field("lastEventId")?,
+        })
+    }
+}
+
 /// Creates `room`, the `room_index`th, with a first member and joins `members - 1` more, each
-/// a WebSocket of its own speaking the servers' transport, spread over the servers. Each comes
-/// with its server's index; the creator is first.
+/// a WebSocket of its own speaking the servers' transport, spread over the servers. Member
+/// `n` is `m<n>` and comes `n`th; the creator is first.
 async fn ws_room(
     servers: &Servers,
     room_index: usize,
     room: &str,
     members: usize,
     first_conn: usize,
-) -> BenchResult<Vec<(usize, Ws)>> {
+) -> BenchResult<Vec<Joined>> {
     let (server, target) = servers.member(room_index, 0);
     let transport = target.transport;
     let mut creator = target.member(first_conn).await?;
-    transport
+    let ack = transport
         .call(
             &mut creator,
             "create:room",
             json!({"roomId": room, "username": "m0"}),
         )
         .await?;
-    let mut all = vec![(server, creator)];
-    let joined: Vec<BenchResult<(usize, Ws)>> = stream::iter(1..members)
+    let mut all = vec![Joined::of(server, creator, &ack)?];
+    let joined: Vec<BenchResult<(usize, Joined)>> = stream::iter(1..members)
         .map(|n| {
             let (server, target) = servers.member(room_index, n);
             let target = target.clone();
             let room = room.to_owned();
             async move {
                 let mut ws = target.member(first_conn + n).await?;
-                transport
+                let ack = transport
                     .call(
                         &mut ws,
                         "add:member",
                         json!({"roomId": room, "username": format!("m{n}")}),
                     )
                     .await?;
-                Ok((server, ws))
+                Ok((n, Joined::of(server, ws, &ack)?))
             }
         })
         .buffer_unordered(SETUP_CONCURRENCY)
         .collect()
         .await;
-    for member in joined {
-        all.push(member?);
-    }
+    let mut joined = joined.into_iter().collect::<BenchResult<Vec<_>>>()?;
+    joined.sort_by_key(|(n, _)| *n);
+    all.extend(joined.into_iter().map(|(_, member)| member));
     Ok(all)
 }
 
@@ -401,7 +439,8 @@ async fn idle(
     for room in 0..rooms {
         let size = members.min(connections - room * members);
         let name = format!("idle-{id}-{room}");
-        for (server, ws) in ws_room(servers, room, &name, size, room * members).await? {
+        for Joined { server, ws, .. } in ws_room(servers, room, &name, size, room * members).await?
+        {
             report.add_connection(server);
             if transport == Transport::Ws {
                 held.push(ws);
@@ -504,7 +543,7 @@ async fn load_run(
         }
         let members = ws_room(servers, room_index, &room, load.members, first_conn).await?;
         let mut sinks = Vec::new();
-        for (n, (server, ws)) in members.into_iter().enumerate() {
+        for (n, Joined { server, ws, .. }) in members.into_iter().enumerate() {
             let tally = Tally::new(senders_per_room, epoch, delivered_total.clone());
             // Only senders split their connection: the halves' lock costs every read.
             let incoming = if n < senders_per_room {
@@ -590,17 +629,7 @@ async fn load_run(
     let sent: u64 = sent_by.iter().map(|(_, sent)| sent).sum();
     let receivers_per_room = load.members as u64;
     let expected = sent * receivers_per_room;
-    // Drain: until everything expected arrived, or nothing moved for 2 s.
-    let mut last = delivered_total.load(Ordering::Relaxed);
-    let mut quiet_since = Instant::now();
-    while last < expected && quiet_since.elapsed() < Duration::from_secs(2) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        let now = delivered_total.load(Ordering::Relaxed);
-        if now != last {
-            last = now;
-            quiet_since = Instant::now();
-        }
-    }
+    drain(&delivered_total, expected, Duration::from_secs(2)).await;
     let elapsed = sending_started.elapsed();
     let watched_after = watched.sample()?;
     let bench_after = bench.sample()?;
@@ -639,6 +668,20 @@ async fn load_run(
     report.finish(&watched_before, &watched_after, bench_before, bench_after);
     drop(sinks);
     Ok(report)
+}
+
+/// Waits until `delivered` reaches `expected`, or until it has not moved for `quiet`.
+async fn drain(delivered: &AtomicU64, expected: u64, quiet: Duration) {
+    let mut last = delivered.load(Ordering::Relaxed);
+    let mut quiet_since = Instant::now();
+    while last < expected && quiet_since.elapsed() < quiet {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = delivered.load(Ordering::Relaxed);
+        if now != last {
+            last = now;
+            quiet_since = Instant::now();
+        }
+    }
 }
 
 /// An SSE room: a REST sender (its connection and token) and `members` SSE receivers.
@@ -810,26 +853,47 @@ impl Buckets {
 
 async fn round_trips(servers: &Servers) -> BenchResult<RoundTrips> {
     let mut total = RoundTrips::default();
+    for text in metrics(servers).await? {
+        read_round_trips(&text, &mut total);
+    }
+    Ok(total)
+}
+
+/// Every server's `/metrics` text, in `--server` order.
+async fn metrics(servers: &Servers) -> BenchResult<Vec<String>> {
+    let mut texts = Vec::new();
     for target in servers.all() {
         let mut http = Http::connect(target, 0).await?;
         let (status, body) = http.json("GET", "/metrics", None, None).await?;
         if status != 200 {
             return Err(format!("{}: /metrics answered {status}", target.host).into());
         }
-        read_round_trips(&String::from_utf8_lossy(&body), &mut total);
+        texts.push(String::from_utf8_lossy(&body).into_owned());
     }
-    Ok(total)
+    Ok(texts)
+}
+
+/// A metrics line's value (0 when unreadable).
+fn value(line: &str) -> f64 {
+    line.rsplit(' ')
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The sum of counter `name`'s samples that carry `label` (e.g. `kind="typing"`) in a
+/// server's metrics text.
+fn counter(text: &str, name: &str, label: &str) -> f64 {
+    text.lines()
+        .filter_map(|line| line.strip_prefix(name))
+        .filter(|rest| rest.starts_with(['{', ' ']) && rest.contains(label))
+        .map(value)
+        .sum()
 }
 
 /// Adds a server's round trips (its metrics text) to `total`.
 fn read_round_trips(text: &str, total: &mut RoundTrips) {
     const METRIC: &str = "chat_redis_round_trip_seconds";
-    let value = |line: &str| -> f64 {
-        line.rsplit(' ')
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(METRIC) else {
             continue;

@@ -146,6 +146,67 @@ pub struct ServerShare {
     pub rss_kib_after: Option<u64>,
 }
 
+/// What the `ephemeral` scenario counts besides a load run's figures (its `sent` is the typing
+/// sent, its `expected` and `delivered` are `typing` and `presence` events together, its
+/// latencies are typing's).
+#[derive(Debug, Default, Serialize)]
+pub struct EphemeralFigures {
+    pub typing_every_s: f64,
+    pub flaps_per_s: f64,
+    pub away_ms: u64,
+    /// Whether each flap should tell the room `offline` and then `online` (away beyond the
+    /// grace), or nothing (back within it).
+    pub presence_per_flap: bool,
+    pub typing_sent: u64,
+    pub typing_acked: u64,
+    /// Typing answered with an error.
+    pub typing_refused: u64,
+    /// `typing` events received, and expected: each typing sent, times the other members
+    /// connected when it was sent.
+    pub typing_received: u64,
+    pub typing_expected: u64,
+    pub presence_online_received: u64,
+    pub presence_offline_received: u64,
+    /// `presence` events expected: per flap beyond the grace, the other members connected
+    /// when it left and when it came back.
+    pub presence_expected: u64,
+    pub flaps: u64,
+    /// Flaps whose member did not get its membership back (no connection, or a refused or
+    /// incomplete `resume`).
+    pub resume_failures: u64,
+    /// Events the resumes replayed (none: nothing is logged during the run).
+    pub replayed: u64,
+    /// Events with an id received after setup (none should be: nothing is logged).
+    pub logged_received: u64,
+    /// Connections the servers closed.
+    pub connections_lost: u64,
+    /// From the servers' metrics (of every room: run on servers with nothing else): ephemeral
+    /// events published, by kind, and pushed into connections' queues, the member's own
+    /// connections included, which drop them (`chat_ephemeral_published_total`,
+    /// `chat_ephemeral_delivered_total`).
+    pub typing_broadcast: u64,
+    pub presence_broadcast: u64,
+    pub server_deliveries: u64,
+    /// Typing the servers took but did not broadcast (`chat_typing_throttled_total`): the
+    /// member's previous one went out less than 2 s before.
+    pub typing_throttled: u64,
+    /// Members held again within the grace (`chat_presence_grace_resumes_total`): flaps that
+    /// told nobody.
+    pub grace_resumes: u64,
+    pub events_per_s: f64,
+    /// The servers' CPU time per ephemeral event broadcast (typing and presence).
+    pub server_cpu_us_per_event: Option<f64>,
+    pub redis_cpu_us_per_event: Option<f64>,
+    pub redis_round_trips_per_event: Option<f64>,
+}
+
+impl EphemeralFigures {
+    /// Ephemeral events broadcast, by the servers' count.
+    pub fn events(&self) -> u64 {
+        self.typing_broadcast + self.presence_broadcast
+    }
+}
+
 #[derive(Debug, Default, Serialize)]
 pub struct Report {
     pub scenario: &'static str,
@@ -202,6 +263,9 @@ pub struct Report {
     pub startup_ms_median: Option<f64>,
     pub startup_ms_max: Option<f64>,
     pub best_clean_rate: Option<f64>,
+    /// The `ephemeral` scenario's own figures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ephemeral: Option<EphemeralFigures>,
     /// Only with several servers: each one's share (the server figures above are sums).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub servers: Vec<ServerShare>,
@@ -413,6 +477,7 @@ impl Report {
                 self.best_clean_rate
                     .map_or("none".to_owned(), |rate| format!("{rate:.1} msg/s"))
             ),
+            "ephemeral" => self.ephemeral_summary() + &self.servers_summary(),
             scenario => {
                 format!(
                     "{scenario} over {}: {} rooms x {} members, {:.1} msg/s per sender, {} B: sent {} (failed {}), delivered {}/{} (lost {}, dup/reordered {}), {:.0} deliveries/s; latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; server CPU {} s ({} us/delivery), RSS {} KiB; bench CPU {:.2} s ({:.0}% of a core)",
@@ -465,6 +530,55 @@ impl Report {
                     + &self.servers_summary()
             }
         }
+    }
+
+    fn ephemeral_summary(&self) -> String {
+        let Some(figures) = &self.ephemeral else {
+            return "ephemeral: no figures".to_owned();
+        };
+        let us = |us: Option<f64>| us.map_or("?".to_owned(), |us| format!("{us:.2}"));
+        format!(
+            "ephemeral over {}: {} members, typing every {:.2} s, {:.1} flaps/s away {} ms: typing sent {} (acked {}, refused {}), broadcast {} (throttled {}), presence broadcast {} (grace resumes {}); received typing {}/{} expected, presence {} online + {} offline /{} expected ({} pushed by the servers); {:.0} events/s, {:.0} deliveries/s; typing latency ms p50 {:.2} p90 {:.2} p99 {:.2} max {:.2}; flaps {} (resume failures {}, replayed {}), logged events received {}, connections lost {}; server CPU {} s: {} us per ephemeral event, {} us per delivery; Redis CPU {} us per event, {} round trips per event; bench CPU {:.2} s ({:.0}% of a core)",
+            self.transport,
+            self.members,
+            figures.typing_every_s,
+            figures.flaps_per_s,
+            figures.away_ms,
+            figures.typing_sent,
+            figures.typing_acked,
+            figures.typing_refused,
+            figures.typing_broadcast,
+            figures.typing_throttled,
+            figures.presence_broadcast,
+            figures.grace_resumes,
+            figures.typing_received,
+            figures.typing_expected,
+            figures.presence_online_received,
+            figures.presence_offline_received,
+            figures.presence_expected,
+            figures.server_deliveries,
+            figures.events_per_s,
+            self.deliveries_per_s,
+            self.latency_ms.p50,
+            self.latency_ms.p90,
+            self.latency_ms.p99,
+            self.latency_ms.max,
+            figures.flaps,
+            figures.resume_failures,
+            figures.replayed,
+            figures.logged_received,
+            figures.connections_lost,
+            self.server_cpu_s
+                .map_or("?".to_owned(), |s| format!("{s:.2}")),
+            us(figures.server_cpu_us_per_event),
+            us(self.server_cpu_us_per_delivery),
+            us(figures.redis_cpu_us_per_event),
+            figures
+                .redis_round_trips_per_event
+                .map_or("?".to_owned(), |n| format!("{n:.2}")),
+            self.bench_cpu_s,
+            self.bench_cpu_utilization * 100.0,
+        )
     }
 
     fn servers_summary(&self) -> String {

@@ -42,25 +42,23 @@ pub async fn connect(target: &Target, n: usize) -> BenchResult<Ws> {
     }
 }
 
-/// Emits `event` with ack id `ack_id` and waits for its ack (`43<id>[data]`), skipping room
-/// events and answering pings; an ack carrying `{error}` is an error.
-pub async fn call(ws: &mut Ws, ack_id: u64, event: &str, data: Value) -> BenchResult<Value> {
-    let frame = format!("42{ack_id}{}", Value::from(vec![Value::from(event), data]));
-    ws.send(Message::text(frame)).await?;
-    let ack = format!("43{ack_id}[");
-    loop {
-        let text = next_text(ws).await?;
-        if let Some(rest) = text.strip_prefix(&ack) {
-            // `rest` is the array's contents and its closing bracket.
-            let reply: Value = serde_json::from_str(&format!("[{rest}"))?;
-            let data = reply.get(0).cloned().unwrap_or(Value::Null);
-            if data.get("error").is_some() {
-                return Err(format!("server error: {data}").into());
-            }
-            return Ok(data);
-        }
-        answer_ping(ws, &text).await?;
-    }
+/// `event` with `data` and ack id `ack_id`: `42<id>["event",data]`.
+pub fn event_frame(ack_id: u64, event: &str, data: &Value) -> String {
+    let packet = Value::from(vec![Value::from(event), data.clone()]);
+    format!("42{ack_id}{packet}")
+}
+
+/// An ack (`43<id>[data]`): its id and its data (`None` when unreadable); `None` for any
+/// other packet.
+pub fn ack(text: &str) -> Option<(u64, Option<Value>)> {
+    let rest = text.strip_prefix("43")?;
+    let (id, rest) = rest.split_once('[')?;
+    let id = id.parse().ok()?;
+    // `rest` is the array's contents and its closing bracket.
+    let data = serde_json::from_str::<Value>(&format!("[{rest}"))
+        .ok()
+        .map(|reply| reply.get(0).cloned().unwrap_or(Value::Null));
+    Some((id, data))
 }
 
 /// A bench chat message as a `create:chat` event with ack id `seq`: the server then does what
