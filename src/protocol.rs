@@ -405,7 +405,7 @@ fn chat(data: ChatData, max_message_bytes: usize) -> Result<Chat, ApiError> {
 fn edit(data: EditData, max_message_bytes: usize) -> Result<Edit, ApiError> {
     Ok(Edit {
         room: RoomId::parse(&data.room_id)?,
-        id: data.id.parse()?,
+        id: EventId::of_message(&data.id)?,
         message: MessageText::parse(data.message, max_message_bytes)?,
         token: data.token.as_deref().map(MemberToken::presented),
     })
@@ -414,7 +414,7 @@ fn edit(data: EditData, max_message_bytes: usize) -> Result<Edit, ApiError> {
 fn delete(data: DeleteData) -> Result<Delete, ApiError> {
     Ok(Delete {
         room: RoomId::parse(&data.room_id)?,
-        id: data.id.parse()?,
+        id: EventId::of_message(&data.id)?,
         token: data.token.as_deref().map(MemberToken::presented),
     })
 }
@@ -536,14 +536,21 @@ mod tests {
     #[test]
     fn an_edit_or_delete_needs_a_valid_id_and_an_edit_a_valid_message() {
         for frame in [
-            r#"{"event":"update:chat","data":{"roomId":"r","id":"x","message":"hi"}}"#,
             r#"{"event":"update:chat","data":{"roomId":"r","message":"hi"}}"#,
+            r#"{"event":"update:chat","data":{"roomId":"r","id":5,"message":"hi"}}"#,
             r#"{"event":"update:chat","data":{"roomId":"r","id":"5-1","message":"  "}}"#,
-            r#"{"event":"delete:chat","data":{"roomId":"r","id":"5"}}"#,
             r#"{"event":"delete:chat","data":{"roomId":"r"}}"#,
         ] {
             let err = decoded(frame).event.unwrap_err();
             assert_eq!(err.code(), "invalid_request", "{frame}");
+        }
+        // A string that is no event id names no message, as an unknown id does.
+        for frame in [
+            r#"{"event":"update:chat","data":{"roomId":"r","id":"x","message":"hi"}}"#,
+            r#"{"event":"delete:chat","data":{"roomId":"r","id":"5"}}"#,
+        ] {
+            let err = decoded(frame).event.unwrap_err();
+            assert_eq!(err.code(), "not_found", "{frame}");
         }
         let too_long = decoded(
             r#"{"event":"update:chat","data":{"roomId":"r","id":"5-1","message":"01234567890123456789"}}"#,

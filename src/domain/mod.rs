@@ -243,6 +243,16 @@ impl EventId {
     }
 }
 
+impl EventId {
+    /// The id of the chat message an edit or a deletion names. A text that is no event id at
+    /// all names no message, as an id no message has: `not_found` for both (API.md: "an
+    /// unknown id gets not_found"), where a malformed `before` or `lastEventId` is a bad
+    /// request.
+    pub fn of_message(raw: &str) -> Result<Self, ApiError> {
+        raw.parse().map_err(|_| ApiError::NotFound)
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}-{}", self.ms, self.seq)

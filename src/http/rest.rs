@@ -116,7 +116,7 @@ pub struct MessagePath {
     #[param(rename = "roomId", schema_with = openapi::room_id)]
     pub room_id: String,
     /// The message: the event id of its `create:chat:success` (its `id` in history). Not an
-    /// event id at all: 400 `invalid_request`.
+    /// event id at all: 404 `not_found`, as an id no message has.
     #[param(schema_with = openapi::event_id)]
     pub id: String,
 }
@@ -370,7 +370,7 @@ pub async fn edit_message(
     ApiJson(body): ApiJson<PostMessageRequest>,
 ) -> Result<Json<ChatMessage>, ApiError> {
     let room = RoomId::parse(&room)?;
-    let id = id.parse::<EventId>()?;
+    let id = EventId::of_message(&id)?;
     let message = state.rooms.message(body.message)?;
     let edited = state.rooms.edit_message(&room, &token, id, message).await?;
     Ok(Json(edited))
@@ -396,7 +396,7 @@ pub async fn delete_message(
     ApiPath((room, id)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     let room = RoomId::parse(&room)?;
-    let id = id.parse::<EventId>()?;
+    let id = EventId::of_message(&id)?;
     state.rooms.delete_message(&room, &token, id).await?;
     Ok(StatusCode::NO_CONTENT)
 }

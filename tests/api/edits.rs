@@ -68,15 +68,15 @@ conformance! {
         let carol = app.create_room(&elsewhere, "carol").await;
         app.edit(&room, &first.id, Some(&carol.token), "x").await.expect_error(401, "unauthorized");
         // Not a chat message of this room: a membership event, an unknown id, another room's
-        // message; a malformed id is a bad request.
+        // message, a text that is no event id at all.
         let theirs = app.say(&elsewhere, &carol.token, "theirs").await;
         for id in [bob.last_event_id.as_str(), "1-0", theirs.id.as_str()] {
             app.edit(&room, id, Some(&alice.token), "x").await.expect_error(404, "not_found");
         }
         app.edit(&elsewhere, &first.id, Some(&carol.token), "x").await.expect_error(404, "not_found");
         for id in ["nope", "1-", "12"] {
-            app.edit(&room, id, Some(&alice.token), "x").await.expect_error(400, "invalid_request");
-            app.delete_message(&room, id, Some(&alice.token)).await.expect_error(400, "invalid_request");
+            app.edit(&room, id, Some(&alice.token), "x").await.expect_error(404, "not_found");
+            app.delete_message(&room, id, Some(&alice.token)).await.expect_error(404, "not_found");
         }
         // Nothing of the refusals changed anything.
         assert_eq!(app.history_page(&room, &alice.token, "").await.0, [again, second]);
@@ -219,7 +219,8 @@ conformance! {
         other.expect_error("update:chat", "u0", json!({"roomId": room, "id": posted["id"], "message": "x", "token": "wrong"}), "not_member").await;
         other.expect_error("delete:chat", "d1", json!({"roomId": room, "id": posted["id"], "token": bob.token}), "forbidden").await;
         other.expect_error("delete:chat", "d2", json!({"roomId": room, "id": "1-0", "token": bob.token}), "not_found").await;
-        other.expect_error("update:chat", "u1", json!({"roomId": room, "id": "x", "message": "x", "token": bob.token}), "invalid_request").await;
+        other.expect_error("update:chat", "u1", json!({"roomId": room, "id": "x", "message": "x", "token": bob.token}), "not_found").await;
+        other.expect_error("update:chat", "u2", json!({"roomId": room, "id": 7, "message": "x", "token": bob.token}), "invalid_request").await;
 
         let deleted = alice.ack("delete:chat", "d", json!({"roomId": room, "id": posted["id"]})).await;
         assert_eq!(deleted, json!({"roomId": room, "id": posted["id"]}));
