@@ -2,7 +2,8 @@
 //! (`chat_server::protocol::decode`), the one function every client frame passes.
 //!
 //! It must never panic; a decoded event must hold only valid values; a refusal must be
-//! `invalid_request` or `payload_too_large` (the only codes a malformed frame can earn).
+//! `invalid_request` or `payload_too_large` (the only codes a malformed frame can earn), or
+//! `not_found` for an edit or a deletion whose `id` is no event id (it names no message).
 
 #![no_main]
 
@@ -73,9 +74,9 @@ fuzz_target!(|data: &[u8]| {
             }
             Err(err) => {
                 let expected: &[&str] = match decoded.name {
-                    EventName::CreateChat | EventName::UpdateChat => {
-                        &["invalid_request", "payload_too_large"]
-                    }
+                    EventName::CreateChat => &["invalid_request", "payload_too_large"],
+                    EventName::UpdateChat => &["invalid_request", "payload_too_large", "not_found"],
+                    EventName::DeleteChat => &["invalid_request", "not_found"],
                     _ => &["invalid_request"],
                 };
                 check::error(err, expected);
