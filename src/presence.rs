@@ -102,25 +102,6 @@ impl Drop for Hold {
     }
 }
 
-impl Hold {
-    /// Lets go at once, without the grace: the membership itself ended (it left, it was
-    /// removed, its room was deleted or lost). The store cleared its marks with it, silently
-    /// (its removal tells the room), so there is nothing to release; and the same name
-    /// joining again is a new member, whose first hold must mark it online.
-    pub fn end(mut self) {
-        let Some(member) = self.member.take() else {
-            return;
-        };
-        let mut holds = self.presence.lock_holds();
-        if let Some(held) = holds.get_mut(&member) {
-            held.count -= 1;
-            if held.count == 0 {
-                holds.remove(&member);
-            }
-        }
-    }
-}
-
 impl PresenceInner {
     fn lock_holds(&self) -> std::sync::MutexGuard<'_, HashMap<Member, Held>> {
         // Counters only; consistent even after a panic elsewhere.

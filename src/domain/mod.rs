@@ -241,9 +241,7 @@ impl EventId {
             seq: self.seq.saturating_add(1),
         }
     }
-}
 
-impl EventId {
     /// The id of the chat message an edit or a deletion names. A text that is no event id at
     /// all names no message, as an id no message has: `not_found` for both (API.md: "an
     /// unknown id gets not_found"), where a malformed `before` or `lastEventId` is a bad

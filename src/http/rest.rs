@@ -284,9 +284,9 @@ pub async fn join_room(
     security(("member_token" = [])),
     responses(
         (status = 204, description = "left, or (the owner's token, another name) kicked or banned"),
-        (status = 400, body = ErrorBody, description = "invalid_request: a bad name or `ban`, or `ban=true` on one's own name"),
+        (status = 400, body = ErrorBody, description = "invalid_request: a bad name or `ban`"),
         (status = 401, body = ErrorBody, description = "unauthorized: no token, or not a member's token in this room"),
-        (status = 403, body = ErrorBody, description = "forbidden: another member's name, and the token is not the room owner's"),
+        (status = 403, body = ErrorBody, description = "forbidden: another member's name, and the token is not the room owner's; or `ban=true` on one's own name"),
         (status = 404, body = ErrorBody, description = "not_member: the owner named no member"),
     )
 )]

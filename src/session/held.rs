@@ -24,8 +24,8 @@ pub(super) struct Held {
     live: bool,
     /// The room's events reach the session while this lives.
     subscription: Subscription,
-    /// The member is online while this lives (and a grace after); ended at once when the
-    /// membership ends (see [`Hold::end`]).
+    /// The member is online while this lives (and a grace after: a new member of the same
+    /// name within it is marked online all the same, see `presence`).
     presence: Option<Hold>,
 }
 
@@ -105,14 +105,6 @@ impl Holdings {
         }
     }
 
-    /// Ends the membership held in `room`: its member's presence goes at once, with no grace
-    /// (it left or was removed, or its room is gone: no reconnect comes back to it).
-    fn end(&mut self, room: &RoomId) {
-        if let Some(presence) = self.remove(room).and_then(|held| held.presence) {
-            presence.end();
-        }
-    }
-
     pub(super) fn remove(&mut self, room: &RoomId) -> Option<Held> {
         let at = self.0.iter().position(|(id, _)| id == room)?;
         Some(self.0.swap_remove(at).1)
@@ -125,9 +117,7 @@ impl Holdings {
             && held.token_hash.as_ref() == Some(token_hash)
         {
             held.leaving_at = Some(left_at);
-            if let Some(presence) = held.presence.take() {
-                presence.end();
-            }
+            held.presence = None;
         }
     }
 
@@ -164,7 +154,7 @@ impl Holdings {
         };
         if frame.deletes_room() {
             // Written: the client is told, and nothing of the room follows.
-            self.end(&event.room);
+            self.remove(&event.room);
             return true;
         }
         if event.id < held.from {
@@ -172,13 +162,13 @@ impl Holdings {
         }
         held.live = true;
         if matches!(event.kind, EventKind::RoomCreated { .. }) && event.id > held.joined_at {
-            self.end(&event.room);
+            self.remove(&event.room);
             return false;
         }
         let ends_membership = held.leaving_at.is_some_and(|at| event.id >= at)
             || (event.id >= held.joined_at && frame.removes(&held.username));
         if ends_membership {
-            self.end(&event.room);
+            self.remove(&event.room);
         }
         true
     }

@@ -161,7 +161,7 @@ conformance! {
 
     /// Bob leaves and joins again under his name at once, on a new connection: his removal
     /// says he went (no `presence` with it), and his new membership comes online as any does
-    /// (his old one let go of his presence with no grace).
+    /// (his old one's grace does not hide the new one).
     async fn a_member_that_leaves_and_joins_again_comes_online_again(backend: Backend) {
         let app = TestApp::spawn(backend, &[]).await;
         let room = unique_room("rejoin");
